@@ -1,0 +1,228 @@
+//! Types shared by the XDP program (`lb-ebpf`) and the daemon (`lb-userspace`).
+//!
+//! Every BPF map's key and value layout is defined here, once. All types are
+//! `#[repr(C)]` with explicit padding so both sides agree byte for byte; with the
+//! `user` feature they implement `aya::Pod`.
+#![no_std]
+
+/// Map names, as the XDP program declares them and the daemon looks them up.
+pub mod map_names {
+    pub const LB_ADDRS_V4: &str = "LB_ADDRS_V4";
+    pub const LB_ADDRS_V6: &str = "LB_ADDRS_V6";
+    pub const INTERNAL_V4: &str = "INTERNAL_V4";
+    pub const INTERNAL_V6: &str = "INTERNAL_V6";
+    pub const SG_V4: &str = "SG_V4";
+    pub const SG_V6: &str = "SG_V6";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const ACTIVE_BANK: &str = "ACTIVE_BANK";
+}
+
+/// Every key of the configuration maps carries a bank (0 or 1). The daemon
+/// writes a whole new configuration into the inactive bank, then flips the one
+/// entry of `ACTIVE_BANK`: the kernel never sees a half-written configuration.
+pub const NUM_BANKS: u32 = 2;
+
+/// The balancer id as it appears in trie keys: bank and balancer together.
+#[inline(always)]
+pub const fn trie_id(bank: u32, lb_id: u32) -> [u8; 4] {
+    ((bank << 16) | lb_id).to_be_bytes()
+}
+
+/// Key of `LB_ADDRS_V4`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrKeyV4 {
+    pub bank: u32,
+    pub addr: [u8; 4],
+}
+
+/// Key of `LB_ADDRS_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrKeyV6 {
+    pub bank: u32,
+    pub addr: [u8; 16],
+}
+
+/// The XDP program's name in the object file.
+pub const XDP_PROGRAM: &str = "xalb_xdp";
+
+/// Most load balancers one daemon serves; ids are `0..MAX_LBS`.
+pub const MAX_LBS: u32 = 64;
+/// Counter slot for packets that belong to no balancer (host traffic, non-IP, ...).
+pub const NO_LB: u32 = MAX_LBS;
+/// Most balancer addresses (per family).
+pub const MAX_ADDRS: u32 = 1024;
+/// Most stored source prefixes in the security-group and internal-network tries (per family).
+pub const MAX_PREFIXES: u32 = 16384;
+/// Most (protocol, port range) entries one source prefix may allow after the union
+/// with its covering prefixes is compiled in. Bounded so the XDP loop is bounded.
+pub const MAX_RANGES: usize = 32;
+
+/// Protocol numbers as stored in [`PortRange::proto`].
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    /// Matches every protocol, every port, and fragments.
+    pub const ALL: u8 = 255;
+}
+
+/// Value of `LB_ADDRS_V4` / `LB_ADDRS_V6`: which balancer an address belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbAddr {
+    pub lb_id: u32,
+    /// Bit set of `LB_FLAG_*`.
+    pub flags: u32,
+}
+
+/// The balancer's scheme is `internal`: sources outside `INTERNAL_V*` are dropped.
+pub const LB_FLAG_INTERNAL: u32 = 1;
+
+/// Key of the IPv4 tries (`SG_V4`, `INTERNAL_V4`). The balancer id is part of the
+/// matched bits (always fully matched), so one trie serves every balancer:
+/// `prefix_len = 32 + cidr length`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SrcKeyV4 {
+    /// [`trie_id`] of bank and balancer.
+    pub lb_id: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// Key of the IPv6 tries (`SG_V6`, `INTERNAL_V6`); `prefix_len = 32 + cidr length`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SrcKeyV6 {
+    pub lb_id: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// Bits of the key prefix taken by the balancer id.
+pub const LB_ID_BITS: u32 = 32;
+
+/// One allowed (protocol, destination port range); inclusive bounds.
+/// For ICMP, ICMPv6 and `proto::ALL` the ports are 0..=65535.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRange {
+    pub proto: u8,
+    pub _pad: u8,
+    pub lo: u16,
+    pub hi: u16,
+}
+
+/// Value of `SG_V4` / `SG_V6`: everything a source prefix is allowed, already
+/// including the rules of every shorter prefix that covers it (an LPM trie only
+/// returns the longest match, but security groups are a union).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SgRules {
+    pub count: u32,
+    pub ranges: [PortRange; MAX_RANGES],
+}
+
+impl Default for SgRules {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            ranges: [PortRange::default(); MAX_RANGES],
+        }
+    }
+}
+
+/// Why the XDP program decided what it did; index into the per-balancer counters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// IPv4/IPv6 not addressed to a balancer address.
+    PassNotBalancer = 0,
+    /// Neither IPv4 nor IPv6 (ARP, LLDP, ...).
+    PassNonIp = 1,
+    /// ICMPv6 neighbour discovery addressed to a balancer address.
+    PassNeighbour = 2,
+    /// A security-group rule allows it.
+    PassAllowed = 3,
+    /// A reply to a connection this host opened.
+    PassReply = 4,
+    /// Internal balancer, source outside `internal_networks`.
+    DropInternal = 5,
+    /// No security-group rule allows it.
+    DropDenied = 6,
+    /// A fragment whose source is not allowed every port of its protocol.
+    DropFragment = 7,
+    /// Truncated or inconsistent headers.
+    DropMalformed = 8,
+    /// IPv6 extension-header chain longer than the parser follows, or an
+    /// unknown header before the transport header.
+    DropUnparsed = 9,
+}
+
+pub const NUM_REASONS: u32 = 10;
+
+impl Reason {
+    pub const ALL: [Reason; NUM_REASONS as usize] = [
+        Reason::PassNotBalancer,
+        Reason::PassNonIp,
+        Reason::PassNeighbour,
+        Reason::PassAllowed,
+        Reason::PassReply,
+        Reason::DropInternal,
+        Reason::DropDenied,
+        Reason::DropFragment,
+        Reason::DropMalformed,
+        Reason::DropUnparsed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassNotBalancer => "pass_not_balancer",
+            Reason::PassNonIp => "pass_non_ip",
+            Reason::PassNeighbour => "pass_neighbour_discovery",
+            Reason::PassAllowed => "pass_allowed",
+            Reason::PassReply => "pass_reply",
+            Reason::DropInternal => "drop_internal_scheme",
+            Reason::DropDenied => "drop_no_rule",
+            Reason::DropFragment => "drop_fragment",
+            Reason::DropMalformed => "drop_malformed",
+            Reason::DropUnparsed => "drop_unparsed",
+        }
+    }
+
+    pub const fn is_drop(self) -> bool {
+        (self as u32) >= Reason::DropInternal as u32
+    }
+}
+
+/// Index of a counter in the per-CPU `COUNTERS` array.
+#[inline(always)]
+pub const fn counter_index(lb_slot: u32, reason: Reason) -> u32 {
+    lb_slot * NUM_REASONS + reason as u32
+}
+
+/// Size of the `COUNTERS` array: one row per balancer plus the `NO_LB` row.
+pub const NUM_COUNTERS: u32 = (MAX_LBS + 1) * NUM_REASONS;
+
+/// One counter: packets and bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), contain only integers and arrays of
+    // integers, and have no implicit padding.
+    unsafe impl aya::Pod for super::LbAddr {}
+    unsafe impl aya::Pod for super::AddrKeyV4 {}
+    unsafe impl aya::Pod for super::AddrKeyV6 {}
+    unsafe impl aya::Pod for super::SrcKeyV4 {}
+    unsafe impl aya::Pod for super::SrcKeyV6 {}
+    unsafe impl aya::Pod for super::PortRange {}
+    unsafe impl aya::Pod for super::SgRules {}
+    unsafe impl aya::Pod for super::Counter {}
+}

@@ -1,0 +1,102 @@
+//! Project automation: `cargo xtask <command>`.
+//!
+//! Every command installs or builds what it needs itself, idempotently, so the
+//! README's two commands work on a fresh machine.
+
+mod build;
+mod toolchain;
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, test and demo xalb")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain if missing and build the XDP object (release).
+    BuildEbpf,
+    /// Build the XDP object and the `xalb` daemon that embeds it.
+    Build {
+        /// Build the daemon in release mode.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `xalb` with the given arguments.
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build everything and run the whole test suite (needs root: namespaces, XDP).
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build everything and run the seed scenario in network namespaces.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::BuildEbpf => build::ebpf(),
+        Cmd::Build { release } => build::all(release).map(|_| ()),
+        Cmd::Run { release, args } => {
+            let bin = build::all(release)?;
+            run_status(Command::new(bin).args(args))
+        }
+        Cmd::Test { args } => test(args),
+        Cmd::Demo => {
+            let bin = build::all(true)?;
+            toolchain::ensure_apt(&["iproute2"])?;
+            run_status(Command::new(env!("CARGO")).args([
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "xalb-tests",
+                "--bin",
+                "xalb-demo",
+                "--",
+                "--xalb",
+            ]).arg(bin))
+        }
+    }
+}
+
+fn test(args: Vec<String>) -> Result<()> {
+    build::all(false)?;
+    toolchain::ensure_apt(&["iproute2"])?;
+    // One test thread per core at most: the end-to-end tests each start a daemon.
+    run_status(
+        Command::new(env!("CARGO"))
+            .args(["test", "--workspace", "--exclude", "xtask"])
+            .args(args),
+    )
+}
+
+pub(crate) fn run_status(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}

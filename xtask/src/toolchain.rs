@@ -1,0 +1,115 @@
+//! Idempotent installation of what the build and the tests need: nightly's
+//! rust-src, bpf-linker built on the nightly toolchain's own LLVM, and Debian
+//! packages.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::run_status;
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let s = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("the nightly toolchain is required (rustup toolchain install nightly)")?;
+    Ok(PathBuf::from(s.trim()))
+}
+
+pub fn ensure_nightly_rust_src() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing rust-src for nightly");
+    run_status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// The LLVM major version the nightly compiler was built with; bpf-linker must match it.
+fn nightly_llvm_major() -> Result<String> {
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let ver = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc +nightly -vV printed no LLVM version")?;
+    Ok(ver.split('.').next().unwrap_or(ver).to_string())
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+pub fn ensure_bpf_linker() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    let llvm = nightly_llvm_major()?;
+    let bin = cargo_bin_dir().join("bpf-linker");
+    if bin.exists() {
+        // A linker built against another nightly's LLVM fails at load time.
+        if Command::new(&bin).arg("--version").output().is_ok_and(|o| o.status.success()) {
+            return Ok(());
+        }
+        eprintln!("xtask: existing bpf-linker does not run; rebuilding it");
+    }
+    // The linker links against `libLLVM.so`; the toolchain ships only the versioned name.
+    let lib_dir = sysroot.join("lib");
+    let versioned = std::fs::read_dir(&lib_dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib_dir.display()))?;
+    let link = lib_dir.join("libLLVM.so");
+    if !link.exists() {
+        std::os::unix::fs::symlink(&versioned, &link)
+            .with_context(|| format!("creating {}", link.display()))?;
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {llvm} (takes a minute or two)");
+    run_status(
+        Command::new("cargo")
+            .env("LLVM_PREFIX", &sysroot)
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+            .args(["--no-default-features", "--features", &format!("llvm-{llvm}")]),
+    )
+}
+
+/// Install Debian packages that provide the given commands' packages, when missing.
+pub fn ensure_apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    run_status(Command::new("apt-get").args(["update", "-q"]))?;
+    run_status(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
