@@ -133,6 +133,47 @@ impl Default for SgRules {
     }
 }
 
+impl SgRules {
+    /// The allowed ranges.
+    #[inline(always)]
+    pub fn ranges(&self) -> &[PortRange] {
+        let n = if (self.count as usize) < MAX_RANGES {
+            self.count as usize
+        } else {
+            MAX_RANGES
+        };
+        &self.ranges[..n]
+    }
+
+    /// Whether these rules allow a packet of `proto` to destination port `dport`.
+    /// A fragment's ports are unknown, so it needs a rule allowing every port of
+    /// its protocol. The XDP program and the daemon's tests share this one
+    /// definition.
+    #[inline(always)]
+    pub fn allows(&self, proto: u8, dport: u16, fragment: bool) -> bool {
+        let n = self.count as usize;
+        for i in 0..MAX_RANGES {
+            if i >= n {
+                break;
+            }
+            let r = &self.ranges[i];
+            if r.proto == proto::ALL {
+                return true;
+            }
+            if r.proto == proto {
+                if fragment {
+                    if r.lo == 0 && r.hi == u16::MAX {
+                        return true;
+                    }
+                } else if r.lo <= dport && dport <= r.hi {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
 /// Why the XDP program decided what it did; index into the per-balancer counters.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     counter_index, proto, trie_id, AddrKeyV4, AddrKeyV6, Counter, LbAddr, Reason, SgRules,
-    SrcKeyV4, SrcKeyV6, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_PREFIXES, MAX_RANGES, NO_LB,
+    SrcKeyV4, SrcKeyV6, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_PREFIXES, NO_LB,
     NUM_COUNTERS,
 };
 
@@ -170,32 +170,6 @@ fn transport(ctx: &XdpContext, off: usize, proto: u8) -> Option<(u16, u16)> {
     }
 }
 
-/// Whether `rules` allow `l4`. A fragment needs a rule allowing every port of
-/// its protocol, since its ports are unknown.
-#[inline(always)]
-fn allowed(rules: &SgRules, l4: &L4) -> bool {
-    let n = rules.count as usize;
-    for i in 0..MAX_RANGES {
-        if i >= n {
-            break;
-        }
-        let r = &rules.ranges[i];
-        if r.proto == proto::ALL {
-            return true;
-        }
-        if r.proto == l4.proto {
-            if l4.fragment {
-                if r.lo == 0 && r.hi == u16::MAX {
-                    return true;
-                }
-            } else if r.lo <= l4.dport && l4.dport <= r.hi {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 /// The 5-tuple as `bpf_sk_lookup_*` wants it, IPv4 form.
 #[repr(C)]
 struct TupleV4 {
@@ -297,7 +271,7 @@ fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
         return (slot, Reason::DropInternal);
     }
     if let Some(rules) = SG_V4.get(&key) {
-        if allowed(rules, &l4) {
+        if rules.allows(l4.proto, l4.dport, l4.fragment) {
             return (slot, Reason::PassAllowed);
         }
     }
@@ -425,7 +399,7 @@ fn ipv6(ctx: &XdpContext, off: usize) -> (u32, Reason) {
         return (slot, Reason::DropInternal);
     }
     if let Some(rules) = SG_V6.get(&key) {
-        if allowed(rules, &l4) {
+        if rules.allows(l4.proto, l4.dport, l4.fragment) {
             return (slot, Reason::PassAllowed);
         }
     }

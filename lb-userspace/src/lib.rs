@@ -1,1 +1,9 @@
+//! xalb: an ALB-style load balancer whose kernel half (XDP) enforces security
+//! groups per packet and whose user half terminates and routes HTTP.
+//!
+//! Modules by concern: [`config`] (parse, validate), [`kernel`] (compile to maps,
+//! load, attach, counters), [`daemon`] (the `xalb run` process).
 
+pub mod config;
+pub mod daemon;
+pub mod kernel;

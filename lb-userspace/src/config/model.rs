@@ -1,0 +1,265 @@
+//! The validated configuration: plain data, every default applied, every name
+//! reference checked. Produced by [`super::load`] / [`super::parse_str`]; the
+//! kernel and proxy halves compile it into their own runtime state.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub security_groups: Vec<SecurityGroup>,
+    pub target_groups: Vec<TargetGroup>,
+    /// In file order; a balancer's index here is its kernel id.
+    pub load_balancers: Vec<LoadBalancer>,
+    /// Each listener carries its rules, sorted by priority.
+    pub listeners: Vec<Listener>,
+    pub admin: Admin,
+    pub access_log: AccessLog,
+}
+
+impl Config {
+    pub fn security_group(&self, name: &str) -> Option<&SecurityGroup> {
+        self.security_groups.iter().find(|g| g.name == name)
+    }
+    pub fn target_group(&self, name: &str) -> Option<&TargetGroup> {
+        self.target_groups.iter().find(|g| g.name == name)
+    }
+    pub fn load_balancer(&self, name: &str) -> Option<&LoadBalancer> {
+        self.load_balancers.iter().find(|l| l.name == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecurityGroup {
+    pub name: String,
+    pub description: String,
+    pub ingress: Vec<IngressRule>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpProtocol {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    All,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngressRule {
+    pub protocol: IpProtocol,
+    /// Inclusive destination port range; `(0, 65535)` for icmp, icmpv6 and all.
+    pub ports: (u16, u16),
+    pub source: IpNet,
+    pub description: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetProtocol {
+    Http,
+    Https,
+    Tcp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastOutstandingRequests,
+    WeightedRandom,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetGroup {
+    pub name: String,
+    pub protocol: TargetProtocol,
+    pub port: u16,
+    pub algorithm: Algorithm,
+    pub deregistration_delay: Duration,
+    /// Zero when off.
+    pub slow_start: Duration,
+    pub targets: Vec<Target>,
+    pub health_check: HealthCheck,
+    pub stickiness: Stickiness,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub address: IpAddr,
+    /// The group's port when the file gives none.
+    pub port: u16,
+    /// 1-999.
+    pub weight: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthCheckPort {
+    TrafficPort,
+    Port(u16),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    pub protocol: TargetProtocol,
+    pub port: HealthCheckPort,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub matcher: Matcher,
+}
+
+/// HTTP status codes that count as healthy: a list of inclusive ranges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matcher(pub Vec<(u16, u16)>);
+
+impl Matcher {
+    pub fn matches(&self, status: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| lo <= status && status <= hi)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StickinessType {
+    LbCookie,
+    AppCookie { cookie_name: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stickiness {
+    pub enabled: bool,
+    pub kind: StickinessType,
+    pub duration: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    InternetFacing,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadBalancer {
+    pub name: String,
+    pub scheme: Scheme,
+    pub internal_networks: Vec<IpNet>,
+    pub interfaces: Vec<String>,
+    pub addresses: Vec<IpAddr>,
+    pub security_groups: Vec<String>,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    Http,
+    Https,
+    Tcp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listener {
+    pub load_balancer: String,
+    pub protocol: ListenerProtocol,
+    pub port: u16,
+    pub default_action: Action,
+    /// HTTPS only; the first is the default, the rest are chosen by SNI.
+    pub certificates: Vec<Certificate>,
+    pub ssl_policy: String,
+    /// Sorted by priority, lowest first.
+    pub rules: Vec<Rule>,
+}
+
+impl Listener {
+    /// `"<load_balancer>:<port>"`, the name rules refer to.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.load_balancer, self.port)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub priority: u32,
+    /// All must match.
+    pub conditions: Vec<Condition>,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryMatch {
+    pub key: Option<String>,
+    pub value: String,
+}
+
+/// A rule condition; it matches when any of its values matches.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Condition {
+    HostHeader(Vec<String>),
+    PathPattern(Vec<String>),
+    HttpHeader { name: String, values: Vec<String> },
+    HttpRequestMethod(Vec<String>),
+    QueryString(Vec<QueryMatch>),
+    SourceIp(Vec<IpNet>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightedGroup {
+    pub name: String,
+    /// 0-999.
+    pub weight: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectStatus {
+    Http301,
+    Http302,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Forward {
+        target_group: String,
+    },
+    WeightedForward {
+        target_groups: Vec<WeightedGroup>,
+        /// Group-level stickiness duration, when on.
+        stickiness: Option<Duration>,
+    },
+    /// Each part is a template that may hold `#{protocol}`, `#{host}`,
+    /// `#{port}`, `#{path}`, `#{query}`; absent parts default to their placeholder.
+    Redirect {
+        status: RedirectStatus,
+        protocol: String,
+        host: String,
+        port: String,
+        path: String,
+        query: String,
+    },
+    FixedResponse {
+        status_code: u16,
+        content_type: Option<String>,
+        message_body: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessLog {
+    pub enabled: bool,
+    /// "-" is standard output.
+    pub path: String,
+    pub format: String,
+}

@@ -1,0 +1,178 @@
+//! Compiles the validated configuration into the contents of the XDP program's
+//! maps (bank-agnostic; [`super::maps`] writes them into a bank).
+//!
+//! The one subtle part is the security-group union: an LPM trie returns only the
+//! longest matching prefix, while security groups allow the union of all rules.
+//! So every stored prefix's entry carries its own ranges plus those of every
+//! shorter prefix that covers it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use lb_common::{proto, LbAddr, PortRange, SgRules, LB_FLAG_INTERNAL, MAX_RANGES};
+
+use crate::config::model::{Config, IpProtocol, Scheme};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error(
+        "load balancer {lb:?}: source {prefix} is allowed {count} distinct protocol/port ranges \
+         (after merging the rules of covering prefixes); at most {max} fit the kernel's table"
+    )]
+    TooManyRanges {
+        lb: String,
+        prefix: IpNet,
+        count: usize,
+        max: usize,
+    },
+    #[error("address {addr} is used by load balancers {first:?} and {second:?}")]
+    SharedAddress {
+        addr: IpAddr,
+        first: String,
+        second: String,
+    },
+}
+
+/// What the kernel needs to know, per balancer id (the index in `Config::load_balancers`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    pub addrs_v4: Vec<([u8; 4], LbAddr)>,
+    pub addrs_v6: Vec<([u8; 16], LbAddr)>,
+    pub internal_v4: Vec<(u32, Ipv4Net)>,
+    pub internal_v6: Vec<(u32, Ipv6Net)>,
+    pub sg_v4: Vec<(u32, Ipv4Net, SgRules)>,
+    pub sg_v6: Vec<(u32, Ipv6Net, SgRules)>,
+}
+
+/// One ingress rule as the kernel sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceRule {
+    pub source: IpNet,
+    pub range: PortRange,
+}
+
+pub fn kernel_proto(p: IpProtocol) -> u8 {
+    match p {
+        IpProtocol::Tcp => proto::TCP,
+        IpProtocol::Udp => proto::UDP,
+        IpProtocol::Icmp => proto::ICMP,
+        IpProtocol::Icmpv6 => proto::ICMPV6,
+        IpProtocol::All => proto::ALL,
+    }
+}
+
+pub fn compile(cfg: &Config) -> Result<KernelConfig, CompileError> {
+    let mut out = KernelConfig::default();
+    let mut owner: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    for (id, lb) in cfg.load_balancers.iter().enumerate() {
+        let id = id as u32;
+        let value = LbAddr {
+            lb_id: id,
+            flags: if lb.scheme == Scheme::Internal {
+                LB_FLAG_INTERNAL
+            } else {
+                0
+            },
+        };
+        for &addr in &lb.addresses {
+            if let Some(first) = owner.insert(addr, &lb.name) {
+                return Err(CompileError::SharedAddress {
+                    addr,
+                    first: first.to_string(),
+                    second: lb.name.clone(),
+                });
+            }
+            match addr {
+                IpAddr::V4(a) => out.addrs_v4.push((a.octets(), value)),
+                IpAddr::V6(a) => out.addrs_v6.push((a.octets(), value)),
+            }
+        }
+        for net in &lb.internal_networks {
+            match net.trunc() {
+                IpNet::V4(n) => out.internal_v4.push((id, n)),
+                IpNet::V6(n) => out.internal_v6.push((id, n)),
+            }
+        }
+        let rules: Vec<SourceRule> = lb
+            .security_groups
+            .iter()
+            .filter_map(|name| cfg.security_group(name))
+            .flat_map(|sg| &sg.ingress)
+            .map(|r| SourceRule {
+                source: r.source.trunc(),
+                range: PortRange {
+                    proto: kernel_proto(r.protocol),
+                    _pad: 0,
+                    lo: r.ports.0,
+                    hi: r.ports.1,
+                },
+            })
+            .collect();
+        for (prefix, sg) in union_by_prefix(&lb.name, &rules)? {
+            match prefix {
+                IpNet::V4(n) => out.sg_v4.push((id, n, sg)),
+                IpNet::V6(n) => out.sg_v6.push((id, n, sg)),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// For every distinct source prefix, the union of the ranges of all rules whose
+/// source covers it (itself included), merged and bounded by [`MAX_RANGES`].
+pub fn union_by_prefix(
+    lb: &str,
+    rules: &[SourceRule],
+) -> Result<Vec<(IpNet, SgRules)>, CompileError> {
+    let mut prefixes: Vec<IpNet> = rules.iter().map(|r| r.source).collect();
+    prefixes.sort();
+    prefixes.dedup();
+    prefixes
+        .into_iter()
+        .map(|prefix| {
+            let covering: Vec<PortRange> = rules
+                .iter()
+                .filter(|r| r.source.contains(&prefix))
+                .map(|r| r.range)
+                .collect();
+            let merged = merge_ranges(covering);
+            if merged.len() > MAX_RANGES {
+                return Err(CompileError::TooManyRanges {
+                    lb: lb.to_string(),
+                    prefix,
+                    count: merged.len(),
+                    max: MAX_RANGES,
+                });
+            }
+            let mut sg = SgRules {
+                count: merged.len() as u32,
+                ..SgRules::default()
+            };
+            sg.ranges[..merged.len()].copy_from_slice(&merged);
+            Ok((prefix, sg))
+        })
+        .collect()
+}
+
+/// Sorts and merges overlapping or adjacent ranges of the same protocol; a rule
+/// for every protocol makes all others redundant.
+pub fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+    if let Some(all) = ranges.iter().find(|r| r.proto == proto::ALL) {
+        return vec![*all];
+    }
+    ranges.sort_by_key(|r| (r.proto, r.lo, r.hi));
+    let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if last.proto == r.proto && u32::from(r.lo) <= u32::from(last.hi) + 1 => {
+                last.hi = last.hi.max(r.hi);
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use lb_common::{proto, PortRange, SgRules};
+use proptest::prelude::*;
+
+use super::{merge_ranges, union_by_prefix, CompileError, SourceRule};
+
+/// The rules as AWS states them: allowed if any rule covers the source and the
+/// port. A fragment's port is unknown: allowed only if every port of its
+/// protocol is allowed.
+fn plain_allows(rules: &[SourceRule], src: IpAddr, p: u8, port: u16, fragment: bool) -> bool {
+    let matching: Vec<&SourceRule> = rules.iter().filter(|r| r.source.contains(&src)).collect();
+    if matching.iter().any(|r| r.range.proto == proto::ALL) {
+        return true;
+    }
+    let mut ranges: Vec<(u32, u32)> = matching
+        .iter()
+        .filter(|r| r.range.proto == p)
+        .map(|r| (u32::from(r.range.lo), u32::from(r.range.hi)))
+        .collect();
+    if !fragment {
+        return ranges.iter().any(|&(lo, hi)| lo <= port as u32 && port as u32 <= hi);
+    }
+    ranges.sort();
+    let mut next = 0u32;
+    for (lo, hi) in ranges {
+        if lo > next {
+            return false;
+        }
+        next = next.max(hi + 1);
+    }
+    next > 65535
+}
+
+/// What the kernel does: the longest stored prefix's entry, then its ranges.
+fn trie_allows(entries: &[(IpNet, SgRules)], src: IpAddr, p: u8, port: u16, fragment: bool) -> bool {
+    entries
+        .iter()
+        .filter(|(net, _)| net.contains(&src))
+        .max_by_key(|(net, _)| net.prefix_len())
+        .is_some_and(|(_, sg)| sg.allows(p, port, fragment))
+}
+
+fn rng(p: u8, lo: u16, hi: u16) -> PortRange {
+    PortRange { proto: p, _pad: 0, lo, hi }
+}
+
+fn rule(src: &str, p: u8, lo: u16, hi: u16) -> SourceRule {
+    SourceRule { source: src.parse().unwrap(), range: rng(p, lo, hi) }
+}
+
+#[test]
+fn longer_prefix_keeps_the_shorter_prefixes_rules() {
+    // The pitfall: tcp 22 from 10/8 is the longest match for 10.1.1.1, yet tcp 80
+    // from anywhere must still allow it.
+    let rules = [rule("0.0.0.0/0", proto::TCP, 80, 80), rule("10.0.0.0/8", proto::TCP, 22, 22)];
+    let entries = union_by_prefix("lb", &rules).unwrap();
+    let src: IpAddr = "10.1.1.1".parse().unwrap();
+    assert!(trie_allows(&entries, src, proto::TCP, 80, false));
+    assert!(trie_allows(&entries, src, proto::TCP, 22, false));
+    assert!(!trie_allows(&entries, "11.1.1.1".parse().unwrap(), proto::TCP, 22, false));
+}
+
+#[test]
+fn ipv6_any_does_not_cover_ipv4() {
+    let rules = [rule("::/0", proto::TCP, 80, 80)];
+    let entries = union_by_prefix("lb", &rules).unwrap();
+    assert!(!trie_allows(&entries, "10.0.0.1".parse().unwrap(), proto::TCP, 80, false));
+    assert!(trie_allows(&entries, "fd00:231::1".parse().unwrap(), proto::TCP, 80, false));
+}
+
+#[test]
+fn merging_joins_adjacent_and_overlapping_ranges() {
+    let merged = merge_ranges(vec![
+        rng(proto::TCP, 100, 200),
+        rng(proto::TCP, 201, 300),
+        rng(proto::TCP, 150, 160),
+        rng(proto::UDP, 53, 53),
+        rng(proto::TCP, 400, 400),
+    ]);
+    assert_eq!(
+        merged,
+        vec![rng(proto::TCP, 100, 300), rng(proto::TCP, 400, 400), rng(proto::UDP, 53, 53)]
+    );
+    assert_eq!(merge_ranges(vec![rng(proto::TCP, 1, 2), rng(proto::ALL, 0, 65535)]).len(), 1);
+}
+
+#[test]
+fn too_many_ranges_is_an_error_naming_the_prefix() {
+    let rules: Vec<SourceRule> = (0..40u16)
+        .map(|i| rule("10.0.0.0/8", proto::TCP, i * 10, i * 10))
+        .collect();
+    let err = union_by_prefix("edge", &rules).unwrap_err();
+    assert!(matches!(err, CompileError::TooManyRanges { count: 40, .. }));
+    assert!(err.to_string().contains("10.0.0.0/8"), "{err}");
+}
+
+fn arb_net() -> impl Strategy<Value = IpNet> {
+    // Few distinct bits so that random prefixes nest and overlap often.
+    prop_oneof![
+        (0u8..4, 0u8..4, 0u8..=32).prop_map(|(a, b, len)| {
+            IpNet::new(IpAddr::V4(Ipv4Addr::new(10, a, b, 1)), len).unwrap().trunc()
+        }),
+        (0u16..4, 0u8..=128).prop_map(|(a, len)| {
+            IpNet::new(IpAddr::V6(Ipv6Addr::new(0xfd00, 0x231, a, 0, 0, 0, 0, 1)), len)
+                .unwrap()
+                .trunc()
+        }),
+    ]
+}
+
+fn arb_rule() -> impl Strategy<Value = SourceRule> {
+    let range = prop_oneof![
+        (prop_oneof![Just(proto::TCP), Just(proto::UDP)], 0u16..100, 0u16..100)
+            .prop_map(|(p, a, b)| rng(p, a.min(b), a.max(b))),
+        (prop_oneof![Just(proto::TCP), Just(proto::UDP)], 0u16..2)
+            .prop_map(|(p, half)| if half == 0 { rng(p, 0, 32767) } else { rng(p, 32768, 65535) }),
+        Just(rng(proto::ICMP, 0, 65535)),
+        Just(rng(proto::ICMPV6, 0, 65535)),
+        Just(rng(proto::ALL, 0, 65535)),
+    ];
+    (arb_net(), range).prop_map(|(source, range)| SourceRule { source, range })
+}
+
+fn arb_src() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        (0u8..4, 0u8..4, any::<u8>()).prop_map(|(a, b, c)| IpAddr::V4(Ipv4Addr::new(10, a, b, c))),
+        (0u16..4, any::<u16>())
+            .prop_map(|(a, c)| IpAddr::V6(Ipv6Addr::new(0xfd00, 0x231, a, 0, 0, 0, 0, c))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn compiled_entries_agree_with_the_plain_rules(
+        rules in prop::collection::vec(arb_rule(), 0..12),
+        packets in prop::collection::vec(
+            (arb_src(), prop_oneof![Just(proto::TCP), Just(proto::UDP), Just(proto::ICMP), Just(47u8)],
+             0u16..110, any::<bool>()),
+            1..40),
+    ) {
+        let entries = union_by_prefix("lb", &rules).unwrap();
+        for (src, p, port, fragment) in packets {
+            prop_assert_eq!(
+                trie_allows(&entries, src, p, port, fragment),
+                plain_allows(&rules, src, p, port, fragment),
+                "src {} proto {} port {} fragment {}", src, p, port, fragment
+            );
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Loading the embedded XDP object and attaching it.
+//!
+//! Attachments are bpf_links owned by this process: when it ends, however it
+//! ends (even SIGKILL), the kernel closes the links and detaches the program.
+
+use std::collections::BTreeSet;
+
+use aya::programs::{ProgramError, Xdp, XdpMode};
+use aya::{Ebpf, EbpfError};
+use tracing::{info, warn};
+
+use super::compile::KernelConfig;
+use super::maps::{Maps, MapsError};
+
+/// The XDP object built by `cargo xtask build-ebpf`, embedded at compile time.
+static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("XALB_EBPF_OBJECT"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("this xalb was built without its XDP program; build it with `cargo xtask build`")]
+    NoObject,
+    #[error("cannot load the XDP object: {0}")]
+    Load(#[source] EbpfError),
+    #[error("the XDP object has no program {0:?}")]
+    NoProgram(&'static str),
+    #[error(
+        "the kernel refused the XDP program: {0} (needs Linux 5.9 or newer with BPF and XDP; run as root)"
+    )]
+    Verify(#[source] ProgramError),
+    #[error("cannot attach XDP to interface {interface:?} in {mode} mode: {source}")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+/// How to attach: `auto` tries native (driver) mode and falls back to generic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeChoice {
+    Auto,
+    Native,
+    Generic,
+}
+
+pub struct Datapath {
+    // Field order matters for drop: links (inside `ebpf`) go before the maps.
+    ebpf: Ebpf,
+    pub maps: Maps,
+    attached: Vec<(String, &'static str)>,
+}
+
+impl Datapath {
+    /// Loads the program into the kernel (verifier included) with empty maps.
+    pub fn load() -> Result<Self, DatapathError> {
+        if XDP_OBJECT.is_empty() {
+            return Err(DatapathError::NoObject);
+        }
+        let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(DatapathError::Load)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(lb_common::XDP_PROGRAM)
+            .ok_or(DatapathError::NoProgram(lb_common::XDP_PROGRAM))?
+            .try_into()
+            .map_err(DatapathError::Verify)?;
+        prog.load().map_err(DatapathError::Verify)?;
+        let maps = Maps::take_from(&mut ebpf)?;
+        Ok(Self { ebpf, maps, attached: Vec::new() })
+    }
+
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(lb_common::XDP_PROGRAM)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(lb_common::XDP_PROGRAM)
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    pub fn apply(&mut self, cfg: &KernelConfig) -> Result<(), DatapathError> {
+        Ok(self.maps.apply(cfg)?)
+    }
+
+    /// Attaches to each interface once, whatever number of balancers share it.
+    pub fn attach_all<'a>(
+        &mut self,
+        interfaces: impl IntoIterator<Item = &'a str>,
+        choice: XdpModeChoice,
+    ) -> Result<(), DatapathError> {
+        let unique: BTreeSet<&str> = interfaces.into_iter().collect();
+        for iface in unique {
+            let mode = self.attach(iface, choice)?;
+            info!(interface = iface, mode, "XDP attached");
+            self.attached.push((iface.to_string(), mode));
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, iface: &str, choice: XdpModeChoice) -> Result<&'static str, DatapathError> {
+        let prog = self.program_mut();
+        let err = |mode: &'static str| {
+            move |source| DatapathError::Attach { interface: iface.to_string(), mode, source }
+        };
+        match choice {
+            XdpModeChoice::Native => prog.attach(iface, XdpMode::Driver).map(|_| "native").map_err(err("native")),
+            XdpModeChoice::Generic => prog.attach(iface, XdpMode::Skb).map(|_| "generic").map_err(err("generic")),
+            XdpModeChoice::Auto => match prog.attach(iface, XdpMode::Driver) {
+                Ok(_) => Ok("native"),
+                Err(e) => {
+                    warn!(interface = iface, error = %e, "native XDP unavailable; falling back to generic (slower)");
+                    prog.attach(iface, XdpMode::Skb).map(|_| "generic").map_err(err("generic"))
+                }
+            },
+        }
+    }
+
+    /// (interface, mode) of every attachment.
+    pub fn attached(&self) -> &[(String, &'static str)] {
+        &self.attached
+    }
+}

@@ -1,0 +1,186 @@
+//! Writing compiled configurations into the XDP program's maps.
+//!
+//! Two banks: a new configuration is written into the bank the program is not
+//! reading, then `ACTIVE_BANK` flips to it in one array update, then the old
+//! bank is emptied. A packet never sees half of a configuration.
+
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray};
+use aya::Ebpf;
+use lb_common::{
+    map_names, trie_id, AddrKeyV4, AddrKeyV6, Counter, LbAddr, SgRules, SrcKeyV4, SrcKeyV6,
+    LB_ID_BITS, NUM_BANKS,
+};
+
+use super::compile::KernelConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("the XDP object has no map {0:?} (built from another version of lb-common?)")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+fn ctx(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+pub struct Maps {
+    active: Array<MapData, u32>,
+    addrs_v4: HashMap<MapData, AddrKeyV4, LbAddr>,
+    addrs_v6: HashMap<MapData, AddrKeyV6, LbAddr>,
+    internal_v4: LpmTrie<MapData, SrcKeyV4, u8>,
+    internal_v6: LpmTrie<MapData, SrcKeyV6, u8>,
+    sg_v4: LpmTrie<MapData, SrcKeyV4, SgRules>,
+    sg_v6: LpmTrie<MapData, SrcKeyV6, SgRules>,
+    pub(crate) counters: PerCpuArray<MapData, Counter>,
+    bank: u32,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, MapsError> {
+    let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+    T::try_from(map).map_err(ctx(name))
+}
+
+fn key_v4(bank: u32, lb: u32, net: ipnet::Ipv4Net) -> Key<SrcKeyV4> {
+    Key::new(
+        LB_ID_BITS + u32::from(net.prefix_len()),
+        SrcKeyV4 { lb_id: trie_id(bank, lb), addr: net.network().octets() },
+    )
+}
+
+fn key_v6(bank: u32, lb: u32, net: ipnet::Ipv6Net) -> Key<SrcKeyV6> {
+    Key::new(
+        LB_ID_BITS + u32::from(net.prefix_len()),
+        SrcKeyV6 { lb_id: trie_id(bank, lb), addr: net.network().octets() },
+    )
+}
+
+fn bank_of(id: [u8; 4]) -> u32 {
+    u32::from_be_bytes(id) >> 16
+}
+
+impl Maps {
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        let active: Array<MapData, u32> = take(ebpf, map_names::ACTIVE_BANK)?;
+        let bank = active.get(&0, 0).map_err(ctx(map_names::ACTIVE_BANK))?;
+        Ok(Self {
+            active,
+            addrs_v4: take(ebpf, map_names::LB_ADDRS_V4)?,
+            addrs_v6: take(ebpf, map_names::LB_ADDRS_V6)?,
+            internal_v4: take(ebpf, map_names::INTERNAL_V4)?,
+            internal_v6: take(ebpf, map_names::INTERNAL_V6)?,
+            sg_v4: take(ebpf, map_names::SG_V4)?,
+            sg_v6: take(ebpf, map_names::SG_V6)?,
+            counters: take(ebpf, map_names::COUNTERS)?,
+            bank,
+        })
+    }
+
+    /// The bank the program reads now.
+    pub fn active_bank(&self) -> u32 {
+        self.bank
+    }
+
+    /// Writes `cfg` into the inactive bank, makes it active, empties the old one.
+    /// On error the active configuration is untouched (the half-written bank is
+    /// never read, and is emptied before the next attempt).
+    pub fn apply(&mut self, cfg: &KernelConfig) -> Result<(), MapsError> {
+        let next = (self.bank + 1) % NUM_BANKS;
+        self.clear_bank(next)?;
+        self.write_bank(next, cfg)?;
+        self.active.set(0, next, 0).map_err(ctx(map_names::ACTIVE_BANK))?;
+        let old = self.bank;
+        self.bank = next;
+        self.clear_bank(old)
+    }
+
+    fn write_bank(&mut self, bank: u32, cfg: &KernelConfig) -> Result<(), MapsError> {
+        for (addr, v) in &cfg.addrs_v4 {
+            self.addrs_v4
+                .insert(AddrKeyV4 { bank, addr: *addr }, v, 0)
+                .map_err(ctx(map_names::LB_ADDRS_V4))?;
+        }
+        for (addr, v) in &cfg.addrs_v6 {
+            self.addrs_v6
+                .insert(AddrKeyV6 { bank, addr: *addr }, v, 0)
+                .map_err(ctx(map_names::LB_ADDRS_V6))?;
+        }
+        for (lb, net) in &cfg.internal_v4 {
+            self.internal_v4
+                .insert(&key_v4(bank, *lb, *net), 1, 0)
+                .map_err(ctx(map_names::INTERNAL_V4))?;
+        }
+        for (lb, net) in &cfg.internal_v6 {
+            self.internal_v6
+                .insert(&key_v6(bank, *lb, *net), 1, 0)
+                .map_err(ctx(map_names::INTERNAL_V6))?;
+        }
+        for (lb, net, rules) in &cfg.sg_v4 {
+            self.sg_v4
+                .insert(&key_v4(bank, *lb, *net), rules, 0)
+                .map_err(ctx(map_names::SG_V4))?;
+        }
+        for (lb, net, rules) in &cfg.sg_v6 {
+            self.sg_v6
+                .insert(&key_v6(bank, *lb, *net), rules, 0)
+                .map_err(ctx(map_names::SG_V6))?;
+        }
+        Ok(())
+    }
+
+    fn clear_bank(&mut self, bank: u32) -> Result<(), MapsError> {
+        // Collect first: removing while iterating a BPF map restarts the walk.
+        let v4: Vec<AddrKeyV4> = self.addrs_v4.keys().filter_map(Result::ok).filter(|k| k.bank == bank).collect();
+        for k in v4 {
+            self.addrs_v4.remove(&k).map_err(ctx(map_names::LB_ADDRS_V4))?;
+        }
+        let v6: Vec<AddrKeyV6> = self.addrs_v6.keys().filter_map(Result::ok).filter(|k| k.bank == bank).collect();
+        for k in v6 {
+            self.addrs_v6.remove(&k).map_err(ctx(map_names::LB_ADDRS_V6))?;
+        }
+        clear_trie(&mut self.internal_v4, bank, |k| k.lb_id, map_names::INTERNAL_V4)?;
+        clear_trie(&mut self.internal_v6, bank, |k| k.lb_id, map_names::INTERNAL_V6)?;
+        clear_trie(&mut self.sg_v4, bank, |k| k.lb_id, map_names::SG_V4)?;
+        clear_trie(&mut self.sg_v6, bank, |k| k.lb_id, map_names::SG_V6)
+    }
+
+    /// Every entry of the IPv4 security-group trie, of both banks: (bank,
+    /// balancer id, source prefix length, source, rules). For tests and
+    /// diagnostics.
+    pub fn sg_v4_entries(&self) -> Vec<(u32, u32, u8, [u8; 4], SgRules)> {
+        self.sg_v4
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                let d = k.data();
+                let id = u32::from_be_bytes(d.lb_id) & 0xffff;
+                (bank_of(d.lb_id), id, (k.prefix_len() - LB_ID_BITS) as u8, d.addr, v)
+            })
+            .collect()
+    }
+}
+
+fn clear_trie<K: aya::Pod, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, K, V>,
+    bank: u32,
+    id_of: impl Fn(&K) -> [u8; 4],
+    name: &'static str,
+) -> Result<(), MapsError> {
+    let keys: Vec<Key<K>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| bank_of(id_of(&k.data())) == bank)
+        .collect();
+    for k in keys {
+        trie.remove(&k).map_err(ctx(name))?;
+    }
+    Ok(())
+}

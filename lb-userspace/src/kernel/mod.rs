@@ -1,0 +1,11 @@
+//! The kernel half as the daemon sees it: compile the configuration into map
+//! contents, load and attach the XDP program, write the maps, read the counters.
+
+pub mod compile;
+pub mod counters;
+pub mod datapath;
+pub mod host;
+pub mod maps;
+
+pub use compile::{compile, CompileError, KernelConfig};
+pub use datapath::{Datapath, DatapathError, XdpModeChoice};

@@ -1,0 +1,112 @@
+//! `xalb run` as a child process inside a namespace.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::Netns;
+
+/// A running `xalb run`; killed on drop if still running.
+pub struct Daemon {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+/// Counters printed by `xalb run` when it stops.
+#[derive(Debug, Default)]
+pub struct Counters(pub Vec<(String, String, u64)>);
+
+impl Counters {
+    /// Packets counted for (balancer or "-", reason).
+    pub fn get(&self, lb: &str, reason: &str) -> u64 {
+        self.0
+            .iter()
+            .filter(|(l, r, _)| l == lb && r == reason)
+            .map(|(_, _, p)| *p)
+            .sum()
+    }
+}
+
+impl Daemon {
+    /// Starts `xalb run -c config` in `ns` and waits until it says it is ready.
+    pub fn start(ns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
+        let mut child = ns
+            .command(crate::xalb_bin())
+            .args(["run", "-c"])
+            .arg(config)
+            .args(["--stats-interval", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting xalb")?;
+        let out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let mut d = Self { child, stdout: rx, stderr };
+        match d.stdout.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line == "xalb: ready" => Ok(d),
+            other => {
+                let _ = d.child.kill();
+                let _ = d.child.wait();
+                let stderr = std::mem::replace(&mut d.stderr, std::thread::spawn(String::new));
+                bail!("xalb did not become ready ({other:?}); stderr:\n{}", stderr.join().unwrap_or_default())
+            }
+        }
+    }
+
+    /// SIGTERM, wait, and return the counters it printed plus its stderr.
+    pub fn stop(mut self) -> Result<(Counters, String)> {
+        // SAFETY: kill with a valid pid of our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait()?;
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new))
+            .join()
+            .unwrap_or_default();
+        if !status.success() {
+            bail!("xalb exited with {status}; stderr:\n{stderr}");
+        }
+        let mut counters = Counters::default();
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(2)) {
+            if let Some(rest) = line.strip_prefix("xdp_counter ") {
+                let field = |k: &str| {
+                    rest.split(' ')
+                        .find_map(|kv| kv.strip_prefix(k))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                counters.0.push((field("lb="), field("reason="), field("packets=").parse().unwrap_or(0)));
+            }
+        }
+        Ok((counters, stderr))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

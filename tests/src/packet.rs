@@ -1,0 +1,192 @@
+//! Crafted Ethernet frames for `BPF_PROG_TEST_RUN`: just enough of each header
+//! for the XDP program's parser (checksums are not computed; XDP does not check them).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[derive(Clone, Debug)]
+pub enum L4 {
+    Tcp { sport: u16, dport: u16 },
+    Udp { sport: u16, dport: u16 },
+    Icmp { ty: u8 },
+    Icmpv6 { ty: u8 },
+    /// Another protocol number with an opaque payload.
+    Other { proto: u8 },
+}
+
+#[derive(Clone, Debug)]
+pub enum Ipv6Ext {
+    HopByHop,
+    DestOpts,
+    Routing,
+    /// A fragment header: offset in 8-byte units, more-fragments flag.
+    Fragment { offset: u16, more: bool },
+}
+
+/// A frame to build.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub l4: L4,
+    pub vlans: Vec<u16>,
+    /// IPv4 only: (more-fragments, offset in 8-byte units).
+    pub v4_frag: Option<(bool, u16)>,
+    pub v6_ext: Vec<Ipv6Ext>,
+    pub payload: usize,
+}
+
+impl Packet {
+    pub fn new(src: &str, dst: &str, l4: L4) -> Self {
+        Self {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            l4,
+            vlans: vec![],
+            v4_frag: None,
+            v6_ext: vec![],
+            payload: 16,
+        }
+    }
+
+    pub fn tcp(src: &str, dst: &str, dport: u16) -> Self {
+        Self::new(src, dst, L4::Tcp { sport: 40000, dport })
+    }
+
+    pub fn udp(src: &str, dst: &str, dport: u16) -> Self {
+        Self::new(src, dst, L4::Udp { sport: 40000, dport })
+    }
+
+    pub fn vlan(mut self, id: u16) -> Self {
+        self.vlans.push(id);
+        self
+    }
+
+    pub fn v4_fragment(mut self, more: bool, offset: u16) -> Self {
+        self.v4_frag = Some((more, offset));
+        self
+    }
+
+    pub fn ext(mut self, e: Ipv6Ext) -> Self {
+        self.v6_ext.push(e);
+        self
+    }
+
+    fn proto(&self) -> u8 {
+        match self.l4 {
+            L4::Tcp { .. } => 6,
+            L4::Udp { .. } => 17,
+            L4::Icmp { .. } => 1,
+            L4::Icmpv6 { .. } => 58,
+            L4::Other { proto } => proto,
+        }
+    }
+
+    fn transport(&self) -> Vec<u8> {
+        let mut t = match self.l4 {
+            L4::Tcp { sport, dport } => {
+                let mut h = vec![0u8; 20];
+                h[0..2].copy_from_slice(&sport.to_be_bytes());
+                h[2..4].copy_from_slice(&dport.to_be_bytes());
+                h[12] = 5 << 4; // data offset
+                h[13] = 0x02; // SYN
+                h
+            }
+            L4::Udp { sport, dport } => {
+                let mut h = vec![0u8; 8];
+                h[0..2].copy_from_slice(&sport.to_be_bytes());
+                h[2..4].copy_from_slice(&dport.to_be_bytes());
+                h[4..6].copy_from_slice(&((8 + self.payload) as u16).to_be_bytes());
+                h
+            }
+            L4::Icmp { ty } | L4::Icmpv6 { ty } => vec![ty, 0, 0, 0, 0, 0, 0, 0],
+            L4::Other { .. } => vec![],
+        };
+        t.extend(std::iter::repeat_n(0xab, self.payload));
+        t
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+        for id in &self.vlans {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+        }
+        let l4 = self.transport();
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                f.extend(ipv4_header(s, d, self.proto(), l4.len(), self.v4_frag));
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                f.extend_from_slice(&0x86ddu16.to_be_bytes());
+                let mut exts = Vec::new();
+                let kinds: Vec<u8> = self
+                    .v6_ext
+                    .iter()
+                    .map(|e| match e {
+                        Ipv6Ext::HopByHop => 0,
+                        Ipv6Ext::Routing => 43,
+                        Ipv6Ext::Fragment { .. } => 44,
+                        Ipv6Ext::DestOpts => 60,
+                    })
+                    .chain(std::iter::once(self.proto()))
+                    .collect();
+                for (i, e) in self.v6_ext.iter().enumerate() {
+                    let next = kinds[i + 1];
+                    match e {
+                        Ipv6Ext::Fragment { offset, more } => {
+                            let off = (offset << 3) | u16::from(*more);
+                            exts.extend_from_slice(&[next, 0]);
+                            exts.extend_from_slice(&off.to_be_bytes());
+                            exts.extend_from_slice(&[0, 0, 0, 1]);
+                        }
+                        _ => exts.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]),
+                    }
+                }
+                f.extend(ipv6_header(s, d, kinds[0], exts.len() + l4.len()));
+                f.extend(exts);
+            }
+            _ => panic!("source and destination of different families"),
+        }
+        f.extend(l4);
+        f
+    }
+}
+
+fn ipv4_header(s: Ipv4Addr, d: Ipv4Addr, proto: u8, l4_len: usize, frag: Option<(bool, u16)>) -> Vec<u8> {
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+    let flags = match frag {
+        Some((more, offset)) => (u16::from(more) << 13) | offset,
+        None => 0x4000, // DF
+    };
+    h[6..8].copy_from_slice(&flags.to_be_bytes());
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&s.octets());
+    h[16..20].copy_from_slice(&d.octets());
+    h
+}
+
+fn ipv6_header(s: Ipv6Addr, d: Ipv6Addr, next: u8, payload: usize) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+    h[6] = next;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&s.octets());
+    h[24..40].copy_from_slice(&d.octets());
+    h
+}
+
+/// An ARP request frame (who-has `target`).
+pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 2, 0x08, 0x06];
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
