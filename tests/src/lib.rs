@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod netns;
 pub mod packet;
+pub mod tcp;
 
 use std::path::PathBuf;
 

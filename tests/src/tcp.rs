@@ -1,0 +1,183 @@
+//! Small real TCP peers for the tests and the demo.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::netns::Netns;
+
+/// A TCP server in a namespace that answers each connection by writing
+/// `greeting` and then echoing what it reads. Stopped on drop.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(ns: &Netns, addr: SocketAddr, greeting: &str) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let greeting = greeting.as_bytes().to_vec();
+        let listener = ns.run(move || -> std::io::Result<TcpListener> {
+            let l = TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })?;
+        let listener = listener.with_context(|| format!("binding {addr}"))?;
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let greeting = greeting.clone();
+                        std::thread::spawn(move || {
+                            let _ = s.set_nonblocking(false);
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                            let _ = s.write_all(&greeting);
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n) = s.read(&mut buf) {
+                                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a connection attempt came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Connected, and the server's greeting and an echo came back.
+    Answered(String),
+    /// Actively refused (a reset): the packet reached the host.
+    Refused,
+    /// No answer at all within the timeout: dropped on the way.
+    NoAnswer,
+    Other(String),
+}
+
+/// Connects from inside `ns` (optionally from a given source address), reads
+/// `greeting_len` bytes of greeting, and checks an echo round trip.
+pub fn probe(
+    ns: &Netns,
+    source: Option<SocketAddr>,
+    to: SocketAddr,
+    greeting_len: usize,
+    timeout: Duration,
+) -> Result<Outcome> {
+    ns.run(move || {
+        let res = (|| -> std::io::Result<String> {
+            let s = match source {
+                None => TcpStream::connect_timeout(&to, timeout)?,
+                Some(src) => connect_from(src, to, timeout)?,
+            };
+            s.set_read_timeout(Some(timeout))?;
+            let mut s = s;
+            let mut greet = vec![0u8; greeting_len];
+            s.read_exact(&mut greet)?;
+            s.write_all(b"ping")?;
+            let mut echo = [0u8; 4];
+            s.read_exact(&mut echo)?;
+            assert_eq!(&echo, b"ping", "echo");
+            Ok(String::from_utf8_lossy(&greet).into_owned())
+        })();
+        match res {
+            Ok(g) => Outcome::Answered(g),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => Outcome::Refused,
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                Outcome::NoAnswer
+            }
+            Err(e) => Outcome::Other(e.to_string()),
+        }
+    })
+}
+
+/// `connect` with a bound source address and a timeout, through libc since std
+/// has no bind-before-connect.
+fn connect_from(src: SocketAddr, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket syscalls on an fd we own; the fd is handed to TcpStream.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let (sa, len) = sockaddr(src);
+        if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stream.set_nonblocking(true)?;
+        let (da, dlen) = sockaddr(to);
+        if libc::connect(fd, &da as *const _ as *const libc::sockaddr, dlen) != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+        let n = libc::poll(&mut pfd, 1, timeout.as_millis() as i32);
+        if n == 0 {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+}
+
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is large enough for sockaddr_in.
+            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_storage is large enough for sockaddr_in6.
+            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
