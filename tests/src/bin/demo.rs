@@ -1,1 +1,90 @@
-fn main(){}
+//! `cargo xtask demo`: the seed scenario (../examples/seed-alb.toml) in network
+//! namespaces, with `xalb run` on the balancer host, explained in plain words.
+//!
+//!   client 10.0.0.100 ──eth0── balancer host 10.0.0.10 ──eth1── web1 10.0.1.10
+//!                                                      └─eth2── web2 10.0.2.10
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use xalb_tests::daemon::Daemon;
+use xalb_tests::netns::{addr, veth, Netns};
+use xalb_tests::tcp::{probe, Outcome, Server};
+
+const WAIT: Duration = Duration::from_millis(1500);
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut config = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed-alb.toml"));
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--xalb" => std::env::set_var("XALB_BIN", args.next().context("--xalb PATH")?),
+            "--config" => config = PathBuf::from(args.next().context("--config PATH")?),
+            other => bail!("unknown argument {other}; usage: xalb-demo [--xalb PATH] [--config FILE]"),
+        }
+    }
+    xalb_tests::require_root();
+
+    println!("== xalb demo: the seed scenario ({})", config.display());
+    println!("   security group alb-web admits TCP 80 from anywhere (IPv4 and IPv6); everything else is denied.");
+    let client = Netns::new("client")?;
+    let lb = Netns::new("balancer")?;
+    let web1 = Netns::new("web1")?;
+    let web2 = Netns::new("web2")?;
+    veth(&client, "eth0", &lb, "eth0")?;
+    veth(&lb, "eth1", &web1, "eth0")?;
+    veth(&lb, "eth2", &web2, "eth0")?;
+    addr(&client, "eth0", "10.0.0.100/24")?;
+    addr(&lb, "eth0", "10.0.0.10/24")?;
+    addr(&lb, "eth1", "10.0.1.1/24")?;
+    addr(&lb, "eth2", "10.0.2.1/24")?;
+    addr(&web1, "eth0", "10.0.1.10/24")?;
+    addr(&web2, "eth0", "10.0.2.10/24")?;
+    web1.ip(&["route", "add", "default", "via", "10.0.1.1"])?;
+    web2.ip(&["route", "add", "default", "via", "10.0.2.1"])?;
+    println!("   namespaces: {} (client), {} (balancer host), {} and {} (web servers)", client.name(), lb.name(), web1.name(), web2.name());
+
+    // Services on the balancer host: something on 80 (the HTTP listener's
+    // port) and an "ssh" on 22 that the security group does not admit.
+    let _http = Server::start(&lb, "10.0.0.10:80".parse()?, "hello")?;
+    let _ssh = Server::start(&lb, "10.0.0.10:22".parse()?, "SSH-2")?;
+    let _client_svc = Server::start(&client, "10.0.0.100:8000".parse()?, "reply")?;
+    let _w1 = Server::start(&web1, "10.0.1.10:80".parse()?, "web-1")?;
+    let _w2 = Server::start(&web2, "10.0.2.10:80".parse()?, "web-2")?;
+
+    println!("\n-- before xalb runs, every port of the balancer answers:");
+    show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22")?;
+
+    let daemon = Daemon::start(&lb, &config, &[])?;
+    println!("\n-- xalb run -c {} : XDP attached to the balancer host's eth0", config.display());
+    show(&client, None, "10.0.0.10:80", "client -> balancer TCP 80 (allowed by alb-web)")?;
+    show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22 (no rule: dropped in XDP)")?;
+    show(&lb, Some("10.0.0.10:0"), "10.0.0.100:8000", "balancer host opens a connection to the client: replies pass")?;
+    show(&lb, None, "10.0.1.10:80", "balancer host -> web1 (traffic not for a balancer address)")?;
+    show(&lb, None, "10.0.2.10:80", "balancer host -> web2")?;
+
+    let (counters, _) = daemon.stop()?;
+    println!("\n-- xalb stopped, XDP detached. What the XDP program counted:");
+    for (lb, reason, packets) in &counters.0 {
+        println!("   {:<8} {:<26} {packets} packets", lb, reason);
+    }
+    println!("\n-- after xalb stops, port 22 answers again:");
+    show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22")?;
+    println!("\n== demo done; namespaces removed.");
+    Ok(())
+}
+
+fn show(ns: &Netns, from: Option<&str>, to: &str, what: &str) -> Result<()> {
+    let to: SocketAddr = to.parse()?;
+    let from = from.map(str::parse).transpose()?;
+    let verdict = match probe(ns, from, to, 5, WAIT)? {
+        Outcome::Answered(g) => format!("answered ({g:?})"),
+        Outcome::Refused => "refused by the host (reached it)".to_string(),
+        Outcome::NoAnswer => format!("no answer within {} ms (dropped)", WAIT.as_millis()),
+        Outcome::Other(e) => format!("error: {e}"),
+    };
+    println!("   {what:<70} {verdict}");
+    Ok(())
+}
