@@ -40,12 +40,12 @@ pub fn format_duration(d: Duration) -> String {
     if millis == 0 {
         return "0s".to_string();
     }
-    if millis % 1000 != 0 {
+    if !millis.is_multiple_of(1000) {
         return format!("{millis}ms");
     }
     let secs = millis / 1000;
     for (unit, per) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs % per == 0 {
+        if secs.is_multiple_of(per) {
             return format!("{}{unit}", secs / per);
         }
     }
@@ -74,7 +74,10 @@ mod tests {
         ] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
-            assert!(err.contains("\"500ms\", \"5s\", \"5m\", \"1h\", \"1d\""), "{err}");
+            assert!(
+                err.contains("\"500ms\", \"5s\", \"5m\", \"1h\", \"1d\""),
+                "{err}"
+            );
         }
     }
 

@@ -40,12 +40,12 @@ impl fmt::Display for Diagnostic {
 /// Why a configuration could not be loaded. Display is one line per problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{}: cannot read the configuration file: {source}", path.display())]
+    /// The file could not be read. The reason is part of the message rather
+    /// than a `#[source]`, so `{:#}` chains (anyhow) do not print it twice.
+    #[error("{}: cannot read the configuration file: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not valid TOML.
     #[error("{0}")]

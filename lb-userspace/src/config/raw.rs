@@ -93,7 +93,7 @@ pub(crate) struct RawTarget {
     pub weight: Option<S<i64>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHealthCheck {
     pub enabled: Option<bool>,
@@ -230,7 +230,7 @@ pub(crate) struct RawAdmin {
     pub listen: Option<S<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAccessLog {
     pub enabled: Option<bool>,
@@ -351,7 +351,12 @@ fn field_at(tree: &Spanned<DeTable<'_>>, span: &Range<usize>) -> Option<String> 
             }
         }
     }
-    fn walk_value(value: &Spanned<DeValue<'_>>, path: &str, target: &Range<usize>, best: &mut Option<Best>) {
+    fn walk_value(
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        target: &Range<usize>,
+        best: &mut Option<Best>,
+    ) {
         consider(best, &value.span(), target, path);
         match value.get_ref() {
             DeValue::Table(t) => walk_table(t, path, target, best),
@@ -363,7 +368,12 @@ fn field_at(tree: &Spanned<DeTable<'_>>, span: &Range<usize>) -> Option<String> 
             _ => {}
         }
     }
-    fn walk_table(table: &DeTable<'_>, prefix: &str, target: &Range<usize>, best: &mut Option<Best>) {
+    fn walk_table(
+        table: &DeTable<'_>,
+        prefix: &str,
+        target: &Range<usize>,
+        best: &mut Option<Best>,
+    ) {
         for (key, value) in table.iter() {
             let path = if prefix.is_empty() {
                 key.get_ref().to_string()
