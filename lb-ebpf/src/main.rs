@@ -22,8 +22,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     counter_index, proto, trie_id, AddrKeyV4, AddrKeyV6, Counter, LbAddr, Reason, SgRules,
-    SrcKeyV4, SrcKeyV6, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_PREFIXES, NO_LB,
-    NUM_COUNTERS,
+    SrcKeyV4, SrcKeyV6, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_PREFIXES, NO_LB, NUM_COUNTERS,
 };
 
 #[map(name = "ACTIVE_BANK")]
@@ -146,27 +145,38 @@ struct L4 {
     fragment: bool,
 }
 
-/// Reads what the rules need of the transport header at `off`; `None` if truncated.
+/// Reads what the rules need of the transport header at `off`: (source port,
+/// destination port, ICMP type); `None` if truncated. Each header is copied in
+/// one bounds-checked read: separate reads let the compiler merge the checks
+/// in ways the verifier cannot follow.
 #[inline(always)]
-fn transport(ctx: &XdpContext, off: usize, proto: u8) -> Option<(u16, u16)> {
+fn transport(ctx: &XdpContext, off: usize, proto: u8) -> Option<(u16, u16, u8)> {
     match proto {
         proto::TCP => {
-            // The fixed TCP header must be present and its data offset sane.
-            let doff = read::<u8>(ctx, off + 12)? >> 4;
-            if doff < 5 {
+            let h = read::<[u8; 20]>(ctx, off)?;
+            // The data offset must at least cover the fixed header.
+            if h[12] >> 4 < 5 {
                 return None;
             }
-            Some((read_be16(ctx, off)?, read_be16(ctx, off + 2)?))
+            Some((
+                u16::from_be_bytes([h[0], h[1]]),
+                u16::from_be_bytes([h[2], h[3]]),
+                0,
+            ))
         }
         proto::UDP => {
-            read::<[u8; 8]>(ctx, off)?;
-            Some((read_be16(ctx, off)?, read_be16(ctx, off + 2)?))
+            let h = read::<[u8; 8]>(ctx, off)?;
+            Some((
+                u16::from_be_bytes([h[0], h[1]]),
+                u16::from_be_bytes([h[2], h[3]]),
+                0,
+            ))
         }
         proto::ICMP | proto::ICMPV6 => {
-            read::<[u8; 4]>(ctx, off)?;
-            Some((0, 0))
+            let h = read::<[u8; 4]>(ctx, off)?;
+            Some((0, 0, h[0]))
         }
-        _ => Some((0, 0)),
+        _ => Some((0, 0, 0)),
     }
 }
 
@@ -245,7 +255,7 @@ fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
     let l4off = off + ihl;
     if !l4.fragment {
         match transport(ctx, l4off, l4.proto) {
-            Some((s, d)) => {
+            Some((s, d, _)) => {
                 l4.sport = s;
                 l4.dport = d;
             }
@@ -254,7 +264,13 @@ fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
     }
 
     let id = trie_id(bank, lb.lb_id);
-    let key = Key::new(LB_ID_BITS + 32, SrcKeyV4 { lb_id: id, addr: src });
+    let key = Key::new(
+        LB_ID_BITS + 32,
+        SrcKeyV4 {
+            lb_id: id,
+            addr: src,
+        },
+    );
     let mut tuple = TupleV4 {
         saddr: src,
         daddr: dst,
@@ -364,25 +380,28 @@ fn ipv6(ctx: &XdpContext, off: usize) -> (u32, Reason) {
     };
     if !fragment {
         match transport(ctx, l4off, next) {
-            Some((s, d)) => {
+            Some((s, d, icmp_type)) => {
                 l4.sport = s;
                 l4.dport = d;
-            }
-            None => return (slot, Reason::DropMalformed),
-        }
-        // Neighbour discovery (router/neighbour solicitation and advertisement,
-        // redirect) must never be black-holed, whatever the rules and scheme.
-        if next == proto::ICMPV6 {
-            if let Some(ty) = read::<u8>(ctx, l4off) {
-                if (133..=137).contains(&ty) {
+                // Neighbour discovery (router/neighbour solicitation and
+                // advertisement, redirect) must never be black-holed,
+                // whatever the rules and scheme.
+                if next == proto::ICMPV6 && (133..=137).contains(&icmp_type) {
                     return (slot, Reason::PassNeighbour);
                 }
             }
+            None => return (slot, Reason::DropMalformed),
         }
     }
 
     let id = trie_id(bank, lb.lb_id);
-    let key = Key::new(LB_ID_BITS + 128, SrcKeyV6 { lb_id: id, addr: src });
+    let key = Key::new(
+        LB_ID_BITS + 128,
+        SrcKeyV6 {
+            lb_id: id,
+            addr: src,
+        },
+    );
     let mut tuple = TupleV6 {
         saddr: src,
         daddr: dst,

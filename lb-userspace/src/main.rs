@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use xalb::kernel::XdpModeChoice;
 
 #[derive(Parser)]
-#[command(name = "xalb", version, about = "An ALB-style load balancer with an XDP security-group layer")]
+#[command(
+    name = "xalb",
+    version,
+    about = "An ALB-style load balancer with an XDP security-group layer"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -55,7 +59,11 @@ fn main() -> ExitCode {
             },
             Err(e) => Err(e.into()),
         },
-        Cmd::Run { config, xdp_mode, stats_interval } => xalb::daemon::run(xalb::daemon::RunOptions {
+        Cmd::Run {
+            config,
+            xdp_mode,
+            stats_interval,
+        } => xalb::daemon::run(xalb::daemon::RunOptions {
             config,
             xdp_mode,
             stats_interval: Duration::from_secs(stats_interval),

@@ -61,14 +61,21 @@ impl Daemon {
             let _ = err.read_to_string(&mut s);
             s
         });
-        let mut d = Self { child, stdout: rx, stderr };
+        let mut d = Self {
+            child,
+            stdout: rx,
+            stderr,
+        };
         match d.stdout.recv_timeout(Duration::from_secs(20)) {
             Ok(line) if line == "xalb: ready" => Ok(d),
             other => {
                 let _ = d.child.kill();
                 let _ = d.child.wait();
                 let stderr = std::mem::replace(&mut d.stderr, std::thread::spawn(String::new));
-                bail!("xalb did not become ready ({other:?}); stderr:\n{}", stderr.join().unwrap_or_default())
+                bail!(
+                    "xalb did not become ready ({other:?}); stderr:\n{}",
+                    stderr.join().unwrap_or_default()
+                )
             }
         }
     }
@@ -93,7 +100,11 @@ impl Daemon {
                         .unwrap_or_default()
                         .to_string()
                 };
-                counters.0.push((field("lb="), field("reason="), field("packets=").parse().unwrap_or(0)));
+                counters.0.push((
+                    field("lb="),
+                    field("reason="),
+                    field("packets=").parse().unwrap_or(0),
+                ));
             }
         }
         Ok((counters, stderr))

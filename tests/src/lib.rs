@@ -23,7 +23,11 @@ pub fn xalb_bin() -> PathBuf {
         dir.pop();
     }
     let bin = dir.join("xalb");
-    assert!(bin.exists(), "{} not found: run `cargo xtask test` (it builds xalb first)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo xtask test` (it builds xalb first)",
+        bin.display()
+    );
     bin
 }
 
@@ -31,5 +35,9 @@ pub fn xalb_bin() -> PathBuf {
 /// obscurely.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (network namespaces and BPF)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (network namespaces and BPF)"
+    );
 }

@@ -15,9 +15,14 @@ pub struct Netns {
 }
 
 fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd.output().with_context(|| format!("failed to start {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -25,7 +30,11 @@ fn run(cmd: &mut Command) -> Result<Output> {
 impl Netns {
     /// A new namespace named `xalb-<tag>-<pid>-<n>`, with loopback up.
     pub fn new(tag: &str) -> Result<Self> {
-        let name = format!("xalb-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "xalb-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         run(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
@@ -52,7 +61,9 @@ impl Netns {
     /// the calling thread), so sockets it opens live in the namespace.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let handle = self.spawn(f)?;
-        handle.join().map_err(|_| anyhow::anyhow!("thread in namespace {} panicked", self.name))
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in namespace {} panicked", self.name))
     }
 
     /// Like [`Netns::run`] without waiting.
@@ -67,7 +78,11 @@ impl Netns {
             // SAFETY: file is an open namespace file; CLONE_NEWNET selects its type.
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             let ok = rc == 0;
-            let _ = tx.send(if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+            let _ = tx.send(if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            });
             // Never run f outside the namespace; the caller has the error.
             assert!(ok, "setns failed");
             f()
@@ -80,13 +95,26 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace removes its interfaces and any XDP on them.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
 /// Joins `a`'s interface `a_if` to `b`'s interface `b_if` by a veth pair; both up.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
-    a.ip(&["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name()])?;
+    a.ip(&[
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ])?;
     a.ip(&["link", "set", a_if, "up"])?;
     b.ip(&["link", "set", b_if, "up"])?;
     Ok(())

@@ -5,12 +5,24 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Clone, Debug)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16 },
-    Udp { sport: u16, dport: u16 },
-    Icmp { ty: u8 },
-    Icmpv6 { ty: u8 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Icmp {
+        ty: u8,
+    },
+    Icmpv6 {
+        ty: u8,
+    },
     /// Another protocol number with an opaque payload.
-    Other { proto: u8 },
+    Other {
+        proto: u8,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -19,7 +31,10 @@ pub enum Ipv6Ext {
     DestOpts,
     Routing,
     /// A fragment header: offset in 8-byte units, more-fragments flag.
-    Fragment { offset: u16, more: bool },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
 }
 
 /// A frame to build.
@@ -49,11 +64,25 @@ impl Packet {
     }
 
     pub fn tcp(src: &str, dst: &str, dport: u16) -> Self {
-        Self::new(src, dst, L4::Tcp { sport: 40000, dport })
+        Self::new(
+            src,
+            dst,
+            L4::Tcp {
+                sport: 40000,
+                dport,
+            },
+        )
     }
 
     pub fn udp(src: &str, dst: &str, dport: u16) -> Self {
-        Self::new(src, dst, L4::Udp { sport: 40000, dport })
+        Self::new(
+            src,
+            dst,
+            L4::Udp {
+                sport: 40000,
+                dport,
+            },
+        )
     }
 
     pub fn vlan(mut self, id: u16) -> Self {
@@ -153,7 +182,13 @@ impl Packet {
     }
 }
 
-fn ipv4_header(s: Ipv4Addr, d: Ipv4Addr, proto: u8, l4_len: usize, frag: Option<(bool, u16)>) -> Vec<u8> {
+fn ipv4_header(
+    s: Ipv4Addr,
+    d: Ipv4Addr,
+    proto: u8,
+    l4_len: usize,
+    frag: Option<(bool, u16)>,
+) -> Vec<u8> {
     let mut h = vec![0u8; 20];
     h[0] = 0x45;
     h[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
@@ -182,7 +217,9 @@ fn ipv6_header(s: Ipv6Addr, d: Ipv6Addr, next: u8, payload: usize) -> Vec<u8> {
 
 /// An ARP request frame (who-has `target`).
 pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 2, 0x08, 0x06];
+    let mut f = vec![
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 2, 0x08, 0x06,
+    ];
     f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]);
     f.extend_from_slice(&sender.octets());

@@ -53,7 +53,10 @@ impl Server {
                 }
             }
         });
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -118,7 +121,11 @@ pub fn probe(
 /// has no bind-before-connect.
 fn connect_from(src: SocketAddr, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
-    let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if to.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket syscalls on an fd we own; the fd is handed to TcpStream.
     unsafe {
         let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -138,7 +145,11 @@ fn connect_from(src: SocketAddr, to: SocketAddr, timeout: Duration) -> std::io::
                 return Err(e);
             }
         }
-        let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
         let n = libc::poll(&mut pfd, 1, timeout.as_millis() as i32);
         if n == 0 {
             return Err(ErrorKind::TimedOut.into());
@@ -159,7 +170,9 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is large enough for sockaddr_in.
@@ -171,7 +184,9 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: v6.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
                 sin6_scope_id: 0,
             };
             // SAFETY: sockaddr_storage is large enough for sockaddr_in6.

@@ -4,7 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn check(path: &Path) -> (i32, String, String) {
-    let out = Command::new(xalb_tests::xalb_bin()).args(["check", "-c"]).arg(path).output().unwrap();
+    let out = Command::new(xalb_tests::xalb_bin())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -18,7 +22,12 @@ fn examples() -> Vec<PathBuf> {
     // The project's own copies, and the shared examples beside the checkout.
     for dir in [root.join("examples"), root.join("../shared/examples")] {
         if let Ok(entries) = std::fs::read_dir(&dir) {
-            files.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")));
+            files.extend(
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml")),
+            );
         }
     }
     files
@@ -32,7 +41,10 @@ fn every_example_passes_with_a_summary() {
         let (code, stdout, stderr) = check(&f);
         assert_eq!(code, 0, "{}: {stderr}", f.display());
         assert!(stdout.contains("OK"), "{stdout}");
-        assert!(stdout.contains("web-alb"), "the summary names the balancer: {stdout}");
+        assert!(
+            stdout.contains("web-alb"),
+            "the summary names the balancer: {stdout}"
+        );
     }
 }
 
@@ -41,11 +53,18 @@ fn a_broken_file_exits_1_naming_file_line_column_and_field() {
     let dir = std::env::temp_dir().join(format!("xalb-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("broken.toml");
-    let seed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-alb.toml")).unwrap();
+    let seed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-alb.toml"),
+    )
+    .unwrap();
     std::fs::write(&f, seed.replace("interval = \"5s\"", "interval = \"1s\"")).unwrap();
     let (code, stdout, stderr) = check(&f);
     assert_eq!(code, 1, "{stdout}{stderr}");
-    let line = seed.lines().position(|l| l.contains("interval = \"5s\"")).unwrap() + 1;
+    let line = seed
+        .lines()
+        .position(|l| l.contains("interval = \"5s\""))
+        .unwrap()
+        + 1;
     assert!(stderr.contains(&format!("broken.toml:{line}:")), "{stderr}");
     assert!(stderr.contains("interval"), "{stderr}");
     assert!(stderr.contains("5s"), "says what is allowed: {stderr}");

@@ -35,7 +35,11 @@ impl Bed {
         addr(&lb, "eth0", "fd00:231::10/64").unwrap();
         let config_path = std::env::temp_dir().join(format!("{}.toml", lb.name()));
         std::fs::write(&config_path, config).unwrap();
-        Self { client, lb, config: config_path }
+        Self {
+            client,
+            lb,
+            config: config_path,
+        }
     }
 
     fn probe(&self, from: Option<&str>, to: &str) -> Outcome {
@@ -79,20 +83,45 @@ security_groups = ["web"]
 #[test]
 fn allowed_ports_connect_denied_ports_get_no_answer_and_are_counted() {
     let bed = Bed::new(PUBLIC, &[]);
-    let _servers: Vec<Server> = ["10.231.0.10:80", "10.231.0.10:8080", "[fd00:231::10]:80", "[fd00:231::10]:8080"]
-        .iter()
-        .map(|a| Server::start(&bed.lb, a.parse().unwrap(), "hello").unwrap())
-        .collect();
+    let _servers: Vec<Server> = [
+        "10.231.0.10:80",
+        "10.231.0.10:8080",
+        "[fd00:231::10]:80",
+        "[fd00:231::10]:8080",
+    ]
+    .iter()
+    .map(|a| Server::start(&bed.lb, a.parse().unwrap(), "hello").unwrap())
+    .collect();
     // Without xalb both ports answer: the drops below are xalb's doing.
-    assert_eq!(bed.probe(None, "10.231.0.10:8080"), Outcome::Answered("hello".into()));
-    assert_eq!(bed.probe(None, "[fd00:231::10]:8080"), Outcome::Answered("hello".into()));
+    assert_eq!(
+        bed.probe(None, "10.231.0.10:8080"),
+        Outcome::Answered("hello".into())
+    );
+    assert_eq!(
+        bed.probe(None, "[fd00:231::10]:8080"),
+        Outcome::Answered("hello".into())
+    );
 
     let daemon = Daemon::start(&bed.lb, &bed.config, &[]).unwrap();
     assert!(bed.xdp_attached());
-    assert_eq!(bed.probe(None, "10.231.0.10:80"), Outcome::Answered("hello".into()));
-    assert_eq!(bed.probe(None, "10.231.0.10:8080"), Outcome::NoAnswer, "dropped, not reset");
-    assert_eq!(bed.probe(None, "[fd00:231::10]:80"), Outcome::Answered("hello".into()));
-    assert_eq!(bed.probe(None, "[fd00:231::10]:8080"), Outcome::NoAnswer, "dropped, not reset");
+    assert_eq!(
+        bed.probe(None, "10.231.0.10:80"),
+        Outcome::Answered("hello".into())
+    );
+    assert_eq!(
+        bed.probe(None, "10.231.0.10:8080"),
+        Outcome::NoAnswer,
+        "dropped, not reset"
+    );
+    assert_eq!(
+        bed.probe(None, "[fd00:231::10]:80"),
+        Outcome::Answered("hello".into())
+    );
+    assert_eq!(
+        bed.probe(None, "[fd00:231::10]:8080"),
+        Outcome::NoAnswer,
+        "dropped, not reset"
+    );
     // A port with no listener behind an allowed rule is refused by the stack:
     // the packet got through.
     let (counters, _) = daemon.stop().unwrap();
@@ -100,7 +129,10 @@ fn allowed_ports_connect_denied_ports_get_no_answer_and_are_counted() {
     assert!(counters.get("edge", "drop_no_rule") >= 2, "{counters:?}");
     assert!(counters.get("edge", "pass_allowed") >= 2, "{counters:?}");
     assert!(!bed.xdp_attached(), "XDP detached when xalb stops");
-    assert_eq!(bed.probe(None, "10.231.0.10:8080"), Outcome::Answered("hello".into()));
+    assert_eq!(
+        bed.probe(None, "10.231.0.10:8080"),
+        Outcome::Answered("hello".into())
+    );
 }
 
 #[test]
@@ -110,14 +142,35 @@ fn connections_the_balancer_host_opens_get_their_replies() {
     let _v6 = Server::start(&bed.client, "[fd00:231::2]:9000".parse().unwrap(), "reply").unwrap();
     let daemon = Daemon::start(&bed.lb, &bed.config, &[]).unwrap();
     // From the balancer address to a port no rule allows in: replies still pass.
-    let out = probe(&bed.lb, Some("10.231.0.10:0".parse().unwrap()), "10.231.0.2:9000".parse().unwrap(), 5, WAIT).unwrap();
+    let out = probe(
+        &bed.lb,
+        Some("10.231.0.10:0".parse().unwrap()),
+        "10.231.0.2:9000".parse().unwrap(),
+        5,
+        WAIT,
+    )
+    .unwrap();
     assert_eq!(out, Outcome::Answered("reply".into()));
-    let out = probe(&bed.lb, Some("[fd00:231::10]:0".parse().unwrap()), "[fd00:231::2]:9000".parse().unwrap(), 5, WAIT).unwrap();
+    let out = probe(
+        &bed.lb,
+        Some("[fd00:231::10]:0".parse().unwrap()),
+        "[fd00:231::2]:9000".parse().unwrap(),
+        5,
+        WAIT,
+    )
+    .unwrap();
     assert_eq!(out, Outcome::Answered("reply".into()));
     // The reply path never opens a listener: a client connecting from port
     // 9000 to a denied port is still dropped.
     let _srv = Server::start(&bed.lb, "10.231.0.10:8080".parse().unwrap(), "hello").unwrap();
-    let out = probe(&bed.client, Some("10.231.0.2:9001".parse().unwrap()), "10.231.0.10:8080".parse().unwrap(), 5, WAIT).unwrap();
+    let out = probe(
+        &bed.client,
+        Some("10.231.0.2:9001".parse().unwrap()),
+        "10.231.0.10:8080".parse().unwrap(),
+        5,
+        WAIT,
+    )
+    .unwrap();
     assert_eq!(out, Outcome::NoAnswer);
     let (counters, _) = daemon.stop().unwrap();
     assert!(counters.get("edge", "pass_reply") >= 4, "{counters:?}");
@@ -134,12 +187,24 @@ fn an_internal_balancer_ignores_outside_sources() {
     let _s = Server::start(&bed.lb, "10.231.0.10:80".parse().unwrap(), "hello").unwrap();
     let _s6 = Server::start(&bed.lb, "[fd00:231::10]:80".parse().unwrap(), "hello").unwrap();
     let daemon = Daemon::start(&bed.lb, &bed.config, &[]).unwrap();
-    assert_eq!(bed.probe(Some("10.231.1.2:0"), "10.231.0.10:80"), Outcome::Answered("hello".into()));
-    assert_eq!(bed.probe(Some("10.231.0.2:0"), "10.231.0.10:80"), Outcome::NoAnswer);
+    assert_eq!(
+        bed.probe(Some("10.231.1.2:0"), "10.231.0.10:80"),
+        Outcome::Answered("hello".into())
+    );
+    assert_eq!(
+        bed.probe(Some("10.231.0.2:0"), "10.231.0.10:80"),
+        Outcome::NoAnswer
+    );
     // fd00:231::2 is inside fd00:231::/120.
-    assert_eq!(bed.probe(None, "[fd00:231::10]:80"), Outcome::Answered("hello".into()));
+    assert_eq!(
+        bed.probe(None, "[fd00:231::10]:80"),
+        Outcome::Answered("hello".into())
+    );
     let (counters, _) = daemon.stop().unwrap();
-    assert!(counters.get("edge", "drop_internal_scheme") >= 1, "{counters:?}");
+    assert!(
+        counters.get("edge", "drop_internal_scheme") >= 1,
+        "{counters:?}"
+    );
 }
 
 #[test]
@@ -155,7 +220,12 @@ fn nothing_stays_attached_when_xalb_is_killed() {
 
 #[test]
 fn run_refuses_a_host_that_does_not_match() {
-    let bed = Bed::new(&PUBLIC.replace("\"eth0\"", "\"nosuch0\"").replace("10.231.0.10", "10.231.0.77"), &[]);
+    let bed = Bed::new(
+        &PUBLIC
+            .replace("\"eth0\"", "\"nosuch0\"")
+            .replace("10.231.0.10", "10.231.0.77"),
+        &[],
+    );
     let out = bed
         .lb
         .command(xalb_tests::xalb_bin())
@@ -165,7 +235,13 @@ fn run_refuses_a_host_that_does_not_match() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("interface \"nosuch0\" does not exist"), "{stderr}");
-    assert!(stderr.contains("address 10.231.0.77 is not configured"), "{stderr}");
+    assert!(
+        stderr.contains("interface \"nosuch0\" does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("address 10.231.0.77 is not configured"),
+        "{stderr}"
+    );
     assert!(!bed.xdp_attached());
 }

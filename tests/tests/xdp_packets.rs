@@ -82,7 +82,11 @@ impl Harness {
     /// Runs one frame; returns the action and the (balancer, reason) counted.
     fn run(&self, frame: &[u8]) -> (u32, Option<String>, Reason) {
         let before = self.counters();
-        let opts = TestRunOptions { data_in: Some(frame), repeat: 1, ..Default::default() };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
         let res = self.dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
         let after = self.counters();
         let changed: Vec<_> = after
@@ -94,10 +98,17 @@ impl Harness {
                 (a.0.clone(), a.1)
             })
             .collect();
-        assert_eq!(changed.len(), 1, "exactly one counter per packet, got {changed:?}");
+        assert_eq!(
+            changed.len(),
+            1,
+            "exactly one counter per packet, got {changed:?}"
+        );
         let (lb, reason) = changed.into_iter().next().unwrap();
         let expected = if reason.is_drop() { XDP_DROP } else { XDP_PASS };
-        assert_eq!(res.return_value, expected, "action agrees with the reason {reason:?}");
+        assert_eq!(
+            res.return_value, expected,
+            "action agrees with the reason {reason:?}"
+        );
         (res.return_value, lb, reason)
     }
 
@@ -113,53 +124,173 @@ fn ipv4_allow_list_ports_ranges_and_union() {
     let h = Harness::new(CONFIG);
     let lb = Some("public");
     let outside = "203.0.113.5";
-    h.expect(&Packet::tcp(outside, "10.231.0.10", 80), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp(outside, "10.231.0.10", 22), lb, Reason::DropDenied);
-    h.expect(&Packet::tcp(outside, "10.231.0.10", 81), lb, Reason::DropDenied);
+    h.expect(
+        &Packet::tcp(outside, "10.231.0.10", 80),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp(outside, "10.231.0.10", 22),
+        lb,
+        Reason::DropDenied,
+    );
+    h.expect(
+        &Packet::tcp(outside, "10.231.0.10", 81),
+        lb,
+        Reason::DropDenied,
+    );
     // Union: 10.231.5.0/24 is the longest match, yet port 80 from anywhere and
     // 8000-8100 from the /16 still apply.
-    h.expect(&Packet::tcp("10.231.5.7", "10.231.0.10", 22), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("10.231.5.7", "10.231.0.10", 80), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("10.231.5.7", "10.231.0.10", 8000), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("10.231.3.3", "10.231.0.10", 22), lb, Reason::DropDenied);
+    h.expect(
+        &Packet::tcp("10.231.5.7", "10.231.0.10", 22),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("10.231.5.7", "10.231.0.10", 80),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("10.231.5.7", "10.231.0.10", 8000),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("10.231.3.3", "10.231.0.10", 22),
+        lb,
+        Reason::DropDenied,
+    );
     // Range edges.
-    h.expect(&Packet::tcp("10.231.3.3", "10.231.0.10", 8100), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("10.231.3.3", "10.231.0.10", 8101), lb, Reason::DropDenied);
-    h.expect(&Packet::tcp("10.231.3.3", "10.231.0.10", 7999), lb, Reason::DropDenied);
+    h.expect(
+        &Packet::tcp("10.231.3.3", "10.231.0.10", 8100),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("10.231.3.3", "10.231.0.10", 8101),
+        lb,
+        Reason::DropDenied,
+    );
+    h.expect(
+        &Packet::tcp("10.231.3.3", "10.231.0.10", 7999),
+        lb,
+        Reason::DropDenied,
+    );
     // UDP and ICMP are rules of their own protocol only.
-    h.expect(&Packet::udp("10.231.3.3", "10.231.0.10", 53), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("10.231.3.3", "10.231.0.10", 53), lb, Reason::DropDenied);
-    h.expect(&Packet::udp("10.231.3.3", "10.231.0.10", 54), lb, Reason::DropDenied);
-    h.expect(&Packet::udp("10.231.3.3", "10.231.0.10", 80), lb, Reason::DropDenied);
-    h.expect(&Packet::new("10.231.3.3", "10.231.0.10", L4::Icmp { ty: 8 }), lb, Reason::PassAllowed);
-    h.expect(&Packet::new(outside, "10.231.0.10", L4::Icmp { ty: 8 }), lb, Reason::DropDenied);
+    h.expect(
+        &Packet::udp("10.231.3.3", "10.231.0.10", 53),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("10.231.3.3", "10.231.0.10", 53),
+        lb,
+        Reason::DropDenied,
+    );
+    h.expect(
+        &Packet::udp("10.231.3.3", "10.231.0.10", 54),
+        lb,
+        Reason::DropDenied,
+    );
+    h.expect(
+        &Packet::udp("10.231.3.3", "10.231.0.10", 80),
+        lb,
+        Reason::DropDenied,
+    );
+    h.expect(
+        &Packet::new("10.231.3.3", "10.231.0.10", L4::Icmp { ty: 8 }),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::new(outside, "10.231.0.10", L4::Icmp { ty: 8 }),
+        lb,
+        Reason::DropDenied,
+    );
     // protocol "all" from one host: any protocol, any port.
-    h.expect(&Packet::new("10.231.9.9", "10.231.0.10", L4::Other { proto: 47 }), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("10.231.9.9", "10.231.0.10", 1), lb, Reason::PassAllowed);
-    h.expect(&Packet::new("10.231.3.3", "10.231.0.10", L4::Other { proto: 47 }), lb, Reason::DropDenied);
+    h.expect(
+        &Packet::new("10.231.9.9", "10.231.0.10", L4::Other { proto: 47 }),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("10.231.9.9", "10.231.0.10", 1),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::new("10.231.3.3", "10.231.0.10", L4::Other { proto: 47 }),
+        lb,
+        Reason::DropDenied,
+    );
     // A second security group adds its rules; the other balancer lacks it.
-    h.expect(&Packet::tcp("10.231.7.1", "10.231.0.10", 9000), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("10.231.1.7", "10.231.0.20", 9000), Some("private"), Reason::DropDenied);
+    h.expect(
+        &Packet::tcp("10.231.7.1", "10.231.0.10", 9000),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("10.231.1.7", "10.231.0.20", 9000),
+        Some("private"),
+        Reason::DropDenied,
+    );
 }
 
 #[test]
 fn ipv6_rules_extension_headers_and_neighbour_discovery() {
     let h = Harness::new(CONFIG);
     let lb = Some("public");
-    h.expect(&Packet::tcp("fd00:231::5", "fd00:231::10", 443), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("fd00:231::5", "fd00:231::10", 444), lb, Reason::DropDenied);
+    h.expect(
+        &Packet::tcp("fd00:231::5", "fd00:231::10", 443),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("fd00:231::5", "fd00:231::10", 444),
+        lb,
+        Reason::DropDenied,
+    );
     // 0.0.0.0/0 covers IPv4 only.
-    h.expect(&Packet::tcp("2001:db8::1", "fd00:231::10", 80), lb, Reason::DropDenied);
-    h.expect(&Packet::new("fd00:231::5", "fd00:231::10", L4::Icmpv6 { ty: 128 }), lb, Reason::PassAllowed);
-    h.expect(&Packet::new("2001:db8::1", "fd00:231::10", L4::Icmpv6 { ty: 128 }), lb, Reason::DropDenied);
+    h.expect(
+        &Packet::tcp("2001:db8::1", "fd00:231::10", 80),
+        lb,
+        Reason::DropDenied,
+    );
+    h.expect(
+        &Packet::new("fd00:231::5", "fd00:231::10", L4::Icmpv6 { ty: 128 }),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::new("2001:db8::1", "fd00:231::10", L4::Icmpv6 { ty: 128 }),
+        lb,
+        Reason::DropDenied,
+    );
     // Neighbour solicitation / advertisement pass whatever the rules.
     for ty in [133, 134, 135, 136, 137] {
-        h.expect(&Packet::new("fe80::1", "fd00:231::10", L4::Icmpv6 { ty }), lb, Reason::PassNeighbour);
+        h.expect(
+            &Packet::new("fe80::1", "fd00:231::10", L4::Icmpv6 { ty }),
+            lb,
+            Reason::PassNeighbour,
+        );
     }
     // Extension headers are walked to the real transport header.
-    let with_ext = |p: Packet| p.ext(Ipv6Ext::HopByHop).ext(Ipv6Ext::DestOpts).ext(Ipv6Ext::Routing);
-    h.expect(&with_ext(Packet::tcp("fd00:231::5", "fd00:231::10", 443)), lb, Reason::PassAllowed);
-    h.expect(&with_ext(Packet::tcp("fd00:231::5", "fd00:231::10", 22)), lb, Reason::DropDenied);
+    let with_ext = |p: Packet| {
+        p.ext(Ipv6Ext::HopByHop)
+            .ext(Ipv6Ext::DestOpts)
+            .ext(Ipv6Ext::Routing)
+    };
+    h.expect(
+        &with_ext(Packet::tcp("fd00:231::5", "fd00:231::10", 443)),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &with_ext(Packet::tcp("fd00:231::5", "fd00:231::10", 22)),
+        lb,
+        Reason::DropDenied,
+    );
     // A chain longer than the parser follows is dropped, never passed.
     let mut long = Packet::tcp("fd00:231::5", "fd00:231::10", 443);
     for _ in 0..9 {
@@ -172,26 +303,77 @@ fn ipv6_rules_extension_headers_and_neighbour_discovery() {
 fn internal_scheme_drops_outside_sources_first() {
     let h = Harness::new(CONFIG);
     let lb = Some("private");
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.20", 80), lb, Reason::DropInternal);
-    h.expect(&Packet::tcp("10.231.9.9", "10.231.0.20", 80), lb, Reason::DropInternal);
-    h.expect(&Packet::tcp("10.231.1.5", "10.231.0.20", 80), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("10.231.1.5", "10.231.0.20", 23), lb, Reason::DropDenied);
-    h.expect(&Packet::tcp("fd00:231::1:0:0:5", "fd00:231::20", 443), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("fd00:231::5", "fd00:231::20", 443), lb, Reason::DropInternal);
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.20", 80),
+        lb,
+        Reason::DropInternal,
+    );
+    h.expect(
+        &Packet::tcp("10.231.9.9", "10.231.0.20", 80),
+        lb,
+        Reason::DropInternal,
+    );
+    h.expect(
+        &Packet::tcp("10.231.1.5", "10.231.0.20", 80),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("10.231.1.5", "10.231.0.20", 23),
+        lb,
+        Reason::DropDenied,
+    );
+    h.expect(
+        &Packet::tcp("fd00:231::1:0:0:5", "fd00:231::20", 443),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("fd00:231::5", "fd00:231::20", 443),
+        lb,
+        Reason::DropInternal,
+    );
     // Neighbour discovery comes from link-local sources: never dropped.
-    h.expect(&Packet::new("fe80::1", "fd00:231::20", L4::Icmpv6 { ty: 135 }), lb, Reason::PassNeighbour);
+    h.expect(
+        &Packet::new("fe80::1", "fd00:231::20", L4::Icmpv6 { ty: 135 }),
+        lb,
+        Reason::PassNeighbour,
+    );
 }
 
 #[test]
 fn vlan_tagged_frames_get_the_same_verdicts() {
     let h = Harness::new(CONFIG);
     let lb = Some("public");
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.10", 80).vlan(7), lb, Reason::PassAllowed);
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.10", 22).vlan(7), lb, Reason::DropDenied);
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.10", 22).vlan(7).vlan(8), lb, Reason::DropDenied);
-    h.expect(&Packet::tcp("fd00:231::5", "fd00:231::10", 443).vlan(7).vlan(8), lb, Reason::PassAllowed);
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.10", 80).vlan(7),
+        lb,
+        Reason::PassAllowed,
+    );
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.10", 22).vlan(7),
+        lb,
+        Reason::DropDenied,
+    );
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.10", 22)
+            .vlan(7)
+            .vlan(8),
+        lb,
+        Reason::DropDenied,
+    );
+    h.expect(
+        &Packet::tcp("fd00:231::5", "fd00:231::10", 443)
+            .vlan(7)
+            .vlan(8),
+        lb,
+        Reason::PassAllowed,
+    );
     // Deeper than the parser looks: dropped, since it could hide anything.
-    let deep = Packet::tcp("203.0.113.5", "10.231.0.10", 80).vlan(1).vlan(2).vlan(3);
+    let deep = Packet::tcp("203.0.113.5", "10.231.0.10", 80)
+        .vlan(1)
+        .vlan(2)
+        .vlan(3);
     h.expect(&deep, None, Reason::DropUnparsed);
 }
 
@@ -200,25 +382,62 @@ fn fragments_are_never_a_way_around_the_rules() {
     let h = Harness::new(CONFIG);
     let lb = Some("public");
     // First fragment (ports visible) and later fragments alike.
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.10", 80).v4_fragment(true, 0), lb, Reason::DropFragment);
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.10", 80).v4_fragment(false, 100), lb, Reason::DropFragment);
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.10", 22).v4_fragment(true, 0), lb, Reason::DropFragment);
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.10", 80).v4_fragment(true, 0),
+        lb,
+        Reason::DropFragment,
+    );
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.10", 80).v4_fragment(false, 100),
+        lb,
+        Reason::DropFragment,
+    );
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.10", 22).v4_fragment(true, 0),
+        lb,
+        Reason::DropFragment,
+    );
     // A source allowed every protocol and port may fragment.
-    h.expect(&Packet::tcp("10.231.9.9", "10.231.0.10", 80).v4_fragment(false, 100), lb, Reason::PassAllowed);
-    let v6frag = Packet::tcp("fd00:231::5", "fd00:231::10", 443).ext(Ipv6Ext::Fragment { offset: 0, more: true });
+    h.expect(
+        &Packet::tcp("10.231.9.9", "10.231.0.10", 80).v4_fragment(false, 100),
+        lb,
+        Reason::PassAllowed,
+    );
+    let v6frag = Packet::tcp("fd00:231::5", "fd00:231::10", 443).ext(Ipv6Ext::Fragment {
+        offset: 0,
+        more: true,
+    });
     h.expect(&v6frag, lb, Reason::DropFragment);
-    let v6later = Packet::tcp("fd00:231::5", "fd00:231::10", 443).ext(Ipv6Ext::Fragment { offset: 64, more: false });
+    let v6later = Packet::tcp("fd00:231::5", "fd00:231::10", 443).ext(Ipv6Ext::Fragment {
+        offset: 64,
+        more: false,
+    });
     h.expect(&v6later, lb, Reason::DropFragment);
     // Fragments to other hosts are not ours to judge.
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.99", 22).v4_fragment(true, 0), None, Reason::PassNotBalancer);
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.99", 22).v4_fragment(true, 0),
+        None,
+        Reason::PassNotBalancer,
+    );
 }
 
 #[test]
 fn traffic_not_for_a_balancer_and_arp_pass_untouched() {
     let h = Harness::new(CONFIG);
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.99", 22), None, Reason::PassNotBalancer);
-    h.expect(&Packet::tcp("2001:db8::1", "fd00:231::99", 22), None, Reason::PassNotBalancer);
-    let (action, lb, reason) = h.run(&arp_request("10.231.0.1".parse().unwrap(), "10.231.0.10".parse().unwrap()));
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.99", 22),
+        None,
+        Reason::PassNotBalancer,
+    );
+    h.expect(
+        &Packet::tcp("2001:db8::1", "fd00:231::99", 22),
+        None,
+        Reason::PassNotBalancer,
+    );
+    let (action, lb, reason) = h.run(&arp_request(
+        "10.231.0.1".parse().unwrap(),
+        "10.231.0.10".parse().unwrap(),
+    ));
     assert_eq!((action, lb, reason), (XDP_PASS, None, Reason::PassNonIp));
 }
 
@@ -260,8 +479,14 @@ fn every_truncation_is_dropped_or_untouched() {
         (Packet::tcp("203.0.113.5", "10.231.0.10", 80), true),
         (Packet::tcp("203.0.113.5", "10.231.0.10", 22), true),
         (Packet::udp("10.231.3.3", "10.231.0.10", 53).vlan(5), true),
-        (Packet::tcp("fd00:231::5", "fd00:231::10", 443).ext(Ipv6Ext::HopByHop), true),
-        (Packet::new("fd00:231::5", "fd00:231::10", L4::Icmpv6 { ty: 128 }), true),
+        (
+            Packet::tcp("fd00:231::5", "fd00:231::10", 443).ext(Ipv6Ext::HopByHop),
+            true,
+        ),
+        (
+            Packet::new("fd00:231::5", "fd00:231::10", L4::Icmpv6 { ty: 128 }),
+            true,
+        ),
         (Packet::tcp("203.0.113.5", "10.231.0.99", 22), false),
     ];
     for (p, to_balancer) in frames {
@@ -296,12 +521,23 @@ fn a_new_configuration_replaces_the_old_one_whole() {
     let cfg = xalb::config::parse_str(&opened, "test.toml").unwrap();
     let first_bank = h.dp.maps.active_bank();
     h.dp.apply(&compile(&cfg).unwrap()).unwrap();
-    assert_ne!(h.dp.maps.active_bank(), first_bank, "the other bank is now active");
+    assert_ne!(
+        h.dp.maps.active_bank(),
+        first_bank,
+        "the other bank is now active"
+    );
     h.expect(&p, Some("public"), Reason::PassAllowed);
-    h.expect(&Packet::tcp("203.0.113.5", "10.231.0.10", 80), Some("public"), Reason::DropDenied);
+    h.expect(
+        &Packet::tcp("203.0.113.5", "10.231.0.10", 80),
+        Some("public"),
+        Reason::DropDenied,
+    );
     // The old bank is emptied: every entry left belongs to the active bank,
     // one per distinct IPv4 source prefix per balancer (public: 4 + 1, private: 4).
     let entries = h.dp.maps.sg_v4_entries();
-    assert!(entries.iter().all(|e| e.0 == h.dp.maps.active_bank()), "{entries:?}");
+    assert!(
+        entries.iter().all(|e| e.0 == h.dp.maps.active_bank()),
+        "{entries:?}"
+    );
     assert_eq!(entries.len(), 5 + 4, "{entries:?}");
 }

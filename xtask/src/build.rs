@@ -34,8 +34,13 @@ pub fn ebpf() -> Result<()> {
 pub fn all(release: bool) -> Result<PathBuf> {
     ebpf()?;
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(workspace_root())
-        .args(["build", "--package", "lb-userspace", "--package", "xalb-tests"]);
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--package",
+        "lb-userspace",
+        "--package",
+        "xalb-tests",
+    ]);
     if release {
         cmd.arg("--release");
     }

@@ -58,17 +58,21 @@ fn main() -> Result<()> {
         Cmd::Demo => {
             let bin = build::all(true)?;
             toolchain::ensure_apt(&["iproute2"])?;
-            run_status(Command::new(env!("CARGO")).args([
-                "run",
-                "--quiet",
-                "--release",
-                "--package",
-                "xalb-tests",
-                "--bin",
-                "xalb-demo",
-                "--",
-                "--xalb",
-            ]).arg(bin))
+            run_status(
+                Command::new(env!("CARGO"))
+                    .args([
+                        "run",
+                        "--quiet",
+                        "--release",
+                        "--package",
+                        "xalb-tests",
+                        "--bin",
+                        "xalb-demo",
+                        "--",
+                        "--xalb",
+                    ])
+                    .arg(bin),
+            )
         }
     }
 }

@@ -36,7 +36,13 @@ pub fn ensure_nightly_rust_src() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing rust-src for nightly");
-    run_status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    run_status(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 /// The LLVM major version the nightly compiler was built with; bpf-linker must match it.
@@ -63,7 +69,11 @@ pub fn ensure_bpf_linker() -> Result<()> {
     let bin = cargo_bin_dir().join("bpf-linker");
     if bin.exists() {
         // A linker built against another nightly's LLVM fails at load time.
-        if Command::new(&bin).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(&bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return Ok(());
         }
         eprintln!("xtask: existing bpf-linker does not run; rebuilding it");
@@ -84,8 +94,18 @@ pub fn ensure_bpf_linker() -> Result<()> {
     run_status(
         Command::new("cargo")
             .env("LLVM_PREFIX", &sysroot)
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
-            .args(["--no-default-features", "--features", &format!("llvm-{llvm}")]),
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{llvm}"),
+            ]),
     )
 }
 

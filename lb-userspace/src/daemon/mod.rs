@@ -24,16 +24,25 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let host_errors = kernel::host::check(&cfg);
     if !host_errors.is_empty() {
         let lines: Vec<String> = host_errors.iter().map(|e| e.to_string()).collect();
-        bail!("the host does not match the configuration:\n  {}", lines.join("\n  "));
+        bail!(
+            "the host does not match the configuration:\n  {}",
+            lines.join("\n  ")
+        );
     }
 
     let mut dp = Datapath::load()?;
     dp.apply(&kcfg)?;
     dp.attach_all(
-        cfg.load_balancers.iter().flat_map(|lb| lb.interfaces.iter().map(String::as_str)),
+        cfg.load_balancers
+            .iter()
+            .flat_map(|lb| lb.interfaces.iter().map(String::as_str)),
         opts.xdp_mode,
     )?;
-    let lb_names: Vec<String> = cfg.load_balancers.iter().map(|lb| lb.name.clone()).collect();
+    let lb_names: Vec<String> = cfg
+        .load_balancers
+        .iter()
+        .map(|lb| lb.name.clone())
+        .collect();
     info!(balancers = lb_names.len(), "xalb running");
     // A line a supervisor or test can wait for.
     println!("xalb: ready");
@@ -61,7 +70,11 @@ async fn serve(dp: &Datapath, lb_names: &[String], stats_interval: Duration) -> 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let period = if stats_interval.is_zero() { Duration::from_secs(3600 * 24 * 365) } else { stats_interval };
+    let period = if stats_interval.is_zero() {
+        Duration::from_secs(3600 * 24 * 365)
+    } else {
+        stats_interval
+    };
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
     let mut last: Vec<CounterRow> = Vec::new();

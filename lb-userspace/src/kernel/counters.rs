@@ -26,15 +26,23 @@ impl Maps {
         let mut rows = Vec::new();
         for (slot, lb) in slots {
             for reason in Reason::ALL {
-                let per_cpu = self
-                    .counters
-                    .get(&counter_index(slot, reason), 0)
-                    .map_err(|source| MapsError::Map { name: lb_common::map_names::COUNTERS, source })?;
+                let per_cpu =
+                    self.counters
+                        .get(&counter_index(slot, reason), 0)
+                        .map_err(|source| MapsError::Map {
+                            name: lb_common::map_names::COUNTERS,
+                            source,
+                        })?;
                 let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
                     packets: acc.packets + c.packets,
                     bytes: acc.bytes + c.bytes,
                 });
-                rows.push(CounterRow { lb: lb.clone(), reason, packets: sum.packets, bytes: sum.bytes });
+                rows.push(CounterRow {
+                    lb: lb.clone(),
+                    reason,
+                    packets: sum.packets,
+                    bytes: sum.bytes,
+                });
             }
         }
         Ok(rows)

@@ -67,7 +67,11 @@ impl Datapath {
             .map_err(DatapathError::Verify)?;
         prog.load().map_err(DatapathError::Verify)?;
         let maps = Maps::take_from(&mut ebpf)?;
-        Ok(Self { ebpf, maps, attached: Vec::new() })
+        Ok(Self {
+            ebpf,
+            maps,
+            attached: Vec::new(),
+        })
     }
 
     pub fn program(&self) -> &Xdp {
@@ -103,19 +107,35 @@ impl Datapath {
         Ok(())
     }
 
-    fn attach(&mut self, iface: &str, choice: XdpModeChoice) -> Result<&'static str, DatapathError> {
+    fn attach(
+        &mut self,
+        iface: &str,
+        choice: XdpModeChoice,
+    ) -> Result<&'static str, DatapathError> {
         let prog = self.program_mut();
         let err = |mode: &'static str| {
-            move |source| DatapathError::Attach { interface: iface.to_string(), mode, source }
+            move |source| DatapathError::Attach {
+                interface: iface.to_string(),
+                mode,
+                source,
+            }
         };
         match choice {
-            XdpModeChoice::Native => prog.attach(iface, XdpMode::Driver).map(|_| "native").map_err(err("native")),
-            XdpModeChoice::Generic => prog.attach(iface, XdpMode::Skb).map(|_| "generic").map_err(err("generic")),
+            XdpModeChoice::Native => prog
+                .attach(iface, XdpMode::Driver)
+                .map(|_| "native")
+                .map_err(err("native")),
+            XdpModeChoice::Generic => prog
+                .attach(iface, XdpMode::Skb)
+                .map(|_| "generic")
+                .map_err(err("generic")),
             XdpModeChoice::Auto => match prog.attach(iface, XdpMode::Driver) {
                 Ok(_) => Ok("native"),
                 Err(e) => {
                     warn!(interface = iface, error = %e, "native XDP unavailable; falling back to generic (slower)");
-                    prog.attach(iface, XdpMode::Skb).map(|_| "generic").map_err(err("generic"))
+                    prog.attach(iface, XdpMode::Skb)
+                        .map(|_| "generic")
+                        .map_err(err("generic"))
                 }
             },
         }

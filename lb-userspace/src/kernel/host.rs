@@ -32,7 +32,9 @@ pub fn local_addresses() -> Result<BTreeSet<IpAddr>, HostError> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(HostError::Getifaddrs(std::io::Error::last_os_error().to_string()));
+        return Err(HostError::Getifaddrs(
+            std::io::Error::last_os_error().to_string(),
+        ));
     }
     let mut out = BTreeSet::new();
     let mut cur = head;
@@ -45,7 +47,9 @@ pub fn local_addresses() -> Result<BTreeSet<IpAddr>, HostError> {
                 match i32::from((*ifa.ifa_addr).sa_family) {
                     libc::AF_INET => {
                         let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        out.insert(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                        out.insert(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))));
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
@@ -72,12 +76,18 @@ pub fn check(cfg: &Config) -> Vec<HostError> {
     for lb in &cfg.load_balancers {
         for iface in &lb.interfaces {
             if if_index(iface).is_none() {
-                errors.push(HostError::NoInterface { lb: lb.name.clone(), interface: iface.clone() });
+                errors.push(HostError::NoInterface {
+                    lb: lb.name.clone(),
+                    interface: iface.clone(),
+                });
             }
         }
         for addr in &lb.addresses {
             if !addrs.contains(addr) {
-                errors.push(HostError::NoAddress { lb: lb.name.clone(), addr: *addr });
+                errors.push(HostError::NoAddress {
+                    lb: lb.name.clone(),
+                    addr: *addr,
+                });
             }
         }
     }
@@ -93,5 +103,9 @@ pub fn if_name(index: u32) -> Option<String> {
         return None;
     }
     // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
-    Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }

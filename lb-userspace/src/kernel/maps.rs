@@ -52,14 +52,20 @@ fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
 fn key_v4(bank: u32, lb: u32, net: ipnet::Ipv4Net) -> Key<SrcKeyV4> {
     Key::new(
         LB_ID_BITS + u32::from(net.prefix_len()),
-        SrcKeyV4 { lb_id: trie_id(bank, lb), addr: net.network().octets() },
+        SrcKeyV4 {
+            lb_id: trie_id(bank, lb),
+            addr: net.network().octets(),
+        },
     )
 }
 
 fn key_v6(bank: u32, lb: u32, net: ipnet::Ipv6Net) -> Key<SrcKeyV6> {
     Key::new(
         LB_ID_BITS + u32::from(net.prefix_len()),
-        SrcKeyV6 { lb_id: trie_id(bank, lb), addr: net.network().octets() },
+        SrcKeyV6 {
+            lb_id: trie_id(bank, lb),
+            addr: net.network().octets(),
+        },
     )
 }
 
@@ -96,7 +102,9 @@ impl Maps {
         let next = (self.bank + 1) % NUM_BANKS;
         self.clear_bank(next)?;
         self.write_bank(next, cfg)?;
-        self.active.set(0, next, 0).map_err(ctx(map_names::ACTIVE_BANK))?;
+        self.active
+            .set(0, next, 0)
+            .map_err(ctx(map_names::ACTIVE_BANK))?;
         let old = self.bank;
         self.bank = next;
         self.clear_bank(old)
@@ -138,16 +146,40 @@ impl Maps {
 
     fn clear_bank(&mut self, bank: u32) -> Result<(), MapsError> {
         // Collect first: removing while iterating a BPF map restarts the walk.
-        let v4: Vec<AddrKeyV4> = self.addrs_v4.keys().filter_map(Result::ok).filter(|k| k.bank == bank).collect();
+        let v4: Vec<AddrKeyV4> = self
+            .addrs_v4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.bank == bank)
+            .collect();
         for k in v4 {
-            self.addrs_v4.remove(&k).map_err(ctx(map_names::LB_ADDRS_V4))?;
+            self.addrs_v4
+                .remove(&k)
+                .map_err(ctx(map_names::LB_ADDRS_V4))?;
         }
-        let v6: Vec<AddrKeyV6> = self.addrs_v6.keys().filter_map(Result::ok).filter(|k| k.bank == bank).collect();
+        let v6: Vec<AddrKeyV6> = self
+            .addrs_v6
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.bank == bank)
+            .collect();
         for k in v6 {
-            self.addrs_v6.remove(&k).map_err(ctx(map_names::LB_ADDRS_V6))?;
+            self.addrs_v6
+                .remove(&k)
+                .map_err(ctx(map_names::LB_ADDRS_V6))?;
         }
-        clear_trie(&mut self.internal_v4, bank, |k| k.lb_id, map_names::INTERNAL_V4)?;
-        clear_trie(&mut self.internal_v6, bank, |k| k.lb_id, map_names::INTERNAL_V6)?;
+        clear_trie(
+            &mut self.internal_v4,
+            bank,
+            |k| k.lb_id,
+            map_names::INTERNAL_V4,
+        )?;
+        clear_trie(
+            &mut self.internal_v6,
+            bank,
+            |k| k.lb_id,
+            map_names::INTERNAL_V6,
+        )?;
         clear_trie(&mut self.sg_v4, bank, |k| k.lb_id, map_names::SG_V4)?;
         clear_trie(&mut self.sg_v6, bank, |k| k.lb_id, map_names::SG_V6)
     }
@@ -162,7 +194,13 @@ impl Maps {
             .map(|(k, v)| {
                 let d = k.data();
                 let id = u32::from_be_bytes(d.lb_id) & 0xffff;
-                (bank_of(d.lb_id), id, (k.prefix_len() - LB_ID_BITS) as u8, d.addr, v)
+                (
+                    bank_of(d.lb_id),
+                    id,
+                    (k.prefix_len() - LB_ID_BITS) as u8,
+                    d.addr,
+                    v,
+                )
             })
             .collect()
     }

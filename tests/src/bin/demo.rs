@@ -17,12 +17,17 @@ const WAIT: Duration = Duration::from_millis(1500);
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let mut config = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed-alb.toml"));
+    let mut config = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/seed-alb.toml"
+    ));
     while let Some(a) = args.next() {
         match a.as_str() {
             "--xalb" => std::env::set_var("XALB_BIN", args.next().context("--xalb PATH")?),
             "--config" => config = PathBuf::from(args.next().context("--config PATH")?),
-            other => bail!("unknown argument {other}; usage: xalb-demo [--xalb PATH] [--config FILE]"),
+            other => {
+                bail!("unknown argument {other}; usage: xalb-demo [--xalb PATH] [--config FILE]")
+            }
         }
     }
     xalb_tests::require_root();
@@ -44,7 +49,13 @@ fn main() -> Result<()> {
     addr(&web2, "eth0", "10.0.2.10/24")?;
     web1.ip(&["route", "add", "default", "via", "10.0.1.1"])?;
     web2.ip(&["route", "add", "default", "via", "10.0.2.1"])?;
-    println!("   namespaces: {} (client), {} (balancer host), {} and {} (web servers)", client.name(), lb.name(), web1.name(), web2.name());
+    println!(
+        "   namespaces: {} (client), {} (balancer host), {} and {} (web servers)",
+        client.name(),
+        lb.name(),
+        web1.name(),
+        web2.name()
+    );
 
     // Services on the balancer host: something on 80 (the HTTP listener's
     // port) and an "ssh" on 22 that the security group does not admit.
@@ -58,11 +69,34 @@ fn main() -> Result<()> {
     show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22")?;
 
     let daemon = Daemon::start(&lb, &config, &[])?;
-    println!("\n-- xalb run -c {} : XDP attached to the balancer host's eth0", config.display());
-    show(&client, None, "10.0.0.10:80", "client -> balancer TCP 80 (allowed by alb-web)")?;
-    show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22 (no rule: dropped in XDP)")?;
-    show(&lb, Some("10.0.0.10:0"), "10.0.0.100:8000", "balancer host opens a connection to the client: replies pass")?;
-    show(&lb, None, "10.0.1.10:80", "balancer host -> web1 (traffic not for a balancer address)")?;
+    println!(
+        "\n-- xalb run -c {} : XDP attached to the balancer host's eth0",
+        config.display()
+    );
+    show(
+        &client,
+        None,
+        "10.0.0.10:80",
+        "client -> balancer TCP 80 (allowed by alb-web)",
+    )?;
+    show(
+        &client,
+        None,
+        "10.0.0.10:22",
+        "client -> balancer TCP 22 (no rule: dropped in XDP)",
+    )?;
+    show(
+        &lb,
+        Some("10.0.0.10:0"),
+        "10.0.0.100:8000",
+        "balancer host opens a connection to the client: replies pass",
+    )?;
+    show(
+        &lb,
+        None,
+        "10.0.1.10:80",
+        "balancer host -> web1 (traffic not for a balancer address)",
+    )?;
     show(&lb, None, "10.0.2.10:80", "balancer host -> web2")?;
 
     let (counters, _) = daemon.stop()?;

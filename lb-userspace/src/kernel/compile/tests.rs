@@ -20,7 +20,9 @@ fn plain_allows(rules: &[SourceRule], src: IpAddr, p: u8, port: u16, fragment: b
         .map(|r| (u32::from(r.range.lo), u32::from(r.range.hi)))
         .collect();
     if !fragment {
-        return ranges.iter().any(|&(lo, hi)| lo <= port as u32 && port as u32 <= hi);
+        return ranges
+            .iter()
+            .any(|&(lo, hi)| lo <= port as u32 && port as u32 <= hi);
     }
     ranges.sort();
     let mut next = 0u32;
@@ -34,7 +36,13 @@ fn plain_allows(rules: &[SourceRule], src: IpAddr, p: u8, port: u16, fragment: b
 }
 
 /// What the kernel does: the longest stored prefix's entry, then its ranges.
-fn trie_allows(entries: &[(IpNet, SgRules)], src: IpAddr, p: u8, port: u16, fragment: bool) -> bool {
+fn trie_allows(
+    entries: &[(IpNet, SgRules)],
+    src: IpAddr,
+    p: u8,
+    port: u16,
+    fragment: bool,
+) -> bool {
     entries
         .iter()
         .filter(|(net, _)| net.contains(&src))
@@ -43,31 +51,60 @@ fn trie_allows(entries: &[(IpNet, SgRules)], src: IpAddr, p: u8, port: u16, frag
 }
 
 fn rng(p: u8, lo: u16, hi: u16) -> PortRange {
-    PortRange { proto: p, _pad: 0, lo, hi }
+    PortRange {
+        proto: p,
+        _pad: 0,
+        lo,
+        hi,
+    }
 }
 
 fn rule(src: &str, p: u8, lo: u16, hi: u16) -> SourceRule {
-    SourceRule { source: src.parse().unwrap(), range: rng(p, lo, hi) }
+    SourceRule {
+        source: src.parse().unwrap(),
+        range: rng(p, lo, hi),
+    }
 }
 
 #[test]
 fn longer_prefix_keeps_the_shorter_prefixes_rules() {
     // The pitfall: tcp 22 from 10/8 is the longest match for 10.1.1.1, yet tcp 80
     // from anywhere must still allow it.
-    let rules = [rule("0.0.0.0/0", proto::TCP, 80, 80), rule("10.0.0.0/8", proto::TCP, 22, 22)];
+    let rules = [
+        rule("0.0.0.0/0", proto::TCP, 80, 80),
+        rule("10.0.0.0/8", proto::TCP, 22, 22),
+    ];
     let entries = union_by_prefix("lb", &rules).unwrap();
     let src: IpAddr = "10.1.1.1".parse().unwrap();
     assert!(trie_allows(&entries, src, proto::TCP, 80, false));
     assert!(trie_allows(&entries, src, proto::TCP, 22, false));
-    assert!(!trie_allows(&entries, "11.1.1.1".parse().unwrap(), proto::TCP, 22, false));
+    assert!(!trie_allows(
+        &entries,
+        "11.1.1.1".parse().unwrap(),
+        proto::TCP,
+        22,
+        false
+    ));
 }
 
 #[test]
 fn ipv6_any_does_not_cover_ipv4() {
     let rules = [rule("::/0", proto::TCP, 80, 80)];
     let entries = union_by_prefix("lb", &rules).unwrap();
-    assert!(!trie_allows(&entries, "10.0.0.1".parse().unwrap(), proto::TCP, 80, false));
-    assert!(trie_allows(&entries, "fd00:231::1".parse().unwrap(), proto::TCP, 80, false));
+    assert!(!trie_allows(
+        &entries,
+        "10.0.0.1".parse().unwrap(),
+        proto::TCP,
+        80,
+        false
+    ));
+    assert!(trie_allows(
+        &entries,
+        "fd00:231::1".parse().unwrap(),
+        proto::TCP,
+        80,
+        false
+    ));
 }
 
 #[test]
@@ -81,9 +118,16 @@ fn merging_joins_adjacent_and_overlapping_ranges() {
     ]);
     assert_eq!(
         merged,
-        vec![rng(proto::TCP, 100, 300), rng(proto::TCP, 400, 400), rng(proto::UDP, 53, 53)]
+        vec![
+            rng(proto::TCP, 100, 300),
+            rng(proto::TCP, 400, 400),
+            rng(proto::UDP, 53, 53)
+        ]
     );
-    assert_eq!(merge_ranges(vec![rng(proto::TCP, 1, 2), rng(proto::ALL, 0, 65535)]).len(), 1);
+    assert_eq!(
+        merge_ranges(vec![rng(proto::TCP, 1, 2), rng(proto::ALL, 0, 65535)]).len(),
+        1
+    );
 }
 
 #[test]
@@ -100,22 +144,36 @@ fn arb_net() -> impl Strategy<Value = IpNet> {
     // Few distinct bits so that random prefixes nest and overlap often.
     prop_oneof![
         (0u8..4, 0u8..4, 0u8..=32).prop_map(|(a, b, len)| {
-            IpNet::new(IpAddr::V4(Ipv4Addr::new(10, a, b, 1)), len).unwrap().trunc()
-        }),
-        (0u16..4, 0u8..=128).prop_map(|(a, len)| {
-            IpNet::new(IpAddr::V6(Ipv6Addr::new(0xfd00, 0x231, a, 0, 0, 0, 0, 1)), len)
+            IpNet::new(IpAddr::V4(Ipv4Addr::new(10, a, b, 1)), len)
                 .unwrap()
                 .trunc()
+        }),
+        (0u16..4, 0u8..=128).prop_map(|(a, len)| {
+            IpNet::new(
+                IpAddr::V6(Ipv6Addr::new(0xfd00, 0x231, a, 0, 0, 0, 0, 1)),
+                len,
+            )
+            .unwrap()
+            .trunc()
         }),
     ]
 }
 
 fn arb_rule() -> impl Strategy<Value = SourceRule> {
     let range = prop_oneof![
-        (prop_oneof![Just(proto::TCP), Just(proto::UDP)], 0u16..100, 0u16..100)
+        (
+            prop_oneof![Just(proto::TCP), Just(proto::UDP)],
+            0u16..100,
+            0u16..100
+        )
             .prop_map(|(p, a, b)| rng(p, a.min(b), a.max(b))),
-        (prop_oneof![Just(proto::TCP), Just(proto::UDP)], 0u16..2)
-            .prop_map(|(p, half)| if half == 0 { rng(p, 0, 32767) } else { rng(p, 32768, 65535) }),
+        (prop_oneof![Just(proto::TCP), Just(proto::UDP)], 0u16..2).prop_map(|(p, half)| {
+            if half == 0 {
+                rng(p, 0, 32767)
+            } else {
+                rng(p, 32768, 65535)
+            }
+        }),
         Just(rng(proto::ICMP, 0, 65535)),
         Just(rng(proto::ICMPV6, 0, 65535)),
         Just(rng(proto::ALL, 0, 65535)),
