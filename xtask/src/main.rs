@@ -80,12 +80,43 @@ fn main() -> Result<()> {
 fn test(args: Vec<String>) -> Result<()> {
     build::all(false)?;
     toolchain::ensure_apt(&["iproute2"])?;
-    // One test thread per core at most: the end-to-end tests each start a daemon.
-    run_status(
-        Command::new(env!("CARGO"))
-            .args(["test", "--workspace", "--exclude", "xtask"])
-            .args(args),
-    )
+    // Echo cargo's output and add up its per-binary results into one closing
+    // line, so the run's verdict is not the last binary's (often empty) line.
+    let mut child = Command::new(env!("CARGO"))
+        .args(["test", "--workspace", "--exclude", "xtask"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("failed to start cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let out = child.stdout.take().expect("piped");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split([';', '.']) {
+                let mut it = part.split_whitespace();
+                if let (Some(n), Some(what)) = (it.next(), it.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
 }
 
 pub(crate) fn run_status(cmd: &mut Command) -> Result<()> {
