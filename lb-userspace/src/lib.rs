@@ -7,3 +7,5 @@
 pub mod config;
 pub mod daemon;
 pub mod kernel;
+pub mod proxy;
+pub mod targets;

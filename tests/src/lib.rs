@@ -4,7 +4,9 @@
 //! Everything made here has a unique name and is removed on drop, also when a
 //! test fails. XDP is only ever attached inside namespaces made here.
 
+pub mod bed;
 pub mod daemon;
+pub mod http;
 pub mod netns;
 pub mod packet;
 pub mod tcp;

@@ -151,6 +151,11 @@ pub struct LoadBalancer {
     pub addresses: Vec<IpAddr>,
     pub security_groups: Vec<String>,
     pub idle_timeout: Duration,
+    /// Request line plus header fields, in bytes; larger requests get 431.
+    /// An extension of the contract: 8192 to 1 MiB, default 65536 (the ALB's 64 KiB).
+    pub max_header_bytes: usize,
+    /// Header fields per request; more get 431. 16-1000, default 100.
+    pub max_headers: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

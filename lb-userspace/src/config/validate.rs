@@ -911,6 +911,17 @@ impl Checker<'_> {
             secs(60),
             &IDLE_TIMEOUT,
         );
+        // The ALB's limits: 64 KiB of request line and header fields, 100 fields.
+        let max_header_bytes = lb
+            .max_header_bytes
+            .as_ref()
+            .and_then(|v| self.int(v, &format!("{p}.max_header_bytes"), 8192, 1 << 20))
+            .unwrap_or(65536) as usize;
+        let max_headers = lb
+            .max_headers
+            .as_ref()
+            .and_then(|v| self.int(v, &format!("{p}.max_headers"), 16, 1000))
+            .unwrap_or(100) as usize;
 
         LoadBalancer {
             name,
@@ -920,6 +931,8 @@ impl Checker<'_> {
             addresses,
             security_groups,
             idle_timeout,
+            max_header_bytes,
+            max_headers,
         }
     }
 

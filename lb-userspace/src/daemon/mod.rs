@@ -9,6 +9,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
 use crate::config;
+use crate::proxy;
+
+/// How long in-flight requests may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 use crate::kernel::{self, counters::CounterRow, Datapath, XdpModeChoice};
 
 pub struct RunOptions {
@@ -30,6 +34,22 @@ pub fn run(opts: RunOptions) -> Result<()> {
         );
     }
 
+    let plan = proxy::runtime::plan(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Bind every listener before touching the kernel: a port in use is a
+    // clear error at start, with nothing attached.
+    let listeners = {
+        let _guard = rt.enter();
+        plan.bindings
+            .iter()
+            .map(|b| proxy::server::bind(b.addr))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+
     let mut dp = Datapath::load()?;
     dp.apply(&kcfg)?;
     dp.attach_all(
@@ -47,11 +67,21 @@ pub fn run(opts: RunOptions) -> Result<()> {
     // A line a supervisor or test can wait for.
     println!("xalb: ready");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for (listener, b) in listeners.into_iter().zip(plan.bindings) {
+        info!(addr = %b.addr, lb = %b.ctx.lb, "HTTP listener");
+        servers.push(rt.spawn(proxy::server::serve(listener, b.ctx, plan.shared.clone(), b.limits, stop_rx.clone())));
+    }
     rt.block_on(serve(&dp, &lb_names, opts.stats_interval))?;
+    // Stop accepting; connections finish what is in flight, within a bound.
+    let _ = stop_tx.send(true);
+    rt.block_on(async {
+        for s in servers {
+            let _ = s.await;
+        }
+    });
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
 
     match dp.maps.read_counters(&lb_names) {
         Ok(rows) => {

@@ -1,0 +1,72 @@
+//! Responses the balancer itself gives: short bodies that name the cause
+//! without internals, as the ALB does.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+/// Every response body the proxy sends: a target's, streamed, or its own.
+pub type ProxyBody = Either<super::service::Tracked, Full<Bytes>>;
+
+/// Why the balancer answered itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbError {
+    /// Malformed request, or framing that could smuggle a second request.
+    BadRequest(&'static str),
+    /// No registered target in the group.
+    NoTarget,
+    /// Every target tried refused or failed to connect.
+    TargetConnect,
+    /// The target's response was not valid HTTP, or it reset the connection.
+    BadResponse,
+    /// The target sent no response head in time.
+    TargetTimeout,
+}
+
+impl LbError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            LbError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            LbError::NoTarget => StatusCode::SERVICE_UNAVAILABLE,
+            LbError::TargetConnect | LbError::BadResponse => StatusCode::BAD_GATEWAY,
+            LbError::TargetTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn cause(self) -> &'static str {
+        match self {
+            LbError::BadRequest(why) => why,
+            LbError::NoTarget => "no healthy target is available",
+            LbError::TargetConnect => "could not connect to a target",
+            LbError::BadResponse => "the target sent an invalid response",
+            LbError::TargetTimeout => "the target did not respond in time",
+        }
+    }
+
+    pub fn response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = format!(
+            "{} {}: {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.cause()
+        );
+        let mut resp = plain(status, Bytes::from(body), "text/plain; charset=utf-8");
+        if matches!(self, LbError::BadRequest(_)) {
+            // The connection's framing can no longer be trusted.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+/// A complete response with a fixed body.
+pub fn plain(status: StatusCode, body: Bytes, content_type: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::SERVER, HeaderValue::from_static("xalb"));
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}

@@ -1,0 +1,13 @@
+//! The user half's HTTP proxy: listeners, the routing decision, actions, and
+//! forwarding to targets over pooled keep-alive connections.
+
+pub mod errors;
+pub mod framing;
+pub mod headers;
+pub mod redirect;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod service;
+pub mod upstream;
+pub mod wildcard;

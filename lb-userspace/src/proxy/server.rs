@@ -1,0 +1,98 @@
+//! Listening sockets and connections: one accept loop per (balancer address,
+//! listener port), HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::framing::FramingGuard;
+use super::service::{handle, ListenerCtx, Shared};
+
+/// Limits a connection's parser enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Request line plus header fields, in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `addr` with a deep backlog; the balancer address must be local.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let err = |source| BindError { addr, source };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.set_nodelay(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(4096).map_err(err)
+}
+
+/// Accepts until `shutdown` turns true; each connection runs on its own task.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    limits: ConnLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (ctx, shared, builder) = (ctx.clone(), shared.clone(), builder.clone());
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let io = TokioIo::new(FramingGuard::new(stream, limits.max_header_bytes, limits.max_headers));
+            let svc = service_fn(move |req| handle(ctx.clone(), shared.clone(), peer, req));
+            let conn = builder.serve_connection_with_upgrades(io, svc);
+            tokio::pin!(conn);
+            let res = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = conn_shutdown.changed() => {
+                    // Finish in-flight requests, take no new ones.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = res {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

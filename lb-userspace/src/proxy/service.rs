@@ -1,0 +1,258 @@
+//! One request, start to end: refuse what must be refused, route, and carry
+//! out the action — answer, redirect, or forward to a target with retries.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tracing::debug;
+
+use super::errors::{plain, LbError, ProxyBody};
+use super::framing::{Refusal, REJECT_HEADER};
+use super::headers;
+use super::redirect::{self, RedirectInput};
+use super::router::{RequestView, Router};
+use super::upstream::{AttemptError, Upstreams};
+use crate::config::model::{Action, WeightedGroup};
+use crate::targets::{Pick, TargetGroupRuntime, WeightedGroups};
+
+/// What one listener needs per request.
+pub struct ListenerCtx {
+    pub lb: String,
+    pub port: u16,
+    /// "http" or "https", for X-Forwarded-Proto and redirects.
+    pub scheme: &'static str,
+    pub router: Router,
+    /// How long a target may take to send its response head (the balancer's
+    /// idle timeout, as the ALB).
+    pub target_timeout: Duration,
+}
+
+/// Shared by every listener.
+pub struct Shared {
+    pub groups: HashMap<String, Arc<TargetGroupRuntime>>,
+    pub upstreams: Upstreams,
+}
+
+pub async fn handle(
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(match route_and_act(&ctx, &shared, client, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.response(),
+    })
+}
+
+/// The host a request is for, without port: the Host field, or the
+/// authority of an HTTP/2 request.
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+    Some(strip_port(raw))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+}
+
+async fn route_and_act(
+    ctx: &ListenerCtx,
+    shared: &Shared,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, LbError> {
+    if let Some(code) = req.headers().get(REJECT_HEADER) {
+        let why = Refusal::from_code(code.as_bytes()).map_or("malformed request framing", Refusal::cause);
+        return Err(LbError::BadRequest(why));
+    }
+    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+        return Err(LbError::BadRequest("missing Host header"));
+    }
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return Err(LbError::BadRequest("repeated Host header"));
+    }
+    let host = request_host(&req);
+    let view = RequestView {
+        method: req.method(),
+        host,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+        source_ip: client.ip(),
+    };
+    let routed = ctx.router.route(&view);
+    match routed.action {
+        Action::FixedResponse { status_code, content_type, message_body } => {
+            let status = StatusCode::from_u16(*status_code).unwrap_or(StatusCode::OK);
+            let ct = content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
+            Ok(plain(status, Bytes::from(message_body.clone()), ct))
+        }
+        Action::Redirect { status, protocol, host: h, port, path, query } => {
+            let input = RedirectInput {
+                protocol: ctx.scheme,
+                host: host.unwrap_or(""),
+                port: ctx.port,
+                path: req.uri().path(),
+                query: req.uri().query(),
+            };
+            let location = redirect::location(protocol, h, port, path, query, &input);
+            let mut resp = plain(redirect::status(*status), Bytes::new(), "text/plain; charset=utf-8");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(resp)
+        }
+        Action::Forward { target_group } => {
+            let group = shared.groups.get(target_group).ok_or(LbError::NoTarget)?;
+            forward(ctx, shared, group, client, req, None).await
+        }
+        Action::WeightedForward { target_groups, stickiness } => {
+            let (group, cookie) = choose_group(shared, target_groups, *stickiness, req.headers())?;
+            forward(ctx, shared, &group, client, req, cookie).await
+        }
+    }
+}
+
+fn choose_group(
+    shared: &Shared,
+    groups: &[WeightedGroup],
+    sticky: Option<Duration>,
+    headers: &http::HeaderMap,
+) -> Result<(Arc<TargetGroupRuntime>, Option<HeaderValue>), LbError> {
+    let weighted = WeightedGroups::new(
+        groups.iter().enumerate().map(|(i, g)| (i, g.name.as_str(), g.weight)),
+        sticky,
+    );
+    let pick = weighted.pick(headers).ok_or(LbError::NoTarget)?;
+    let group = shared.groups.get(&groups[pick.group].name).ok_or(LbError::NoTarget)?;
+    Ok((group.clone(), pick.set_cookie))
+}
+
+/// Rewrites a client request into the form a target gets: origin-form URI,
+/// HTTP/1.1, Host kept, hop-by-hop fields gone, X-Forwarded-* and a request id.
+fn prepare(ctx: &ListenerCtx, client: SocketAddr, req: &mut Request<Incoming>, upgrade: bool) {
+    let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(a) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            req.headers_mut().insert(header::HOST, a);
+        }
+    }
+    *req.uri_mut() = Uri::from(pq);
+    *req.version_mut() = Version::HTTP_11;
+    let h = req.headers_mut();
+    headers::strip_hop_by_hop(h, upgrade);
+    headers::add_forwarded(h, client.ip(), ctx.scheme, ctx.port);
+    headers::ensure_request_id(h);
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+async fn forward(
+    ctx: &ListenerCtx,
+    shared: &Shared,
+    group: &Arc<TargetGroupRuntime>,
+    client: SocketAddr,
+    mut req: Request<Incoming>,
+    group_cookie: Option<HeaderValue>,
+) -> Result<Response<ProxyBody>, LbError> {
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    prepare(ctx, client, &mut req, upgrade);
+
+    let mut tried: Vec<usize> = Vec::new();
+    let (pick, mut resp) = loop {
+        let Some(pick) = group.pick(req.headers(), &tried) else {
+            return Err(if tried.is_empty() { LbError::NoTarget } else { LbError::TargetConnect });
+        };
+        let addr = pick.target().addr();
+        match shared.upstreams.send(addr, req, ctx.target_timeout).await {
+            Ok(resp) => break (pick, resp),
+            Err(AttemptError::NotSent(back, why)) => {
+                debug!(%addr, %why, "target refused the connection; trying another");
+                tried.push(pick.index());
+                req = back;
+            }
+            Err(AttemptError::Timeout) => return Err(LbError::TargetTimeout),
+            Err(AttemptError::Failed(e)) => {
+                debug!(%addr, error = %e, "target failed the request");
+                return Err(LbError::BadResponse);
+            }
+        }
+    };
+
+    let status = resp.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let target_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(t)) = (client_upgrade.await, target_upgrade.await) {
+                    let mut c = hyper_util::rt::TokioIo::new(c);
+                    let mut t = hyper_util::rt::TokioIo::new(t);
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut t).await;
+                }
+            });
+        }
+    } else {
+        headers::strip_hop_by_hop(resp.headers_mut(), false);
+    }
+    if let Some(v) = group.response_cookie(&pick, resp.headers()) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    if let Some(v) = group_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    // The pick (and its outstanding-request count) lives as long as the body.
+    Ok(resp.map(|body| Either::Left(Tracked { inner: body, _pick: pick })))
+}
+
+/// A target's response body that keeps the request counted as outstanding
+/// on its target until the body ends or is dropped.
+pub struct Tracked {
+    inner: Incoming,
+    _pick: Pick,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+

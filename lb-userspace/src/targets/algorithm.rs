@@ -1,0 +1,392 @@
+//! Selection over a group's usable targets, honouring weights.
+//!
+//! The usable set is snapshotted together with whatever the algorithm can
+//! precompute over it, and the snapshot is rebuilt only when the group's
+//! generation (bumped by every usable flip) moves. A pick then costs:
+//! - round_robin: one atomic increment and an index into the unrolled smooth
+//!   weighted round robin period (nginx's algorithm); groups whose period is too
+//!   long to unroll run nginx's step under a mutex instead, with the same output;
+//! - least_outstanding_requests: one scan of the usable targets' counters;
+//! - weighted_random: one random draw and a binary search.
+//!
+//! Picks never allocate. Excluding targets (a retry after a refused connection)
+//! makes a pick walk past them, still never allocating.
+
+use std::cmp::Ordering as Cmp;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use super::group::TargetState;
+use crate::config::model::Algorithm;
+
+/// Largest `period × members` worth unrolling: about 1 ms to build, at most
+/// 4 MiB, and it covers ten targets of any weights or a thousand of weight 1.
+const UNROLL_BUDGET: u64 = 1 << 20;
+
+/// A usable target as the selector sees it.
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    /// Index into the group's targets.
+    index: usize,
+    /// At least 1.
+    weight: u32,
+}
+
+/// Chooses among a group's usable targets; owns the current [`Snapshot`].
+#[derive(Debug)]
+pub(crate) struct Selector {
+    algorithm: Algorithm,
+    unroll_budget: u64,
+    snapshot: RwLock<Snapshot>,
+}
+
+impl Selector {
+    pub(crate) fn new(algorithm: Algorithm, targets: &[Arc<TargetState>], generation: u64) -> Self {
+        Self::with_budget(algorithm, targets, generation, UNROLL_BUDGET)
+    }
+
+    fn with_budget(
+        algorithm: Algorithm,
+        targets: &[Arc<TargetState>],
+        generation: u64,
+        unroll_budget: u64,
+    ) -> Self {
+        let snapshot = Snapshot::build(algorithm, targets, generation, unroll_budget);
+        Selector {
+            algorithm,
+            unroll_budget,
+            snapshot: RwLock::new(snapshot),
+        }
+    }
+
+    /// Runs `f` over a snapshot at least as new as `generation`, rebuilding
+    /// first when it is older. A snapshot is never replaced by an older one, so
+    /// racing readers cannot make it flap.
+    pub(crate) fn with_snapshot<R>(
+        &self,
+        targets: &[Arc<TargetState>],
+        generation: u64,
+        f: impl FnOnce(&Snapshot) -> R,
+    ) -> R {
+        {
+            let snap = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
+            if snap.generation >= generation {
+                return f(&snap);
+            }
+        }
+        let mut snap = self
+            .snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if snap.generation < generation {
+            *snap = Snapshot::build(self.algorithm, targets, generation, self.unroll_budget);
+        }
+        f(&snap)
+    }
+}
+
+/// The usable set at one generation, plus the algorithm's precomputation.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    generation: u64,
+    members: Vec<Member>,
+    /// Indexed by target index: is the target in `members`?
+    in_set: Vec<bool>,
+    /// No target was usable, so every target is in the set (ALB fails open).
+    fail_open: bool,
+    plan: Plan,
+}
+
+#[derive(Debug)]
+enum Plan {
+    /// One period of smooth weighted round robin, as target indices; `next`
+    /// counts picks.
+    Unrolled {
+        order: Vec<usize>,
+        next: AtomicUsize,
+    },
+    /// Nginx's step with its per-member current weights, for long periods.
+    Stepwise {
+        current: Mutex<Vec<i64>>,
+    },
+    LeastOutstanding,
+    /// Running sums of member weights, for a binary search.
+    WeightedRandom {
+        cumulative: Vec<u32>,
+    },
+}
+
+impl Snapshot {
+    fn build(
+        algorithm: Algorithm,
+        targets: &[Arc<TargetState>],
+        generation: u64,
+        unroll_budget: u64,
+    ) -> Snapshot {
+        let member = |t: &Arc<TargetState>| Member {
+            index: t.index(),
+            weight: u32::from(t.target.weight.max(1)),
+        };
+        let mut members: Vec<Member> = targets
+            .iter()
+            .filter(|t| t.is_usable())
+            .map(member)
+            .collect();
+        let fail_open = members.is_empty() && !targets.is_empty();
+        if fail_open {
+            members = targets.iter().map(member).collect();
+        }
+        let mut in_set = vec![false; targets.len()];
+        for m in &members {
+            in_set[m.index] = true;
+        }
+        let plan = match algorithm {
+            Algorithm::RoundRobin => round_robin_plan(&members, unroll_budget),
+            Algorithm::LeastOutstandingRequests => Plan::LeastOutstanding,
+            Algorithm::WeightedRandom => Plan::WeightedRandom {
+                cumulative: members
+                    .iter()
+                    .scan(0u32, |sum, m| {
+                        *sum += m.weight;
+                        Some(*sum)
+                    })
+                    .collect(),
+            },
+        };
+        Snapshot {
+            generation,
+            members,
+            in_set,
+            fail_open,
+            plan,
+        }
+    }
+
+    /// Whether target `index` may be picked (usable, or failing open).
+    pub(crate) fn contains(&self, index: usize) -> bool {
+        self.in_set.get(index).copied().unwrap_or(false)
+    }
+
+    pub(crate) fn fail_open(&self) -> bool {
+        self.fail_open
+    }
+
+    /// A target index from the set, never one in `exclude`; `None` when the
+    /// set is empty or entirely excluded.
+    pub(crate) fn select(&self, targets: &[Arc<TargetState>], exclude: &[usize]) -> Option<usize> {
+        if !self.members.iter().any(|m| !exclude.contains(&m.index)) {
+            return None;
+        }
+        match &self.plan {
+            Plan::Unrolled { order, next } => {
+                let start = next.fetch_add(1, Ordering::Relaxed) % order.len();
+                // The walk ends: some member is not excluded, and every member
+                // appears in a period.
+                order[start..]
+                    .iter()
+                    .chain(&order[..start])
+                    .copied()
+                    .find(|i| !exclude.contains(i))
+            }
+            Plan::Stepwise { current } => {
+                let mut current = current.lock().unwrap_or_else(PoisonError::into_inner);
+                swrr_step(&self.members, &mut current, exclude).map(|pos| self.members[pos].index)
+            }
+            Plan::LeastOutstanding => least_outstanding(&self.members, targets, exclude),
+            Plan::WeightedRandom { cumulative } => {
+                weighted_random(&self.members, cumulative, exclude)
+            }
+        }
+    }
+}
+
+/// Unrolls one period when it fits the budget. Weights are divided by their
+/// gcd first: scaling every weight scales every current weight, so the picks
+/// are the same and the period shrinks.
+fn round_robin_plan(members: &[Member], unroll_budget: u64) -> Plan {
+    let g = members.iter().fold(0, |g, m| gcd(g, m.weight)).max(1);
+    let reduced: Vec<Member> = members
+        .iter()
+        .map(|m| Member {
+            index: m.index,
+            weight: m.weight / g,
+        })
+        .collect();
+    let period: u64 = reduced.iter().map(|m| u64::from(m.weight)).sum();
+    if period * members.len() as u64 > unroll_budget {
+        return Plan::Stepwise {
+            current: Mutex::new(vec![0; members.len()]),
+        };
+    }
+    let mut current = vec![0; reduced.len()];
+    let order = (0..period)
+        .filter_map(|_| swrr_step(&reduced, &mut current, &[]))
+        .map(|pos| reduced[pos].index)
+        .collect();
+    Plan::Unrolled {
+        order,
+        next: AtomicUsize::new(0),
+    }
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Nginx's smooth weighted round robin step over the members not excluded:
+/// raise each current weight by its weight, take the largest (first on ties),
+/// lower it by the total. Returns the position in `members`.
+fn swrr_step(members: &[Member], current: &mut [i64], exclude: &[usize]) -> Option<usize> {
+    let mut total = 0i64;
+    let mut best: Option<usize> = None;
+    for (pos, m) in members.iter().enumerate() {
+        if exclude.contains(&m.index) {
+            continue;
+        }
+        current[pos] += i64::from(m.weight);
+        total += i64::from(m.weight);
+        if best.is_none_or(|b| current[pos] > current[b]) {
+            best = Some(pos);
+        }
+    }
+    let best = best?;
+    current[best] -= total;
+    Some(best)
+}
+
+/// The member with the lowest `outstanding / weight`. Ties are broken at random
+/// in proportion to weight (one-pass weighted reservoir sampling), so a lightly
+/// loaded group, where everything ties at zero, still spreads by weight.
+fn least_outstanding(
+    members: &[Member],
+    targets: &[Arc<TargetState>],
+    exclude: &[usize],
+) -> Option<usize> {
+    // (index, outstanding, weight) of the current choice, and the tied weight.
+    let mut best: Option<(usize, u64, u64)> = None;
+    let mut tied = 0u64;
+    for m in members.iter().filter(|m| !exclude.contains(&m.index)) {
+        let load = u64::from(targets[m.index].outstanding());
+        let weight = u64::from(m.weight);
+        let order = match best {
+            None => Cmp::Less,
+            // load/weight vs best_load/best_weight, without division.
+            Some((_, best_load, best_weight)) => (load * best_weight).cmp(&(best_load * weight)),
+        };
+        match order {
+            Cmp::Less => {
+                best = Some((m.index, load, weight));
+                tied = weight;
+            }
+            Cmp::Equal => {
+                tied += weight;
+                if fastrand::u64(0..tied) < weight {
+                    best = Some((m.index, load, weight));
+                }
+            }
+            Cmp::Greater => {}
+        }
+    }
+    best.map(|(index, _, _)| index)
+}
+
+/// A member drawn with probability proportional to its weight among those not
+/// excluded.
+fn weighted_random(members: &[Member], cumulative: &[u32], exclude: &[usize]) -> Option<usize> {
+    if exclude.is_empty() {
+        let total = *cumulative.last()?;
+        let r = fastrand::u32(0..total);
+        let pos = cumulative.partition_point(|&c| c <= r);
+        return members.get(pos).map(|m| m.index);
+    }
+    let allowed = || members.iter().filter(|m| !exclude.contains(&m.index));
+    let total: u32 = allowed().map(|m| m.weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut r = fastrand::u32(0..total);
+    for m in allowed() {
+        if r < m.weight {
+            return Some(m.index);
+        }
+        r -= m.weight;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::group::tests::group_of;
+
+    #[test]
+    fn unrolled_matches_stepwise() {
+        // Weights with gcd 2, so the unrolled period is the reduced one.
+        let weights = [10, 4, 4, 2];
+        let g = group_of(Algorithm::RoundRobin, &weights);
+        let unrolled = Selector::new(Algorithm::RoundRobin, g.targets(), 0);
+        let stepwise = Selector::with_budget(Algorithm::RoundRobin, g.targets(), 0, 0);
+        let run = |s: &Selector| -> Vec<usize> {
+            (0..40)
+                .map(|_| {
+                    s.with_snapshot(g.targets(), 0, |snap| snap.select(g.targets(), &[]))
+                        .unwrap()
+                })
+                .collect()
+        };
+        let a = run(&unrolled);
+        assert!(matches!(
+            unrolled.snapshot.read().unwrap().plan,
+            Plan::Unrolled { ref order, .. } if order.len() == 10
+        ));
+        assert!(matches!(
+            stepwise.snapshot.read().unwrap().plan,
+            Plan::Stepwise { .. }
+        ));
+        assert_eq!(a, run(&stepwise));
+        let counts = (0..4)
+            .map(|i| a.iter().filter(|&&x| x == i).count())
+            .collect::<Vec<_>>();
+        assert_eq!(counts, [20, 8, 8, 4]);
+    }
+
+    #[test]
+    fn nginx_example_sequence() {
+        // From nginx's commit introducing smooth weighted round robin: 5,1,1
+        // gives a a b a c a a.
+        let g = group_of(Algorithm::RoundRobin, &[5, 1, 1]);
+        let s = Selector::with_budget(Algorithm::RoundRobin, g.targets(), 0, 0);
+        let seq: Vec<usize> = (0..7)
+            .map(|_| {
+                s.with_snapshot(g.targets(), 0, |snap| snap.select(g.targets(), &[]))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(seq, [0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn stepwise_exclude() {
+        let g = group_of(Algorithm::RoundRobin, &[1, 1, 1]);
+        let s = Selector::with_budget(Algorithm::RoundRobin, g.targets(), 0, 0);
+        let pick =
+            |ex: &[usize]| s.with_snapshot(g.targets(), 0, |snap| snap.select(g.targets(), ex));
+        for _ in 0..10 {
+            assert_eq!(pick(&[0, 2]), Some(1));
+        }
+        assert_eq!(pick(&[0, 1, 2]), None);
+        let seen: Vec<usize> = (0..4).map(|_| pick(&[1]).unwrap()).collect();
+        assert!(seen.iter().all(|&i| i != 1));
+        assert!(seen.contains(&0) && seen.contains(&2));
+    }
+
+    #[test]
+    fn gcd_values() {
+        assert_eq!(gcd(0, 5), 5);
+        assert_eq!(gcd(12, 18), 6);
+        assert_eq!(gcd(7, 1), 1);
+    }
+}

@@ -1,0 +1,282 @@
+//! Stickiness cookie mechanics: the names ALB uses, the opaque values, reading
+//! them from `Cookie` headers and writing `Set-Cookie` text.
+//!
+//! A value is a [`Token`]: 128 bits of SipHash under a per-process random key
+//! over (purpose, group name, target id). Clients cannot forge a value naming a
+//! target they were never sent to, and a value from one group means nothing to
+//! another (AWSALB is one name across all groups, as on ALB). The key is not
+//! persisted, so a restart (not a reload) starts fresh sessions.
+
+use std::collections::hash_map::RandomState;
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue};
+
+/// Target-level cookie issued by the balancer (`lb_cookie` stickiness).
+pub const LB_COOKIE: &str = "AWSALB";
+/// The balancer's companion to the application's cookie (`app_cookie`
+/// stickiness). ALB shards it into `-0`..`-3` for 4 KiB pieces; our value fits
+/// in one.
+pub const APP_COOKIE: &str = "AWSALBAPP-0";
+/// Group-level cookie for weighted forward actions.
+pub const GROUP_COOKIE: &str = "AWSALBTG";
+
+/// An opaque cookie value naming a target (of a group) or a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token(u128);
+
+impl Token {
+    /// Length of the hex text form.
+    const HEX_LEN: usize = 32;
+
+    pub fn for_target(group: &str, target_id: &str) -> Token {
+        keyed(&["target", group, target_id])
+    }
+
+    pub fn for_group(group: &str) -> Token {
+        keyed(&["group", group])
+    }
+
+    /// Exactly 32 hex digits; anything else is garbage and yields `None`.
+    pub fn parse(text: &[u8]) -> Option<Token> {
+        if text.len() != Self::HEX_LEN {
+            return None;
+        }
+        text.iter()
+            .try_fold(0u128, |acc, &c| {
+                let digit = char::from(c).to_digit(16)?;
+                Some(acc << 4 | u128::from(digit))
+            })
+            .map(Token)
+    }
+
+    fn write_hex(self, out: &mut String) {
+        // Infallible: writing to a String.
+        let _ = write!(out, "{:032x}", self.0);
+    }
+}
+
+/// The per-process hashing key; `RandomState::new` draws it from OS randomness.
+fn key() -> &'static RandomState {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    KEY.get_or_init(RandomState::new)
+}
+
+/// Two SipHash lanes, separated by a lane byte, give 128 bits.
+fn keyed(parts: &[&str]) -> Token {
+    let lane = |n: u8| {
+        let mut h = key().build_hasher();
+        n.hash(&mut h);
+        // `[&str]` hashes its length and each string with a terminator, so
+        // ("ab", "c") and ("a", "bc") differ.
+        parts.hash(&mut h);
+        h.finish()
+    };
+    Token(u128::from(lane(0)) << 64 | u128::from(lane(1)))
+}
+
+/// Every value of cookie `name` across all `Cookie` headers (HTTP/2 may split
+/// them), in order, unquoted. Borrows from `headers`; never allocates.
+pub fn cookie_values<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(move |pair| {
+            let (n, v) = split_pair(pair)?;
+            (n == name.as_bytes()).then(|| unquote(v))
+        })
+}
+
+/// Whether any `Set-Cookie` in `headers` sets cookie `name`.
+pub fn sets_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(SET_COOKIE).iter().any(|v| {
+        let first = v
+            .as_bytes()
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default();
+        split_pair(first).is_some_and(|(n, _)| n == name.as_bytes())
+    })
+}
+
+/// `name=value` with surrounding whitespace trimmed from both parts.
+fn split_pair(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+}
+
+/// RFC 6265 allows a value in double quotes.
+fn unquote(v: &[u8]) -> &[u8] {
+    match v {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => v,
+    }
+}
+
+/// `Set-Cookie: <name>=<token>; Expires=<now + duration>; Path=/`. ALB uses
+/// `Expires`, not `Max-Age`, and re-issues on every response so the window
+/// restarts with each request.
+pub fn set_cookie(name: &str, token: Token, now: SystemTime, duration: Duration) -> HeaderValue {
+    let expires = now.checked_add(duration).unwrap_or(now);
+    let mut text = String::with_capacity(name.len() + 80);
+    text.push_str(name);
+    text.push('=');
+    token.write_hex(&mut text);
+    text.push_str("; Expires=");
+    write_http_date(&mut text, expires);
+    text.push_str("; Path=/");
+    HeaderValue::try_from(text).expect("cookie text is visible ASCII")
+}
+
+/// RFC 1123 date in GMT, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`; times before
+/// 1970 are written as the epoch.
+pub fn http_date(t: SystemTime) -> String {
+    let mut out = String::with_capacity(29);
+    write_http_date(&mut out, t);
+    out
+}
+
+fn write_http_date(out: &mut String, t: SystemTime) {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let in_day = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    // Infallible: writing to a String.
+    let _ = write!(
+        out,
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60,
+    );
+}
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn headers(name: http::HeaderName, values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(name.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date(at(0)), "Thu, 01 Jan 1970 00:00:00 GMT");
+        // RFC 7231's example.
+        assert_eq!(http_date(at(784_111_777)), "Sun, 06 Nov 1994 08:49:37 GMT");
+        // Leap day in a year divisible by 400.
+        assert_eq!(http_date(at(951_782_400)), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(
+            http_date(at(1_709_251_199)),
+            "Thu, 29 Feb 2024 23:59:59 GMT"
+        );
+        assert_eq!(
+            http_date(at(4_102_444_800)),
+            "Fri, 01 Jan 2100 00:00:00 GMT"
+        );
+        assert_eq!(
+            http_date(UNIX_EPOCH - Duration::from_secs(5)),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+    }
+
+    #[test]
+    fn token_round_trip_and_separation() {
+        let t = Token::for_target("web", "10.0.0.1:80");
+        assert_eq!(t, Token::for_target("web", "10.0.0.1:80"));
+        assert_ne!(t, Token::for_target("api", "10.0.0.1:80"));
+        assert_ne!(t, Token::for_target("web", "10.0.0.2:80"));
+        assert_ne!(Token::for_target("ab", "c"), Token::for_target("a", "bc"));
+        assert_ne!(Token::for_group("web"), Token::for_target("web", ""));
+        let mut hex = String::new();
+        t.write_hex(&mut hex);
+        assert_eq!(hex.len(), 32);
+        assert_eq!(Token::parse(hex.as_bytes()), Some(t));
+        assert_eq!(Token::parse(hex.to_uppercase().as_bytes()), Some(t));
+        assert_eq!(Token::parse(&hex.as_bytes()[1..]), None);
+        assert_eq!(Token::parse(b"zz"), None);
+        assert_eq!(Token::parse(&[b'g'; 32]), None);
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let h = headers(
+            COOKIE,
+            &[
+                "a=1; AWSALBTG=tg;AWSALB=x",
+                "AWSALB = \"y\" ; b",
+                "AWSALBAPP-0=",
+            ],
+        );
+        let all: Vec<&[u8]> = cookie_values(&h, LB_COOKIE).collect();
+        assert_eq!(all, [&b"x"[..], &b"y"[..]]);
+        assert_eq!(cookie_values(&h, GROUP_COOKIE).next(), Some(&b"tg"[..]));
+        assert_eq!(cookie_values(&h, APP_COOKIE).next(), Some(&b""[..]));
+        assert_eq!(cookie_values(&h, "b").next(), None);
+        assert_eq!(cookie_values(&h, "AWSAL").next(), None);
+        assert_eq!(cookie_values(&HeaderMap::new(), LB_COOKIE).next(), None);
+    }
+
+    #[test]
+    fn set_cookie_detection() {
+        let h = headers(
+            SET_COOKIE,
+            &["other=1; Path=/session", "session = abc; HttpOnly"],
+        );
+        assert!(sets_cookie(&h, "session"));
+        assert!(!sets_cookie(&h, "Path"));
+        assert!(!sets_cookie(&h, "sess"));
+        assert!(!sets_cookie(&HeaderMap::new(), "session"));
+    }
+
+    #[test]
+    fn set_cookie_text() {
+        let t = Token::for_group("blue");
+        let v = set_cookie(GROUP_COOKIE, t, at(0), Duration::from_secs(86_400));
+        let s = v.to_str().unwrap();
+        let (pair, rest) = s.split_once("; ").unwrap();
+        assert_eq!(pair.strip_prefix("AWSALBTG=").map(str::len), Some(32));
+        assert_eq!(rest, "Expires=Fri, 02 Jan 1970 00:00:00 GMT; Path=/");
+        let value = pair.split_once('=').unwrap().1;
+        assert_eq!(Token::parse(value.as_bytes()), Some(t));
+    }
+}

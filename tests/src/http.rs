@@ -1,0 +1,271 @@
+//! Real HTTP peers for the tests: hyper backends in a namespace, and clients
+//! (HTTP/1.1, HTTP/2 prior knowledge, raw bytes) run from a namespace.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use crate::netns::Netns;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// `n` bytes of `x`, in 64 KiB frames, produced as they are read.
+struct Big {
+    remaining: usize,
+    chunk: Bytes,
+}
+
+impl hyper::body::Body for Big {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let len = self.remaining.min(self.chunk.len());
+        self.remaining -= len;
+        std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..len)))))
+    }
+}
+
+/// A backend: answers with its name and what it received. Paths:
+/// `/echo` echoes the body (streamed); `/big?n=N` sends N bytes;
+/// `/sleep?ms=N` answers after N ms; `/cookie?name=K` sets cookie K;
+/// `/ws` accepts an HTTP/1.1 upgrade and echoes raw bytes; anything else:
+/// `name\n` then the request line and header fields, one per line.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+async fn backend_service(name: Arc<str>, count: Arc<AtomicU64>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    count.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path().to_string();
+    let mut resp = match path.as_str() {
+        "/echo" => Response::new(req.into_body().boxed()),
+        "/big" => {
+            let n = query_param(&req, "n").unwrap_or(0) as usize;
+            Response::new(BoxBody::new(Big { remaining: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }))
+        }
+        "/sleep" => {
+            tokio::time::sleep(Duration::from_millis(query_param(&req, "ms").unwrap_or(0))).await;
+            Response::new(full(format!("{name}\n")))
+        }
+        "/cookie" => {
+            let mut r = Response::new(full(format!("{name}\n")));
+            let cookie = req.uri().query().and_then(|q| q.strip_prefix("name=")).unwrap_or("SESSION").to_string();
+            r.headers_mut().insert(http::header::SET_COOKIE, format!("{cookie}=from-{name}; Path=/").parse().unwrap());
+            r
+        }
+        "/ws" => {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = upgrade.await {
+                    let mut io = TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut().insert(http::header::UPGRADE, "websocket".parse().unwrap());
+            r.headers_mut().insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+            r
+        }
+        _ => {
+            let mut text = format!("{name}\n{} {}\n", req.method(), req.uri());
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+            }
+            Response::new(full(text))
+        }
+    };
+    resp.headers_mut().insert("x-backend", name.parse().unwrap());
+    Ok(resp)
+}
+
+impl Backend {
+    pub fn start(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Self> {
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let requests = Arc::new(AtomicU64::new(0));
+        let count = requests.clone();
+        let name_arc: Arc<str> = Arc::from(name);
+        let thread = ns.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        Ok((stream, _)) = listener.accept() => {
+                            let (name, count) = (name_arc.clone(), count.clone());
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req| backend_service(name.clone(), count.clone(), req));
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .with_upgrades()
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        })?;
+        ready_rx.recv()?.with_context(|| format!("backend {name} binding {addr}"))?;
+        Ok(Self { name: name.to_string(), addr, requests, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The first line of the body: a backend's name.
+    pub fn backend(&self) -> String {
+        String::from_utf8_lossy(&self.body).lines().next().unwrap_or_default().to_string()
+    }
+
+    /// A header field a backend saw, from its echo.
+    pub fn seen(&self, name: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.body)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+            .collect()
+    }
+}
+
+/// A client running on a thread inside a namespace, with its own runtime.
+pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl AsyncFnOnce() -> T + Send + 'static) -> Result<T> {
+    ns.run(move || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f()))
+}
+
+/// One client connection: HTTP/1.1, or HTTP/2 with prior knowledge.
+pub enum Client {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, h2: bool) -> Result<Self> {
+        let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+            .await
+            .context("connect timeout")??;
+        let io = TokioIo::new(stream);
+        Ok(if h2 {
+            let (s, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Client::H2(s)
+        } else {
+            let (s, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn.with_upgrades());
+            Client::H1(s)
+        })
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Reply> {
+        let fut = async {
+            let resp = match self {
+                Client::H1(s) => {
+                    s.ready().await?;
+                    s.send_request(req).await?
+                }
+                Client::H2(s) => {
+                    s.ready().await?;
+                    s.send_request(req).await?
+                }
+            };
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, anyhow::Error>(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+        };
+        tokio::time::timeout(Duration::from_secs(20), fut).await.context("response timeout")?
+    }
+
+    /// GET `path` with extra header fields.
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+        let h2 = matches!(self, Client::H2(_));
+        let mut b = Request::get(if h2 { format!("http://test{path}") } else { path.to_string() });
+        if !h2 && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            b = b.header("host", "test");
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.send(b.body(Full::new(Bytes::new()))?).await
+    }
+}
+
+/// A GET on a fresh HTTP/1.1 connection.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    Client::connect(addr, false).await?.get(path, headers).await
+}
+
+/// Writes raw bytes, half-closes, and reads everything the peer answers.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(bytes).await?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}

@@ -1,0 +1,296 @@
+//! HTTP through the balancer, end to end: real client, real `xalb run` with
+//! XDP attached, real backends, each in its own namespace.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use xalb_tests::bed::HttpBed;
+use xalb_tests::http::{get, in_ns, raw, Client};
+
+const LB: &str = "10.231.0.10:80";
+
+fn lb() -> SocketAddr {
+    LB.parse().unwrap()
+}
+
+/// A balancer with one HTTP listener on port 80, extra sections appended.
+fn config(extra: &str, default_action: &str) -> String {
+    format!(
+        r#"
+[[security_group]]
+name = "web"
+ingress = [
+  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
+  {{ protocol = "tcp", ports = "80", source = "::/0" }},
+]
+
+[[load_balancer]]
+name = "edge"
+interfaces = ["eth0"]
+addresses = ["10.231.0.10", "fd00:231::10"]
+security_groups = ["web"]
+idle_timeout = "3s"
+
+[[listener]]
+load_balancer = "edge"
+protocol = "HTTP"
+port = 80
+default_action = {default_action}
+{extra}
+"#
+    )
+}
+
+const TWO: &str = r#"
+[[target_group]]
+name = "web"
+protocol = "HTTP"
+port = 80
+targets = [{ address = "10.231.2.11" }, { address = "10.231.2.12" }]
+"#;
+
+const FORWARD_WEB: &str = r#"{ type = "forward", target_group = "web" }"#;
+
+#[test]
+fn round_robin_alternates_and_headers_are_forwarded() {
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let a = bed.backend(11, 80, "a").unwrap();
+    let b = bed.backend(12, 80, "b").unwrap();
+    let d = bed.start().unwrap();
+    let replies = in_ns(&bed.client, async || {
+        let mut c = Client::connect(lb(), false).await.unwrap();
+        let mut out = Vec::new();
+        for _ in 0..20 {
+            out.push(c.get("/hello?x=1", &[("connection", "keep-alive, x-secret"), ("x-secret", "1"), ("x-forwarded-for", "192.0.2.7")]).await.unwrap());
+        }
+        out
+    })
+    .unwrap();
+    let names: Vec<String> = replies.iter().map(|r| r.backend()).collect();
+    for pair in names.windows(2) {
+        assert_ne!(pair[0], pair[1], "round robin alternates: {names:?}");
+    }
+    assert_eq!((a.requests(), b.requests()), (10, 10));
+    let r = &replies[0];
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen("host"), ["test"], "Host preserved");
+    assert_eq!(r.seen("x-forwarded-for"), ["192.0.2.7, 10.231.0.2"], "X-Forwarded-For appended");
+    assert_eq!(r.seen("x-forwarded-proto"), ["http"]);
+    assert_eq!(r.seen("x-forwarded-port"), ["80"]);
+    assert_eq!(r.seen("x-request-id").len(), 1, "a request id is added");
+    assert!(r.seen("x-secret").is_empty(), "fields named by Connection are not forwarded");
+    assert!(String::from_utf8_lossy(&r.body).contains("GET /hello?x=1"), "origin-form URI with query");
+    drop(d);
+}
+
+#[test]
+fn http2_prior_knowledge_and_ipv6_clients_are_served() {
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    let (h2, v6) = in_ns(&bed.client, async || {
+        let mut c = Client::connect(lb(), true).await.unwrap();
+        let h2 = c.get("/x", &[]).await.unwrap();
+        let v6 = get("[fd00:231::10]:80".parse().unwrap(), "/y", &[]).await.unwrap();
+        (h2, v6)
+    })
+    .unwrap();
+    assert_eq!(h2.status, 200);
+    assert_eq!(h2.seen("host"), ["test"], "the HTTP/2 authority becomes Host");
+    assert_eq!(v6.status, 200);
+    assert_eq!(v6.seen("x-forwarded-for"), ["fd00:231::2"]);
+}
+
+#[test]
+fn a_refused_connection_is_retried_on_another_target() {
+    // 10.231.2.11:81 has no listener: every connection to it is refused.
+    let tg = r#"
+[[target_group]]
+name = "web"
+protocol = "HTTP"
+port = 80
+targets = [{ address = "10.231.2.11", port = 81 }, { address = "10.231.2.12" }]
+"#;
+    let bed = HttpBed::new(&config(tg, FORWARD_WEB)).unwrap();
+    let b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    let statuses = in_ns(&bed.client, async || {
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            out.push(get(lb(), "/", &[]).await.unwrap().status);
+        }
+        // A request with a body is retried too: nothing of it was sent.
+        let mut c = Client::connect(lb(), false).await.unwrap();
+        for _ in 0..4 {
+            let req = http::Request::post("/echo").header("host", "t").body(Full::new(Bytes::from_static(b"payload"))).unwrap();
+            let r = c.send(req).await.unwrap();
+            assert_eq!(&r.body[..], b"payload");
+            out.push(r.status);
+        }
+        out
+    })
+    .unwrap();
+    assert_eq!(statuses, vec![200; 14]);
+    assert_eq!(b.requests(), 14);
+}
+
+#[test]
+fn the_balancer_answers_503_502_and_504_itself() {
+    let tgs = r#"
+[[target_group]]
+name = "web"
+protocol = "HTTP"
+port = 80
+targets = [{ address = "10.231.2.11" }]
+
+[[target_group]]
+name = "empty"
+protocol = "HTTP"
+port = 80
+
+[[target_group]]
+name = "dead"
+protocol = "HTTP"
+port = 81
+targets = [{ address = "10.231.2.11" }, { address = "10.231.2.12" }]
+
+[[target_group]]
+name = "garbage"
+protocol = "HTTP"
+port = 82
+targets = [{ address = "10.231.2.13" }]
+
+[[rule]]
+listener = "edge:80"
+priority = 1
+conditions = [{ field = "path-pattern", values = ["/empty"] }]
+action = { type = "forward", target_group = "empty" }
+
+[[rule]]
+listener = "edge:80"
+priority = 2
+conditions = [{ field = "path-pattern", values = ["/dead"] }]
+action = { type = "forward", target_group = "dead" }
+
+[[rule]]
+listener = "edge:80"
+priority = 3
+conditions = [{ field = "path-pattern", values = ["/garbage"] }]
+action = { type = "forward", target_group = "garbage" }
+"#;
+    let bed = HttpBed::new(&config(tgs, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _g = xalb_tests::tcp::Server::start(&bed.backends, "10.231.2.13:82".parse().unwrap(), "NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let _d = bed.start().unwrap();
+    let replies = in_ns(&bed.client, async || {
+        let mut out = Vec::new();
+        for path in ["/empty", "/dead", "/garbage", "/sleep?ms=4000", "/ok"] {
+            out.push(get(lb(), path, &[]).await.unwrap());
+        }
+        out
+    })
+    .unwrap();
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 502, 502, 504, 200]);
+    let body = String::from_utf8_lossy(&replies[0].body);
+    assert!(body.contains("no healthy target"), "{body}");
+    assert!(String::from_utf8_lossy(&replies[1].body).contains("could not connect"));
+    assert!(String::from_utf8_lossy(&replies[3].body).contains("did not respond in time"));
+}
+
+#[test]
+fn request_smuggling_is_refused_and_never_forwarded() {
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let a = bed.backend(11, 80, "a").unwrap();
+    let b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    let attempts: Vec<&'static [u8]> = vec![
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ];
+    let answers = in_ns(&bed.client, async move || {
+        let mut out = Vec::new();
+        for a in attempts {
+            out.push(raw(lb(), a).await.unwrap());
+        }
+        out
+    })
+    .unwrap();
+    for ans in &answers {
+        assert!(ans.starts_with("HTTP/1.1 400"), "{ans}");
+    }
+    assert!(answers[0].contains("both Content-Length and Transfer-Encoding"), "{}", answers[0]);
+    assert_eq!(a.requests() + b.requests(), 0, "nothing reached a target");
+}
+
+#[test]
+fn oversized_headers_get_431() {
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    let big = "x".repeat(70 * 1024);
+    let ans = in_ns(&bed.client, async move || {
+        raw(lb(), format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n").as_bytes()).await.unwrap()
+    })
+    .unwrap();
+    assert!(ans.starts_with("HTTP/1.1 431"), "{}", &ans[..ans.len().min(200)]);
+}
+
+#[test]
+fn large_bodies_stream_both_ways() {
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    let (up, down) = in_ns(&bed.client, async || {
+        let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let mut c = Client::connect(lb(), false).await.unwrap();
+        let req = http::Request::post("/echo").header("host", "t").body(Full::new(Bytes::from(payload.clone()))).unwrap();
+        let up = c.send(req).await.unwrap();
+        assert!(up.body == payload, "the echoed body is the body sent");
+        let down = c.get("/big?n=33554432", &[]).await.unwrap();
+        (up.status, down.body.len())
+    })
+    .unwrap();
+    assert_eq!(up, 200);
+    assert_eq!(down, 32 * 1024 * 1024);
+}
+
+#[test]
+fn websocket_upgrades_pass_through() {
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    let echoed = in_ns(&bed.client, async || {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(lb()).await.unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        let mut out = Vec::new();
+        for msg in [&b"hello"[..], b"frames both ways"] {
+            s.write_all(msg).await.unwrap();
+            let mut buf = vec![0u8; msg.len()];
+            s.read_exact(&mut buf).await.unwrap();
+            out.push(String::from_utf8(buf).unwrap());
+        }
+        out
+    })
+    .unwrap();
+    assert_eq!(echoed, ["hello", "frames both ways"]);
+}
