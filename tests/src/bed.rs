@@ -37,12 +37,21 @@ impl HttpBed {
         }
         let config_path = std::env::temp_dir().join(format!("{}.toml", lb.name()));
         std::fs::write(&config_path, config)?;
-        Ok(Self { client, lb, backends, config: config_path })
+        Ok(Self {
+            client,
+            lb,
+            backends,
+            config: config_path,
+        })
     }
 
     /// A backend named `name` at 10.231.2.`host`:`port`.
     pub fn backend(&self, host: u8, port: u16, name: &str) -> Result<Backend> {
-        Backend::start(&self.backends, SocketAddr::from(([10, 231, 2, host], port)), name)
+        Backend::start(
+            &self.backends,
+            SocketAddr::from(([10, 231, 2, host], port)),
+            name,
+        )
     }
 
     pub fn start(&self) -> Result<Daemon> {

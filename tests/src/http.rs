@@ -61,17 +61,27 @@ pub struct Backend {
 }
 
 fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
-    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
-async fn backend_service(name: Arc<str>, count: Arc<AtomicU64>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn backend_service(
+    name: Arc<str>,
+    count: Arc<AtomicU64>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     count.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
     let mut resp = match path.as_str() {
         "/echo" => Response::new(req.into_body().boxed()),
         "/big" => {
             let n = query_param(&req, "n").unwrap_or(0) as usize;
-            Response::new(BoxBody::new(Big { remaining: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }))
+            Response::new(BoxBody::new(Big {
+                remaining: n,
+                chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+            }))
         }
         "/sleep" => {
             tokio::time::sleep(Duration::from_millis(query_param(&req, "ms").unwrap_or(0))).await;
@@ -79,8 +89,16 @@ async fn backend_service(name: Arc<str>, count: Arc<AtomicU64>, mut req: Request
         }
         "/cookie" => {
             let mut r = Response::new(full(format!("{name}\n")));
-            let cookie = req.uri().query().and_then(|q| q.strip_prefix("name=")).unwrap_or("SESSION").to_string();
-            r.headers_mut().insert(http::header::SET_COOKIE, format!("{cookie}=from-{name}; Path=/").parse().unwrap());
+            let cookie = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("name="))
+                .unwrap_or("SESSION")
+                .to_string();
+            r.headers_mut().insert(
+                http::header::SET_COOKIE,
+                format!("{cookie}=from-{name}; Path=/").parse().unwrap(),
+            );
             r
         }
         "/ws" => {
@@ -98,8 +116,10 @@ async fn backend_service(name: Arc<str>, count: Arc<AtomicU64>, mut req: Request
             });
             let mut r = Response::new(full(""));
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut().insert(http::header::UPGRADE, "websocket".parse().unwrap());
-            r.headers_mut().insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+            r.headers_mut()
+                .insert(http::header::UPGRADE, "websocket".parse().unwrap());
+            r.headers_mut()
+                .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
             r
         }
         _ => {
@@ -110,7 +130,8 @@ async fn backend_service(name: Arc<str>, count: Arc<AtomicU64>, mut req: Request
             Response::new(full(text))
         }
     };
-    resp.headers_mut().insert("x-backend", name.parse().unwrap());
+    resp.headers_mut()
+        .insert("x-backend", name.parse().unwrap());
     Ok(resp)
 }
 
@@ -151,8 +172,16 @@ impl Backend {
                 }
             });
         })?;
-        ready_rx.recv()?.with_context(|| format!("backend {name} binding {addr}"))?;
-        Ok(Self { name: name.to_string(), addr, requests, stop: Some(stop_tx), thread: Some(thread) })
+        ready_rx
+            .recv()?
+            .with_context(|| format!("backend {name} binding {addr}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            addr,
+            requests,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 
     /// Requests served so far.
@@ -183,7 +212,11 @@ pub struct Reply {
 impl Reply {
     /// The first line of the body: a backend's name.
     pub fn backend(&self) -> String {
-        String::from_utf8_lossy(&self.body).lines().next().unwrap_or_default().to_string()
+        String::from_utf8_lossy(&self.body)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// A header field a backend saw, from its echo.
@@ -196,8 +229,17 @@ impl Reply {
 }
 
 /// A client running on a thread inside a namespace, with its own runtime.
-pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl AsyncFnOnce() -> T + Send + 'static) -> Result<T> {
-    ns.run(move || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f()))
+pub fn in_ns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl AsyncFnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    ns.run(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
 }
 
 /// One client connection: HTTP/1.1, or HTTP/2 with prior knowledge.
@@ -208,12 +250,15 @@ pub enum Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr, h2: bool) -> Result<Self> {
-        let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
-            .await
-            .context("connect timeout")??;
+        let stream =
+            tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+                .await
+                .context("connect timeout")??;
         let io = TokioIo::new(stream);
         Ok(if h2 {
-            let (s, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await?;
+            let (s, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await?;
             tokio::spawn(conn);
             Client::H2(s)
         } else {
@@ -237,15 +282,25 @@ impl Client {
             };
             let (parts, body) = resp.into_parts();
             let body = body.collect().await?.to_bytes();
-            Ok::<_, anyhow::Error>(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+            Ok::<_, anyhow::Error>(Reply {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            })
         };
-        tokio::time::timeout(Duration::from_secs(20), fut).await.context("response timeout")?
+        tokio::time::timeout(Duration::from_secs(20), fut)
+            .await
+            .context("response timeout")?
     }
 
     /// GET `path` with extra header fields.
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
         let h2 = matches!(self, Client::H2(_));
-        let mut b = Request::get(if h2 { format!("http://test{path}") } else { path.to_string() });
+        let mut b = Request::get(if h2 {
+            format!("http://test{path}")
+        } else {
+            path.to_string()
+        });
         if !h2 && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             b = b.header("host", "test");
         }

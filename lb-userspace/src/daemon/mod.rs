@@ -71,7 +71,13 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let mut servers = Vec::new();
     for (listener, b) in listeners.into_iter().zip(plan.bindings) {
         info!(addr = %b.addr, lb = %b.ctx.lb, "HTTP listener");
-        servers.push(rt.spawn(proxy::server::serve(listener, b.ctx, plan.shared.clone(), b.limits, stop_rx.clone())));
+        servers.push(rt.spawn(proxy::server::serve(
+            listener,
+            b.ctx,
+            plan.shared.clone(),
+            b.limits,
+            stop_rx.clone(),
+        )));
     }
     rt.block_on(serve(&dp, &lb_names, opts.stats_interval))?;
     // Stop accepting; connections finish what is in flight, within a bound.

@@ -53,7 +53,8 @@ impl LbError {
         let mut resp = plain(status, Bytes::from(body), "text/plain; charset=utf-8");
         if matches!(self, LbError::BadRequest(_)) {
             // The connection's framing can no longer be trusted.
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

@@ -95,7 +95,7 @@ enum State {
     Trailers,
     /// No more guarding: HTTP/2, an upgrade, or input the parser will refuse.
     Passthrough,
-    /// A marker was handed over; the rest of the connection is ignored.
+    /// A marker was handed over; nothing more is read.
     Refused,
 }
 
@@ -145,7 +145,11 @@ impl<IO> FramingGuard<IO> {
                 State::Body(n) => {
                     let take = (n.min(self.pending.len() as u64)) as usize;
                     self.release(take);
-                    self.state = if n == take as u64 { State::Head } else { State::Body(n - take as u64) };
+                    self.state = if n == take as u64 {
+                        State::Head
+                    } else {
+                        State::Body(n - take as u64)
+                    };
                     true
                 }
                 State::ChunkSize => match self.line() {
@@ -167,7 +171,11 @@ impl<IO> FramingGuard<IO> {
                 State::ChunkData(n) => {
                     let take = (n.min(self.pending.len() as u64)) as usize;
                     self.release(take);
-                    self.state = if n == take as u64 { State::ChunkCrlf } else { State::ChunkData(n - take as u64) };
+                    self.state = if n == take as u64 {
+                        State::ChunkCrlf
+                    } else {
+                        State::ChunkData(n - take as u64)
+                    };
                     take > 0
                 }
                 State::ChunkCrlf => {
@@ -185,7 +193,11 @@ impl<IO> FramingGuard<IO> {
                 }
                 State::Trailers => match self.line() {
                     Some(len) => {
-                        if len <= 2 && self.pending[..len].iter().all(|&b| b == b'\r' || b == b'\n') {
+                        if len <= 2
+                            && self.pending[..len]
+                                .iter()
+                                .all(|&b| b == b'\r' || b == b'\n')
+                        {
                             self.state = State::Head;
                         }
                         self.release(len);
@@ -324,8 +336,14 @@ fn judge(req: &httparse::Request<'_, '_>) -> Result<State, Refusal> {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
     &v[start..end]
 }
 
@@ -360,8 +378,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 this.ready.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            if this.eof || this.state == State::Refused {
+            if this.eof {
                 return Poll::Ready(Ok(()));
+            }
+            if this.state == State::Refused {
+                // Not EOF: the parser would drop the connection before
+                // answering. It closes it itself after the 400
+                // (`Connection: close`), so no wake-up is needed.
+                return Poll::Pending;
             }
             // Nothing to judge: read straight into the parser's buffer.
             if this.pending.is_empty() && this.state == State::Passthrough {
@@ -389,7 +413,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -420,7 +448,11 @@ mod tests {
     struct Trickle(Vec<u8>, usize, usize);
 
     impl AsyncRead for Trickle {
-        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
             let n = self.2.min(self.0.len() - self.1).min(buf.remaining());
             let start = self.1;
             buf.put_slice(&self.0[start..start + n]);
@@ -432,24 +464,24 @@ mod tests {
     /// What the parser behind the guard reads, with input in one piece and
     /// trickled three bytes at a time (the two must agree).
     async fn through(parts: &[&[u8]]) -> Vec<u8> {
+        // After a refusal the guard never yields more (nor EOF): stop waiting.
+        let wait = std::time::Duration::from_millis(100);
         let mut whole = Vec::new();
-        FramingGuard::new(std::io::Cursor::new(parts.concat()), 64 * 1024, 100)
-            .read_to_end(&mut whole)
-            .await
-            .unwrap();
+        let mut g = FramingGuard::new(std::io::Cursor::new(parts.concat()), 64 * 1024, 100);
+        let _ = tokio::time::timeout(wait, g.read_to_end(&mut whole)).await;
         let mut trickled = Vec::new();
-        FramingGuard::new(Trickle(parts.concat(), 0, 3), 64 * 1024, 100)
-            .read_to_end(&mut trickled)
-            .await
-            .unwrap();
+        let mut g = FramingGuard::new(Trickle(parts.concat(), 0, 3), 64 * 1024, 100);
+        let _ = tokio::time::timeout(wait, g.read_to_end(&mut trickled)).await;
         assert_eq!(whole, trickled);
         whole
     }
 
     fn refused(out: &[u8]) -> Option<String> {
         let s = String::from_utf8_lossy(out);
-        s.lines()
-            .find_map(|l| l.strip_prefix(&format!("{REJECT_HEADER}: ")).map(str::to_string))
+        s.lines().find_map(|l| {
+            l.strip_prefix(&format!("{REJECT_HEADER}: "))
+                .map(str::to_string)
+        })
     }
 
     #[tokio::test]
@@ -464,7 +496,11 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
     #[tokio::test]
     async fn a_body_that_looks_like_a_smuggled_head_is_just_a_body() {
         let body = b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut input = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut input = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
         input.extend_from_slice(body);
         assert_eq!(through(&[&input]).await, input);
     }
@@ -482,7 +518,12 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
         ];
         for (input, code) in cases {
             let out = through(&[input]).await;
-            assert_eq!(refused(&out).as_deref(), Some(code), "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                refused(&out).as_deref(),
+                Some(code),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
             assert!(!String::from_utf8_lossy(&out).contains("smuggled"));
         }
     }

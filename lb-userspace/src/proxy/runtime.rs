@@ -36,10 +36,19 @@ pub fn plan(cfg: &Config) -> ProxyPlan {
         .iter()
         .map(|g| (g.name.clone(), Arc::new(TargetGroupRuntime::new(g))))
         .collect();
-    let shared = Arc::new(Shared { groups, upstreams: Upstreams::new(CONNECT_TIMEOUT) });
+    let shared = Arc::new(Shared {
+        groups,
+        upstreams: Upstreams::new(CONNECT_TIMEOUT),
+    });
     let mut bindings = Vec::new();
-    for l in cfg.listeners.iter().filter(|l| l.protocol == ListenerProtocol::Http) {
-        let Some(lb) = cfg.load_balancer(&l.load_balancer) else { continue };
+    for l in cfg
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == ListenerProtocol::Http)
+    {
+        let Some(lb) = cfg.load_balancer(&l.load_balancer) else {
+            continue;
+        };
         let ctx = Arc::new(ListenerCtx {
             lb: lb.name.clone(),
             port: l.port,
@@ -53,7 +62,11 @@ pub fn plan(cfg: &Config) -> ProxyPlan {
             idle_timeout: lb.idle_timeout,
         };
         for &ip in &lb.addresses {
-            bindings.push(Binding { addr: SocketAddr::new(ip, l.port), ctx: ctx.clone(), limits });
+            bindings.push(Binding {
+                addr: SocketAddr::new(ip, l.port),
+                ctx: ctx.clone(),
+                limits,
+            });
         }
     }
     ProxyPlan { shared, bindings }

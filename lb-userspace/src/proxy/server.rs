@@ -36,7 +36,12 @@ pub struct BindError {
 /// Binds `addr` with a deep backlog; the balancer address must be local.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     let err = |source| BindError { addr, source };
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
     socket.set_nodelay(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
@@ -59,7 +64,10 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {
@@ -78,7 +86,11 @@ pub async fn serve(
         let (ctx, shared, builder) = (ctx.clone(), shared.clone(), builder.clone());
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let io = TokioIo::new(FramingGuard::new(stream, limits.max_header_bytes, limits.max_headers));
+            let io = TokioIo::new(FramingGuard::new(
+                stream,
+                limits.max_header_bytes,
+                limits.max_headers,
+            ));
             let svc = service_fn(move |req| handle(ctx.clone(), shared.clone(), peer, req));
             let conn = builder.serve_connection_with_upgrades(io, svc);
             tokio::pin!(conn);

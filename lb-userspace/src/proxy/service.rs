@@ -72,7 +72,11 @@ fn strip_port(host: &str) -> &str {
         // [v6]:port
         return rest.split(']').next().unwrap_or(rest);
     }
-    host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+    match host.rsplit_once(':') {
+        // One colon: host:port. More: an unbracketed IPv6 literal, left as is.
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
 }
 
 async fn route_and_act(
@@ -82,7 +86,8 @@ async fn route_and_act(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, LbError> {
     if let Some(code) = req.headers().get(REJECT_HEADER) {
-        let why = Refusal::from_code(code.as_bytes()).map_or("malformed request framing", Refusal::cause);
+        let why =
+            Refusal::from_code(code.as_bytes()).map_or("malformed request framing", Refusal::cause);
         return Err(LbError::BadRequest(why));
     }
     if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
@@ -102,12 +107,25 @@ async fn route_and_act(
     };
     let routed = ctx.router.route(&view);
     match routed.action {
-        Action::FixedResponse { status_code, content_type, message_body } => {
+        Action::FixedResponse {
+            status_code,
+            content_type,
+            message_body,
+        } => {
             let status = StatusCode::from_u16(*status_code).unwrap_or(StatusCode::OK);
-            let ct = content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
+            let ct = content_type
+                .as_deref()
+                .unwrap_or("text/plain; charset=utf-8");
             Ok(plain(status, Bytes::from(message_body.clone()), ct))
         }
-        Action::Redirect { status, protocol, host: h, port, path, query } => {
+        Action::Redirect {
+            status,
+            protocol,
+            host: h,
+            port,
+            path,
+            query,
+        } => {
             let input = RedirectInput {
                 protocol: ctx.scheme,
                 host: host.unwrap_or(""),
@@ -116,7 +134,11 @@ async fn route_and_act(
                 query: req.uri().query(),
             };
             let location = redirect::location(protocol, h, port, path, query, &input);
-            let mut resp = plain(redirect::status(*status), Bytes::new(), "text/plain; charset=utf-8");
+            let mut resp = plain(
+                redirect::status(*status),
+                Bytes::new(),
+                "text/plain; charset=utf-8",
+            );
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
@@ -126,7 +148,10 @@ async fn route_and_act(
             let group = shared.groups.get(target_group).ok_or(LbError::NoTarget)?;
             forward(ctx, shared, group, client, req, None).await
         }
-        Action::WeightedForward { target_groups, stickiness } => {
+        Action::WeightedForward {
+            target_groups,
+            stickiness,
+        } => {
             let (group, cookie) = choose_group(shared, target_groups, *stickiness, req.headers())?;
             forward(ctx, shared, &group, client, req, cookie).await
         }
@@ -140,20 +165,34 @@ fn choose_group(
     headers: &http::HeaderMap,
 ) -> Result<(Arc<TargetGroupRuntime>, Option<HeaderValue>), LbError> {
     let weighted = WeightedGroups::new(
-        groups.iter().enumerate().map(|(i, g)| (i, g.name.as_str(), g.weight)),
+        groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (i, g.name.as_str(), g.weight)),
         sticky,
     );
     let pick = weighted.pick(headers).ok_or(LbError::NoTarget)?;
-    let group = shared.groups.get(&groups[pick.group].name).ok_or(LbError::NoTarget)?;
+    let group = shared
+        .groups
+        .get(&groups[pick.group].name)
+        .ok_or(LbError::NoTarget)?;
     Ok((group.clone(), pick.set_cookie))
 }
 
 /// Rewrites a client request into the form a target gets: origin-form URI,
 /// HTTP/1.1, Host kept, hop-by-hop fields gone, X-Forwarded-* and a request id.
 fn prepare(ctx: &ListenerCtx, client: SocketAddr, req: &mut Request<Incoming>, upgrade: bool) {
-    let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     if !req.headers().contains_key(header::HOST) {
-        if let Some(a) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(a) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             req.headers_mut().insert(header::HOST, a);
         }
     }
@@ -173,7 +212,10 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 async fn forward(
@@ -191,7 +233,11 @@ async fn forward(
     let mut tried: Vec<usize> = Vec::new();
     let (pick, mut resp) = loop {
         let Some(pick) = group.pick(req.headers(), &tried) else {
-            return Err(if tried.is_empty() { LbError::NoTarget } else { LbError::TargetConnect });
+            return Err(if tried.is_empty() {
+                LbError::NoTarget
+            } else {
+                LbError::TargetConnect
+            });
         };
         let addr = pick.target().addr();
         match shared.upstreams.send(addr, req, ctx.target_timeout).await {
@@ -199,7 +245,7 @@ async fn forward(
             Err(AttemptError::NotSent(back, why)) => {
                 debug!(%addr, %why, "target refused the connection; trying another");
                 tried.push(pick.index());
-                req = back;
+                req = *back;
             }
             Err(AttemptError::Timeout) => return Err(LbError::TargetTimeout),
             Err(AttemptError::Failed(e)) => {
@@ -231,7 +277,12 @@ async fn forward(
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     // The pick (and its outstanding-request count) lives as long as the body.
-    Ok(resp.map(|body| Either::Left(Tracked { inner: body, _pick: pick })))
+    Ok(resp.map(|body| {
+        Either::Left(Tracked {
+            inner: body,
+            _pick: pick,
+        })
+    }))
 }
 
 /// A target's response body that keeps the request counted as outstanding
@@ -245,7 +296,10 @@ impl Body for Tracked {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {
@@ -255,4 +309,3 @@ impl Body for Tracked {
         self.inner.size_hint()
     }
 }
-

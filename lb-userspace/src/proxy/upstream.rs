@@ -29,7 +29,7 @@ const MAX_IDLE_PER_TARGET: usize = 256;
 /// Why one attempt failed, and whether the request is still ours to retry.
 pub enum AttemptError {
     /// Nothing was sent; the request is handed back.
-    NotSent(Request<UpstreamBody>, ConnectFailure),
+    NotSent(Box<Request<UpstreamBody>>, ConnectFailure),
     /// The request went out (at least partly); the target failed it.
     Failed(hyper::Error),
     /// No response head within the timeout.
@@ -96,7 +96,10 @@ pub struct Upstreams {
 
 impl Upstreams {
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { pools: Mutex::default(), connect_timeout }
+        Self {
+            pools: Mutex::default(),
+            connect_timeout,
+        }
     }
 
     fn pool(&self, addr: SocketAddr) -> Arc<Pool> {
@@ -104,21 +107,26 @@ impl Upstreams {
     }
 
     async fn connect(&self, addr: SocketAddr, upgrades: bool) -> Result<Sender, ConnectFailure> {
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ConnectFailure::Timeout),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(ConnectFailure::Refused)
-            }
-            Ok(Err(e)) => return Err(ConnectFailure::Other(e.to_string())),
-            Ok(Ok(s)) => s,
-        };
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Err(_) => return Err(ConnectFailure::Timeout),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(ConnectFailure::Refused)
+                }
+                Ok(Err(e)) => return Err(ConnectFailure::Other(e.to_string())),
+                Ok(Ok(s)) => s,
+            };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectFailure::Other(e.to_string()))?;
         tokio::spawn(async move {
-            let res = if upgrades { conn.with_upgrades().await } else { conn.await };
+            let res = if upgrades {
+                conn.with_upgrades().await
+            } else {
+                conn.await
+            };
             if let Err(e) = res {
                 debug!(%addr, error = %e, "upstream connection ended");
             }
@@ -143,7 +151,7 @@ impl Upstreams {
             Some(s) => s,
             None => match self.connect(addr, upgrade).await {
                 Ok(s) => s,
-                Err(e) => return Err(AttemptError::NotSent(req, e)),
+                Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
             },
         };
         for fresh in [false, true] {
@@ -163,12 +171,12 @@ impl Upstreams {
                         req = back;
                         sender = match self.connect(addr, upgrade).await {
                             Ok(s) => s,
-                            Err(c) => return Err(AttemptError::NotSent(req, c)),
+                            Err(c) => return Err(AttemptError::NotSent(Box::new(req), c)),
                         };
                     }
                     Some(back) => {
                         return Err(AttemptError::NotSent(
-                            back,
+                            Box::new(back),
                             ConnectFailure::Other(e.into_error().to_string()),
                         ))
                     }
