@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use xalb_tests::daemon::Daemon;
+use xalb_tests::http::{get, in_ns, Backend};
 use xalb_tests::netns::{addr, veth, Netns};
 use xalb_tests::tcp::{probe, Outcome, Server};
 
@@ -34,6 +35,7 @@ fn main() -> Result<()> {
 
     println!("== xalb demo: the seed scenario ({})", config.display());
     println!("   security group alb-web admits TCP 80 from anywhere (IPv4 and IPv6); everything else is denied.");
+    println!("   listener HTTP:80 forwards to target group web: 10.0.1.10 and 10.0.2.10.");
     let client = Netns::new("client")?;
     let lb = Netns::new("balancer")?;
     let web1 = Netns::new("web1")?;
@@ -57,13 +59,12 @@ fn main() -> Result<()> {
         web2.name()
     );
 
-    // Services on the balancer host: something on 80 (the HTTP listener's
-    // port) and an "ssh" on 22 that the security group does not admit.
-    let _http = Server::start(&lb, "10.0.0.10:80".parse()?, "hello")?;
+    // An "ssh" on the balancer host that the security group does not admit,
+    // and the two web servers of target group "web".
     let _ssh = Server::start(&lb, "10.0.0.10:22".parse()?, "SSH-2")?;
     let _client_svc = Server::start(&client, "10.0.0.100:8000".parse()?, "reply")?;
-    let _w1 = Server::start(&web1, "10.0.1.10:80".parse()?, "web-1")?;
-    let _w2 = Server::start(&web2, "10.0.2.10:80".parse()?, "web-2")?;
+    let _w1 = Backend::start(&web1, "10.0.1.10:80".parse()?, "web-1")?;
+    let _w2 = Backend::start(&web2, "10.0.2.10:80".parse()?, "web-2")?;
 
     println!("\n-- before xalb runs, every port of the balancer answers:");
     show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22")?;
@@ -73,12 +74,20 @@ fn main() -> Result<()> {
         "\n-- xalb run -c {} : XDP attached to the balancer host's eth0",
         config.display()
     );
-    show(
-        &client,
-        None,
-        "10.0.0.10:80",
-        "client -> balancer TCP 80 (allowed by alb-web)",
-    )?;
+    println!("   client -> http://10.0.0.10/ six times (listener HTTP:80, forward to target group web, round robin):");
+    let replies = in_ns(&client, async || {
+        let mut out = Vec::new();
+        for i in 0..6 {
+            out.push(get("10.0.0.10:80".parse().unwrap(), &format!("/page/{i}"), &[]).await);
+        }
+        out
+    })?;
+    for (i, r) in replies.into_iter().enumerate() {
+        match r {
+            Ok(r) => println!("     GET /page/{i} -> {} from {}", r.status, r.backend()),
+            Err(e) => println!("     GET /page/{i} -> error: {e:#}"),
+        }
+    }
     show(
         &client,
         None,
@@ -91,13 +100,6 @@ fn main() -> Result<()> {
         "10.0.0.100:8000",
         "balancer host opens a connection to the client: replies pass",
     )?;
-    show(
-        &lb,
-        None,
-        "10.0.1.10:80",
-        "balancer host -> web1 (traffic not for a balancer address)",
-    )?;
-    show(&lb, None, "10.0.2.10:80", "balancer host -> web2")?;
 
     let (counters, _) = daemon.stop()?;
     println!("\n-- xalb stopped, XDP detached. What the XDP program counted:");
