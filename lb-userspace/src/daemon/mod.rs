@@ -79,7 +79,14 @@ pub fn run(opts: RunOptions) -> Result<()> {
             stop_rx.clone(),
         )));
     }
+    let checkers: Vec<_> = {
+        let _guard = rt.enter();
+        plan.shared.groups.values().flat_map(|g| crate::targets::health::spawn_checkers(g.clone())).collect()
+    };
     rt.block_on(serve(&dp, &lb_names, opts.stats_interval))?;
+    for c in checkers {
+        c.abort();
+    }
     // Stop accepting; connections finish what is in flight, within a bound.
     let _ = stop_tx.send(true);
     rt.block_on(async {

@@ -24,7 +24,7 @@ use super::redirect::{self, RedirectInput};
 use super::router::{RequestView, Router};
 use super::upstream::{AttemptError, Upstreams};
 use crate::config::model::{Action, WeightedGroup};
-use crate::targets::{Pick, TargetGroupRuntime, WeightedGroups};
+use crate::targets::{health, Pick, TargetGroupRuntime, WeightedGroups};
 
 /// What one listener needs per request.
 pub struct ListenerCtx {
@@ -244,6 +244,7 @@ async fn forward(
             Ok(resp) => break (pick, resp),
             Err(AttemptError::NotSent(back, why)) => {
                 debug!(%addr, %why, "target refused the connection; trying another");
+                health::passive_failure(group, pick.target());
                 tried.push(pick.index());
                 req = *back;
             }

@@ -28,6 +28,8 @@ pub struct TargetState {
     usable: AtomicBool,
     /// The group's; bumped on every usable flip so selection rebuilds.
     generation: Arc<AtomicU64>,
+    /// What the health checker (and failed requests) say of this target.
+    pub health: std::sync::Mutex<super::health::Health>,
 }
 
 impl TargetState {
@@ -109,6 +111,7 @@ struct Sticky {
 /// A target group ready to serve: its targets, selection and stickiness.
 #[derive(Debug)]
 pub struct TargetGroupRuntime {
+    config: model::TargetGroup,
     name: String,
     stickiness: Option<Sticky>,
     targets: Vec<Arc<TargetState>>,
@@ -137,6 +140,9 @@ impl TargetGroupRuntime {
                     outstanding: AtomicU32::new(0),
                     usable: AtomicBool::new(true),
                     generation: Arc::clone(&generation),
+                    health: std::sync::Mutex::new(super::health::Health::initial(
+                        cfg.health_check.enabled,
+                    )),
                 })
             })
             .collect();
@@ -152,6 +158,7 @@ impl TargetGroupRuntime {
         });
         let selector = Selector::new(cfg.algorithm, &targets, 0);
         TargetGroupRuntime {
+            config: cfg.clone(),
             name: cfg.name.clone(),
             stickiness,
             targets,
@@ -163,6 +170,11 @@ impl TargetGroupRuntime {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The configuration this group was built from.
+    pub fn config(&self) -> &model::TargetGroup {
+        &self.config
     }
 
     pub fn targets(&self) -> &[Arc<TargetState>] {

@@ -16,7 +16,9 @@
 
 mod algorithm;
 pub mod group;
+pub mod health;
 pub mod sticky;
 
 pub use group::{GroupPick, Pick, TargetGroupRuntime, TargetState, WeightedGroups};
+pub use health::{Health, HealthState, Reason};
 pub use sticky::{APP_COOKIE, GROUP_COOKIE, LB_COOKIE};
