@@ -15,6 +15,49 @@ pub mod map_names {
     pub const SG_V6: &str = "SG_V6";
     pub const COUNTERS: &str = "COUNTERS";
     pub const ACTIVE_BANK: &str = "ACTIVE_BANK";
+    pub const BACKENDS: &str = "BACKENDS";
+}
+
+/// Most target groups whose backend sets the kernel holds.
+pub const MAX_GROUPS: u32 = 256;
+/// Most targets in one kernel backend set.
+pub const MAX_BACKENDS: usize = 64;
+
+/// One target the kernel may send a flow to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// IPv4 in the first four bytes when `family` is 4.
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub weight: u16,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `BACKENDS` (key: target-group id, its index in the configuration):
+/// the targets of a group that may take new flows now. The daemon replaces a
+/// group's whole value in one hash-map update, which the kernel swaps under
+/// RCU, so a reader sees the old set or the new one, never a mix; `generation`
+/// rises with every change.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSet {
+    pub generation: u64,
+    pub count: u32,
+    pub _pad: u32,
+    pub backends: [Backend; MAX_BACKENDS],
+}
+
+impl Default for BackendSet {
+    fn default() -> Self {
+        Self {
+            generation: 0,
+            count: 0,
+            _pad: 0,
+            backends: [Backend::default(); MAX_BACKENDS],
+        }
+    }
 }
 
 /// Every key of the configuration maps carries a bank (0 or 1). The daemon
@@ -266,4 +309,6 @@ mod pod {
     unsafe impl aya::Pod for super::PortRange {}
     unsafe impl aya::Pod for super::SgRules {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::BackendSet {}
 }

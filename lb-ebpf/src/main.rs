@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    counter_index, proto, trie_id, AddrKeyV4, AddrKeyV6, Counter, LbAddr, Reason, SgRules,
+    counter_index, proto, trie_id, BackendSet, MAX_GROUPS, AddrKeyV4, AddrKeyV6, Counter, LbAddr, Reason, SgRules,
     SrcKeyV4, SrcKeyV6, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_PREFIXES, NO_LB, NUM_COUNTERS,
 };
 
@@ -45,6 +45,11 @@ static SG_V4: LpmTrie<SrcKeyV4, SgRules> = LpmTrie::with_max_entries(MAX_PREFIXE
 
 #[map(name = "SG_V6")]
 static SG_V6: LpmTrie<SrcKeyV6, SgRules> = LpmTrie::with_max_entries(MAX_PREFIXES * 2, 0);
+
+/// Healthy backends per target group, for the TCP fast path (written by the
+/// daemon's health tracking; read here once the fast path lands).
+#[map(name = "BACKENDS")]
+static BACKENDS: HashMap<u32, BackendSet> = HashMap::with_max_entries(MAX_GROUPS, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);

@@ -4,8 +4,10 @@
 //! Modules by concern: [`config`] (parse, validate), [`kernel`] (compile to maps,
 //! load, attach, counters), [`daemon`] (the `xalb run` process).
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod kernel;
+pub mod metrics;
 pub mod proxy;
 pub mod targets;

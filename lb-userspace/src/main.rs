@@ -36,6 +36,65 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         stats_interval: u64,
     },
+    /// Ask a running xalb to re-read its configuration (as SIGHUP does) and
+    /// say whether it was applied.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show the health of a target group's targets, as `aws elbv2
+    /// describe-target-health` does.
+    DescribeTargetHealth {
+        #[arg(long)]
+        target_group: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the running daemon's admin endpoint is.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin address (default: the configuration's `[admin] listen`, else 127.0.0.1:9901).
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+    /// The configuration file whose `[admin] listen` to use.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        if let Some(a) = self.admin {
+            return Ok(a);
+        }
+        match &self.config {
+            Some(c) => Ok(xalb::config::load(c)?.admin.listen),
+            None => Ok(([127, 0, 0, 1], 9901).into()),
+        }
+    }
+}
+
+/// One request to the admin endpoint; (status, body).
+fn admin_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| anyhow::anyhow!("cannot reach xalb's admin endpoint at {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
 }
 
 fn main() -> ExitCode {
@@ -59,6 +118,24 @@ fn main() -> ExitCode {
             },
             Err(e) => Err(e.into()),
         },
+        Cmd::Reload { admin } => admin.addr().and_then(|a| {
+            let (status, body) = admin_request(a, "POST", "/reload")?;
+            if status == 200 {
+                print!("{body}");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "the configuration was not reloaded; the running one stays:\n{}",
+                    body.trim_end()
+                ))
+            }
+        }),
+        Cmd::DescribeTargetHealth {
+            target_group,
+            admin,
+        } => admin
+            .addr()
+            .and_then(|a| describe_target_health(a, &target_group)),
         Cmd::Run {
             config,
             xdp_mode,
@@ -76,4 +153,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn describe_target_health(addr: std::net::SocketAddr, group: &str) -> anyhow::Result<()> {
+    let (status, body) = admin_request(addr, "GET", &format!("/targets?target_group={group}"))?;
+    anyhow::ensure!(status == 200, "admin endpoint answered {status}: {body}");
+    let reply: xalb::admin::TargetsReply = serde_json::from_str(&body)?;
+    anyhow::ensure!(
+        !reply.targets.is_empty(),
+        "target group {group:?} has no targets (or does not exist)"
+    );
+    println!(
+        "{:<40} {:>5}  {:<10} {:<34} DESCRIPTION",
+        "TARGET", "PORT", "STATE", "REASON"
+    );
+    for t in reply.targets {
+        println!(
+            "{:<40} {:>5}  {:<10} {:<34} {}",
+            t.address, t.port, t.state, t.reason, t.description
+        );
+    }
+    Ok(())
 }

@@ -1,101 +1,66 @@
-//! The `xalb run` process: configuration in, kernel half attached, signals
-//! handled, counters reported.
+//! The `xalb run` process: configuration in, kernel half attached, listeners
+//! served, targets checked, signals and reloads handled, counters reported.
+
+mod backends;
+mod state;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
+use crate::admin;
 use crate::config;
-use crate::proxy;
+use crate::kernel::{counters::CounterRow, Datapath, XdpModeChoice};
+use state::Running;
 
 /// How long in-flight requests may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-use crate::kernel::{self, counters::CounterRow, Datapath, XdpModeChoice};
 
 pub struct RunOptions {
     pub config: PathBuf,
     pub xdp_mode: XdpModeChoice,
-    /// How often non-zero counter changes are logged; zero disables.
+    /// How often changed counters are logged; zero disables.
     pub stats_interval: Duration,
 }
 
+/// A reload request from the admin endpoint; answered with a summary or the
+/// reasons it was refused.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
 pub fn run(opts: RunOptions) -> Result<()> {
     let cfg = config::load(&opts.config)?;
-    let kcfg = kernel::compile(&cfg).context("configuration does not fit the kernel tables")?;
-    let host_errors = kernel::host::check(&cfg);
-    if !host_errors.is_empty() {
-        let lines: Vec<String> = host_errors.iter().map(|e| e.to_string()).collect();
-        bail!(
-            "the host does not match the configuration:\n  {}",
-            lines.join("\n  ")
-        );
-    }
-
-    let plan = proxy::runtime::plan(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // Bind every listener before touching the kernel: a port in use is a
-    // clear error at start, with nothing attached.
-    let listeners = {
-        let _guard = rt.enter();
-        plan.bindings
-            .iter()
-            .map(|b| proxy::server::bind(b.addr))
-            .collect::<Result<Vec<_>, _>>()?
-    };
-
-    let mut dp = Datapath::load()?;
-    dp.apply(&kcfg)?;
-    dp.attach_all(
-        cfg.load_balancers
-            .iter()
-            .flat_map(|lb| lb.interfaces.iter().map(String::as_str)),
-        opts.xdp_mode,
-    )?;
-    let lb_names: Vec<String> = cfg
-        .load_balancers
-        .iter()
-        .map(|lb| lb.name.clone())
-        .collect();
-    info!(balancers = lb_names.len(), "xalb running");
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let mut running = rt.block_on(Running::start(cfg, opts.config.clone(), opts.xdp_mode))?;
+    let admin_addr = running.cfg.admin.listen;
+    let admin_listener = rt
+        .block_on(tokio::net::TcpListener::bind(admin_addr))
+        .with_context(|| format!("cannot listen on the admin address {admin_addr}"))?;
+    rt.spawn(admin::serve(
+        admin_listener,
+        running.admin_view(),
+        reload_tx,
+    ));
+    info!(admin = %admin_addr, "xalb running");
     // A line a supervisor or test can wait for.
     println!("xalb: ready");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut servers = Vec::new();
-    for (listener, b) in listeners.into_iter().zip(plan.bindings) {
-        info!(addr = %b.addr, lb = %b.ctx.lb, "HTTP listener");
-        servers.push(rt.spawn(proxy::server::serve(
-            listener,
-            b.ctx,
-            plan.shared.clone(),
-            b.limits,
-            stop_rx.clone(),
-        )));
-    }
-    let checkers: Vec<_> = {
-        let _guard = rt.enter();
-        plan.shared.groups.values().flat_map(|g| crate::targets::health::spawn_checkers(g.clone())).collect()
-    };
-    rt.block_on(serve(&dp, &lb_names, opts.stats_interval))?;
-    for c in checkers {
-        c.abort();
-    }
-    // Stop accepting; connections finish what is in flight, within a bound.
-    let _ = stop_tx.send(true);
-    rt.block_on(async {
-        for s in servers {
-            let _ = s.await;
-        }
-    });
-    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    rt.block_on(main_loop(&mut running, reload_rx, opts.stats_interval))?;
 
+    let dp = running.datapath.clone();
+    let lb_names = running.lb_names();
+    rt.block_on(running.shutdown());
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    let dp = dp.lock().unwrap();
     match dp.maps.read_counters(&lb_names) {
         Ok(rows) => {
             for row in rows.iter().filter(|r| r.packets > 0) {
@@ -104,40 +69,71 @@ pub fn run(opts: RunOptions) -> Result<()> {
         }
         Err(e) => error!(error = %e, "cannot read the XDP counters"),
     }
-    drop(dp);
-    info!("XDP detached; exiting");
+    info!("exiting; XDP detaches with the process");
     Ok(())
 }
 
-async fn serve(dp: &Datapath, lb_names: &[String], stats_interval: Duration) -> Result<()> {
+async fn main_loop(
+    running: &mut Running,
+    mut reloads: mpsc::Receiver<ReloadRequest>,
+    stats_interval: Duration,
+) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let period = if stats_interval.is_zero() {
-        Duration::from_secs(3600 * 24 * 365)
+        Duration::from_secs(3600)
     } else {
         stats_interval
     };
-    let mut tick = tokio::time::interval(period);
-    tick.tick().await;
+    let mut stats = tokio::time::interval(period);
+    let mut sync = tokio::time::interval(Duration::from_millis(200));
     let mut last: Vec<CounterRow> = Vec::new();
     loop {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
-            _ = sighup.recv() => { info!("SIGHUP: configuration reload is not supported yet; keeping the running state") }
-            _ = tick.tick(), if !stats_interval.is_zero() => {
-                if let Ok(rows) = dp.maps.read_counters(lb_names) {
-                    for row in rows.iter().filter(|r| r.packets > 0) {
-                        let before = last.iter().find(|l| l.lb == row.lb && l.reason == row.reason).map_or(0, |l| l.packets);
-                        if row.packets != before {
-                            info!(lb = row.lb.as_deref().unwrap_or("-"), reason = row.reason.name(), packets = row.packets, bytes = row.bytes, "xdp counter");
-                        }
-                    }
-                    last = rows;
+            _ = sighup.recv() => {
+                match running.reload().await {
+                    Ok(summary) => info!("SIGHUP: configuration reloaded: {summary}"),
+                    Err(e) => error!("SIGHUP: configuration not reloaded; the running one stays:\n{e}"),
                 }
+            }
+            Some(reply) = reloads.recv() => {
+                let res = running.reload().await;
+                match &res {
+                    Ok(summary) => info!("configuration reloaded: {summary}"),
+                    Err(e) => error!("configuration not reloaded; the running one stays:\n{e}"),
+                }
+                let _ = reply.send(res.map_err(|e| format!("{e:#}")));
+            }
+            _ = sync.tick() => running.sync_kernel_backends(),
+            _ = stats.tick(), if !stats_interval.is_zero() => {
+                log_counters(&running.datapath, &running.lb_names(), &mut last);
             }
         }
     }
     Ok(())
+}
+
+fn log_counters(dp: &Arc<Mutex<Datapath>>, lb_names: &[String], last: &mut Vec<CounterRow>) {
+    let Ok(rows) = dp.lock().unwrap().maps.read_counters(lb_names) else {
+        return;
+    };
+    for row in rows.iter().filter(|r| r.packets > 0) {
+        let before = last
+            .iter()
+            .find(|l| l.lb == row.lb && l.reason == row.reason)
+            .map_or(0, |l| l.packets);
+        if row.packets != before {
+            info!(
+                lb = row.lb.as_deref().unwrap_or("-"),
+                reason = row.reason.name(),
+                packets = row.packets,
+                bytes = row.bytes,
+                "xdp counter"
+            );
+        }
+    }
+    *last = rows;
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError};
 use tracing::{info, warn};
@@ -50,7 +51,8 @@ pub struct Datapath {
     // Field order matters for drop: links (inside `ebpf`) go before the maps.
     ebpf: Ebpf,
     pub maps: Maps,
-    attached: Vec<(String, &'static str)>,
+    /// Interface → (link, mode).
+    links: std::collections::BTreeMap<String, (XdpLinkId, &'static str)>,
 }
 
 impl Datapath {
@@ -70,7 +72,7 @@ impl Datapath {
         Ok(Self {
             ebpf,
             maps,
-            attached: Vec::new(),
+            links: Default::default(),
         })
     }
 
@@ -92,17 +94,34 @@ impl Datapath {
         Ok(self.maps.apply(cfg)?)
     }
 
-    /// Attaches to each interface once, whatever number of balancers share it.
+    /// Attaches to each interface once (whatever number of balancers share
+    /// it) and detaches from interfaces no longer wanted. On error the
+    /// interfaces already handled stay as they are.
     pub fn attach_all<'a>(
         &mut self,
         interfaces: impl IntoIterator<Item = &'a str>,
         choice: XdpModeChoice,
     ) -> Result<(), DatapathError> {
-        let unique: BTreeSet<&str> = interfaces.into_iter().collect();
-        for iface in unique {
-            let mode = self.attach(iface, choice)?;
+        let wanted: BTreeSet<&str> = interfaces.into_iter().collect();
+        for iface in &wanted {
+            if self.links.contains_key(*iface) {
+                continue;
+            }
+            let (link, mode) = self.attach(iface, choice)?;
             info!(interface = iface, mode, "XDP attached");
-            self.attached.push((iface.to_string(), mode));
+            self.links.insert(iface.to_string(), (link, mode));
+        }
+        let gone: Vec<String> = self
+            .links
+            .keys()
+            .filter(|i| !wanted.contains(i.as_str()))
+            .cloned()
+            .collect();
+        for iface in gone {
+            if let Some((link, _)) = self.links.remove(&iface) {
+                let _ = self.program_mut().detach(link);
+                info!(interface = %iface, "XDP detached");
+            }
         }
         Ok(())
     }
@@ -111,7 +130,7 @@ impl Datapath {
         &mut self,
         iface: &str,
         choice: XdpModeChoice,
-    ) -> Result<&'static str, DatapathError> {
+    ) -> Result<(XdpLinkId, &'static str), DatapathError> {
         let prog = self.program_mut();
         let err = |mode: &'static str| {
             move |source| DatapathError::Attach {
@@ -123,18 +142,18 @@ impl Datapath {
         match choice {
             XdpModeChoice::Native => prog
                 .attach(iface, XdpMode::Driver)
-                .map(|_| "native")
+                .map(|l| (l, "native"))
                 .map_err(err("native")),
             XdpModeChoice::Generic => prog
                 .attach(iface, XdpMode::Skb)
-                .map(|_| "generic")
+                .map(|l| (l, "generic"))
                 .map_err(err("generic")),
             XdpModeChoice::Auto => match prog.attach(iface, XdpMode::Driver) {
-                Ok(_) => Ok("native"),
+                Ok(l) => Ok((l, "native")),
                 Err(e) => {
                     warn!(interface = iface, error = %e, "native XDP unavailable; falling back to generic (slower)");
                     prog.attach(iface, XdpMode::Skb)
-                        .map(|_| "generic")
+                        .map(|l| (l, "generic"))
                         .map_err(err("generic"))
                 }
             },
@@ -142,7 +161,10 @@ impl Datapath {
     }
 
     /// (interface, mode) of every attachment.
-    pub fn attached(&self) -> &[(String, &'static str)] {
-        &self.attached
+    pub fn attached(&self) -> Vec<(String, &'static str)> {
+        self.links
+            .iter()
+            .map(|(i, (_, m))| (i.clone(), *m))
+            .collect()
     }
 }

@@ -7,8 +7,8 @@
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
 use lb_common::{
-    map_names, trie_id, AddrKeyV4, AddrKeyV6, Counter, LbAddr, SgRules, SrcKeyV4, SrcKeyV6,
-    LB_ID_BITS, NUM_BANKS,
+    map_names, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, LbAddr, SgRules, SrcKeyV4,
+    SrcKeyV6, LB_ID_BITS, NUM_BANKS,
 };
 
 use super::compile::KernelConfig;
@@ -38,6 +38,7 @@ pub struct Maps {
     sg_v4: LpmTrie<MapData, SrcKeyV4, SgRules>,
     sg_v6: LpmTrie<MapData, SrcKeyV6, SgRules>,
     pub(crate) counters: PerCpuArray<MapData, Counter>,
+    backends: HashMap<MapData, u32, BackendSet>,
     bank: u32,
 }
 
@@ -86,6 +87,7 @@ impl Maps {
             sg_v4: take(ebpf, map_names::SG_V4)?,
             sg_v6: take(ebpf, map_names::SG_V6)?,
             counters: take(ebpf, map_names::COUNTERS)?,
+            backends: take(ebpf, map_names::BACKENDS)?,
             bank,
         })
     }
@@ -182,6 +184,32 @@ impl Maps {
         )?;
         clear_trie(&mut self.sg_v4, bank, |k| k.lb_id, map_names::SG_V4)?;
         clear_trie(&mut self.sg_v6, bank, |k| k.lb_id, map_names::SG_V6)
+    }
+
+    /// Replaces a target group's kernel backend set in one update.
+    pub fn set_backends(&mut self, group_id: u32, set: &BackendSet) -> Result<(), MapsError> {
+        self.backends
+            .insert(group_id, set, 0)
+            .map_err(ctx(map_names::BACKENDS))
+    }
+
+    /// A target group's kernel backend set, if written.
+    pub fn backends(&self, group_id: u32) -> Option<BackendSet> {
+        self.backends.get(&group_id, 0).ok()
+    }
+
+    /// Drops the sets of groups at or past `count` (after a reload shrank the list).
+    pub fn trim_backends(&mut self, count: u32) -> Result<(), MapsError> {
+        let stale: Vec<u32> = self
+            .backends
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|&k| k >= count)
+            .collect();
+        for k in stale {
+            self.backends.remove(&k).map_err(ctx(map_names::BACKENDS))?;
+        }
+        Ok(())
     }
 
     /// Every entry of the IPv4 security-group trie, of both banks: (bank,

@@ -110,6 +110,8 @@ pub struct FramingGuard<IO> {
     max_head: usize,
     max_headers: usize,
     eof: bool,
+    /// Where bytes read and written are added up, if anywhere.
+    bytes: Option<std::sync::Arc<crate::metrics::ListenerMetrics>>,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -125,6 +127,20 @@ impl<IO> FramingGuard<IO> {
             max_head,
             max_headers,
             eof: false,
+            bytes: None,
+        }
+    }
+
+    /// Counts the bytes this connection reads and writes into `m`.
+    pub fn counting(mut self, m: std::sync::Arc<crate::metrics::ListenerMetrics>) -> Self {
+        self.bytes = Some(m);
+        self
+    }
+
+    fn count(&self, n: usize) {
+        if let Some(m) = &self.bytes {
+            m.processed_bytes
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -389,7 +405,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
             }
             // Nothing to judge: read straight into the parser's buffer.
             if this.pending.is_empty() && this.state == State::Passthrough {
-                return Pin::new(&mut this.io).poll_read(cx, buf);
+                let before = buf.filled().len();
+                let res = Pin::new(&mut this.io).poll_read(cx, buf);
+                this.count(buf.filled().len() - before);
+                return res;
             }
             let mut chunk = [0u8; 16 * 1024];
             let mut rb = ReadBuf::new(&mut chunk);
@@ -403,6 +422,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                         let rest = this.pending.split();
                         this.ready.unsplit(rest);
                     } else {
+                        this.count(rb.filled().len());
                         this.pending.extend_from_slice(rb.filled());
                         this.process();
                     }
@@ -418,14 +438,24 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            this.count(n);
+        }
+        res
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            this.count(n);
+        }
+        res
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()

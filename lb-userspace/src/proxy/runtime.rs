@@ -1,5 +1,7 @@
-//! Compiles the configuration into the proxy's run-time state: target groups,
-//! and per listener its router and the addresses it binds.
+//! Compiles the configuration into the proxy's run-time state — target
+//! groups, and per listener its router and the addresses it binds — keeping,
+//! on a reload, what must survive it: target health, metrics, and the targets
+//! that were removed (they drain).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +13,8 @@ use super::server::ConnLimits;
 use super::service::{ListenerCtx, Shared};
 use super::upstream::Upstreams;
 use crate::config::model::{Config, ListenerProtocol};
-use crate::targets::TargetGroupRuntime;
+use crate::metrics::ListenerMetrics;
+use crate::targets::{TargetGroupRuntime, TargetState};
 
 /// How long connecting to a target may take (the ALB's is 10 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,26 +23,70 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Binding {
     pub addr: SocketAddr,
     pub ctx: Arc<ListenerCtx>,
-    pub limits: ConnLimits,
+}
+
+/// A target deregistered by a reload: no new requests, in-flight ones finish.
+pub struct Removed {
+    pub group: String,
+    pub target: Arc<TargetState>,
+    pub delay: Duration,
 }
 
 pub struct ProxyPlan {
     pub shared: Arc<Shared>,
     pub bindings: Vec<Binding>,
+    pub removed: Vec<Removed>,
 }
 
-/// Every HTTP listener of every balancer, on each of the balancer's addresses.
-/// HTTPS and TCP listeners are served elsewhere.
-pub fn plan(cfg: &Config) -> ProxyPlan {
+/// Every HTTP listener of every balancer, on each of the balancer's
+/// addresses. With `old`, health and metrics carry over by name.
+pub fn plan(cfg: &Config, old: Option<(&Shared, &[Binding])>) -> ProxyPlan {
+    let mut removed = Vec::new();
     let groups: HashMap<String, Arc<TargetGroupRuntime>> = cfg
         .target_groups
         .iter()
-        .map(|g| (g.name.clone(), Arc::new(TargetGroupRuntime::new(g))))
+        .map(|g| {
+            let mut rt = TargetGroupRuntime::new(g);
+            if let Some(prev) = old.and_then(|(s, _)| s.groups.get(&g.name)) {
+                rt.metrics = prev.metrics.clone();
+                let same_checks = prev.config().health_check.enabled == g.health_check.enabled;
+                for t in rt.targets() {
+                    if let Some(p) = prev
+                        .targets()
+                        .iter()
+                        .find(|p| p.id == t.id)
+                        .filter(|_| same_checks)
+                    {
+                        *t.health.lock().unwrap() = p.health.lock().unwrap().clone();
+                    }
+                }
+                for p in prev.targets() {
+                    if !rt.targets().iter().any(|t| t.id == p.id) {
+                        removed.push(Removed {
+                            group: g.name.clone(),
+                            target: p.clone(),
+                            delay: prev.config().deregistration_delay,
+                        });
+                    }
+                }
+            }
+            (g.name.clone(), Arc::new(rt))
+        })
         .collect();
-    let shared = Arc::new(Shared {
-        groups,
-        upstreams: Upstreams::new(CONNECT_TIMEOUT),
-    });
+    // Groups gone entirely: all their targets drain.
+    if let Some((s, _)) = old {
+        for (name, g) in &s.groups {
+            if !groups.contains_key(name) {
+                removed.extend(g.targets().iter().map(|t| Removed {
+                    group: name.clone(),
+                    target: t.clone(),
+                    delay: g.config().deregistration_delay,
+                }));
+            }
+        }
+    }
+    let upstreams = Upstreams::new(CONNECT_TIMEOUT);
+    let shared = Arc::new(Shared { groups, upstreams });
     let mut bindings = Vec::new();
     for l in cfg
         .listeners
@@ -49,25 +96,36 @@ pub fn plan(cfg: &Config) -> ProxyPlan {
         let Some(lb) = cfg.load_balancer(&l.load_balancer) else {
             continue;
         };
+        let metrics: Arc<ListenerMetrics> = old
+            .and_then(|(_, b)| {
+                b.iter()
+                    .find(|b| b.ctx.lb == lb.name && b.ctx.port == l.port)
+            })
+            .map(|b| b.ctx.metrics.clone())
+            .unwrap_or_default();
         let ctx = Arc::new(ListenerCtx {
             lb: lb.name.clone(),
             port: l.port,
             scheme: "http",
             router: Router::compile(l),
             target_timeout: lb.idle_timeout,
+            metrics,
+            limits: ConnLimits {
+                max_header_bytes: lb.max_header_bytes,
+                max_headers: lb.max_headers,
+                idle_timeout: lb.idle_timeout,
+            },
         });
-        let limits = ConnLimits {
-            max_header_bytes: lb.max_header_bytes,
-            max_headers: lb.max_headers,
-            idle_timeout: lb.idle_timeout,
-        };
         for &ip in &lb.addresses {
             bindings.push(Binding {
                 addr: SocketAddr::new(ip, l.port),
                 ctx: ctx.clone(),
-                limits,
             });
         }
     }
-    ProxyPlan { shared, bindings }
+    ProxyPlan {
+        shared,
+        bindings,
+        removed,
+    }
 }

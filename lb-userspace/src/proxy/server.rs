@@ -2,7 +2,8 @@
 //! listener port), HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -48,14 +49,71 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     socket.listen(4096).map_err(err)
 }
 
+/// What serves one listening socket; replaced whole on reload, read per
+/// request, so a new configuration applies to the next request even on a
+/// kept-alive connection.
+#[derive(Clone)]
+pub struct Route {
+    pub ctx: Arc<ListenerCtx>,
+    pub shared: Arc<Shared>,
+}
+
+pub type Slot = Arc<RwLock<Route>>;
+
 /// Accepts until `shutdown` turns true; each connection runs on its own task.
-pub async fn serve(
-    listener: TcpListener,
-    ctx: Arc<ListenerCtx>,
-    shared: Arc<Shared>,
-    limits: ConnLimits,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// In-flight requests then finish; idle kept-alive connections are closed.
+pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    slot.read().unwrap().ctx.metrics.rejected_connections.fetch_add(1, Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let route = slot.read().unwrap().clone();
+        let limits = route.ctx.limits;
+        let metrics = route.ctx.metrics.clone();
+        metrics.new_connections.fetch_add(1, Relaxed);
+        metrics.active_connections.fetch_add(1, Relaxed);
+        let slot = slot.clone();
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let io = TokioIo::new(
+                FramingGuard::new(stream, limits.max_header_bytes, limits.max_headers)
+                    .counting(metrics.clone()),
+            );
+            let svc = service_fn(move |req| {
+                let Route { ctx, shared } = slot.read().unwrap().clone();
+                handle(ctx, shared, peer, req)
+            });
+            let builder = builder(limits);
+            let conn = builder.serve_connection_with_upgrades(io, svc);
+            tokio::pin!(conn);
+            let res = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = conn_shutdown.changed() => {
+                    // Finish in-flight requests, take no new ones.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            metrics.active_connections.fetch_sub(1, Relaxed);
+            if let Err(e) = res {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -68,43 +126,5 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32);
-    let builder = Arc::new(builder);
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let (ctx, shared, builder) = (ctx.clone(), shared.clone(), builder.clone());
-        let mut conn_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let io = TokioIo::new(FramingGuard::new(
-                stream,
-                limits.max_header_bytes,
-                limits.max_headers,
-            ));
-            let svc = service_fn(move |req| handle(ctx.clone(), shared.clone(), peer, req));
-            let conn = builder.serve_connection_with_upgrades(io, svc);
-            tokio::pin!(conn);
-            let res = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = conn_shutdown.changed() => {
-                    // Finish in-flight requests, take no new ones.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = res {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    builder
 }

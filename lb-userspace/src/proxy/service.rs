@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -24,6 +25,7 @@ use super::redirect::{self, RedirectInput};
 use super::router::{RequestView, Router};
 use super::upstream::{AttemptError, Upstreams};
 use crate::config::model::{Action, WeightedGroup};
+use crate::metrics::ListenerMetrics;
 use crate::targets::{health, Pick, TargetGroupRuntime, WeightedGroups};
 
 /// What one listener needs per request.
@@ -36,6 +38,8 @@ pub struct ListenerCtx {
     /// How long a target may take to send its response head (the balancer's
     /// idle timeout, as the ALB).
     pub target_timeout: Duration,
+    pub metrics: Arc<ListenerMetrics>,
+    pub limits: super::server::ConnLimits,
 }
 
 /// Shared by every listener.
@@ -50,9 +54,13 @@ pub async fn handle(
     client: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    ctx.metrics.requests.fetch_add(1, Relaxed);
     Ok(match route_and_act(&ctx, &shared, client, req).await {
         Ok(resp) => resp,
-        Err(e) => e.response(),
+        Err(e) => {
+            ctx.metrics.elb_response(e.status());
+            e.response()
+        }
     })
 }
 
@@ -133,6 +141,7 @@ async fn route_and_act(
                 path: req.uri().path(),
                 query: req.uri().query(),
             };
+            ctx.metrics.redirects.fetch_add(1, Relaxed);
             let location = redirect::location(protocol, h, port, path, query, &input);
             let mut resp = plain(
                 redirect::status(*status),
@@ -240,9 +249,14 @@ async fn forward(
             });
         };
         let addr = pick.target().addr();
+        let sent = Instant::now();
         match shared.upstreams.send(addr, req, ctx.target_timeout).await {
-            Ok(resp) => break (pick, resp),
+            Ok(resp) => {
+                group.metrics.target_response(resp.status(), sent.elapsed());
+                break (pick, resp);
+            }
             Err(AttemptError::NotSent(back, why)) => {
+                group.metrics.connection_errors.fetch_add(1, Relaxed);
                 debug!(%addr, %why, "target refused the connection; trying another");
                 health::passive_failure(group, pick.target());
                 tried.push(pick.index());
@@ -251,6 +265,7 @@ async fn forward(
             Err(AttemptError::Timeout) => return Err(LbError::TargetTimeout),
             Err(AttemptError::Failed(e)) => {
                 debug!(%addr, error = %e, "target failed the request");
+                health::passive_failure(group, pick.target());
                 return Err(LbError::BadResponse);
             }
         }

@@ -111,6 +111,8 @@ struct Sticky {
 /// A target group ready to serve: its targets, selection and stickiness.
 #[derive(Debug)]
 pub struct TargetGroupRuntime {
+    /// Request outcomes, for the admin endpoint.
+    pub metrics: Arc<crate::metrics::GroupMetrics>,
     config: model::TargetGroup,
     name: String,
     stickiness: Option<Sticky>,
@@ -158,6 +160,7 @@ impl TargetGroupRuntime {
         });
         let selector = Selector::new(cfg.algorithm, &targets, 0);
         TargetGroupRuntime {
+            metrics: Default::default(),
             config: cfg.clone(),
             name: cfg.name.clone(),
             stickiness,

@@ -138,7 +138,12 @@ pub enum Outcome {
 
 /// Applies one outcome (a check, or a failed request); true if the state
 /// changed. Draining and unused targets are past checking.
-pub fn record(h: &mut Health, outcome: Outcome, healthy_threshold: u32, unhealthy_threshold: u32) -> bool {
+pub fn record(
+    h: &mut Health,
+    outcome: Outcome,
+    healthy_threshold: u32,
+    unhealthy_threshold: u32,
+) -> bool {
     if matches!(h.state, HealthState::Draining | HealthState::Unused) {
         return false;
     }
@@ -177,10 +182,18 @@ pub fn record(h: &mut Health, outcome: Outcome, healthy_threshold: u32, unhealth
 
 /// Sets which targets of `group` take new requests, from their states.
 pub fn refresh_usable(group: &TargetGroupRuntime) {
-    let states: Vec<HealthState> = group.targets().iter().map(|t| t.health.lock().unwrap().state).collect();
+    let states: Vec<HealthState> = group
+        .targets()
+        .iter()
+        .map(|t| t.health.lock().unwrap().state)
+        .collect();
     let any_healthy = states.contains(&HealthState::Healthy);
     for (t, s) in group.targets().iter().zip(states) {
-        let usable = if any_healthy { s == HealthState::Healthy } else { s == HealthState::Initial };
+        let usable = if any_healthy {
+            s == HealthState::Healthy
+        } else {
+            s == HealthState::Initial
+        };
         t.set_usable(usable);
     }
 }
@@ -192,7 +205,12 @@ pub fn passive_failure(group: &TargetGroupRuntime, target: &TargetState) {
     if !hc.enabled {
         return;
     }
-    let changed = record(&mut target.health.lock().unwrap(), Outcome::Failed, hc.healthy_threshold, hc.unhealthy_threshold);
+    let changed = record(
+        &mut target.health.lock().unwrap(),
+        Outcome::Failed,
+        hc.healthy_threshold,
+        hc.unhealthy_threshold,
+    );
     if changed {
         info!(group = group.name(), target = %target.id, "target unhealthy after failed requests");
         refresh_usable(group);
@@ -225,7 +243,8 @@ pub async fn check(hc: &HealthCheck, target: &TargetState) -> Outcome {
 }
 
 async fn http_check(hc: &HealthCheck, stream: TcpStream, addr: std::net::SocketAddr) -> Outcome {
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    else {
         return Outcome::Failed;
     };
     let conn = tokio::spawn(conn);
@@ -269,7 +288,8 @@ pub fn spawn_checkers(group: Arc<TargetGroupRuntime>) -> Vec<JoinHandle<()>> {
             let group = group.clone();
             let hc = hc.clone();
             tokio::spawn(async move {
-                let offset = Duration::from_millis(fastrand::u64(0..hc.interval.as_millis().max(1) as u64));
+                let offset =
+                    Duration::from_millis(fastrand::u64(0..hc.interval.as_millis().max(1) as u64));
                 tokio::time::sleep(offset.min(hc.interval)).await;
                 let mut tick = tokio::time::interval(hc.interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,7 +299,12 @@ pub fn spawn_checkers(group: Arc<TargetGroupRuntime>) -> Vec<JoinHandle<()>> {
                     let outcome = check(&hc, target).await;
                     let (changed, now) = {
                         let mut h = target.health.lock().unwrap();
-                        let changed = record(&mut h, outcome, hc.healthy_threshold, hc.unhealthy_threshold);
+                        let changed = record(
+                            &mut h,
+                            outcome,
+                            hc.healthy_threshold,
+                            hc.unhealthy_threshold,
+                        );
                         (changed, h.clone())
                     };
                     if changed {
@@ -308,11 +333,20 @@ mod tests {
         assert!(!record(&mut h, Outcome::Ok, 3, 2));
         assert!(!record(&mut h, Outcome::Ok, 3, 2));
         assert_eq!(h.state, HealthState::Initial);
-        assert!(record(&mut h, Outcome::Ok, 3, 2), "third success makes it healthy");
+        assert!(
+            record(&mut h, Outcome::Ok, 3, 2),
+            "third success makes it healthy"
+        );
         assert_eq!((h.state, h.reason), (HealthState::Healthy, None));
         assert!(!record(&mut h, Outcome::Timeout, 3, 2));
-        assert!(record(&mut h, Outcome::Timeout, 3, 2), "second failure makes it unhealthy");
-        assert_eq!((h.state, h.reason), (HealthState::Unhealthy, Some(Reason::Timeout)));
+        assert!(
+            record(&mut h, Outcome::Timeout, 3, 2),
+            "second failure makes it unhealthy"
+        );
+        assert_eq!(
+            (h.state, h.reason),
+            (HealthState::Unhealthy, Some(Reason::Timeout))
+        );
         // A success in between resets the count.
         let mut h = Health::initial(true);
         record(&mut h, Outcome::Failed, 2, 2);
@@ -326,8 +360,14 @@ mod tests {
         let mut h = Health::initial(true);
         record(&mut h, Outcome::Mismatch(500), 2, 2);
         record(&mut h, Outcome::Mismatch(503), 2, 2);
-        assert_eq!((h.state, h.reason), (HealthState::Unhealthy, Some(Reason::ResponseCodeMismatch)));
-        assert_eq!(h.description(), "Health checks failed with these codes: [503]");
+        assert_eq!(
+            (h.state, h.reason),
+            (HealthState::Unhealthy, Some(Reason::ResponseCodeMismatch))
+        );
+        assert_eq!(
+            h.description(),
+            "Health checks failed with these codes: [503]"
+        );
         record(&mut h, Outcome::Failed, 2, 2);
         assert_eq!(h.reason, Some(Reason::FailedHealthChecks));
         record(&mut h, Outcome::Ok, 2, 2);
@@ -338,7 +378,11 @@ mod tests {
 
     #[test]
     fn draining_targets_are_not_checked_back_to_life() {
-        let mut h = Health { state: HealthState::Draining, reason: Some(Reason::DeregistrationInProgress), ..Health::initial(true) };
+        let mut h = Health {
+            state: HealthState::Draining,
+            reason: Some(Reason::DeregistrationInProgress),
+            ..Health::initial(true)
+        };
         assert!(!record(&mut h, Outcome::Ok, 2, 2));
         assert_eq!(h.state, HealthState::Draining);
     }
@@ -346,6 +390,9 @@ mod tests {
     #[test]
     fn disabled_checks_count_as_healthy() {
         let h = Health::initial(false);
-        assert_eq!((h.state, h.reason), (HealthState::Healthy, Some(Reason::HealthCheckDisabled)));
+        assert_eq!(
+            (h.state, h.reason),
+            (HealthState::Healthy, Some(Reason::HealthCheckDisabled))
+        );
     }
 }

@@ -1,0 +1,230 @@
+//! The admin endpoint (`[admin] listen`): `/metrics` (Prometheus text),
+//! `/targets` (target health as JSON), `POST /reload`, `/healthz`.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::daemon::ReloadRequest;
+use crate::kernel::Datapath;
+use crate::metrics::{Exposition, ListenerMetrics};
+use crate::targets::health::HealthState;
+use crate::targets::{TargetGroupRuntime, TargetState};
+
+pub struct ListenerEntry {
+    pub lb: String,
+    pub port: u16,
+    pub metrics: Arc<ListenerMetrics>,
+}
+
+/// A target removed by a reload, draining until `until`.
+pub struct DrainingTarget {
+    pub group: String,
+    pub target: Arc<TargetState>,
+    pub until: Instant,
+}
+
+/// What the endpoint shows; replaced on reload.
+#[derive(Default)]
+pub struct AdminView {
+    pub datapath: Option<Arc<Mutex<Datapath>>>,
+    pub lb_names: Vec<String>,
+    pub listeners: Vec<ListenerEntry>,
+    /// (balancer, group) in configuration order.
+    pub groups: Vec<(String, Arc<TargetGroupRuntime>)>,
+    pub draining: Arc<Mutex<Vec<DrainingTarget>>>,
+}
+
+/// One target's health, as `/targets` and `describe-target-health` show it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TargetHealthRow {
+    pub target_group: String,
+    pub address: String,
+    pub port: u16,
+    pub state: String,
+    pub reason: String,
+    pub description: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TargetsReply {
+    pub targets: Vec<TargetHealthRow>,
+}
+
+fn row(group: &str, t: &TargetState) -> TargetHealthRow {
+    let h = t.health.lock().unwrap().clone();
+    TargetHealthRow {
+        target_group: group.to_string(),
+        address: t.target.address.to_string(),
+        port: t.target.port,
+        state: h.state.as_str().to_string(),
+        reason: h.reason.map_or(String::new(), |r| r.code().to_string()),
+        description: h.description(),
+    }
+}
+
+pub fn targets(view: &AdminView, group: Option<&str>) -> TargetsReply {
+    let mut targets = Vec::new();
+    for (_, g) in view
+        .groups
+        .iter()
+        .filter(|(_, g)| group.is_none_or(|n| g.name() == n))
+    {
+        targets.extend(g.targets().iter().map(|t| row(g.name(), t)));
+    }
+    for d in view
+        .draining
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|d| group.is_none_or(|n| d.group == n))
+    {
+        targets.push(row(&d.group, &d.target));
+    }
+    TargetsReply { targets }
+}
+
+pub fn metrics(view: &AdminView) -> String {
+    let mut e = Exposition::default();
+    for l in &view.listeners {
+        e.listener(&l.lb, &format!("{}:{}", l.lb, l.port), &l.metrics);
+    }
+    for (lb, g) in &view.groups {
+        let states: Vec<HealthState> = g
+            .targets()
+            .iter()
+            .map(|t| t.health.lock().unwrap().state)
+            .collect();
+        let healthy = states
+            .iter()
+            .filter(|s| **s == HealthState::Healthy)
+            .count();
+        let unhealthy = states
+            .iter()
+            .filter(|s| **s == HealthState::Unhealthy)
+            .count();
+        e.group(lb, g.name(), &g.metrics, healthy, unhealthy);
+    }
+    if let Some(dp) = &view.datapath {
+        if let Ok(rows) = dp.lock().unwrap().maps.read_counters(&view.lb_names) {
+            for r in rows {
+                let lb = r.lb.as_deref().unwrap_or("");
+                let l = [("load_balancer", lb), ("reason", r.reason.name())];
+                e.sample(
+                    "xalb_xdp_packets_total",
+                    "counter",
+                    "Packets the XDP program decided, by reason",
+                    &l,
+                    r.packets as f64,
+                );
+                e.sample(
+                    "xalb_xdp_bytes_total",
+                    "counter",
+                    "Bytes the XDP program decided, by reason",
+                    &l,
+                    r.bytes as f64,
+                );
+            }
+        }
+    }
+    e.finish()
+}
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+async fn handle(
+    view: Arc<RwLock<AdminView>>,
+    reloads: mpsc::Sender<ReloadRequest>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let query_group = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("target_group=")))
+        .map(str::to_string);
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let text = metrics(&view.read().unwrap());
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
+        (&Method::GET, "/targets") => {
+            let t = targets(&view.read().unwrap(), query_group.as_deref());
+            let json = serde_json::to_string_pretty(&t).unwrap_or_default();
+            reply(StatusCode::OK, "application/json", json)
+        }
+        (&Method::POST, "/reload") => {
+            let (tx, rx) = oneshot::channel();
+            if reloads.send(tx).await.is_err() {
+                return Ok(reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n",
+                ));
+            }
+            match rx.await {
+                Ok(Ok(summary)) => reply(
+                    StatusCode::OK,
+                    "text/plain",
+                    format!("reloaded: {summary}\n"),
+                ),
+                Ok(Err(e)) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+                Err(_) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n",
+                ),
+            }
+        }
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: /metrics, /targets, /healthz, POST /reload\n",
+        ),
+    })
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    view: Arc<RwLock<AdminView>>,
+    reloads: mpsc::Sender<ReloadRequest>,
+) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (view, reloads) = (view.clone(), reloads.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(view.clone(), reloads.clone(), req));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                debug!(%peer, error = %e, "admin connection");
+            }
+        });
+    }
+}

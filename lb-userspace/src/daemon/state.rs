@@ -1,0 +1,294 @@
+//! The running daemon's state, and applying a configuration to it — at start
+//! and on reload, all or nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use super::backends::BackendSync;
+use crate::admin::{AdminView, DrainingTarget, ListenerEntry};
+use crate::config::{self, model::Config};
+use crate::kernel::{self, Datapath, XdpModeChoice};
+use crate::proxy::runtime::{self, Binding};
+use crate::proxy::server::{self, Route, Slot};
+use crate::proxy::service::Shared;
+use crate::targets::health::{self, HealthState, Reason};
+
+struct Served {
+    slot: Slot,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+pub struct Running {
+    pub cfg: Config,
+    path: PathBuf,
+    xdp_mode: XdpModeChoice,
+    pub datapath: Arc<Mutex<Datapath>>,
+    shared: Arc<Shared>,
+    bindings: Vec<Binding>,
+    served: HashMap<SocketAddr, Served>,
+    checkers: Vec<JoinHandle<()>>,
+    draining: Arc<Mutex<Vec<DrainingTarget>>>,
+    view: Arc<RwLock<AdminView>>,
+    backends: BackendSync,
+}
+
+impl Running {
+    pub async fn start(cfg: Config, path: PathBuf, xdp_mode: XdpModeChoice) -> Result<Self> {
+        let kcfg = kernel::compile(&cfg).context("configuration does not fit the kernel tables")?;
+        check_host(&cfg)?;
+        let plan = runtime::plan(&cfg, None);
+        // Bind every listener before touching the kernel: a port in use is a
+        // clear error at start, with nothing attached.
+        let mut listeners = Vec::new();
+        for b in &plan.bindings {
+            listeners.push(server::bind(b.addr)?);
+        }
+        let mut dp = Datapath::load()?;
+        dp.apply(&kcfg)?;
+        dp.attach_all(interfaces(&cfg), xdp_mode)?;
+        let mut running = Self {
+            path,
+            xdp_mode,
+            datapath: Arc::new(Mutex::new(dp)),
+            shared: plan.shared.clone(),
+            bindings: Vec::new(),
+            served: HashMap::new(),
+            checkers: Vec::new(),
+            draining: Arc::default(),
+            view: Arc::new(RwLock::new(AdminView::default())),
+            backends: BackendSync::default(),
+            cfg,
+        };
+        for (listener, b) in listeners.into_iter().zip(&plan.bindings) {
+            running.serve(listener, b);
+        }
+        running.bindings = plan.bindings;
+        running.start_checkers();
+        running.refresh_view();
+        Ok(running)
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener, b: &Binding) {
+        let slot: Slot = Arc::new(RwLock::new(Route {
+            ctx: b.ctx.clone(),
+            shared: self.shared.clone(),
+        }));
+        let (stop, stop_rx) = watch::channel(false);
+        info!(addr = %b.addr, lb = %b.ctx.lb, "HTTP listener");
+        let task = tokio::spawn(server::serve(listener, slot.clone(), stop_rx));
+        self.served.insert(b.addr, Served { slot, stop, task });
+    }
+
+    fn start_checkers(&mut self) {
+        for c in self.checkers.drain(..) {
+            c.abort();
+        }
+        self.checkers = self
+            .shared
+            .groups
+            .values()
+            .flat_map(|g| health::spawn_checkers(g.clone()))
+            .collect();
+    }
+
+    pub fn lb_names(&self) -> Vec<String> {
+        self.cfg
+            .load_balancers
+            .iter()
+            .map(|lb| lb.name.clone())
+            .collect()
+    }
+
+    pub fn admin_view(&self) -> Arc<RwLock<AdminView>> {
+        self.view.clone()
+    }
+
+    fn refresh_view(&self) {
+        let mut v = self.view.write().unwrap();
+        v.datapath = Some(self.datapath.clone());
+        v.lb_names = self.lb_names();
+        v.listeners = self
+            .bindings
+            .iter()
+            .map(|b| ListenerEntry {
+                lb: b.ctx.lb.clone(),
+                port: b.ctx.port,
+                metrics: b.ctx.metrics.clone(),
+            })
+            .collect();
+        v.listeners
+            .dedup_by(|a, b| a.lb == b.lb && a.port == b.port);
+        v.groups = self
+            .cfg
+            .target_groups
+            .iter()
+            .filter_map(|g| {
+                self.shared
+                    .groups
+                    .get(&g.name)
+                    .map(|rt| (lb_of_group(&self.cfg, &g.name), rt.clone()))
+            })
+            .collect();
+        v.draining = self.draining.clone();
+    }
+
+    /// Keeps the kernel's healthy-backend sets in step with target health.
+    pub fn sync_kernel_backends(&mut self) {
+        let groups: Vec<_> = self
+            .cfg
+            .target_groups
+            .iter()
+            .filter_map(|g| self.shared.groups.get(&g.name).cloned())
+            .collect();
+        self.backends.sync(&self.datapath, &groups);
+        // Drained targets whose delay is over become unused and are forgotten.
+        let now = Instant::now();
+        self.draining.lock().unwrap().retain(|d| {
+            let over = now >= d.until;
+            if over {
+                d.target.health.lock().unwrap().state = HealthState::Unused;
+            }
+            !over
+        });
+    }
+
+    /// Re-reads the configuration file and applies it whole, or nothing.
+    pub async fn reload(&mut self) -> Result<String> {
+        let cfg = config::load(&self.path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let kcfg = kernel::compile(&cfg).context("configuration does not fit the kernel tables")?;
+        check_host(&cfg)?;
+        let plan = runtime::plan(&cfg, Some((&self.shared, &self.bindings)));
+        // New sockets first: if one cannot be bound, nothing has changed yet.
+        let mut fresh = Vec::new();
+        for b in plan
+            .bindings
+            .iter()
+            .filter(|b| !self.served.contains_key(&b.addr))
+        {
+            fresh.push((server::bind(b.addr)?, b));
+        }
+        {
+            let mut dp = self.datapath.lock().unwrap();
+            dp.attach_all(interfaces(&cfg), self.xdp_mode)?;
+            dp.apply(&kcfg)?;
+        }
+        self.shared = plan.shared.clone();
+        // Listeners that stay keep their sockets: no connection is refused.
+        for b in &plan.bindings {
+            if let Some(s) = self.served.get(&b.addr) {
+                *s.slot.write().unwrap() = Route {
+                    ctx: b.ctx.clone(),
+                    shared: self.shared.clone(),
+                };
+            }
+        }
+        for (listener, b) in fresh {
+            self.serve(listener, b);
+        }
+        let gone: Vec<SocketAddr> = self
+            .served
+            .keys()
+            .filter(|a| !plan.bindings.iter().any(|b| b.addr == **a))
+            .copied()
+            .collect();
+        for addr in &gone {
+            if let Some(s) = self.served.remove(addr) {
+                let _ = s.stop.send(true);
+                info!(%addr, "HTTP listener closed");
+            }
+        }
+        let now = Instant::now();
+        {
+            let mut draining = self.draining.lock().unwrap();
+            for r in &plan.removed {
+                {
+                    let mut h = r.target.health.lock().unwrap();
+                    h.state = HealthState::Draining;
+                    h.reason = Some(Reason::DeregistrationInProgress);
+                }
+                r.target.set_usable(false);
+                draining.push(DrainingTarget {
+                    group: r.group.clone(),
+                    target: r.target.clone(),
+                    until: now + r.delay,
+                });
+            }
+        }
+        let summary = format!(
+            "{} listener sockets ({} new, {} closed), {} target groups, {} targets draining",
+            plan.bindings.len(),
+            plan.bindings.len()
+                - self
+                    .bindings
+                    .iter()
+                    .filter(|b| plan.bindings.iter().any(|n| n.addr == b.addr))
+                    .count(),
+            gone.len(),
+            plan.shared.groups.len(),
+            plan.removed.len()
+        );
+        self.bindings = plan.bindings;
+        self.cfg = cfg;
+        self.start_checkers();
+        self.refresh_view();
+        Ok(summary)
+    }
+
+    /// Stops accepting; in-flight requests finish (bounded by the caller).
+    pub async fn shutdown(self) {
+        for c in self.checkers {
+            c.abort();
+        }
+        for s in self.served.values() {
+            let _ = s.stop.send(true);
+        }
+        for (_, s) in self.served {
+            let _ = s.task.await;
+        }
+    }
+}
+
+fn interfaces(cfg: &Config) -> impl Iterator<Item = &str> {
+    cfg.load_balancers
+        .iter()
+        .flat_map(|lb| lb.interfaces.iter().map(String::as_str))
+}
+
+fn check_host(cfg: &Config) -> Result<()> {
+    let errors = kernel::host::check(cfg);
+    if !errors.is_empty() {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        bail!(
+            "the host does not match the configuration:\n  {}",
+            lines.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// The balancer whose listener or rule forwards to `group` (ALB: a target
+/// group belongs to one load balancer); empty if none does.
+fn lb_of_group(cfg: &Config, group: &str) -> String {
+    use crate::config::model::Action;
+    let uses = |a: &Action| match a {
+        Action::Forward { target_group } => target_group == group,
+        Action::WeightedForward { target_groups, .. } => {
+            target_groups.iter().any(|g| g.name == group)
+        }
+        _ => false,
+    };
+    cfg.listeners
+        .iter()
+        .find(|l| uses(&l.default_action) || l.rules.iter().any(|r| uses(&r.action)))
+        .map(|l| l.load_balancer.clone())
+        .unwrap_or_default()
+}
