@@ -50,8 +50,10 @@ impl hyper::body::Body for Big {
 /// A backend: answers with its name and what it received. Paths:
 /// `/echo` echoes the body (streamed); `/big?n=N` sends N bytes;
 /// `/sleep?ms=N` answers after N ms; `/cookie?name=K` sets cookie K;
-/// `/ws` accepts an HTTP/1.1 upgrade and echoes raw bytes; anything else:
-/// `name\n` then the request line and header fields, one per line.
+/// `/ws` accepts an HTTP/1.1 upgrade and echoes raw bytes; `/status?code=N`
+/// answers N; anything else: `name\n` then the request line and header
+/// fields, one per line. A backend named `fail-…` answers 500 to everything
+/// but `/echo`; one named `slow-…` waits 3 s before any answer.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -73,7 +75,23 @@ async fn backend_service(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     count.fetch_add(1, Ordering::Relaxed);
+    if name.starts_with("slow-") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     let path = req.uri().path().to_string();
+    if name.starts_with("fail-") && path != "/echo" {
+        let mut r = Response::new(full(format!("{name}\n")));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r.headers_mut().insert("x-backend", name.parse().unwrap());
+        return Ok(r);
+    }
+    if path == "/status" {
+        let mut r = Response::new(full(format!("{name}\n")));
+        *r.status_mut() = StatusCode::from_u16(query_param(&req, "code").unwrap_or(200) as u16)
+            .unwrap_or(StatusCode::OK);
+        r.headers_mut().insert("x-backend", name.parse().unwrap());
+        return Ok(r);
+    }
     let mut resp = match path.as_str() {
         "/echo" => Response::new(req.into_body().boxed()),
         "/big" => {

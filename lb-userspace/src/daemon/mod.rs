@@ -1,7 +1,7 @@
 //! The `xalb run` process: configuration in, kernel half attached, listeners
 //! served, targets checked, signals and reloads handled, counters reported.
 
-mod backends;
+pub mod backends;
 mod state;
 
 use std::path::PathBuf;

@@ -125,7 +125,7 @@ impl Snapshot {
     ) -> Snapshot {
         let member = |t: &Arc<TargetState>| Member {
             index: t.index(),
-            weight: u32::from(t.target.weight.max(1)),
+            weight: t.effective_weight(),
         };
         let mut members: Vec<Member> = targets
             .iter()

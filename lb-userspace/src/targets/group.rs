@@ -30,6 +30,9 @@ pub struct TargetState {
     generation: Arc<AtomicU64>,
     /// What the health checker (and failed requests) say of this target.
     pub health: std::sync::Mutex<super::health::Health>,
+    /// Share of its weight this target gets now, in thousandths: below 1000
+    /// while it ramps up after turning healthy (slow start).
+    ramp: AtomicU32,
 }
 
 impl TargetState {
@@ -49,6 +52,24 @@ impl TargetState {
 
     pub fn is_usable(&self) -> bool {
         self.usable.load(Ordering::Acquire)
+    }
+
+    /// The weight selection uses: the configured weight scaled by the slow
+    /// start ramp (in thousandths, so a weight-1 target can ramp too).
+    pub fn effective_weight(&self) -> u32 {
+        u32::from(self.target.weight.max(1)) * self.ramp.load(Ordering::Acquire).clamp(1, 1000)
+    }
+
+    /// Sets the slow start ramp (thousandths of the weight).
+    pub fn set_ramp(&self, permille: u32) {
+        let permille = permille.clamp(1, 1000);
+        if self.ramp.swap(permille, Ordering::AcqRel) != permille {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    pub fn ramp(&self) -> u32 {
+        self.ramp.load(Ordering::Acquire)
     }
 
     /// For the health checker (and draining): whether new requests may be
@@ -141,6 +162,7 @@ impl TargetGroupRuntime {
                     target: t.clone(),
                     outstanding: AtomicU32::new(0),
                     usable: AtomicBool::new(true),
+                    ramp: AtomicU32::new(1000),
                     generation: Arc::clone(&generation),
                     health: std::sync::Mutex::new(super::health::Health::initial(
                         cfg.health_check.enabled,

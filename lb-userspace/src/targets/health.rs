@@ -273,6 +273,38 @@ async fn http_check(hc: &HealthCheck, stream: TcpStream, addr: std::net::SocketA
     outcome
 }
 
+/// A target that just turned healthy ramps its share linearly over the
+/// group's `slow_start`, if one is set and another healthy target carries the
+/// traffic meanwhile (the ALB's rule: slow start needs a healthy target that
+/// is not itself in slow start).
+fn slow_start(group: &Arc<TargetGroupRuntime>, i: usize) {
+    let duration = group.config().slow_start;
+    if duration.is_zero() {
+        return;
+    }
+    let others_ready = group.targets().iter().enumerate().any(|(j, t)| {
+        j != i && t.ramp() >= 1000 && t.health.lock().unwrap().state == HealthState::Healthy
+    });
+    if !others_ready {
+        return;
+    }
+    let group = group.clone();
+    let step = (duration / 50).max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let target = &group.targets()[i];
+        let start = tokio::time::Instant::now();
+        loop {
+            let elapsed = start.elapsed();
+            if elapsed >= duration || target.health.lock().unwrap().state != HealthState::Healthy {
+                target.set_ramp(1000);
+                return;
+            }
+            target.set_ramp((elapsed.as_millis() * 1000 / duration.as_millis()).max(1) as u32);
+            tokio::time::sleep(step).await;
+        }
+    });
+}
+
 /// Runs the checks of every target of `group` until the handles are aborted.
 /// Each target's schedule starts at a random point of the interval, so
 /// checks of many targets do not arrive together.
@@ -307,6 +339,9 @@ pub fn spawn_checkers(group: Arc<TargetGroupRuntime>) -> Vec<JoinHandle<()>> {
                         );
                         (changed, h.clone())
                     };
+                    if changed && now.state == HealthState::Healthy {
+                        slow_start(&group, i);
+                    }
                     if changed {
                         info!(
                             group = group.name(),
@@ -385,6 +420,82 @@ mod tests {
         };
         assert!(!record(&mut h, Outcome::Ok, 2, 2));
         assert_eq!(h.state, HealthState::Draining);
+    }
+
+    fn group(toml_targets: &str, extra: &str) -> Arc<TargetGroupRuntime> {
+        let text = format!(
+            "[[target_group]]\nname = \"g\"\nprotocol = \"HTTP\"\nport = 80\n{extra}\ntargets = [{toml_targets}]\n"
+        );
+        let cfg = crate::config::parse_str(&text, "t.toml").unwrap();
+        Arc::new(TargetGroupRuntime::new(&cfg.target_groups[0]))
+    }
+
+    fn share_of_first(g: &TargetGroupRuntime, n: usize) -> usize {
+        (0..n)
+            .filter(|_| g.pick(&http::HeaderMap::new(), &[]).unwrap().index() == 0)
+            .count()
+    }
+
+    #[test]
+    fn routing_prefers_healthy_then_initial_then_all() {
+        let g = group("{ address = \"10.0.0.1\" }, { address = \"10.0.0.2\" }", "");
+        refresh_usable(&g);
+        assert!(
+            g.targets().iter().all(|t| t.is_usable()),
+            "all initial: all usable"
+        );
+        for _ in 0..2 {
+            record(
+                &mut g.targets()[1].health.lock().unwrap(),
+                Outcome::Ok,
+                2,
+                2,
+            );
+        }
+        refresh_usable(&g);
+        assert_eq!(
+            share_of_first(&g, 20),
+            0,
+            "only the healthy target gets traffic"
+        );
+        for _ in 0..2 {
+            record(
+                &mut g.targets()[1].health.lock().unwrap(),
+                Outcome::Failed,
+                2,
+                2,
+            );
+        }
+        refresh_usable(&g);
+        assert_eq!(
+            share_of_first(&g, 20),
+            20,
+            "the initial target before the unhealthy one"
+        );
+        for _ in 0..2 {
+            record(
+                &mut g.targets()[0].health.lock().unwrap(),
+                Outcome::Timeout,
+                2,
+                2,
+            );
+        }
+        refresh_usable(&g);
+        assert!(g.fail_open(), "all unhealthy: fail open");
+        assert_eq!(share_of_first(&g, 20), 10);
+    }
+
+    #[test]
+    fn a_ramping_target_gets_its_share_of_weight() {
+        let g = group("{ address = \"10.0.0.1\" }, { address = \"10.0.0.2\" }", "");
+        g.targets()[0].set_ramp(250);
+        assert_eq!(
+            share_of_first(&g, 500),
+            100,
+            "a quarter weight: 1 in 5 picks"
+        );
+        g.targets()[0].set_ramp(1000);
+        assert_eq!(share_of_first(&g, 500), 250);
     }
 
     #[test]
