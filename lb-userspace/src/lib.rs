@@ -5,6 +5,7 @@
 //! load, attach, counters), [`daemon`] (the `xalb run` process).
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod kernel;

@@ -345,3 +345,73 @@ fn websocket_upgrades_pass_through() {
     .unwrap();
     assert_eq!(echoed, ["hello", "frames both ways"]);
 }
+
+#[test]
+fn the_access_log_has_a_json_line_per_request_with_alb_fields() {
+    let log = std::env::temp_dir().join(format!("xalb-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let extra = format!(
+        r#"{TWO}
+[access_log]
+enabled = true
+path = "{}"
+
+[[rule]]
+listener = "edge:80"
+priority = 7
+conditions = [{{ field = "path-pattern", values = ["/maintenance"] }}]
+action = {{ type = "fixed-response", status_code = 503, content_type = "text/plain", message_body = "down" }}
+"#,
+        log.display()
+    );
+    let bed = HttpBed::new(&config(&extra, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let d = bed.start().unwrap();
+    in_ns(&bed.client, async || {
+        let r = get(lb(), "/page?q=1", &[("user-agent", "test-agent/1")])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let r = get(lb(), "/maintenance", &[]).await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (503, &b"down"[..]));
+    })
+    .unwrap();
+    d.stop().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let fwd = &lines[0];
+    assert_eq!(fwd["type"], "http");
+    assert_eq!(fwd["elb"], "edge");
+    assert!(fwd["client_port"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.231.0.2:"));
+    assert!(fwd["target_port"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.231.2.1"));
+    assert_eq!(fwd["elb_status_code"], 200);
+    assert_eq!(fwd["target_status_code"], "200");
+    assert_eq!(fwd["request"], "GET http://test/page?q=1 HTTP/1.1");
+    assert_eq!(fwd["user_agent"], "test-agent/1");
+    assert_eq!(fwd["target_group"], "web");
+    assert_eq!(fwd["matched_rule_priority"], 0);
+    assert_eq!(fwd["actions_executed"], "forward");
+    assert!(fwd["target_processing_time"].as_f64().unwrap() >= 0.0);
+    assert_eq!(
+        fwd["trace_id"].as_str().unwrap().len(),
+        33,
+        "the X-Request-Id sent to the target"
+    );
+    let fixed = &lines[1];
+    assert_eq!(fixed["elb_status_code"], 503);
+    assert_eq!(fixed["target_status_code"], "-");
+    assert_eq!(fixed["matched_rule_priority"], 7);
+    assert_eq!(fixed["actions_executed"], "fixed-response");
+    let _ = std::fs::remove_file(&log);
+}

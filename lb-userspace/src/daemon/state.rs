@@ -16,6 +16,7 @@ use super::backends::BackendSync;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry};
 use crate::config::{self, model::Config};
 use crate::kernel::{self, Datapath, XdpModeChoice};
+use crate::proxy::access_log::AccessLog;
 use crate::proxy::runtime::{self, Binding};
 use crate::proxy::server::{self, Route, Slot};
 use crate::proxy::service::Shared;
@@ -39,13 +40,17 @@ pub struct Running {
     draining: Arc<Mutex<Vec<DrainingTarget>>>,
     view: Arc<RwLock<AdminView>>,
     backends: BackendSync,
+    access_log: Option<AccessLog>,
 }
 
 impl Running {
     pub async fn start(cfg: Config, path: PathBuf, xdp_mode: XdpModeChoice) -> Result<Self> {
         let kcfg = kernel::compile(&cfg).context("configuration does not fit the kernel tables")?;
         check_host(&cfg)?;
-        let plan = runtime::plan(&cfg, None);
+        let access_log = AccessLog::open(&cfg.access_log)
+            .await
+            .with_context(|| format!("cannot open the access log {}", cfg.access_log.path))?;
+        let plan = runtime::plan(&cfg, None, access_log.clone());
         // Bind every listener before touching the kernel: a port in use is a
         // clear error at start, with nothing attached.
         let mut listeners = Vec::new();
@@ -66,6 +71,7 @@ impl Running {
             draining: Arc::default(),
             view: Arc::new(RwLock::new(AdminView::default())),
             backends: BackendSync::default(),
+            access_log,
             cfg,
         };
         for (listener, b) in listeners.into_iter().zip(&plan.bindings) {
@@ -166,7 +172,18 @@ impl Running {
         let cfg = config::load(&self.path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let kcfg = kernel::compile(&cfg).context("configuration does not fit the kernel tables")?;
         check_host(&cfg)?;
-        let plan = runtime::plan(&cfg, Some((&self.shared, &self.bindings)));
+        let access_log = if cfg.access_log == self.cfg.access_log {
+            self.access_log.clone()
+        } else {
+            AccessLog::open(&cfg.access_log)
+                .await
+                .with_context(|| format!("cannot open the access log {}", cfg.access_log.path))?
+        };
+        let plan = runtime::plan(
+            &cfg,
+            Some((&self.shared, &self.bindings)),
+            access_log.clone(),
+        );
         // New sockets first: if one cannot be bound, nothing has changed yet.
         let mut fresh = Vec::new();
         for b in plan
@@ -238,6 +255,7 @@ impl Running {
         );
         self.bindings = plan.bindings;
         self.cfg = cfg;
+        self.access_log = access_log;
         self.start_checkers();
         self.refresh_view();
         Ok(summary)

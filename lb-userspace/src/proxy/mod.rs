@@ -1,6 +1,7 @@
 //! The user half's HTTP proxy: listeners, the routing decision, actions, and
 //! forwarding to targets over pooled keep-alive connections.
 
+pub mod access_log;
 pub mod errors;
 pub mod framing;
 pub mod headers;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::access_log::AccessLog;
 use super::router::Router;
 use super::server::ConnLimits;
 use super::service::{ListenerCtx, Shared};
@@ -40,7 +41,11 @@ pub struct ProxyPlan {
 
 /// Every HTTP listener of every balancer, on each of the balancer's
 /// addresses. With `old`, health and metrics carry over by name.
-pub fn plan(cfg: &Config, old: Option<(&Shared, &[Binding])>) -> ProxyPlan {
+pub fn plan(
+    cfg: &Config,
+    old: Option<(&Shared, &[Binding])>,
+    access_log: Option<AccessLog>,
+) -> ProxyPlan {
     let mut removed = Vec::new();
     let groups: HashMap<String, Arc<TargetGroupRuntime>> = cfg
         .target_groups
@@ -115,6 +120,7 @@ pub fn plan(cfg: &Config, old: Option<(&Shared, &[Binding])>) -> ProxyPlan {
                 max_headers: lb.max_headers,
                 idle_timeout: lb.idle_timeout,
             },
+            access_log: access_log.clone(),
         });
         for &ip in &lb.addresses {
             bindings.push(Binding {

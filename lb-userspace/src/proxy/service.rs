@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -18,6 +18,7 @@ use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tracing::debug;
 
+use super::access_log::{self, AccessLog, Entry};
 use super::errors::{plain, LbError, ProxyBody};
 use super::framing::{Refusal, REJECT_HEADER};
 use super::headers;
@@ -40,6 +41,7 @@ pub struct ListenerCtx {
     pub target_timeout: Duration,
     pub metrics: Arc<ListenerMetrics>,
     pub limits: super::server::ConnLimits,
+    pub access_log: Option<AccessLog>,
 }
 
 /// Shared by every listener.
@@ -55,13 +57,122 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     ctx.metrics.requests.fetch_add(1, Relaxed);
-    Ok(match route_and_act(&ctx, &shared, client, req).await {
+    let facts = ctx.access_log.as_ref().map(|_| RequestFacts::of(&req));
+    let mut trace = Trace::default();
+    let resp = match route_and_act(&ctx, &shared, client, req, &mut trace).await {
         Ok(resp) => resp,
         Err(e) => {
             ctx.metrics.elb_response(e.status());
+            trace.error = Some(e.cause());
             e.response()
         }
-    })
+    };
+    if let (Some(log), Some(facts)) = (&ctx.access_log, facts) {
+        log.write(&facts.entry(&ctx, client, &trace, &resp));
+    }
+    Ok(resp)
+}
+
+/// What the access log needs of a request, taken before it is forwarded.
+struct RequestFacts {
+    created: SystemTime,
+    start: Instant,
+    line: String,
+    user_agent: String,
+    host: String,
+    received: u64,
+    h2: bool,
+}
+
+impl RequestFacts {
+    fn of(req: &Request<Incoming>) -> Self {
+        let header = |n: header::HeaderName| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let host = request_host(req).unwrap_or("-").to_string();
+        Self {
+            created: SystemTime::now(),
+            start: Instant::now(),
+            line: format!(
+                "{} http://{}{} {:?}",
+                req.method(),
+                host,
+                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                req.version()
+            ),
+            user_agent: header(header::USER_AGENT),
+            received: req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0),
+            h2: req.version() == Version::HTTP_2,
+            host,
+        }
+    }
+
+    fn entry(
+        self,
+        ctx: &ListenerCtx,
+        client: SocketAddr,
+        t: &Trace,
+        resp: &Response<ProxyBody>,
+    ) -> Entry {
+        let total = self.start.elapsed();
+        Entry {
+            kind: if self.h2 { "h2" } else { "http" },
+            time: access_log::time(SystemTime::now()),
+            elb: ctx.lb.clone(),
+            client_port: access_log::endpoint(client),
+            target_port: t.target.map_or("-".into(), access_log::endpoint),
+            // Everything but the target's own time counts as the balancer's.
+            request_processing_time: t
+                .target_time
+                .map_or(-1.0, |tt| total.saturating_sub(tt).as_secs_f64()),
+            target_processing_time: access_log::secs(t.target_time),
+            response_processing_time: if t.target.is_some() { 0.0 } else { -1.0 },
+            elb_status_code: resp.status().as_u16(),
+            target_status_code: t.target_status.map_or("-".into(), |s| s.to_string()),
+            received_bytes: self.received,
+            sent_bytes: resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0),
+            request: self.line,
+            user_agent: self.user_agent,
+            ssl_cipher: "-",
+            ssl_protocol: "-",
+            target_group: t.group.clone().unwrap_or_else(|| "-".into()),
+            trace_id: t.request_id.clone().unwrap_or_else(|| "-".into()),
+            domain_name: self.host,
+            matched_rule_priority: t.priority,
+            request_creation_time: access_log::time(self.created),
+            actions_executed: t.action,
+            redirect_url: t.redirect_url.clone().unwrap_or_else(|| "-".into()),
+            error_reason: t.error.map_or("-".into(), |e| e.to_string()),
+            classification: "",
+        }
+    }
+}
+
+/// What happened to a request, for the access log.
+#[derive(Default)]
+pub struct Trace {
+    /// 0 for the default action, -1 when no rule was evaluated.
+    pub priority: i64,
+    pub action: &'static str,
+    pub group: Option<String>,
+    pub target: Option<SocketAddr>,
+    pub target_status: Option<u16>,
+    pub target_time: Option<Duration>,
+    pub redirect_url: Option<String>,
+    pub request_id: Option<String>,
+    pub error: Option<&'static str>,
 }
 
 /// The host a request is for, without port: the Host field, or the
@@ -92,7 +203,9 @@ async fn route_and_act(
     shared: &Shared,
     client: SocketAddr,
     req: Request<Incoming>,
+    trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, LbError> {
+    trace.priority = -1;
     if let Some(code) = req.headers().get(REJECT_HEADER) {
         let why =
             Refusal::from_code(code.as_bytes()).map_or("malformed request framing", Refusal::cause);
@@ -114,6 +227,7 @@ async fn route_and_act(
         source_ip: client.ip(),
     };
     let routed = ctx.router.route(&view);
+    trace.priority = i64::from(routed.priority);
     match routed.action {
         Action::FixedResponse {
             status_code,
@@ -124,6 +238,8 @@ async fn route_and_act(
             let ct = content_type
                 .as_deref()
                 .unwrap_or("text/plain; charset=utf-8");
+            ctx.metrics.fixed_responses.fetch_add(1, Relaxed);
+            trace.action = "fixed-response";
             Ok(plain(status, Bytes::from(message_body.clone()), ct))
         }
         Action::Redirect {
@@ -143,6 +259,10 @@ async fn route_and_act(
             };
             ctx.metrics.redirects.fetch_add(1, Relaxed);
             let location = redirect::location(protocol, h, port, path, query, &input);
+            trace.action = "redirect";
+            if ctx.access_log.is_some() {
+                trace.redirect_url = Some(location.clone());
+            }
             let mut resp = plain(
                 redirect::status(*status),
                 Bytes::new(),
@@ -155,14 +275,14 @@ async fn route_and_act(
         }
         Action::Forward { target_group } => {
             let group = shared.groups.get(target_group).ok_or(LbError::NoTarget)?;
-            forward(ctx, shared, group, client, req, None).await
+            forward(ctx, shared, group, client, req, None, trace).await
         }
         Action::WeightedForward {
             target_groups,
             stickiness,
         } => {
             let (group, cookie) = choose_group(shared, target_groups, *stickiness, req.headers())?;
-            forward(ctx, shared, &group, client, req, cookie).await
+            forward(ctx, shared, &group, client, req, cookie, trace).await
         }
     }
 }
@@ -234,10 +354,20 @@ async fn forward(
     client: SocketAddr,
     mut req: Request<Incoming>,
     group_cookie: Option<HeaderValue>,
+    trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, LbError> {
+    trace.action = "forward";
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     prepare(ctx, client, &mut req, upgrade);
+    if ctx.access_log.is_some() {
+        trace.group = Some(group.name().to_string());
+        trace.request_id = req
+            .headers()
+            .get(&headers::X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+    }
 
     let mut tried: Vec<usize> = Vec::new();
     let (pick, mut resp) = loop {
@@ -252,7 +382,11 @@ async fn forward(
         let sent = Instant::now();
         match shared.upstreams.send(addr, req, ctx.target_timeout).await {
             Ok(resp) => {
-                group.metrics.target_response(resp.status(), sent.elapsed());
+                let elapsed = sent.elapsed();
+                group.metrics.target_response(resp.status(), elapsed);
+                trace.target = Some(addr);
+                trace.target_status = Some(resp.status().as_u16());
+                trace.target_time = Some(elapsed);
                 break (pick, resp);
             }
             Err(AttemptError::NotSent(back, why)) => {

@@ -11,7 +11,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
@@ -131,60 +131,15 @@ pub fn set_cookie(name: &str, token: Token, now: SystemTime, duration: Duration)
     text.push('=');
     token.write_hex(&mut text);
     text.push_str("; Expires=");
-    write_http_date(&mut text, expires);
+    crate::clock::write_http_date(&mut text, expires);
     text.push_str("; Path=/");
     HeaderValue::try_from(text).expect("cookie text is visible ASCII")
-}
-
-/// RFC 1123 date in GMT, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`; times before
-/// 1970 are written as the epoch.
-pub fn http_date(t: SystemTime) -> String {
-    let mut out = String::with_capacity(29);
-    write_http_date(&mut out, t);
-    out
-}
-
-fn write_http_date(out: &mut String, t: SystemTime) {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let in_day = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    // Infallible: writing to a String.
-    let _ = write!(
-        out,
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60,
-    );
-}
-
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
@@ -196,27 +151,6 @@ mod tests {
             h.append(name.clone(), HeaderValue::from_str(v).unwrap());
         }
         h
-    }
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(http_date(at(0)), "Thu, 01 Jan 1970 00:00:00 GMT");
-        // RFC 7231's example.
-        assert_eq!(http_date(at(784_111_777)), "Sun, 06 Nov 1994 08:49:37 GMT");
-        // Leap day in a year divisible by 400.
-        assert_eq!(http_date(at(951_782_400)), "Tue, 29 Feb 2000 00:00:00 GMT");
-        assert_eq!(
-            http_date(at(1_709_251_199)),
-            "Thu, 29 Feb 2024 23:59:59 GMT"
-        );
-        assert_eq!(
-            http_date(at(4_102_444_800)),
-            "Fri, 01 Jan 2100 00:00:00 GMT"
-        );
-        assert_eq!(
-            http_date(UNIX_EPOCH - Duration::from_secs(5)),
-            "Thu, 01 Jan 1970 00:00:00 GMT"
-        );
     }
 
     #[test]
