@@ -63,7 +63,7 @@ fn main() -> Result<()> {
     // and the two web servers of target group "web".
     let _ssh = Server::start(&lb, "10.0.0.10:22".parse()?, "SSH-2")?;
     let _client_svc = Server::start(&client, "10.0.0.100:8000".parse()?, "reply")?;
-    let _w1 = Backend::start(&web1, "10.0.1.10:80".parse()?, "web-1")?;
+    let w1 = Backend::start(&web1, "10.0.1.10:80".parse()?, "web-1")?;
     let _w2 = Backend::start(&web2, "10.0.2.10:80".parse()?, "web-2")?;
 
     println!("\n-- before xalb runs, every port of the balancer answers:");
@@ -101,6 +101,23 @@ fn main() -> Result<()> {
         "balancer host opens a connection to the client: replies pass",
     )?;
 
+    println!("\n-- target health (checks every 5 s, healthy after 2 passes):");
+    wait_for(&lb, "10.0.1.10", "healthy")?;
+    wait_for(&lb, "10.0.2.10", "healthy")?;
+    describe(&lb)?;
+
+    println!("\n-- web-1 stops. The client keeps asking:");
+    drop(w1);
+    requests(&client, 6)?;
+    wait_for(&lb, "10.0.1.10", "unhealthy")?;
+    describe(&lb)?;
+
+    println!("\n-- web-1 starts again:");
+    let _w1 = Backend::start(&web1, "10.0.1.10:80".parse()?, "web-1")?;
+    wait_for(&lb, "10.0.1.10", "healthy")?;
+    describe(&lb)?;
+    requests(&client, 4)?;
+
     let (counters, _) = daemon.stop()?;
     println!("\n-- xalb stopped, XDP detached. What the XDP program counted:");
     for (lb, reason, packets) in &counters.0 {
@@ -110,6 +127,57 @@ fn main() -> Result<()> {
     show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22")?;
     println!("\n== demo done; namespaces removed.");
     Ok(())
+}
+
+/// Sends `n` requests and says who answered.
+fn requests(client: &Netns, n: usize) -> Result<()> {
+    let replies = in_ns(client, async move || {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.push(get("10.0.0.10:80".parse().unwrap(), &format!("/page/{i}"), &[]).await);
+        }
+        out
+    })?;
+    for (i, r) in replies.into_iter().enumerate() {
+        match r {
+            Ok(r) => println!("     GET /page/{i} -> {} from {}", r.status, r.backend()),
+            Err(e) => println!("     GET /page/{i} -> error: {e:#}"),
+        }
+    }
+    Ok(())
+}
+
+/// `xalb describe-target-health --target-group web`, run on the balancer host.
+fn describe(lb: &Netns) -> Result<()> {
+    let out = lb
+        .command(xalb_tests::xalb_bin())
+        .args(["describe-target-health", "--target-group", "web"])
+        .output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("   {line}");
+    }
+    Ok(())
+}
+
+/// Waits (up to 40 s) until the admin endpoint reports `state` for `address`.
+fn wait_for(lb: &Netns, address: &str, state: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let needle =
+        format!("\"address\": \"{address}\",\n      \"port\": 80,\n      \"state\": \"{state}\"");
+    while std::time::Instant::now() < deadline {
+        let body = in_ns(lb, async || {
+            get("127.0.0.1:9901".parse().unwrap(), "/targets", &[])
+                .await
+                .map(|r| r.body)
+        })?;
+        if let Ok(b) = body {
+            if String::from_utf8_lossy(&b).contains(&needle) {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("{address} did not become {state} in time")
 }
 
 fn show(ns: &Netns, from: Option<&str>, to: &str, what: &str) -> Result<()> {
