@@ -415,3 +415,35 @@ action = {{ type = "fixed-response", status_code = 503, content_type = "text/pla
     assert_eq!(fixed["actions_executed"], "fixed-response");
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn idle_client_connections_close_after_the_idle_timeout() {
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    let (first, idle_for) = in_ns(&bed.client, async || {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(lb()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // Then nothing: the balancer closes the connection after idle_timeout (3 s).
+        let start = std::time::Instant::now();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(8), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the idle connection was not closed within 8 s");
+        (first, start.elapsed())
+    })
+    .unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(idle_for >= std::time::Duration::from_millis(2500), "closed after {idle_for:?}, before the idle timeout");
+}
