@@ -178,11 +178,14 @@ pub struct Trace {
 /// The host a request is for, without port: the Host field, or the
 /// authority of an HTTP/2 request.
 fn request_host(req: &Request<Incoming>) -> Option<&str> {
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+    // An absolute-form target (or HTTP/2's :authority) wins over Host (RFC
+    // 9112 §3.2.2): routing by a Host that disagrees would let a request
+    // slip past host-based rules.
+    let raw = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })?;
     Some(strip_port(raw))
 }
 
@@ -316,13 +319,32 @@ fn prepare(ctx: &ListenerCtx, client: SocketAddr, req: &mut Request<Incoming>, u
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(a) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, a);
+    // The target gets the Host the request was routed by (RFC 9110 §7.2).
+    if let Some(a) = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, a);
+    }
+    // HTTP/2 may split cookies into several fields; HTTP/1.1 wants one
+    // (RFC 9113 §8.2.3).
+    if req.version() == Version::HTTP_2
+        && req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .nth(1)
+            .is_some()
+    {
+        let joined: Vec<&[u8]> = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+            req.headers_mut().insert(header::COOKIE, v);
         }
     }
     *req.uri_mut() = Uri::from(pq);
