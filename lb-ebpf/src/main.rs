@@ -21,8 +21,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    counter_index, proto, trie_id, BackendSet, MAX_GROUPS, AddrKeyV4, AddrKeyV6, Counter, LbAddr, Reason, SgRules,
-    SrcKeyV4, SrcKeyV6, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_PREFIXES, NO_LB, NUM_COUNTERS,
+    counter_index, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, LbAddr, Reason,
+    SgRules, SrcKeyV4, SrcKeyV6, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_GROUPS, MAX_PREFIXES,
+    NO_LB, NUM_COUNTERS,
 };
 
 #[map(name = "ACTIVE_BANK")]
@@ -283,26 +284,46 @@ fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
         dport: l4.dport.to_be_bytes(),
     };
     let tuple_ptr = &mut tuple as *mut TupleV4 as *mut bpf_sock_tuple;
-    let tuple_size = size_of::<TupleV4>() as u32;
+    let inside = lb.flags & LB_FLAG_INTERNAL == 0 || INTERNAL_V4.get(&key).is_some();
+    let reason = decide(
+        ctx,
+        &l4,
+        inside,
+        SG_V4.get(&key),
+        tuple_ptr,
+        size_of::<TupleV4>() as u32,
+    );
+    (slot, reason)
+}
 
-    if lb.flags & LB_FLAG_INTERNAL != 0 && INTERNAL_V4.get(&key).is_none() {
-        if !l4.fragment && is_reply(ctx, tuple_ptr, tuple_size, &l4) {
-            return (slot, Reason::PassReply);
+/// The rules in order, once the packet is parsed and its source looked up:
+/// the internal scheme, the security groups, fragments, then the stateful
+/// check (done last: a socket lookup costs more than the trie).
+#[inline(always)]
+fn decide(
+    ctx: &XdpContext,
+    l4: &L4,
+    inside_internal_networks: bool,
+    rules: Option<&SgRules>,
+    tuple: *mut bpf_sock_tuple,
+    tuple_size: u32,
+) -> Reason {
+    if !inside_internal_networks {
+        if !l4.fragment && is_reply(ctx, tuple, tuple_size, l4) {
+            return Reason::PassReply;
         }
-        return (slot, Reason::DropInternal);
+        return Reason::DropInternal;
     }
-    if let Some(rules) = SG_V4.get(&key) {
-        if rules.allows(l4.proto, l4.dport, l4.fragment) {
-            return (slot, Reason::PassAllowed);
-        }
+    if rules.is_some_and(|r| r.allows(l4.proto, l4.dport, l4.fragment)) {
+        return Reason::PassAllowed;
     }
     if l4.fragment {
-        return (slot, Reason::DropFragment);
+        return Reason::DropFragment;
     }
-    if is_reply(ctx, tuple_ptr, tuple_size, &l4) {
-        return (slot, Reason::PassReply);
+    if is_reply(ctx, tuple, tuple_size, l4) {
+        return Reason::PassReply;
     }
-    (slot, Reason::DropDenied)
+    Reason::DropDenied
 }
 
 const IPPROTO_HOPOPTS: u8 = 0;
@@ -414,26 +435,16 @@ fn ipv6(ctx: &XdpContext, off: usize) -> (u32, Reason) {
         dport: l4.dport.to_be_bytes(),
     };
     let tuple_ptr = &mut tuple as *mut TupleV6 as *mut bpf_sock_tuple;
-    let tuple_size = size_of::<TupleV6>() as u32;
-
-    if lb.flags & LB_FLAG_INTERNAL != 0 && INTERNAL_V6.get(&key).is_none() {
-        if !l4.fragment && is_reply(ctx, tuple_ptr, tuple_size, &l4) {
-            return (slot, Reason::PassReply);
-        }
-        return (slot, Reason::DropInternal);
-    }
-    if let Some(rules) = SG_V6.get(&key) {
-        if rules.allows(l4.proto, l4.dport, l4.fragment) {
-            return (slot, Reason::PassAllowed);
-        }
-    }
-    if l4.fragment {
-        return (slot, Reason::DropFragment);
-    }
-    if is_reply(ctx, tuple_ptr, tuple_size, &l4) {
-        return (slot, Reason::PassReply);
-    }
-    (slot, Reason::DropDenied)
+    let inside = lb.flags & LB_FLAG_INTERNAL == 0 || INTERNAL_V6.get(&key).is_some();
+    let reason = decide(
+        ctx,
+        &l4,
+        inside,
+        SG_V6.get(&key),
+        tuple_ptr,
+        size_of::<TupleV6>() as u32,
+    );
+    (slot, reason)
 }
 
 #[cfg(not(test))]
