@@ -1,0 +1,773 @@
+//! Target health end to end (issue 4): states and reasons as the ALB shows
+//! them, `describe-target-health`, failover with no client-visible error,
+//! fail-open, metrics after known traffic, and graceful shutdown. Real client,
+//! real `xalb run` with XDP attached, real backends, each in its own namespace.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use xalb_tests::bed::HttpBed;
+use xalb_tests::http::{get, in_ns, Client, Reply};
+use xalb_tests::netns::Netns;
+
+const LB: &str = "10.231.0.10:80";
+/// The admin endpoint's default address, inside the balancer's namespace.
+const ADMIN: &str = "127.0.0.1:9901";
+
+fn lb() -> SocketAddr {
+    LB.parse().unwrap()
+}
+
+/// A balancer with one HTTP listener on port 80, extra sections appended.
+fn config(extra: &str, default_action: &str) -> String {
+    format!(
+        r#"
+[[security_group]]
+name = "web"
+ingress = [
+  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
+  {{ protocol = "tcp", ports = "80", source = "::/0" }},
+]
+
+[[load_balancer]]
+name = "edge"
+interfaces = ["eth0"]
+addresses = ["10.231.0.10", "fd00:231::10"]
+security_groups = ["web"]
+idle_timeout = "3s"
+
+[[listener]]
+load_balancer = "edge"
+protocol = "HTTP"
+port = 80
+default_action = {default_action}
+{extra}
+"#
+    )
+}
+
+const FORWARD_WEB: &str = r#"{ type = "forward", target_group = "web" }"#;
+
+/// A target group on port 80 with the fastest checks the contract allows:
+/// every 5 s, 2 s timeout, 2 to turn healthy, 2 to turn unhealthy. Targets are
+/// 10.231.2.`host`.
+fn group(name: &str, hosts: &[u8]) -> String {
+    let targets: Vec<String> = hosts
+        .iter()
+        .map(|h| format!(r#"{{ address = "10.231.2.{h}" }}"#))
+        .collect();
+    format!(
+        r#"
+[[target_group]]
+name = "{name}"
+protocol = "HTTP"
+port = 80
+targets = [{}]
+
+[target_group.health_check]
+interval = "5s"
+timeout = "2s"
+healthy_threshold = 2
+unhealthy_threshold = 2
+"#,
+        targets.join(", ")
+    )
+}
+
+/// One row of `/targets`.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Row {
+    group: String,
+    address: String,
+    port: u16,
+    state: String,
+    reason: String,
+    description: String,
+}
+
+/// The admin endpoint's pretty-printed JSON (one field per line), read
+/// without a JSON library: the tests crate has none.
+fn parse_targets(json: &str) -> Vec<Row> {
+    assert!(json.contains("\"targets\""), "not a /targets reply: {json}");
+    let mut rows = Vec::new();
+    let mut cur: Option<Row> = None;
+    for line in json.lines() {
+        let line = line.trim().trim_end_matches(',');
+        if line == "{" {
+            cur = Some(Row::default());
+            continue;
+        }
+        if line == "}" {
+            if let Some(r) = cur.take() {
+                if !r.group.is_empty() {
+                    rows.push(r);
+                }
+            }
+            continue;
+        }
+        let (Some(r), Some((k, v))) = (cur.as_mut(), line.split_once(": ")) else {
+            continue;
+        };
+        let v = v
+            .trim_matches('"')
+            .replace("\\\"", "\"")
+            .replace("\\\\", "\\");
+        match k.trim_matches('"') {
+            "target_group" => r.group = v,
+            "address" => r.address = v,
+            "port" => r.port = v.parse().unwrap(),
+            "state" => r.state = v,
+            "reason" => r.reason = v,
+            "description" => r.description = v,
+            _ => {}
+        }
+    }
+    rows
+}
+
+/// GET on the admin endpoint, from inside the balancer's namespace.
+fn admin_get(bed: &HttpBed, path: &str) -> Reply {
+    let path = path.to_string();
+    in_ns(&bed.lb, async move || {
+        get(ADMIN.parse().unwrap(), &path, &[]).await
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("admin endpoint: {e:#}"))
+}
+
+fn targets(bed: &HttpBed, query: &str) -> Vec<Row> {
+    let r = admin_get(bed, &format!("/targets{query}"));
+    assert_eq!(r.status, 200);
+    parse_targets(&String::from_utf8_lossy(&r.body))
+}
+
+fn row<'a>(rows: &'a [Row], address: &str) -> &'a Row {
+    rows.iter()
+        .find(|r| r.address == address)
+        .unwrap_or_else(|| panic!("no target {address} in {rows:#?}"))
+}
+
+fn state_of(rows: &[Row], address: &str) -> (String, String) {
+    let r = row(rows, address);
+    (r.state.clone(), r.reason.clone())
+}
+
+/// Polls `f` every 200 ms until it gives `Ok`; panics with its last `Err`
+/// after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(t) => return t,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?} waiting for {what}; last seen: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Waits until every (address, state) holds in `/targets`.
+fn wait_states(bed: &HttpBed, limit: Duration, want: &[(&str, &str)]) -> Vec<Row> {
+    wait_for("target states", limit, || {
+        let rows = targets(bed, "");
+        let ok = want
+            .iter()
+            .all(|(a, s)| rows.iter().any(|r| r.address == *a && r.state == *s));
+        if ok {
+            Ok(rows)
+        } else {
+            Err(format!("{rows:#?}"))
+        }
+    })
+}
+
+/// Like `in_ns`, without waiting.
+fn spawn_in<T: Send + 'static>(
+    ns: &Netns,
+    f: impl AsyncFnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    ns.spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .unwrap()
+}
+
+/// One request of a load run: when it started, how it was sent, and the
+/// status and answering backend (`x-backend`), or the error.
+#[derive(Debug)]
+struct Sample {
+    at: Instant,
+    #[allow(dead_code)] // read through Debug, in failure messages
+    how: &'static str,
+    /// (status, x-backend, body if not 200), or the error.
+    result: Result<(u16, String, String), String>,
+}
+
+/// What a load sample keeps of a reply.
+fn summary(r: Result<Reply, anyhow::Error>) -> Result<(u16, String, String), String> {
+    r.map(|r| {
+        let body = if r.status == 200 {
+            String::new()
+        } else {
+            String::from_utf8_lossy(&r.body).into_owned()
+        };
+        (r.status, backend_of(&r), body)
+    })
+    .map_err(|e| format!("{e:#}"))
+}
+
+fn backend_of(r: &Reply) -> String {
+    r.headers
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Sends GET `/` alternately on a fresh connection and on one kept-alive
+/// connection (reopened if it breaks, which is recorded as an error) until
+/// `stop`, or for at most `limit`.
+async fn load(stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<Sample>>>, limit: Duration) {
+    let end = Instant::now() + limit;
+    let mut kept: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        let at = Instant::now();
+        let result = summary(get(lb(), "/", &[]).await);
+        out.lock().unwrap().push(Sample {
+            at,
+            how: "fresh connection",
+            result,
+        });
+        let at = Instant::now();
+        let result = async {
+            if kept.is_none() {
+                kept = Some(Client::connect(lb(), false).await?);
+            }
+            kept.as_mut().unwrap().get("/", &[]).await
+        }
+        .await;
+        let result = summary(result);
+        if result.is_err() {
+            kept = None;
+        }
+        out.lock().unwrap().push(Sample {
+            at,
+            how: "kept-alive connection",
+            result,
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of one series (`name{labels}`) in a Prometheus text exposition.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn states_and_reasons_as_the_alb_and_describe_target_health() {
+    // .11 answers 200, .12 answers 500, nothing listens on .13, .14 answers
+    // after 3 s (past the 2 s timeout).
+    let bed = HttpBed::new(&config(&group("web", &[11, 12, 13, 14]), FORWARD_WEB)).unwrap();
+    let _ok = bed.backend(11, 80, "ok").unwrap();
+    let _fail = bed.backend(12, 80, "fail-1").unwrap();
+    let _slow = bed.backend(14, 80, "slow-1").unwrap();
+    let d = bed.start().unwrap();
+    let started = Instant::now();
+
+    let rows = targets(&bed, "");
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    for r in &rows {
+        assert_eq!(
+            (
+                r.group.as_str(),
+                r.port,
+                r.state.as_str(),
+                r.reason.as_str()
+            ),
+            ("web", 80, "initial", "Elb.InitialHealthChecking"),
+            "right after start: {r:?}"
+        );
+        assert_eq!(r.description, "Initial health checks in progress");
+    }
+
+    // Each target's first check comes somewhere in the first 5 s interval and
+    // two are needed to change state either way, so for the first 5 s after
+    // the checkers start (just before "ready") every target stays initial. Only
+    // asserted when the answer came in well inside that window.
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(started.elapsed()));
+    let rows = targets(&bed, "");
+    if started.elapsed() < Duration::from_millis(4500) {
+        for r in &rows {
+            assert_eq!(
+                (r.state.as_str(), r.reason.as_str()),
+                ("initial", "Elb.InitialHealthChecking"),
+                "one check is not enough (thresholds 2): {r:?}"
+            );
+        }
+    }
+
+    let rows = wait_states(
+        &bed,
+        Duration::from_secs(25).saturating_sub(started.elapsed()),
+        &[
+            ("10.231.2.11", "healthy"),
+            ("10.231.2.12", "unhealthy"),
+            ("10.231.2.13", "unhealthy"),
+            ("10.231.2.14", "unhealthy"),
+        ],
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(4500),
+        "states changed before two checks 5 s apart could have run"
+    );
+    let ok = row(&rows, "10.231.2.11");
+    assert_eq!((ok.reason.as_str(), ok.description.as_str()), ("", ""));
+    let fail = row(&rows, "10.231.2.12");
+    assert_eq!(fail.reason, "Target.ResponseCodeMismatch", "{fail:?}");
+    assert!(fail.description.contains("500"), "{fail:?}");
+    assert_eq!(
+        row(&rows, "10.231.2.13").reason,
+        "Target.FailedHealthChecks",
+        "nothing listens: {rows:#?}"
+    );
+    assert_eq!(
+        row(&rows, "10.231.2.14").reason,
+        "Target.Timeout",
+        "answers after the timeout: {rows:#?}"
+    );
+
+    // Only the healthy target takes requests.
+    let answered = in_ns(&bed.client, async || {
+        let mut c = Client::connect(lb(), false).await.unwrap();
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            let r = c.get("/", &[]).await.unwrap();
+            out.push((r.status, backend_of(&r)));
+        }
+        out
+    })
+    .unwrap();
+    assert!(
+        answered.iter().all(|a| *a == (200, "ok".to_string())),
+        "{answered:?}"
+    );
+
+    // The same through the filter, and an unknown group has no rows.
+    let filtered = targets(&bed, "?target_group=web");
+    assert_eq!(filtered.len(), 4, "{filtered:#?}");
+    assert!(targets(&bed, "?target_group=nope").is_empty());
+
+    // describe-target-health prints it as a table.
+    let out = bed
+        .lb
+        .command(xalb_tests::xalb_bin())
+        .args(["describe-target-health", "--target-group", "web"])
+        .args(["--admin", ADMIN])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "a header and four targets:\n{stdout}");
+    for col in ["TARGET", "PORT", "STATE", "REASON", "DESCRIPTION"] {
+        assert!(lines[0].contains(col), "header: {}", lines[0]);
+    }
+    let now = targets(&bed, "");
+    for r in &now {
+        let line = lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(r.address.as_str()))
+            .unwrap_or_else(|| panic!("no line for {}:\n{stdout}", r.address));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[1], "80", "{line}");
+        assert_eq!(words[2], r.state, "{line}");
+        if !r.reason.is_empty() {
+            assert_eq!(words[3], r.reason, "{line}");
+        }
+        assert!(line.contains(&r.description), "{line}");
+    }
+    for (addr, state, reason) in [
+        ("10.231.2.12", "unhealthy", "Target.ResponseCodeMismatch"),
+        ("10.231.2.13", "unhealthy", "Target.FailedHealthChecks"),
+        ("10.231.2.14", "unhealthy", "Target.Timeout"),
+    ] {
+        let line = lines.iter().find(|l| l.starts_with(addr)).unwrap();
+        assert!(
+            line.contains(state) && line.contains(reason),
+            "{line}\n{stdout}"
+        );
+    }
+    let healthy = lines.iter().find(|l| l.starts_with("10.231.2.11")).unwrap();
+    assert!(healthy.contains("healthy"), "{healthy}");
+
+    let unknown = bed
+        .lb
+        .command(xalb_tests::xalb_bin())
+        .args(["describe-target-health", "--target-group", "nope"])
+        .args(["--admin", ADMIN])
+        .output()
+        .unwrap();
+    assert_eq!(
+        unknown.status.code(),
+        Some(1),
+        "unknown group: {:?} {}",
+        unknown.status,
+        String::from_utf8_lossy(&unknown.stdout)
+    );
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(err.contains("nope"), "names the group: {err}");
+    drop(d);
+}
+
+#[test]
+fn failover_without_client_visible_errors_and_recovery() {
+    let bed = HttpBed::new(&config(&group("web", &[11, 12]), FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let b = bed.backend(12, 80, "b").unwrap();
+    let d = bed.start().unwrap();
+    wait_states(
+        &bed,
+        Duration::from_secs(15),
+        &[("10.231.2.11", "healthy"), ("10.231.2.12", "healthy")],
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let client = spawn_in(&bed.client, {
+        let (stop, samples) = (stop.clone(), samples.clone());
+        async move || load(stop, samples, Duration::from_secs(15)).await
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // b goes away mid-load: its listener and connections close.
+    drop(b);
+    let dropped = Instant::now();
+    let rows = wait_states(
+        &bed,
+        Duration::from_secs(8),
+        &[("10.231.2.12", "unhealthy")],
+    );
+    let unhealthy_after = dropped.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
+    assert!(samples.len() >= 100, "only {} requests", samples.len());
+    let failed: Vec<String> = samples
+        .iter()
+        .filter(|s| s.result.as_ref().map_or(true, |(st, _, _)| *st != 200))
+        .map(|s| {
+            let since_drop = if s.at >= dropped {
+                (s.at - dropped).as_secs_f64()
+            } else {
+                -(dropped - s.at).as_secs_f64()
+            };
+            format!(
+                "{since_drop:+.4}s after the drop, {}: {:?}",
+                s.how, s.result
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        // The balancer's account of it (RUST_LOG=xalb=debug says more).
+        let (_, log) = d.stop().unwrap_or_default();
+        let log: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("target") && !l.contains("HTTP listener"))
+            .collect();
+        panic!(
+            "{} of {} requests failed while one healthy target remained:\n{}\nbalancer log:\n{}",
+            failed.len(),
+            samples.len(),
+            failed.join("\n"),
+            log.join("\n")
+        );
+    }
+    let before: Vec<&str> = samples
+        .iter()
+        .filter(|s| s.at < dropped)
+        .map(|s| s.result.as_ref().unwrap().1.as_str())
+        .collect();
+    assert!(
+        before.contains(&"a") && before.contains(&"b"),
+        "both served before the failure: {before:?}"
+    );
+    let after: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at > dropped + Duration::from_millis(50))
+        .collect();
+    assert!(after.len() >= 20, "{} requests after the drop", after.len());
+    assert!(
+        after.iter().all(|s| s.result.as_ref().unwrap().1 == "a"),
+        "only a answers after b is gone: {after:#?}"
+    );
+    // Failed requests count against b between checks: unhealthy well before
+    // two scheduled checks (5 s apart) could say so.
+    assert_eq!(
+        state_of(&rows, "10.231.2.12"),
+        ("unhealthy".into(), "Target.FailedHealthChecks".into()),
+        "{rows:#?}"
+    );
+    assert!(
+        unhealthy_after < Duration::from_secs(5),
+        "passive failures make b unhealthy at once, took {unhealthy_after:?}"
+    );
+    assert_eq!(state_of(&rows, "10.231.2.11").0, "healthy");
+
+    // b comes back at the same address: healthy again after two checks, and
+    // it takes requests again.
+    let _b = bed.backend(12, 80, "b").unwrap();
+    wait_states(&bed, Duration::from_secs(15), &[("10.231.2.12", "healthy")]);
+    let names = in_ns(&bed.client, async || {
+        let mut c = Client::connect(lb(), false).await.unwrap();
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            let r = c.get("/", &[]).await.unwrap();
+            assert_eq!(r.status, 200);
+            out.push(backend_of(&r));
+        }
+        out
+    })
+    .unwrap();
+    assert_eq!(
+        names.iter().filter(|n| *n == "b").count(),
+        5,
+        "round robin over both again: {names:?}"
+    );
+    drop(d);
+}
+
+#[test]
+fn a_group_with_every_target_unhealthy_fails_open() {
+    let bed = HttpBed::new(&config(&group("web", &[11, 12]), FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "fail-a").unwrap();
+    let _b = bed.backend(12, 80, "fail-b").unwrap();
+    let d = bed.start().unwrap();
+    let rows = wait_states(
+        &bed,
+        Duration::from_secs(15),
+        &[("10.231.2.11", "unhealthy"), ("10.231.2.12", "unhealthy")],
+    );
+    for r in &rows {
+        assert_eq!(r.reason, "Target.ResponseCodeMismatch", "{r:?}");
+    }
+    let replies = in_ns(&bed.client, async || {
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            out.push(get(lb(), "/", &[]).await.unwrap());
+        }
+        out
+    })
+    .unwrap();
+    let seen: Vec<(u16, String)> = replies.iter().map(|r| (r.status, backend_of(r))).collect();
+    for (status, backend) in &seen {
+        assert_eq!(
+            *status, 500,
+            "forwarded to a target (its 500), not refused by the balancer: {seen:?}"
+        );
+        assert!(backend.starts_with("fail-"), "{seen:?}");
+    }
+    assert!(
+        seen.iter().any(|(_, b)| b == "fail-a") && seen.iter().any(|(_, b)| b == "fail-b"),
+        "fail open routes to all targets: {seen:?}"
+    );
+    let text = String::from_utf8_lossy(&admin_get(&bed, "/metrics").body).into_owned();
+    assert_eq!(
+        metric(
+            &text,
+            r#"xalb_httpcode_target_5xx_count_total{load_balancer="edge",target_group="web"}"#
+        ),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"xalb_httpcode_elb_5xx_count_total{load_balancer="edge",listener="edge:80"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    drop(d);
+}
+
+#[test]
+fn metrics_after_known_traffic() {
+    let extra = format!(
+        r#"{}{}
+[[target_group]]
+name = "none"
+protocol = "HTTP"
+port = 80
+
+[[rule]]
+listener = "edge:80"
+priority = 1
+conditions = [{{ field = "path-pattern", values = ["/empty"] }}]
+action = {{ type = "forward", target_group = "none" }}
+
+[[rule]]
+listener = "edge:80"
+priority = 2
+conditions = [{{ field = "path-pattern", values = ["/fixed"] }}]
+action = {{ type = "fixed-response", status_code = 200, message_body = "fixed" }}
+
+[[rule]]
+listener = "edge:80"
+priority = 3
+conditions = [{{ field = "path-pattern", values = ["/bad"] }}]
+action = {{ type = "forward", target_group = "bad" }}
+"#,
+        group("web", &[11]),
+        group("bad", &[12]),
+    );
+    let bed = HttpBed::new(&config(&extra, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _f = bed.backend(12, 80, "fail-f").unwrap();
+    let d = bed.start().unwrap();
+    wait_states(
+        &bed,
+        Duration::from_secs(15),
+        &[("10.231.2.11", "healthy"), ("10.231.2.12", "unhealthy")],
+    );
+
+    const N: u64 = 20;
+    let (statuses, empty, fixed) = in_ns(&bed.client, async || {
+        // One connection for everything: exactly one new connection.
+        let mut c = Client::connect(lb(), false).await.unwrap();
+        let mut statuses = Vec::new();
+        for i in 0..N {
+            statuses.push(c.get(&format!("/n{i}"), &[]).await.unwrap().status);
+        }
+        let empty = c.get("/empty", &[]).await.unwrap();
+        let fixed = c.get("/fixed", &[]).await.unwrap();
+        (statuses, empty, fixed)
+    })
+    .unwrap();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(empty.status, 503);
+    assert_eq!((fixed.status, &fixed.body[..]), (200, &b"fixed"[..]));
+
+    let r = admin_get(&bed, "/metrics");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let listener = r#"{load_balancer="edge",listener="edge:80"}"#;
+    let web = r#"{load_balancer="edge",target_group="web"}"#;
+    let bad = r#"{load_balancer="edge",target_group="bad"}"#;
+    let n = N as f64;
+    let expect: Vec<(String, f64)> = vec![
+        (format!("xalb_request_count_total{listener}"), n + 2.0),
+        (format!("xalb_httpcode_elb_5xx_count_total{listener}"), 1.0),
+        (format!("xalb_httpcode_elb_503_count_total{listener}"), 1.0),
+        (format!("xalb_httpcode_elb_4xx_count_total{listener}"), 0.0),
+        (
+            format!("xalb_http_fixed_response_count_total{listener}"),
+            1.0,
+        ),
+        (format!("xalb_http_redirect_count_total{listener}"), 0.0),
+        (format!("xalb_new_connection_count_total{listener}"), 1.0),
+        (
+            format!("xalb_rejected_connection_count_total{listener}"),
+            0.0,
+        ),
+        (format!("xalb_httpcode_target_2xx_count_total{web}"), n),
+        (format!("xalb_httpcode_target_5xx_count_total{web}"), 0.0),
+        (format!("xalb_target_response_time_seconds_count{web}"), n),
+        (format!("xalb_healthy_host_count{web}"), 1.0),
+        (format!("xalb_unhealthy_host_count{web}"), 0.0),
+        (format!("xalb_healthy_host_count{bad}"), 0.0),
+        (format!("xalb_unhealthy_host_count{bad}"), 1.0),
+        (format!("xalb_httpcode_target_5xx_count_total{bad}"), 0.0),
+    ];
+    let wrong: Vec<String> = expect
+        .iter()
+        .filter_map(|(series, want)| {
+            let got = metric(&text, series);
+            (got != Some(*want)).then(|| format!("{series}: want {want}, got {got:?}"))
+        })
+        .collect();
+    let allowed = metric(
+        &text,
+        r#"xalb_xdp_packets_total{load_balancer="edge",reason="pass_allowed"}"#,
+    );
+    let processed = metric(&text, &format!("xalb_processed_bytes_total{listener}"));
+    assert!(
+        wrong.is_empty(),
+        "metrics after {N} forwarded requests, one 503 from an empty group and one fixed response:\n{}\n\n{text}",
+        wrong.join("\n")
+    );
+    assert!(allowed.is_some_and(|v| v > 0.0), "{text}");
+    assert!(processed.is_some_and(|v| v > 0.0), "{text}");
+    assert!(
+        text.contains("# TYPE xalb_target_response_time_seconds histogram"),
+        "{text}"
+    );
+    drop(d);
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_stops_accepting() {
+    let bed = HttpBed::new(&config(&group("web", &[11]), FORWARD_WEB)).unwrap();
+    let a = bed.backend(11, 80, "a").unwrap();
+    let d = bed.start().unwrap();
+    let before = a.requests();
+    let slow = spawn_in(&bed.client, async || {
+        let t = Instant::now();
+        get(lb(), "/sleep?ms=2000", &[])
+            .await
+            .map(|r| (r.status, backend_of(&r), t.elapsed()))
+            .map_err(|e| format!("{e:#}"))
+    });
+    wait_for(
+        "the slow request to reach a",
+        Duration::from_secs(5),
+        || {
+            if a.requests() > before {
+                Ok(())
+            } else {
+                Err("no request yet".into())
+            }
+        },
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill with the pid of our own child.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(400));
+    // The slow request is still running; the listener is closed already.
+    let fresh = in_ns(&bed.client, async || {
+        get(lb(), "/", &[])
+            .await
+            .map(|r| r.status)
+            .map_err(|e| format!("{e:#}"))
+    })
+    .unwrap();
+    assert!(
+        fresh.is_err(),
+        "a new connection after SIGTERM is not served: {fresh:?}"
+    );
+    let slow = slow.join().unwrap();
+    let (_, stderr) = d.stop().expect("xalb exits cleanly after SIGTERM");
+    let (status, backend, took) =
+        slow.unwrap_or_else(|e| panic!("the in-flight request was cut: {e}\n{stderr}"));
+    assert_eq!((status, backend.as_str()), (200, "a"), "{stderr}");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+}

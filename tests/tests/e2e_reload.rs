@@ -1,0 +1,778 @@
+//! Reload without loss (issue 4): `xalb reload` and SIGHUP under load, invalid
+//! configurations rejected with `xalb check`'s errors, draining of removed
+//! targets with an in-flight request, and the kernel's healthy-backend sets
+//! after health changes.
+
+use std::net::SocketAddr;
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use xalb_tests::bed::HttpBed;
+use xalb_tests::http::{get, in_ns, Client, Reply};
+use xalb_tests::netns::Netns;
+
+const LB: &str = "10.231.0.10:80";
+/// The admin endpoint's default address, inside the balancer's namespace.
+const ADMIN: &str = "127.0.0.1:9901";
+
+fn lb() -> SocketAddr {
+    LB.parse().unwrap()
+}
+
+/// A balancer with one HTTP listener on port 80, extra sections appended.
+fn config(extra: &str, default_action: &str) -> String {
+    format!(
+        r#"
+[[security_group]]
+name = "web"
+ingress = [
+  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
+  {{ protocol = "tcp", ports = "80", source = "::/0" }},
+]
+
+[[load_balancer]]
+name = "edge"
+interfaces = ["eth0"]
+addresses = ["10.231.0.10", "fd00:231::10"]
+security_groups = ["web"]
+# Longer than the slow requests below: it bounds the wait for a response head.
+idle_timeout = "10s"
+
+[[listener]]
+load_balancer = "edge"
+protocol = "HTTP"
+port = 80
+default_action = {default_action}
+{extra}
+"#
+    )
+}
+
+const FORWARD_WEB: &str = r#"{ type = "forward", target_group = "web" }"#;
+
+/// Target group "web" on port 80 with targets 10.231.2.`host`, checks every
+/// 5 s (thresholds 2/2) and the given deregistration delay.
+fn web(hosts: &[u8], deregistration_delay: &str) -> String {
+    let targets: Vec<String> = hosts
+        .iter()
+        .map(|h| format!(r#"{{ address = "10.231.2.{h}" }}"#))
+        .collect();
+    format!(
+        r#"
+[[target_group]]
+name = "web"
+protocol = "HTTP"
+port = 80
+deregistration_delay = "{deregistration_delay}"
+targets = [{}]
+
+[target_group.health_check]
+interval = "5s"
+timeout = "2s"
+healthy_threshold = 2
+unhealthy_threshold = 2
+"#,
+        targets.join(", ")
+    )
+}
+
+/// A fixed-response rule on `path`.
+fn fixed_rule(priority: u32, path: &str, status: u16, body: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+listener = "edge:80"
+priority = {priority}
+conditions = [{{ field = "path-pattern", values = ["{path}"] }}]
+action = {{ type = "fixed-response", status_code = {status}, content_type = "text/plain", message_body = "{body}" }}
+"#
+    )
+}
+
+/// `xalb ARGS` inside the balancer's namespace.
+fn xalb(bed: &HttpBed, args: &[&str]) -> Output {
+    bed.lb
+        .command(xalb_tests::xalb_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn reload(bed: &HttpBed) -> Output {
+    xalb(bed, &["reload", "--admin", ADMIN])
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// One row of `/targets`.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Row {
+    group: String,
+    address: String,
+    state: String,
+    reason: String,
+}
+
+/// The admin endpoint's pretty-printed JSON (one field per line), read
+/// without a JSON library: the tests crate has none.
+fn parse_targets(json: &str) -> Vec<Row> {
+    assert!(json.contains("\"targets\""), "not a /targets reply: {json}");
+    let mut rows = Vec::new();
+    let mut cur: Option<Row> = None;
+    for line in json.lines() {
+        let line = line.trim().trim_end_matches(',');
+        if line == "{" {
+            cur = Some(Row::default());
+            continue;
+        }
+        if line == "}" {
+            if let Some(r) = cur.take().filter(|r| !r.group.is_empty()) {
+                rows.push(r);
+            }
+            continue;
+        }
+        let (Some(r), Some((k, v))) = (cur.as_mut(), line.split_once(": ")) else {
+            continue;
+        };
+        let v = v.trim_matches('"').to_string();
+        match k.trim_matches('"') {
+            "target_group" => r.group = v,
+            "address" => r.address = v,
+            "state" => r.state = v,
+            "reason" => r.reason = v,
+            _ => {}
+        }
+    }
+    rows
+}
+
+fn targets(bed: &HttpBed, query: &str) -> Vec<Row> {
+    let path = format!("/targets{query}");
+    let r = in_ns(&bed.lb, async move || {
+        get(ADMIN.parse().unwrap(), &path, &[]).await
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("admin endpoint: {e:#}"));
+    assert_eq!(r.status, 200);
+    parse_targets(&text(&r.body))
+}
+
+/// Polls `f` every 100 ms until it gives `Ok`; panics with its last `Err`
+/// after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(t) => return t,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?} waiting for {what}; last seen: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Like `in_ns`, without waiting.
+fn spawn_in<T: Send + 'static>(
+    ns: &Netns,
+    f: impl AsyncFnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    ns.spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .unwrap()
+}
+
+fn backend_of(r: &Reply) -> String {
+    r.headers
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// One request of a load run.
+#[derive(Debug)]
+struct Sample {
+    at: Instant,
+    path: &'static str,
+    #[allow(dead_code)] // read through Debug, in failure messages
+    how: &'static str,
+    /// (status, x-backend, body), or the error.
+    result: Result<(u16, String, String), String>,
+}
+
+/// GETs each of `paths` on a fresh connection and on one kept-alive
+/// connection (reopened if it breaks, which is recorded as an error), over
+/// and over, until `stop` or for at most `limit`.
+async fn load(
+    stop: Arc<AtomicBool>,
+    out: Arc<Mutex<Vec<Sample>>>,
+    paths: &'static [&'static str],
+    limit: Duration,
+) {
+    let end = Instant::now() + limit;
+    let mut kept: Option<Client> = None;
+    let seen = |r: Result<Reply, anyhow::Error>| {
+        r.map(|r| (r.status, backend_of(&r), text(&r.body)))
+            .map_err(|e| format!("{e:#}"))
+    };
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        for &path in paths {
+            let at = Instant::now();
+            let result = seen(get(lb(), path, &[]).await);
+            out.lock().unwrap().push(Sample {
+                at,
+                path,
+                how: "fresh connection",
+                result,
+            });
+            let at = Instant::now();
+            let result = async {
+                if kept.is_none() {
+                    kept = Some(Client::connect(lb(), false).await?);
+                }
+                kept.as_mut().unwrap().get(path, &[]).await
+            }
+            .await;
+            if result.is_err() {
+                kept = None;
+            }
+            out.lock().unwrap().push(Sample {
+                at,
+                path,
+                how: "kept-alive connection",
+                result: seen(result),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// GET `path` once from the client namespace: (status, x-backend, body).
+fn one(bed: &HttpBed, path: &'static str) -> (u16, String, String) {
+    in_ns(&bed.client, async move || {
+        let r = get(lb(), path, &[]).await.unwrap();
+        (r.status, backend_of(&r), text(&r.body))
+    })
+    .unwrap()
+}
+
+const MAINT: &str = "down for maintenance";
+
+#[test]
+fn reload_under_load_adds_a_target_and_a_rule_with_no_failed_request() {
+    let bed = HttpBed::new(&config(&web(&[11], "5s"), FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let d = bed.start().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
+    let client = spawn_in(&bed.client, {
+        let (stop, samples) = (stop.clone(), samples.clone());
+        async move || load(stop, samples, &["/", "/maint"], Duration::from_secs(20)).await
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+
+    std::fs::write(
+        &bed.config,
+        config(
+            &format!(
+                "{}{}",
+                web(&[11, 12], "5s"),
+                fixed_rule(1, "/maint", 503, MAINT)
+            ),
+            FORWARD_WEB,
+        ),
+    )
+    .unwrap();
+    let reload_start = Instant::now();
+    let out = reload(&bed);
+    let reload_done = Instant::now();
+    assert!(
+        out.status.success(),
+        "xalb reload: {:?}\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with("reloaded:"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A new target starts in initial (two checks 5 s apart before anything
+    // else); the one that stays is kept.
+    let rows = targets(&bed, "?target_group=web");
+    let b_row = rows.iter().find(|r| r.address == "10.231.2.12");
+    assert_eq!(
+        b_row.map(|r| (r.state.as_str(), r.reason.as_str())),
+        Some(("initial", "Elb.InitialHealthChecking")),
+        "{rows:#?}"
+    );
+    assert!(rows.iter().any(|r| r.address == "10.231.2.11"), "{rows:#?}");
+
+    // b takes requests (as soon as it is healthy, or at once while a is
+    // still initial too) and the rule answers.
+    wait_for(
+        "b to answer and the new rule to apply",
+        Duration::from_secs(15),
+        || {
+            let s = samples.lock().unwrap();
+            let after = || s.iter().filter(|s| s.at > reload_done);
+            let b = after().any(|s| matches!(&s.result, Ok((200, n, _)) if n == "b"));
+            let rule = after().any(|s| s.path == "/maint");
+            if b && rule {
+                Ok(())
+            } else {
+                Err(format!("b answered: {b}, /maint asked: {rule}"))
+            }
+        },
+    );
+    // A few more reloads of the same file under the same load: each one
+    // re-applies everything (kernel maps, routes, upstream pools).
+    for _ in 0..3 {
+        let out = reload(&bed);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
+    let failed: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| match (&s.result, s.path) {
+            (Err(_), _) => true,
+            (Ok((200, b, _)), "/") => b != "a" && b != "b",
+            (Ok(_), "/") => true,
+            // Before the reload the default action forwards it; after, the rule answers.
+            (Ok((200, b, _)), _) => s.at >= reload_done || b != "a",
+            (Ok((503, b, body)), _) => s.at < reload_start || !b.is_empty() || body != MAINT,
+            (Ok(_), _) => true,
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed or were answered wrongly across the reload (reload at +{:?}, took {:?}): {failed:#?}",
+        failed.len(),
+        samples.len(),
+        reload_start.duration_since(samples[0].at),
+        reload_done - reload_start
+    );
+    assert!(
+        samples.iter().filter(|s| s.at < reload_start).count() >= 20,
+        "load ran before the reload"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.path == "/maint" && s.at > reload_done && s.result.is_ok()),
+        "the rule answered after the reload"
+    );
+
+    // The new target is in the group; a's health carried over.
+    let rows = targets(&bed, "?target_group=web");
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for r in &rows {
+        assert!(
+            r.state == "initial" || r.state == "healthy",
+            "a new target starts in initial: {rows:#?}"
+        );
+    }
+    drop(d);
+}
+
+#[test]
+fn an_invalid_reload_is_rejected_with_checks_errors_and_routing_stays() {
+    let bed = HttpBed::new(&config(&web(&[11], "5s"), FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let d = bed.start().unwrap();
+    assert_eq!(one(&bed, "/x").0, 200);
+
+    // Refers to a group that does not exist, and adds b to the group.
+    std::fs::write(
+        &bed.config,
+        config(
+            &web(&[11, 12], "5s"),
+            r#"{ type = "forward", target_group = "nosuch" }"#,
+        ),
+    )
+    .unwrap();
+    let out = reload(&bed);
+    let reload_err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "xalb reload of an invalid file: {}{reload_err}",
+        text(&out.stdout)
+    );
+    let path = bed.config.to_string_lossy().into_owned();
+    let check = xalb(&bed, &["check", "-c", &path]);
+    assert_eq!(check.status.code(), Some(1));
+    let check_err = text(&check.stderr);
+    // file:line:column: field: message
+    let diagnostics: Vec<&str> = check_err
+        .lines()
+        .filter_map(|l| l.find(path.as_str()).map(|i| &l[i..]))
+        .collect();
+    assert!(
+        !diagnostics.is_empty() && diagnostics.iter().any(|d| d.contains("nosuch")),
+        "xalb check names file:line:column and the group: {check_err}"
+    );
+    for diag in &diagnostics {
+        let mut parts = diag[path.len()..].splitn(4, ':');
+        assert_eq!(parts.next(), Some(""), "{diag}");
+        assert!(
+            parts.next().is_some_and(|l| l.parse::<u32>().is_ok())
+                && parts.next().is_some_and(|c| c.parse::<u32>().is_ok()),
+            "file:line:column: {diag}"
+        );
+        assert!(
+            reload_err.contains(diag),
+            "xalb reload prints what xalb check prints.\ncheck: {check_err}\nreload: {reload_err}"
+        );
+    }
+
+    // Nothing of the file applied: still a alone, default action unchanged.
+    let rows = targets(&bed, "");
+    assert_eq!(
+        rows.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
+        ["10.231.2.11"],
+        "{rows:#?}"
+    );
+    for _ in 0..4 {
+        let (status, backend, _) = one(&bed, "/x");
+        assert_eq!((status, backend.as_str()), (200, "a"));
+    }
+    drop(d);
+}
+
+#[test]
+fn sighup_reloads_and_an_invalid_file_on_sighup_changes_nothing() {
+    let bed = HttpBed::new(&config(&web(&[11], "5s"), FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let d = bed.start().unwrap();
+    let (status, backend, _) = one(&bed, "/hup");
+    assert_eq!((status, backend.as_str()), (200, "a"));
+
+    std::fs::write(
+        &bed.config,
+        config(
+            &format!(
+                "{}{}",
+                web(&[11], "5s"),
+                fixed_rule(1, "/hup", 200, "hup applied")
+            ),
+            FORWARD_WEB,
+        ),
+    )
+    .unwrap();
+    // SAFETY: kill with the pid of our own child.
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
+    wait_for("the rule added by SIGHUP", Duration::from_secs(5), || {
+        let r = one(&bed, "/hup");
+        if (r.0, r.1.as_str(), r.2.as_str()) == (200, "", "hup applied") {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    });
+    assert_eq!(one(&bed, "/other").1, "a");
+
+    // An invalid file on SIGHUP: the running configuration stays, and so does
+    // the daemon.
+    std::fs::write(&bed.config, "[[listener]]\nport = \"eighty\"\n").unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(one(&bed, "/hup").2, "hup applied");
+    assert_eq!(one(&bed, "/other").1, "a");
+    let (_, stderr) = d.stop().expect("still running and exits cleanly");
+    assert!(stderr.contains("not reloaded"), "{stderr}");
+}
+
+#[test]
+fn a_removed_target_drains_its_in_flight_request_and_takes_no_new_ones() {
+    let bed = HttpBed::new(&config(&web(&[11], "5s"), FORWARD_WEB)).unwrap();
+    let a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let d = bed.start().unwrap();
+
+    let before = a.requests();
+    let slow = spawn_in(&bed.client, async || {
+        get(lb(), "/sleep?ms=3000", &[])
+            .await
+            .map(|r| (r.status, backend_of(&r)))
+            .map_err(|e| format!("{e:#}"))
+    });
+    wait_for(
+        "the slow request to reach a",
+        Duration::from_secs(5),
+        || {
+            if a.requests() > before {
+                Ok(())
+            } else {
+                Err("no request yet".into())
+            }
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // a leaves the group, b joins.
+    std::fs::write(&bed.config, config(&web(&[12], "5s"), FORWARD_WEB)).unwrap();
+    let out = reload(&bed);
+    let reloaded = Instant::now();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("1 targets draining"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let rows = targets(&bed, "?target_group=web");
+    let a_row = rows
+        .iter()
+        .find(|r| r.address == "10.231.2.11")
+        .unwrap_or_else(|| panic!("a is listed while draining: {rows:#?}"));
+    assert_eq!(
+        (a_row.state.as_str(), a_row.reason.as_str()),
+        ("draining", "Target.DeregistrationInProgress")
+    );
+    let b_row = rows.iter().find(|r| r.address == "10.231.2.12").unwrap();
+    assert_eq!(b_row.state, "initial", "{rows:#?}");
+
+    // New requests go to b only, while a's slow request is still running.
+    let a_before = a.requests();
+    let names = in_ns(&bed.client, async || {
+        let mut c = Client::connect(lb(), false).await.unwrap();
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            let r = c.get("/", &[]).await.unwrap();
+            out.push((r.status, backend_of(&r)));
+            out.push(
+                get(lb(), "/", &[])
+                    .await
+                    .map(|r| (r.status, backend_of(&r)))
+                    .unwrap(),
+            );
+        }
+        out
+    })
+    .unwrap();
+    assert!(
+        names.iter().all(|n| *n == (200, "b".to_string())),
+        "{names:?}"
+    );
+    assert_eq!(a.requests(), a_before, "nothing new reaches a");
+
+    let slow = slow.join().unwrap();
+    assert_eq!(
+        slow,
+        Ok((200, "a".to_string())),
+        "the in-flight request to the draining target completes"
+    );
+    assert!(
+        reloaded.elapsed() < Duration::from_secs(5),
+        "the slow request ended inside the delay"
+    );
+
+    // Once the delay is over the target is gone from the group.
+    wait_for("a to leave after the delay", Duration::from_secs(9), || {
+        let rows = targets(&bed, "?target_group=web");
+        if rows.iter().any(|r| r.address == "10.231.2.11") {
+            Err(format!("{rows:#?}"))
+        } else {
+            Ok(())
+        }
+    });
+    drop(d);
+}
+
+/// The kernel's backend set of each group, as the daemon keeps it, after
+/// health changes: in-process against real BPF maps (no daemon, no XDP
+/// attached).
+#[test]
+fn kernel_backend_sets_follow_target_health() {
+    use lb_common::{Backend, BackendSet};
+    use xalb::daemon::backends::BackendSync;
+    use xalb::targets::health::{self, Outcome};
+    use xalb::targets::TargetGroupRuntime;
+
+    xalb_tests::require_root();
+    let cfg = xalb::config::parse_str(
+        &config(
+            r#"
+[[target_group]]
+name = "web"
+protocol = "HTTP"
+port = 80
+targets = [
+  { address = "10.231.2.11" },
+  { address = "10.231.2.12", port = 8080, weight = 5 },
+  { address = "fd00:231::13" },
+]
+
+[[target_group]]
+name = "api"
+protocol = "HTTP"
+port = 81
+targets = [{ address = "10.231.2.14" }]
+
+[[rule]]
+listener = "edge:80"
+priority = 1
+conditions = [{ field = "path-pattern", values = ["/api/*"] }]
+action = { type = "forward", target_group = "api" }
+"#,
+            FORWARD_WEB,
+        ),
+        "maps.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let groups: Vec<Arc<TargetGroupRuntime>> = cfg
+        .target_groups
+        .iter()
+        .map(|g| Arc::new(TargetGroupRuntime::new(g)))
+        .collect();
+    assert_eq!(
+        groups.iter().map(|g| g.name()).collect::<Vec<_>>(),
+        ["web", "api"]
+    );
+    let dp = Arc::new(Mutex::new(xalb::kernel::Datapath::load().unwrap()));
+    let mut sync = BackendSync::default();
+
+    let v4 = |a: [u8; 4], port: u16, weight: u16| {
+        let mut b = Backend {
+            port,
+            weight,
+            family: 4,
+            ..Backend::default()
+        };
+        b.addr[..4].copy_from_slice(&a);
+        b
+    };
+    let v6 = |a: &str, port: u16, weight: u16| Backend {
+        addr: a.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        port,
+        weight,
+        family: 6,
+        ..Backend::default()
+    };
+    let t11 = v4([10, 231, 2, 11], 80, 1);
+    let t12 = v4([10, 231, 2, 12], 8080, 5);
+    let t13 = v6("fd00:231::13", 80, 1);
+    let t14 = v4([10, 231, 2, 14], 81, 1);
+    let read = |id: u32| -> BackendSet {
+        dp.lock()
+            .unwrap()
+            .maps
+            .backends(id)
+            .unwrap_or_else(|| panic!("no backend set for group {id}"))
+    };
+    let members = |s: &BackendSet| -> Vec<Backend> {
+        assert!(s.count as usize <= s.backends.len());
+        assert!(
+            s.backends[s.count as usize..]
+                .iter()
+                .all(|b| *b == Backend::default()),
+            "nothing past count: {s:?}"
+        );
+        s.backends[..s.count as usize].to_vec()
+    };
+    let fail = |g: &TargetGroupRuntime, i: usize| {
+        for _ in 0..2 {
+            health::record(
+                &mut g.targets()[i].health.lock().unwrap(),
+                Outcome::Failed,
+                2,
+                2,
+            );
+        }
+        health::refresh_usable(g);
+    };
+    let succeed = |g: &TargetGroupRuntime, i: usize| {
+        for _ in 0..2 {
+            health::record(
+                &mut g.targets()[i].health.lock().unwrap(),
+                Outcome::Ok,
+                2,
+                2,
+            );
+        }
+        health::refresh_usable(g);
+    };
+
+    // Every target starts out in the set (initial targets take traffic).
+    for g in &groups {
+        health::refresh_usable(g);
+    }
+    sync.sync(&dp, &groups);
+    let web0 = read(0);
+    assert_eq!(members(&web0), [t11, t12, t13]);
+    assert!(web0.generation > 0);
+    let api0 = read(1);
+    assert_eq!(members(&api0), [t14]);
+
+    // .12 turns unhealthy: the set holds the others, with a new generation.
+    fail(&groups[0], 1);
+    assert_eq!(
+        groups[0].targets()[1].health.lock().unwrap().state,
+        health::HealthState::Unhealthy
+    );
+    sync.sync(&dp, &groups);
+    let web1 = read(0);
+    assert_eq!(members(&web1), [t11, t13]);
+    assert!(web1.generation > web0.generation, "{web1:?}");
+    assert_eq!(
+        read(1).generation,
+        api0.generation,
+        "an unchanged group is not rewritten"
+    );
+
+    // An unchanged state writes nothing.
+    sync.sync(&dp, &groups);
+    assert_eq!(read(0).generation, web1.generation);
+
+    // .11 turns healthy: only healthy targets take new flows.
+    succeed(&groups[0], 0);
+    sync.sync(&dp, &groups);
+    let web2 = read(0);
+    assert_eq!(members(&web2), [t11]);
+    assert!(web2.generation > web1.generation);
+
+    // Every target unhealthy: the group fails open, all in the set.
+    fail(&groups[0], 0);
+    fail(&groups[0], 2);
+    sync.sync(&dp, &groups);
+    let web3 = read(0);
+    assert_eq!(members(&web3), [t11, t12, t13], "fail open");
+    assert!(web3.generation > web2.generation);
+
+    // .12 recovers: it alone.
+    succeed(&groups[0], 1);
+    sync.sync(&dp, &groups);
+    let web4 = read(0);
+    assert_eq!(members(&web4), [t12]);
+    assert!(web4.generation > web3.generation);
+
+    // A group that left the configuration loses its set.
+    sync.sync(&dp, &groups[..1]);
+    assert!(dp.lock().unwrap().maps.backends(1).is_none());
+    assert_eq!(members(&read(0)), [t12]);
+}
