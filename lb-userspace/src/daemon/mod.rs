@@ -58,7 +58,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
 
     let dp = running.datapath.clone();
     let lb_names = running.lb_names();
-    rt.block_on(running.shutdown());
+    rt.block_on(running.shutdown(SHUTDOWN_GRACE));
     rt.shutdown_timeout(SHUTDOWN_GRACE);
     let dp = dp.lock().unwrap();
     match dp.maps.read_counters(&lb_names) {

@@ -261,8 +261,9 @@ impl Running {
         Ok(summary)
     }
 
-    /// Stops accepting; in-flight requests finish (bounded by the caller).
-    pub async fn shutdown(self) {
+    /// Stops accepting; connections finish their in-flight requests (idle
+    /// ones close at once), for up to `grace`.
+    pub async fn shutdown(self, grace: std::time::Duration) {
         for c in self.checkers {
             c.abort();
         }
@@ -271,6 +272,22 @@ impl Running {
         }
         for (_, s) in self.served {
             let _ = s.task.await;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let open = || {
+            self.bindings
+                .iter()
+                .map(|b| {
+                    b.ctx
+                        .metrics
+                        .active_connections
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .max(0)
+                })
+                .sum::<i64>()
+        };
+        while open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 }

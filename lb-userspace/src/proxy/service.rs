@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tracing::debug;
@@ -382,6 +382,21 @@ async fn forward(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     prepare(ctx, client, &mut req, upgrade);
+    // A bodyless idempotent request can be sent again if a target fails it
+    // before answering (a dying target resetting a pooled connection): keep
+    // its head while another target could take it.
+    let mut replay = (group.targets().len() > 1
+        && !upgrade
+        && req.body().is_end_stream()
+        && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS))
+    .then(|| {
+        (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        )
+    });
+    let mut req = req.map(Either::Left);
     if ctx.access_log.is_some() {
         trace.group = Some(group.name().to_string());
         trace.request_id = req
@@ -422,7 +437,16 @@ async fn forward(
             Err(AttemptError::Failed(e)) => {
                 debug!(%addr, error = %e, "target failed the request");
                 health::passive_failure(group, pick.target());
-                return Err(LbError::BadResponse);
+                let Some((method, uri, headers)) = replay.take() else {
+                    return Err(LbError::BadResponse);
+                };
+                // Once: a second failure is the target's answer.
+                tried.push(pick.index());
+                let mut again = Request::new(Either::Right(http_body_util::Empty::new()));
+                *again.method_mut() = method;
+                *again.uri_mut() = uri;
+                *again.headers_mut() = headers;
+                req = again;
             }
         }
     };

@@ -19,8 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-/// What goes upstream: the client's request body, streamed.
-pub type UpstreamBody = Incoming;
+/// What goes upstream: the client's request body, streamed, or nothing (a
+/// bodyless request replayed on another target).
+pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>;
 type Sender = http1::SendRequest<UpstreamBody>;
 
 /// Idle connections kept per target.
