@@ -425,7 +425,9 @@ fn idle_client_connections_close_after_the_idle_timeout() {
     let (first, idle_for) = in_ns(&bed.client, async || {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(lb()).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = vec![0u8; 64 * 1024];
         let n = s.read(&mut buf).await.unwrap();
         let first = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -440,10 +442,16 @@ fn idle_client_connections_close_after_the_idle_timeout() {
             }
         })
         .await;
-        assert!(closed.is_ok(), "the idle connection was not closed within 8 s");
+        assert!(
+            closed.is_ok(),
+            "the idle connection was not closed within 8 s"
+        );
         (first, start.elapsed())
     })
     .unwrap();
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    assert!(idle_for >= std::time::Duration::from_millis(2500), "closed after {idle_for:?}, before the idle timeout");
+    assert!(
+        idle_for >= std::time::Duration::from_millis(2500),
+        "closed after {idle_for:?}, before the idle timeout"
+    );
 }
