@@ -64,3 +64,44 @@ impl Drop for HttpBed {
         let _ = std::fs::remove_file(&self.config);
     }
 }
+
+/// The balancer's HTTP listener as the client reaches it.
+pub const LB: &str = "10.231.0.10:80";
+
+pub fn lb() -> SocketAddr {
+    LB.parse().expect("a socket address")
+}
+
+/// The balancer's admin endpoint, inside its namespace.
+pub const ADMIN: &str = "127.0.0.1:9901";
+
+/// A balancer "edge" on the bed's balancer addresses, a security group
+/// admitting TCP 80 from anywhere, one HTTP:80 listener with
+/// `default_action`, and `extra` sections appended. `idle_timeout` also bounds
+/// how long a target may take to answer.
+pub fn http_config(idle_timeout: &str, extra: &str, default_action: &str) -> String {
+    format!(
+        r#"
+[[security_group]]
+name = "web"
+ingress = [
+  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
+  {{ protocol = "tcp", ports = "80", source = "::/0" }},
+]
+
+[[load_balancer]]
+name = "edge"
+interfaces = ["eth0"]
+addresses = ["10.231.0.10", "fd00:231::10"]
+security_groups = ["web"]
+idle_timeout = "{idle_timeout}"
+
+[[listener]]
+load_balancer = "edge"
+protocol = "HTTP"
+port = 80
+default_action = {default_action}
+{extra}
+"#
+    )
+}

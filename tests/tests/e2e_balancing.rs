@@ -10,43 +10,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use xalb_tests::bed::HttpBed;
+use xalb_tests::bed::{lb, HttpBed};
 use xalb_tests::http::{get, in_ns, raw, Client, Reply};
-
-const LB: &str = "10.231.0.10:80";
-
-fn lb() -> SocketAddr {
-    LB.parse().unwrap()
-}
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 /// The idle timeout (which also bounds a target's time to answer) is 10 s so
 /// the slow requests below are never cut short.
 fn config(extra: &str, default_action: &str) -> String {
-    format!(
-        r#"
-[[security_group]]
-name = "web"
-ingress = [
-  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
-  {{ protocol = "tcp", ports = "80", source = "::/0" }},
-]
-
-[[load_balancer]]
-name = "edge"
-interfaces = ["eth0"]
-addresses = ["10.231.0.10", "fd00:231::10"]
-security_groups = ["web"]
-idle_timeout = "10s"
-
-[[listener]]
-load_balancer = "edge"
-protocol = "HTTP"
-port = 80
-default_action = {default_action}
-{extra}
-"#
-    )
+    xalb_tests::bed::http_config("10s", extra, default_action)
 }
 
 const FORWARD_WEB: &str = r#"{ type = "forward", target_group = "web" }"#;

@@ -3,49 +3,19 @@
 //! fail-open, metrics after known traffic, and graceful shutdown. Real client,
 //! real `xalb run` with XDP attached, real backends, each in its own namespace.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use xalb_tests::bed::HttpBed;
+use xalb_tests::bed::{lb, HttpBed, ADMIN};
 use xalb_tests::http::{get, in_ns, Client, Reply};
 use xalb_tests::netns::Netns;
 
-const LB: &str = "10.231.0.10:80";
 /// The admin endpoint's default address, inside the balancer's namespace.
-const ADMIN: &str = "127.0.0.1:9901";
-
-fn lb() -> SocketAddr {
-    LB.parse().unwrap()
-}
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 fn config(extra: &str, default_action: &str) -> String {
-    format!(
-        r#"
-[[security_group]]
-name = "web"
-ingress = [
-  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
-  {{ protocol = "tcp", ports = "80", source = "::/0" }},
-]
-
-[[load_balancer]]
-name = "edge"
-interfaces = ["eth0"]
-addresses = ["10.231.0.10", "fd00:231::10"]
-security_groups = ["web"]
-idle_timeout = "3s"
-
-[[listener]]
-load_balancer = "edge"
-protocol = "HTTP"
-port = 80
-default_action = {default_action}
-{extra}
-"#
-    )
+    xalb_tests::bed::http_config("3s", extra, default_action)
 }
 
 const FORWARD_WEB: &str = r#"{ type = "forward", target_group = "web" }"#;

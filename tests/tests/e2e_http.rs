@@ -1,45 +1,14 @@
 //! HTTP through the balancer, end to end: real client, real `xalb run` with
 //! XDP attached, real backends, each in its own namespace.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use http_body_util::Full;
-use xalb_tests::bed::HttpBed;
+use xalb_tests::bed::{lb, HttpBed};
 use xalb_tests::http::{get, in_ns, raw, Client};
-
-const LB: &str = "10.231.0.10:80";
-
-fn lb() -> SocketAddr {
-    LB.parse().unwrap()
-}
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 fn config(extra: &str, default_action: &str) -> String {
-    format!(
-        r#"
-[[security_group]]
-name = "web"
-ingress = [
-  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
-  {{ protocol = "tcp", ports = "80", source = "::/0" }},
-]
-
-[[load_balancer]]
-name = "edge"
-interfaces = ["eth0"]
-addresses = ["10.231.0.10", "fd00:231::10"]
-security_groups = ["web"]
-idle_timeout = "3s"
-
-[[listener]]
-load_balancer = "edge"
-protocol = "HTTP"
-port = 80
-default_action = {default_action}
-{extra}
-"#
-    )
+    xalb_tests::bed::http_config("3s", extra, default_action)
 }
 
 const TWO: &str = r#"

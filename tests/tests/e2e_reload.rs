@@ -3,51 +3,20 @@
 //! targets with an in-flight request, and the kernel's healthy-backend sets
 //! after health changes.
 
-use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use xalb_tests::bed::HttpBed;
+use xalb_tests::bed::{lb, HttpBed, ADMIN};
 use xalb_tests::http::{get, in_ns, Client, Reply};
 use xalb_tests::netns::Netns;
 
-const LB: &str = "10.231.0.10:80";
 /// The admin endpoint's default address, inside the balancer's namespace.
-const ADMIN: &str = "127.0.0.1:9901";
-
-fn lb() -> SocketAddr {
-    LB.parse().unwrap()
-}
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 fn config(extra: &str, default_action: &str) -> String {
-    format!(
-        r#"
-[[security_group]]
-name = "web"
-ingress = [
-  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
-  {{ protocol = "tcp", ports = "80", source = "::/0" }},
-]
-
-[[load_balancer]]
-name = "edge"
-interfaces = ["eth0"]
-addresses = ["10.231.0.10", "fd00:231::10"]
-security_groups = ["web"]
-# Longer than the slow requests below: it bounds the wait for a response head.
-idle_timeout = "10s"
-
-[[listener]]
-load_balancer = "edge"
-protocol = "HTTP"
-port = 80
-default_action = {default_action}
-{extra}
-"#
-    )
+    xalb_tests::bed::http_config("10s", extra, default_action)
 }
 
 const FORWARD_WEB: &str = r#"{ type = "forward", target_group = "web" }"#;
