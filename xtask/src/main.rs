@@ -3,6 +3,7 @@
 //! Every command installs or builds what it needs itself, idempotently, so the
 //! README's two commands work on a fresh machine.
 
+mod bench;
 mod build;
 mod toolchain;
 
@@ -43,6 +44,9 @@ enum Cmd {
     },
     /// Build everything and run the seed scenario in network namespaces.
     Demo,
+    /// Benchmark xalb against nginx, HAProxy, no balancer, nftables and
+    /// xdp-filter in network namespaces (needs root; installs its tools).
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
             run_status(Command::new(bin).args(args))
         }
         Cmd::Test { args } => test(args),
+        Cmd::Bench(args) => bench::run(args),
         Cmd::Demo => {
             let bin = build::all(true)?;
             toolchain::ensure_apt(&["iproute2"])?;

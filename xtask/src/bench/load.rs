@@ -1,0 +1,324 @@
+//! Load generation (wrk, h2load) from the client namespace, the parsing of
+//! their reports, and the balancer's own CPU time and peak memory.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::cleanup::Proc;
+use super::topology::Ns;
+
+/// What one load run measured.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+pub struct LoadResult {
+    pub rps: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub requests: u64,
+    /// Non-2xx/3xx responses plus socket errors (wrk), failed requests plus
+    /// 4xx/5xx (h2load).
+    pub errors: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    KeepAlive,
+    ConnPerRequest,
+    H2c,
+}
+
+impl Kind {
+    pub fn scenario(self) -> &'static str {
+        match self {
+            Kind::KeepAlive => "HTTP/1.1 keep-alive",
+            Kind::ConnPerRequest => "HTTP/1.1 connection per request",
+            Kind::H2c => "h2c (prior knowledge)",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOpts {
+    pub threads: u32,
+    pub connections: u32,
+    pub duration: u64,
+    /// h2load streams per connection.
+    pub streams: u32,
+}
+
+pub fn run(
+    kind: Kind,
+    client: &Ns,
+    target: SocketAddr,
+    o: &LoadOpts,
+    dir: &Path,
+) -> Result<LoadResult> {
+    match kind {
+        Kind::KeepAlive => wrk(client, target, o, false, dir),
+        Kind::ConnPerRequest => wrk(client, target, o, true, dir),
+        Kind::H2c => h2load(client, target, o, dir),
+    }
+}
+
+fn wrk(
+    client: &Ns,
+    target: SocketAddr,
+    o: &LoadOpts,
+    close: bool,
+    dir: &Path,
+) -> Result<LoadResult> {
+    let mut cmd = client.command("wrk");
+    cmd.arg(format!("-t{}", o.threads))
+        .arg(format!("-c{}", o.connections))
+        .arg(format!("-d{}s", o.duration))
+        .arg("--latency");
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(format!("http://{target}/"));
+    let p = Proc::spawn("wrk", cmd, &dir.join("wrk.log"))?;
+    let (status, out) = p.wait(Duration::from_secs(o.duration + 30))?;
+    if !status.success() {
+        bail!("wrk failed ({status}):\n{out}");
+    }
+    parse_wrk(&out).with_context(|| format!("wrk printed:\n{out}"))
+}
+
+fn h2load(client: &Ns, target: SocketAddr, o: &LoadOpts, dir: &Path) -> Result<LoadResult> {
+    let log = dir.join("h2load-requests.tsv");
+    let _ = std::fs::remove_file(&log);
+    let mut cmd = client.command("h2load");
+    // http:// URIs mean h2c with prior knowledge to h2load.
+    cmd.arg(format!("-t{}", o.threads))
+        .arg(format!("-c{}", o.connections))
+        .arg(format!("-m{}", o.streams))
+        .arg(format!("-D{}", o.duration))
+        .arg(format!("--log-file={}", log.display()))
+        .arg(format!("http://{target}/"));
+    let p = Proc::spawn("h2load", cmd, &dir.join("h2load.log"))?;
+    let (status, out) = p.wait(Duration::from_secs(o.duration + 30))?;
+    if !status.success() {
+        bail!("h2load failed ({status}):\n{out}");
+    }
+    let per_request = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    parse_h2load(&out, &per_request).with_context(|| format!("h2load printed:\n{out}"))
+}
+
+/// wrk prints times as a number and one of us, ms, s, m, h.
+fn parse_time_ms(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.trim().parse().ok()?;
+    Some(match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        "h" => v * 3_600_000.0,
+        _ => return None,
+    })
+}
+
+/// Parses `wrk --latency` output.
+pub fn parse_wrk(out: &str) -> Result<LoadResult> {
+    let mut r = LoadResult::default();
+    let mut got_rps = false;
+    for line in out.lines() {
+        let t = line.trim();
+        let words: Vec<&str> = t.split_whitespace().collect();
+        match words.as_slice() {
+            ["Latency", _avg, _sd, max, ..] => r.max_ms = parse_time_ms(max),
+            ["50%", v] => r.p50_ms = parse_time_ms(v),
+            ["99%", v] => r.p99_ms = parse_time_ms(v),
+            [n, "requests", "in", ..] => r.requests = n.parse()?,
+            ["Requests/sec:", v] => {
+                r.rps = v.parse()?;
+                got_rps = true;
+            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => r.errors += n.parse::<u64>()?,
+            ["Socket", "errors:", rest @ ..] => {
+                // connect 0, read 0, write 0, timeout 0
+                for pair in rest.chunks(2) {
+                    if let [_, n] = pair {
+                        r.errors += n.trim_end_matches(',').parse::<u64>()?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !got_rps {
+        bail!("no Requests/sec line");
+    }
+    Ok(r)
+}
+
+/// Parses h2load's summary, and its `--log-file` (start µs, status, duration
+/// µs per request) for percentiles, which the summary lacks.
+pub fn parse_h2load(out: &str, per_request: &str) -> Result<LoadResult> {
+    let mut r = LoadResult::default();
+    let mut got = false;
+    for line in out.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("finished in ") {
+            // finished in 2.00s, 33420.00 req/s, 4.08MB/s
+            let v = rest.split(", ").nth(1).context("finished line")?;
+            r.rps = v.trim_end_matches(" req/s").parse()?;
+            got = true;
+        } else if let Some(rest) = t.strip_prefix("requests: ") {
+            // 66840 total, 67480 started, 66840 done, 66840 succeeded, 0 failed, 0 errored, 0 timeout
+            for part in rest.split(", ") {
+                let mut it = part.split_whitespace();
+                if let (Some(n), Some(what)) = (it.next(), it.next()) {
+                    match what {
+                        "succeeded" => r.requests = n.parse()?,
+                        "failed" => r.errors += n.parse::<u64>()?,
+                        _ => {}
+                    }
+                }
+            }
+        } else if let Some(rest) = t.strip_prefix("status codes: ") {
+            // 66840 2xx, 0 3xx, 0 4xx, 0 5xx
+            for part in rest.split(", ") {
+                let mut it = part.split_whitespace();
+                if let (Some(n), Some("4xx" | "5xx")) = (it.next(), it.next()) {
+                    r.errors += n.parse::<u64>()?;
+                }
+            }
+        } else if let Some(rest) = t.strip_prefix("time for request:") {
+            // min max mean sd +/-sd
+            r.max_ms = rest.split_whitespace().nth(1).and_then(parse_time_ms);
+        }
+    }
+    if !got {
+        bail!("no 'finished in' line");
+    }
+    let mut durations: Vec<f64> = per_request
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse::<f64>().ok())
+        .collect();
+    if !durations.is_empty() {
+        durations.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            let i = ((durations.len() as f64 - 1.0) * p).round() as usize;
+            durations[i] / 1000.0
+        };
+        r.p50_ms = Some(pct(0.50));
+        r.p99_ms = Some(pct(0.99));
+        r.max_ms = Some(durations[durations.len() - 1] / 1000.0);
+    }
+    Ok(r)
+}
+
+/// CPU seconds (user + system) and peak RSS of a process group: the balancer
+/// and, for nginx, its workers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcSample {
+    pub cpu_s: f64,
+    /// Sum of VmHWM over the group's processes (shared pages counted per
+    /// process, as `ps` would).
+    pub hwm_kib: u64,
+}
+
+pub fn sample_group(pgid: i32) -> ProcSample {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut s = ProcSample::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return s;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name, which may contain spaces.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // rest starts at field 3 (state): pgrp is field 5, utime 14, stime 15.
+        if f.len() < 13 || f[2].parse::<i32>().ok() != Some(pgid) {
+            continue;
+        }
+        let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
+        s.cpu_s += ticks / hz;
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(v) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                s.hwm_kib += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 2s test @ http://10.231.1.1:80/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.12ms    1.01ms  41.20ms   90.12%
+    Req/Sec    10.31k   612.33    11.40k    70.00%
+  Latency Distribution
+     50%    2.95ms
+     75%    3.40ms
+     90%    4.01ms
+     99%  812.00us
+  41020 requests in 2.00s, 9.51MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 5
+Requests/sec:  20510.42
+Transfer/sec:      4.75MB
+";
+
+    #[test]
+    fn wrk_report() {
+        let r = parse_wrk(WRK).unwrap();
+        assert_eq!(r.requests, 41020);
+        assert_eq!(r.errors, 10);
+        assert!((r.rps - 20510.42).abs() < 1e-6);
+        assert_eq!(r.p50_ms, Some(2.95));
+        assert_eq!(r.p99_ms, Some(0.812));
+        assert_eq!(r.max_ms, Some(41.2));
+        assert_eq!(parse_time_ms("1.50s"), Some(1500.0));
+        assert_eq!(parse_time_ms("2.00m"), Some(120_000.0));
+        assert!(parse_wrk("unable to connect").is_err());
+    }
+
+    #[test]
+    fn h2load_report() {
+        let out = "finished in 2.00s, 33420.00 req/s, 4.08MB/s
+requests: 66850 total, 67480 started, 66850 done, 66840 succeeded, 10 failed, 10 errored, 0 timeout
+status codes: 66830 2xx, 0 3xx, 4 4xx, 6 5xx
+traffic: 8.16MB (8556000) total, 1.03MB (1080000) headers (space savings 90.00%), 6.38MB (6684000) data
+                     min         max         mean         sd        +/- sd
+time for request:      123us     12.34ms      1.23ms       456us    78.90%
+";
+        let log = "1700000000000000\t200\t1000\n1700000000000001\t200\t3000\n1700000000000002\t200\t2000\n";
+        let r = parse_h2load(out, log).unwrap();
+        assert!((r.rps - 33420.0).abs() < 1e-6);
+        assert_eq!(r.requests, 66840);
+        assert_eq!(r.errors, 20);
+        assert_eq!(r.p50_ms, Some(2.0));
+        assert_eq!(r.max_ms, Some(3.0));
+        let r = parse_h2load(out, "").unwrap();
+        assert_eq!(r.max_ms, Some(12.34));
+        assert_eq!(r.p50_ms, None);
+    }
+}

@@ -1,0 +1,433 @@
+//! `cargo xtask bench`: xalb against nginx, HAProxy, no balancer at all, and
+//! the kernel's own packet filters, on this machine, in network namespaces.
+//!
+//! Every system is measured in the same run, interleaved (A B C D, A B C D,
+//! ...) and repeated, and the median is reported: on a shared two-core
+//! machine only ratios measured side by side mean anything.
+
+mod bpf;
+mod cleanup;
+mod kernel;
+mod l7;
+mod load;
+mod peers;
+mod report;
+mod topology;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+
+use crate::{build, toolchain, workspace_root};
+use load::{Kind, LoadOpts};
+use peers::System;
+use report::Report;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Scenario {
+    /// HTTP through each balancer: wrk keep-alive and connection per request, h2load.
+    L7,
+    /// Packet drops by XDP, nftables and xdp-filter; XDP's cost on allowed traffic.
+    Kernel,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// About a minute and a half (plus building xalb): 2 s runs, two rounds, 64-byte frames only.
+    #[arg(long, conflicts_with = "smoke")]
+    quick: bool,
+    /// A few seconds: one round of one-second keep-alive runs (the test suite's check).
+    #[arg(long)]
+    smoke: bool,
+    /// Which scenarios to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "l7,kernel")]
+    scenarios: Vec<Scenario>,
+    /// Seconds per load run (the kernel scenario measures for half of it, 1-5 s).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Concurrent connections for wrk and h2load.
+    #[arg(long)]
+    connections: Option<u32>,
+    /// Interleaved rounds; the median is reported.
+    #[arg(long)]
+    repeat: Option<u32>,
+    /// Use this xalb binary instead of building it (release) first.
+    #[arg(long)]
+    xalb: Option<PathBuf>,
+    /// Where the JSON goes (default target/bench, or target/bench/smoke with --smoke).
+    #[arg(long)]
+    json_dir: Option<PathBuf>,
+}
+
+struct Plan {
+    l7: Option<l7::L7Plan>,
+    kernel: Option<kernel::KernelPlan>,
+    load: LoadOpts,
+    mode: &'static str,
+}
+
+impl Plan {
+    fn new(a: &Args) -> Result<Self> {
+        let (mode, duration, repeat, warmup) = if a.smoke {
+            ("smoke", 1, 1, 0)
+        } else if a.quick {
+            ("quick", 2, 2, 1)
+        } else {
+            ("full", 10, 3, 2)
+        };
+        let duration = a.duration.unwrap_or(duration);
+        let repeat = a.repeat.unwrap_or(repeat);
+        let connections = a.connections.unwrap_or(64);
+        if duration == 0 || repeat == 0 || connections == 0 {
+            bail!("--duration, --repeat and --connections must be at least 1");
+        }
+        let load = LoadOpts {
+            threads: 2,
+            connections,
+            duration,
+            streams: 10,
+        };
+        let kinds = if a.smoke {
+            vec![Kind::KeepAlive]
+        } else {
+            vec![Kind::KeepAlive, Kind::ConnPerRequest, Kind::H2c]
+        };
+        let l7 = a.scenarios.contains(&Scenario::L7).then(|| l7::L7Plan {
+            systems: vec![System::Xalb, System::Nginx, System::Haproxy, System::Direct],
+            kinds,
+            repeat,
+            warmup,
+        });
+        let kernel = a
+            .scenarios
+            .contains(&Scenario::Kernel)
+            .then(|| kernel::KernelPlan {
+                sizes: if a.smoke || a.quick {
+                    vec![64]
+                } else {
+                    vec![64, 1500]
+                },
+                repeat,
+                ramp: Duration::from_millis(if a.smoke { 300 } else { 500 }),
+                window: Duration::from_secs((duration / 2).clamp(1, 5)),
+                test_run_repeat: if a.smoke {
+                    10_000
+                } else if a.quick {
+                    200_000
+                } else {
+                    1_000_000
+                },
+                xdp_cost: true,
+                warmup,
+            });
+        Ok(Self {
+            l7,
+            kernel,
+            load,
+            mode,
+        })
+    }
+}
+
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// A progress line on stderr (stdout is the report), with the elapsed time.
+pub(crate) fn progress(msg: impl std::fmt::Display) {
+    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("xtask bench [{t:5.1}s] {msg}");
+}
+
+pub fn run(args: Args) -> Result<()> {
+    START.get_or_init(Instant::now);
+    // First, before any thread exists: from here on a signal cleans up.
+    cleanup::install_signal_handler()?;
+    let plan = Plan::new(&args)?;
+    let result = run_inner(&args, &plan);
+    cleanup::cleanup_all();
+    result
+}
+
+fn run_inner(args: &Args, plan: &Plan) -> Result<()> {
+    let started = Instant::now();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("cargo xtask bench needs root (network namespaces, XDP, BPF)");
+    }
+    ensure_tools(plan.kernel.is_some())?;
+    let build_started = Instant::now();
+    let xalb_bin = match &args.xalb {
+        Some(p) => p
+            .canonicalize()
+            .with_context(|| format!("--xalb {}", p.display()))?,
+        None => build::all(true)?,
+    };
+    let build_s = build_started.elapsed().as_secs_f64();
+    raise_nofile();
+    for stale in topology::stale_namespaces() {
+        eprintln!("xtask bench: note: namespace {stale} is left from an earlier run (ip netns del {stale})");
+    }
+
+    let dir = peers::scratch_dir()?;
+    let mut report = Report {
+        started_utc: report::utc_now(),
+        command: command_line(),
+        machine: machine(),
+        ..Default::default()
+    };
+    let configs = peers::Configs::new(&dir);
+    report.configs = Some(configs.clone());
+    report.options = options(plan);
+    report.load_commands = load_commands(plan);
+
+    progress(format_args!("{} run; setting up namespaces", plan.mode));
+    let topo = topology::Topology::new()?;
+    let backends = peers::start_backends(&topo, &dir)?;
+    if let Some(p) = &plan.l7 {
+        progress("L7 scenario");
+        l7::run(&topo, &dir, &xalb_bin, &configs, p, &plan.load, &mut report)?;
+    }
+    if let Some(k) = &plan.kernel {
+        progress("kernel scenario");
+        kernel::run(&topo, &dir, &xalb_bin, &configs, k, &plan.load, &mut report)?;
+    }
+    drop(backends);
+    drop(topo);
+
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    report.build_s = build_s;
+    report.finish();
+    println!("{}", report.markdown());
+    let json_dir = args.json_dir.clone().unwrap_or_else(|| {
+        let d = workspace_root().join("target/bench");
+        if args.smoke {
+            d.join("smoke")
+        } else {
+            d
+        }
+    });
+    let path = report.write_json(&json_dir, !args.smoke)?;
+    progress(format_args!("JSON in {}", path.display()));
+    Ok(())
+}
+
+/// Debian package and the command it must provide.
+const L7_TOOLS: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("wrk", "wrk"),
+    ("nginx", "nginx"),
+    ("haproxy", "haproxy"),
+    ("nghttp2-client", "h2load"),
+];
+const KERNEL_TOOLS: &[(&str, &str)] = &[
+    ("iperf3", "iperf3"),
+    ("xdp-tools", "xdp-filter"),
+    ("netsniff-ng", "trafgen"),
+    ("bpftool", "bpftool"),
+    ("nftables", "nft"),
+];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Packages apt has no candidate for.
+fn without_candidate(pkgs: &[&str]) -> Vec<String> {
+    pkgs.iter()
+        .filter(|p| {
+            !Command::new("apt-cache")
+                .args(["policy", p])
+                .output()
+                .is_ok_and(|o| {
+                    let s = String::from_utf8_lossy(&o.stdout);
+                    s.lines().any(|l| {
+                        l.trim()
+                            .strip_prefix("Candidate:")
+                            .is_some_and(|c| c.trim() != "(none)")
+                    })
+                })
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+fn ensure_tools(kernel: bool) -> Result<()> {
+    let mut tools: Vec<(&str, &str)> = L7_TOOLS.to_vec();
+    if kernel {
+        tools.extend_from_slice(KERNEL_TOOLS);
+    }
+    let missing: Vec<&str> = tools
+        .iter()
+        .map(|t| t.0)
+        .filter(|p| !installed(p))
+        .collect();
+    if !missing.is_empty() {
+        if !without_candidate(&missing).is_empty() {
+            // Stale or empty package lists: refresh once, then ask again.
+            crate::run_status(Command::new("apt-get").args(["update", "-q"]))?;
+            let none = without_candidate(&missing);
+            if !none.is_empty() {
+                bail!(
+                    "apt has no package named {}: install them by hand",
+                    none.join(", ")
+                );
+            }
+        }
+        toolchain::ensure_apt(&missing)?;
+    }
+    for (pkg, cmd) in tools {
+        if find_command(cmd).is_none() {
+            bail!(
+                "`{cmd}` not found although {pkg} is installed: apt-get install --reinstall {pkg}"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn find_command(cmd: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+    {
+        let p = Path::new(dir).join(cmd);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// nginx, HAProxy and wrk with thousands of connections need more than the
+/// default 1024 descriptors; children inherit the raised soft limit (up to
+/// the hard limit, 20,000 on these machines).
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo xtask {}", args.join(" "))
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    // nginx -v and h2load print to stderr.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines().next().map(|l| l.trim().to_string())
+}
+
+fn machine() -> report::Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
+    let mut tools = BTreeMap::new();
+    let word_after = |line: Option<String>, marker: &str| {
+        let line = line?;
+        let mut words = line.split_whitespace().skip_while(|w| *w != marker);
+        words.nth(1).map(str::to_string)
+    };
+    if let Some(v) =
+        first_line("nginx", &["-v"]).and_then(|l| l.split('/').nth(1).map(|s| s.trim().to_string()))
+    {
+        tools.insert("nginx".into(), v);
+    }
+    if let Some(v) = word_after(first_line("haproxy", &["-v"]), "version") {
+        tools.insert("HAProxy".into(), v);
+    }
+    if let Some(v) = word_after(first_line("wrk", &["-v"]), "wrk") {
+        tools.insert("wrk".into(), v);
+    }
+    if let Some(v) = first_line("h2load", &["--version"]).and_then(|l| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix("nghttp2/"))
+            .map(str::to_string)
+    }) {
+        tools.insert("h2load".into(), v);
+    }
+    report::Machine {
+        cpu_model,
+        cpus: peers::cores(),
+        kernel: first_line("uname", &["-r"]).unwrap_or_default(),
+        os,
+        tools,
+    }
+}
+
+fn options(plan: &Plan) -> BTreeMap<String, String> {
+    let mut o = BTreeMap::new();
+    o.insert("mode".into(), plan.mode.into());
+    o.insert("duration_s".into(), plan.load.duration.to_string());
+    o.insert("connections".into(), plan.load.connections.to_string());
+    if let Some(p) = &plan.l7 {
+        o.insert("rounds".into(), p.repeat.to_string());
+        o.insert("warmup_s".into(), p.warmup.to_string());
+    }
+    if let Some(k) = &plan.kernel {
+        o.insert("rounds".into(), k.repeat.to_string());
+        o.insert("kernel_window_s".into(), k.window.as_secs().to_string());
+        o.insert(
+            "frame_sizes".into(),
+            k.sizes
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("+"),
+        );
+    }
+    o
+}
+
+fn load_commands(plan: &Plan) -> Vec<String> {
+    let o = &plan.load;
+    let mut v = vec![
+        format!(
+            "wrk -t{} -c{} -d{}s --latency http://TARGET/   (keep-alive; client namespace)",
+            o.threads, o.connections, o.duration
+        ),
+        format!(
+            "wrk -t{} -c{} -d{}s --latency -H \"Connection: close\" http://TARGET/   (connection per request)",
+            o.threads, o.connections, o.duration
+        ),
+        format!(
+            "h2load -t{} -c{} -m{} -D{} --log-file=FILE http://TARGET/   (h2c prior knowledge; percentiles from the log)",
+            o.threads, o.connections, o.streams, o.duration
+        ),
+        "TARGET: 10.231.1.1:80 for xalb, nginx and HAProxy (nginx h2c: :8080); 10.231.11.2:80 (h2c :8080) for direct".into(),
+    ];
+    if plan
+        .l7
+        .as_ref()
+        .is_some_and(|p| p.kinds == [Kind::KeepAlive])
+    {
+        v.truncate(1);
+    }
+    v
+}

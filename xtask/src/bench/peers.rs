@@ -1,0 +1,383 @@
+//! The systems under test and their configurations: nginx backends (the same
+//! for everyone), and the balancers xalb, nginx and HAProxy, each configured
+//! as its users would for this job: one worker per core, logging off,
+//! upstream connections kept alive.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::cleanup::{Proc, Stopped};
+use super::topology::{ip4, Ns, Topology, BACKENDS, LB_ADDR};
+
+/// The backends' fixed response body: exactly 100 bytes.
+pub const BODY: &str =
+    "xalb bench: a fixed 100-byte body, the same for every balancer, from nginx's return 200 ...........\n";
+
+/// Port on which nginx (balancer and backends) speaks h2c with prior
+/// knowledge; nginx 1.22 cannot offer HTTP/1.1 and h2c on one plain port.
+pub const NGINX_H2C_PORT: u16 = 8080;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+pub enum System {
+    Xalb,
+    Nginx,
+    Haproxy,
+    Direct,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Xalb => "xalb",
+            System::Nginx => "nginx",
+            System::Haproxy => "haproxy",
+            System::Direct => "direct (no balancer)",
+        }
+    }
+
+    /// The balancers xalb is compared against.
+    pub fn is_peer(self) -> bool {
+        matches!(self, System::Nginx | System::Haproxy)
+    }
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The configuration files of one run, kept to print with the results.
+#[derive(Serialize, Clone)]
+pub struct Configs {
+    pub nginx_backend: String,
+    pub nginx: String,
+    pub haproxy: String,
+    pub xalb: String,
+    pub xalb_kernel: String,
+}
+
+impl Configs {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            nginx_backend: nginx_backend(&dir.join("nginx-be1"), BACKENDS[0]),
+            nginx: nginx_balancer(&dir.join("nginx-lb")),
+            haproxy: haproxy(),
+            xalb: xalb("0.0.0.0/0"),
+            // Only the client's subnet: the generator's source is denied.
+            xalb_kernel: xalb("10.231.1.0/24"),
+        }
+    }
+}
+
+/// Settings every nginx here shares: the prefix holds pid, logs and temp
+/// files so nothing outside the run's directory is touched.
+fn nginx_common(prefix: &Path) -> String {
+    let p = prefix.display();
+    format!(
+        "worker_processes {cores};
+worker_rlimit_nofile 20000;
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{
+    worker_connections 8192;
+}}
+",
+        cores = cores()
+    )
+}
+
+fn nginx_http_common(prefix: &Path) -> String {
+    let p = prefix.display();
+    format!(
+        "    access_log off;
+    client_body_temp_path {p}/client_body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    # The default closes a keep-alive connection every 1000 requests;
+    # HAProxy and xalb do not, so neither does nginx here.
+    keepalive_requests 1000000;
+"
+    )
+}
+
+/// A backend: a fixed 100-byte body from `return 200`.
+pub fn nginx_backend(prefix: &Path, addr: [u8; 4]) -> String {
+    let a = ip4(addr);
+    format!(
+        "{common}http {{
+{http}    server {{
+        listen {a}:80 backlog=8192;
+        listen {a}:{NGINX_H2C_PORT} http2 backlog=8192;
+        location / {{
+            default_type text/plain;
+            return 200 \"{body}\";
+        }}
+    }}
+}}
+",
+        common = nginx_common(prefix),
+        http = nginx_http_common(prefix),
+        body = BODY.replace('\n', "\\n"),
+    )
+}
+
+pub fn nginx_balancer(prefix: &Path) -> String {
+    let lb = ip4(LB_ADDR);
+    format!(
+        "{common}http {{
+{http}    upstream backends {{
+        server {b1}:80;
+        server {b2}:80;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {lb}:80 backlog=8192;
+        listen {lb}:{NGINX_H2C_PORT} http2 backlog=8192;
+        location / {{
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}
+}}
+",
+        common = nginx_common(prefix),
+        http = nginx_http_common(prefix),
+        b1 = ip4(BACKENDS[0]),
+        b2 = ip4(BACKENDS[1]),
+    )
+}
+
+/// No `log` line anywhere: HAProxy logs nothing. A plain `mode http` bind
+/// also takes h2c with prior knowledge.
+pub fn haproxy() -> String {
+    format!(
+        "global
+    nbthread {cores}
+    maxconn 8000
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+
+frontend fe
+    bind {lb}:80 backlog 8192
+    default_backend backends
+
+backend backends
+    balance roundrobin
+    server b1 {b1}:80
+    server b2 {b2}:80
+",
+        cores = cores(),
+        lb = ip4(LB_ADDR),
+        b1 = ip4(BACKENDS[0]),
+        b2 = ip4(BACKENDS[1]),
+    )
+}
+
+/// xalb: one security group allowing tcp/80 from `source`, one balancer on
+/// the balancer's eth0, an HTTP:80 listener forwarding to the two backends.
+pub fn xalb(source: &str) -> String {
+    format!(
+        r#"[[security_group]]
+name = "bench-web"
+ingress = [{{ protocol = "tcp", ports = "80", source = "{source}" }}]
+
+[[target_group]]
+name = "backends"
+protocol = "HTTP"
+port = 80
+targets = [{{ address = "{b1}" }}, {{ address = "{b2}" }}]
+
+# The peers run no active health checks either.
+[target_group.health_check]
+enabled = false
+
+[[load_balancer]]
+name = "bench"
+interfaces = ["eth0"]
+addresses = ["{lb}"]
+security_groups = ["bench-web"]
+
+[[listener]]
+load_balancer = "bench"
+protocol = "HTTP"
+port = 80
+default_action = {{ type = "forward", target_group = "backends" }}
+"#,
+        lb = ip4(LB_ADDR),
+        b1 = ip4(BACKENDS[0]),
+        b2 = ip4(BACKENDS[1]),
+    )
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn start_nginx(ns: &Ns, name: &str, prefix: &Path, conf: &str) -> Result<Proc> {
+    write(&prefix.join("nginx.conf"), conf)?;
+    let mut cmd = ns.command("nginx");
+    cmd.arg("-p")
+        .arg(prefix)
+        .arg("-e")
+        .arg(prefix.join("error.log"))
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .args(["-g", "daemon off; master_process on;"]);
+    Proc::spawn(name, cmd, &prefix.join("stdout.log"))
+}
+
+/// The two nginx backends, serving once this returns.
+pub fn start_backends(topo: &Topology, dir: &Path) -> Result<Vec<Proc>> {
+    let mut procs = Vec::new();
+    for (i, addr) in BACKENDS.iter().enumerate() {
+        let prefix = dir.join(format!("nginx-be{}", i + 1));
+        let ns = &topo.backends[i];
+        let p = start_nginx(
+            ns,
+            &format!("nginx backend {}", i + 1),
+            &prefix,
+            &nginx_backend(&prefix, *addr),
+        )?;
+        wait_ready(ns, &p, SocketAddr::from((*addr, 80)))?;
+        procs.push(p);
+    }
+    Ok(procs)
+}
+
+fn wait_ready(ns: &Ns, p: &Proc, addr: SocketAddr) -> Result<()> {
+    ns.wait_tcp(addr, Duration::from_secs(20), || !p.exited())
+        .with_context(|| format!("{} did not start; its output:\n{}", p.name, p.log_tail()))
+}
+
+/// How long a balancer may take to exit after SIGTERM with no client
+/// connection open. Generous for a process with nothing in flight; xalb
+/// waits up to its 10 s shutdown grace, which would otherwise dominate a
+/// quick run (see the note the bench prints when that happens).
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// A balancer under test, serving; `proc` is None for the direct baseline.
+pub struct Running {
+    pub proc: Option<Proc>,
+    pub http1: SocketAddr,
+    /// Where to send h2c with prior knowledge.
+    pub h2c: SocketAddr,
+}
+
+impl Running {
+    /// SIGTERM, then SIGKILL after `STOP_GRACE`; None for the direct baseline.
+    pub fn stop(self) -> Option<Stopped> {
+        self.proc.map(|p| p.stop(libc::SIGTERM, STOP_GRACE))
+    }
+}
+
+pub fn start(
+    system: System,
+    topo: &Topology,
+    dir: &Path,
+    xalb_bin: &Path,
+    xalb_config: &str,
+) -> Result<Running> {
+    let lb80 = SocketAddr::from((LB_ADDR, 80));
+    let ns = &topo.lb;
+    let (proc, http1, h2c) = match system {
+        System::Direct => {
+            return Ok(Running {
+                proc: None,
+                http1: SocketAddr::from((BACKENDS[0], 80)),
+                h2c: SocketAddr::from((BACKENDS[0], NGINX_H2C_PORT)),
+            })
+        }
+        System::Nginx => {
+            let prefix = dir.join("nginx-lb");
+            let p = start_nginx(ns, "nginx balancer", &prefix, &nginx_balancer(&prefix))?;
+            (p, lb80, SocketAddr::from((LB_ADDR, NGINX_H2C_PORT)))
+        }
+        System::Haproxy => {
+            let d = dir.join("haproxy");
+            let conf = d.join("haproxy.cfg");
+            write(&conf, &haproxy())?;
+            let mut cmd = ns.command("haproxy");
+            cmd.arg("-db").arg("-f").arg(&conf);
+            (
+                Proc::spawn("haproxy", cmd, &d.join("stdout.log"))?,
+                lb80,
+                lb80,
+            )
+        }
+        System::Xalb => {
+            let d = dir.join("xalb");
+            let conf = d.join("xalb.toml");
+            write(&conf, xalb_config)?;
+            let mut cmd = ns.command(&xalb_bin.to_string_lossy());
+            cmd.args(["run", "-c"])
+                .arg(&conf)
+                .args(["--stats-interval", "0"])
+                .env("RUST_LOG", "warn");
+            let p = Proc::spawn("xalb", cmd, &d.join("output.log"))?;
+            wait_for_line(&p, "xalb: ready")?;
+            (p, lb80, lb80)
+        }
+    };
+    wait_ready(ns, &proc, http1)?;
+    Ok(Running {
+        proc: Some(proc),
+        http1,
+        h2c,
+    })
+}
+
+fn wait_for_line(p: &Proc, line: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if p.log_text().lines().any(|l| l == line) {
+            return Ok(());
+        }
+        if p.exited() || std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{} did not print {line:?}; its output:\n{}",
+                p.name,
+                p.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The run's scratch directory (configs, logs, pid files), removed at the end.
+pub fn scratch_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("xbench-{}", std::process::id()));
+    super::cleanup::register_dir(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_100_bytes_and_configs_name_it() {
+        assert_eq!(BODY.len(), 100);
+        let c = Configs::new(Path::new("/tmp/x"));
+        assert!(c.nginx_backend.contains("return 200"));
+        assert!(c.nginx.contains("keepalive 64;"));
+        assert!(c.haproxy.contains("http-reuse always"));
+        assert!(!c.haproxy.lines().any(|l| l.trim_start().starts_with("log")));
+        assert!(c.xalb_kernel.contains("10.231.1.0/24"));
+    }
+}

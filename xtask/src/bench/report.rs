@@ -1,0 +1,631 @@
+//! Results: every sample kept, the median reported, each row's ratio to the
+//! best reference system of its scenario, the issue's targets checked, and
+//! the whole printed as Markdown and written as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::load::LoadResult;
+use super::peers::Configs;
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct L7Sample {
+    #[serde(flatten)]
+    pub load: LoadResult,
+    /// The balancer's user+system CPU seconds per request (None: no balancer).
+    pub cpu_s_per_req: Option<f64>,
+    pub peak_rss_kib: Option<u64>,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct KernelSample {
+    /// Frames the generator put on the wire (including those veth dropped).
+    pub offered_pps: f64,
+    /// Frames the filter itself counted (nft counter, XDP run_cnt).
+    pub dropped_pps: Option<f64>,
+    /// Frames the sending veth dropped before any filter (receive ring full).
+    pub lost_before_filter_pps: f64,
+    /// The XDP program's own time per packet (BPF stats).
+    pub prog_ns_per_pkt: Option<f64>,
+    /// BPF_PROG_TEST_RUN average on the same frame.
+    pub test_run_ns: Option<f64>,
+    pub test_run_verdict: Option<String>,
+    /// Busy CPU of the whole host (generator included) per offered frame.
+    pub host_cpu_ns_per_pkt: Option<f64>,
+    pub xdp_mode: Option<String>,
+    pub prog_name: Option<String>,
+    /// trafgen's own total, and the filter's own total over the whole run
+    /// (xalb: its drop_no_rule counter), as a cross-check.
+    pub generated_total: Option<u64>,
+    pub filter_count_total: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct Row<S> {
+    pub scenario: String,
+    pub system: String,
+    /// A peer the ratio is taken against.
+    pub reference: bool,
+    pub samples: Vec<S>,
+    pub median: Option<S>,
+    pub ratio: Option<f64>,
+}
+
+#[derive(Serialize, Clone)]
+pub struct KernelSetup {
+    pub trafgen: String,
+    pub frame: String,
+    pub nft: String,
+    pub xdp_filter: String,
+    pub xalb: String,
+    pub test_run_repeat: u32,
+}
+
+#[derive(Serialize, Default)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub cpus: usize,
+    pub kernel: String,
+    pub os: String,
+    pub tools: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Default)]
+pub struct Report {
+    pub started_utc: String,
+    pub elapsed_s: f64,
+    /// Of which building xalb took.
+    pub build_s: f64,
+    pub command: String,
+    pub machine: Machine,
+    pub options: BTreeMap<String, String>,
+    pub load_commands: Vec<String>,
+    pub l7: Vec<Row<L7Sample>>,
+    pub kernel: Vec<Row<KernelSample>>,
+    pub configs: Option<Configs>,
+    pub kernel_setup: Option<KernelSetup>,
+    pub targets: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+fn row<'a, S>(
+    rows: &'a mut Vec<Row<S>>,
+    scenario: &str,
+    system: &str,
+    reference: bool,
+) -> &'a mut Row<S> {
+    let i = match rows
+        .iter()
+        .position(|r| r.scenario == scenario && r.system == system)
+    {
+        Some(i) => i,
+        None => {
+            rows.push(Row {
+                scenario: scenario.to_string(),
+                system: system.to_string(),
+                reference,
+                samples: Vec::new(),
+                median: None,
+                ratio: None,
+            });
+            rows.len() - 1
+        }
+    };
+    &mut rows[i]
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn median_of<S>(s: &[S], f: impl Fn(&S) -> Option<f64>) -> Option<f64> {
+    median(s.iter().filter_map(f).collect())
+}
+
+fn l7_median(s: &[L7Sample]) -> Option<L7Sample> {
+    if s.is_empty() {
+        return None;
+    }
+    Some(L7Sample {
+        load: LoadResult {
+            rps: median_of(s, |x| Some(x.load.rps))?,
+            p50_ms: median_of(s, |x| x.load.p50_ms),
+            p99_ms: median_of(s, |x| x.load.p99_ms),
+            // The worst seen, and every error of every repetition.
+            max_ms: s.iter().filter_map(|x| x.load.max_ms).reduce(f64::max),
+            requests: s.iter().map(|x| x.load.requests).sum(),
+            errors: s.iter().map(|x| x.load.errors).sum(),
+        },
+        cpu_s_per_req: median_of(s, |x| x.cpu_s_per_req),
+        peak_rss_kib: s.iter().filter_map(|x| x.peak_rss_kib).max(),
+    })
+}
+
+fn kernel_median(s: &[KernelSample]) -> Option<KernelSample> {
+    let first = s.first()?;
+    Some(KernelSample {
+        offered_pps: median_of(s, |x| Some(x.offered_pps))?,
+        dropped_pps: median_of(s, |x| x.dropped_pps),
+        lost_before_filter_pps: median_of(s, |x| Some(x.lost_before_filter_pps))?,
+        prog_ns_per_pkt: median_of(s, |x| x.prog_ns_per_pkt),
+        test_run_ns: median_of(s, |x| x.test_run_ns),
+        test_run_verdict: first.test_run_verdict.clone(),
+        host_cpu_ns_per_pkt: median_of(s, |x| x.host_cpu_ns_per_pkt),
+        xdp_mode: first.xdp_mode.clone(),
+        prog_name: first.prog_name.clone(),
+        generated_total: None,
+        filter_count_total: None,
+    })
+}
+
+fn sort_by_scenario<S>(rows: &mut [Row<S>]) {
+    let mut order: Vec<String> = Vec::new();
+    for r in rows.iter() {
+        if !order.contains(&r.scenario) {
+            order.push(r.scenario.clone());
+        }
+    }
+    rows.sort_by_key(|r| order.iter().position(|s| *s == r.scenario));
+}
+
+fn set_ratios<S>(rows: &mut [Row<S>], metric: impl Fn(&S) -> Option<f64>) {
+    let scenarios: Vec<String> = rows.iter().map(|r| r.scenario.clone()).collect();
+    for sc in scenarios {
+        let best = rows
+            .iter()
+            .filter(|r| r.scenario == sc && r.reference)
+            .filter_map(|r| r.median.as_ref().and_then(&metric))
+            .reduce(f64::max);
+        for r in rows.iter_mut().filter(|r| r.scenario == sc) {
+            r.ratio = match (best, r.median.as_ref().and_then(&metric)) {
+                (Some(b), Some(v)) if b > 0.0 => Some(v / b),
+                _ => None,
+            };
+        }
+    }
+}
+
+impl Report {
+    pub fn add_l7(&mut self, scenario: &str, system: &str, reference: bool, s: L7Sample) {
+        row(&mut self.l7, scenario, system, reference)
+            .samples
+            .push(s);
+    }
+
+    pub fn add_kernel(&mut self, scenario: &str, system: &str, reference: bool, s: KernelSample) {
+        row(&mut self.kernel, scenario, system, reference)
+            .samples
+            .push(s);
+    }
+
+    pub fn note_once(&mut self, n: String) {
+        if !self.notes.contains(&n) {
+            self.note(n);
+        }
+    }
+
+    pub fn note(&mut self, n: String) {
+        eprintln!("xtask bench: {n}");
+        self.notes.push(n);
+    }
+
+    /// Medians, ratios, and the issue's targets.
+    pub fn finish(&mut self) {
+        // Rows were added in measuring order (system by system); show them
+        // scenario by scenario, keeping first-seen order within each.
+        sort_by_scenario(&mut self.l7);
+        sort_by_scenario(&mut self.kernel);
+        for r in &mut self.l7 {
+            r.median = l7_median(&r.samples);
+        }
+        for r in &mut self.kernel {
+            r.median = kernel_median(&r.samples);
+        }
+        set_ratios(&mut self.l7, |s| Some(s.load.rps));
+        set_ratios(&mut self.kernel, |s| s.dropped_pps);
+        self.check_targets();
+    }
+
+    fn l7_row(&self, scenario: &str, system: &str) -> Option<&L7Sample> {
+        self.l7
+            .iter()
+            .find(|r| r.scenario.starts_with(scenario) && r.system == system)?
+            .median
+            .as_ref()
+    }
+
+    fn check_targets(&mut self) {
+        let mut t = Vec::new();
+        let ka = "HTTP/1.1 keep-alive";
+        if let Some(x) = self.l7_row(ka, "xalb") {
+            let peers = [self.l7_row(ka, "nginx"), self.l7_row(ka, "haproxy")];
+            if let Some(best) = peers
+                .iter()
+                .flatten()
+                .max_by(|a, b| a.load.rps.total_cmp(&b.load.rps))
+            {
+                let ratio = x.load.rps / best.load.rps;
+                t.push(format!(
+                    "keep-alive req/s ≥ 1.2× the better peer: {} ({:.2}×{})",
+                    verdict(ratio >= 1.2),
+                    ratio,
+                    if ratio >= 1.2 {
+                        String::new()
+                    } else {
+                        format!(", short by {:.0}%", (1.2 - ratio) / 1.2 * 100.0)
+                    }
+                ));
+                if let (Some(xp), Some(bp)) = (x.load.p99_ms, best.load.p99_ms) {
+                    t.push(format!(
+                        "keep-alive p99 no worse than the better peer's: {} ({} vs {})",
+                        verdict(xp <= bp),
+                        ms(Some(xp)),
+                        ms(Some(bp))
+                    ));
+                }
+            }
+        }
+        for r in self.kernel.iter().filter(|r| r.system == "xalb XDP") {
+            let Some(x) = r.median.as_ref() else { continue };
+            let get = |sys: &str| {
+                self.kernel
+                    .iter()
+                    .find(|o| o.scenario == r.scenario && o.system == sys)
+                    .and_then(|o| o.median.as_ref())
+            };
+            if let (Some(xd), Some(f)) = (x.dropped_pps, get("xdp-filter")) {
+                if let Some(fd) = f.dropped_pps {
+                    t.push(format!(
+                        "{}: drop rate ≥ xdp-filter's: {} ({:.2}×, generator-bound; per packet in the program under load {} vs {} ns)",
+                        r.scenario,
+                        verdict(xd >= fd * 0.98),
+                        xd / fd,
+                        num1(x.prog_ns_per_pkt),
+                        num1(f.prog_ns_per_pkt)
+                    ));
+                }
+            }
+            if let (Some(xn), Some(fnn)) =
+                (x.test_run_ns, get("xdp-filter").and_then(|f| f.test_run_ns))
+            {
+                t.push(format!(
+                    "{}: cost per packet ≤ xdp-filter's (BPF_PROG_TEST_RUN, no generator involved): {} ({:.0} vs {:.0} ns, {:.2}×)",
+                    r.scenario,
+                    verdict(xn <= fnn),
+                    xn,
+                    fnn,
+                    xn / fnn
+                ));
+            }
+            if let (Some(xd), Some(n)) = (x.dropped_pps, get("nftables ingress drop")) {
+                if let Some(nd) = n.dropped_pps {
+                    t.push(format!(
+                        "{}: drop rate ≥ 5× nftables': {} ({:.2}×; the generator is the limit on veth, compare host CPU ns/pkt: {} vs {})",
+                        r.scenario,
+                        verdict(xd >= 5.0 * nd),
+                        xd / nd,
+                        num1(x.host_cpu_ns_per_pkt),
+                        num1(n.host_cpu_ns_per_pkt)
+                    ));
+                }
+            }
+        }
+        let on = self
+            .l7
+            .iter()
+            .find(|r| r.system == "xalb, XDP attached")
+            .and_then(|r| r.median.clone());
+        let off = self
+            .l7
+            .iter()
+            .find(|r| r.system == "xalb, XDP detached")
+            .and_then(|r| r.median.clone());
+        if let (Some(on), Some(off)) = (on, off) {
+            let loss = 1.0 - on.load.rps / off.load.rps;
+            t.push(format!(
+                "allowed traffic loses < 3% with XDP attached: {} ({:+.1}% req/s)",
+                verdict(loss < 0.03),
+                -loss * 100.0
+            ));
+        }
+        // Anomalies worth a look: xalb errors or a collapse.
+        for r in self.l7.iter().filter(|r| r.system.starts_with("xalb")) {
+            if let Some(m) = &r.median {
+                if m.load.errors > 0 {
+                    self.notes.push(format!(
+                        "anomaly: xalb had {} errors in \"{}\" (all repetitions)",
+                        m.load.errors, r.scenario
+                    ));
+                }
+                if r.ratio.is_some_and(|x| x < 0.5) {
+                    self.notes.push(format!(
+                        "anomaly: xalb reached only {:.2}× the best peer in \"{}\"",
+                        r.ratio.unwrap_or(0.0),
+                        r.scenario
+                    ));
+                }
+            }
+        }
+        self.targets = t;
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut o = String::new();
+        let m = &self.machine;
+        let _ = writeln!(o, "## xalb bench, {}\n", self.started_utc);
+        let _ = writeln!(
+            o,
+            "Machine: {} ({} cores), Linux {}, {}. Command: `{}` ({:.0} s, of which {:.0} s building xalb). Peers: {}.\n",
+            m.cpu_model,
+            m.cpus,
+            m.kernel,
+            m.os,
+            self.command,
+            self.elapsed_s,
+            self.build_s,
+            m.tools
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let opts: Vec<String> = self
+            .options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "Settings: {}. Repetitions are interleaved (every system once per round); medians shown, \
+             max latency and errors over all rounds.\n",
+            opts.join(", ")
+        );
+        if !self.l7.is_empty() {
+            let _ = writeln!(o, "### HTTP (ratio: req/s ÷ the better of nginx and HAProxy; XDP on/off rows: ÷ XDP detached)\n");
+            let _ = writeln!(
+                o,
+                "| scenario | system | req/s | p50 | p99 | max | errors | CPU µs/req | peak RSS | ratio |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for r in &self.l7 {
+                match &r.median {
+                    Some(s) => {
+                        let _ = writeln!(
+                            o,
+                            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                            r.scenario,
+                            r.system,
+                            thousands(s.load.rps),
+                            ms(s.load.p50_ms),
+                            ms(s.load.p99_ms),
+                            ms(s.load.max_ms),
+                            s.load.errors,
+                            s.cpu_s_per_req
+                                .map_or("n/a".into(), |c| format!("{:.1}", c * 1e6)),
+                            s.peak_rss_kib
+                                .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                            ratio(r.ratio),
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            o,
+                            "| {} | {} | failed | | | | | | | |",
+                            r.scenario, r.system
+                        );
+                    }
+                }
+            }
+            o.push('\n');
+        }
+        if !self.kernel.is_empty() {
+            let _ = writeln!(
+                o,
+                "### Kernel: dropping a source the security group denies (ratio: dropped pps ÷ the better of nftables and xdp-filter)\n"
+            );
+            let _ = writeln!(
+                o,
+                "| scenario | system | offered Mpps | dropped Mpps | prog ns/pkt | test-run ns/pkt | host CPU ns/pkt | verdict | ratio |\n|---|---|---:|---:|---:|---:|---:|---|---:|"
+            );
+            for r in &self.kernel {
+                match &r.median {
+                    Some(s) => {
+                        let sys = match &s.xdp_mode {
+                            Some(mode) => format!("{} ({mode})", r.system),
+                            None => r.system.clone(),
+                        };
+                        let _ = writeln!(
+                            o,
+                            "| {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |",
+                            r.scenario,
+                            sys,
+                            s.offered_pps / 1e6,
+                            s.dropped_pps
+                                .map_or("n/a".into(), |d| format!("{:.3}", d / 1e6)),
+                            num1(s.prog_ns_per_pkt),
+                            num1(s.test_run_ns),
+                            num1(s.host_cpu_ns_per_pkt),
+                            s.test_run_verdict.as_deref().unwrap_or("n/a"),
+                            ratio(r.ratio),
+                        );
+                    }
+                    None => {
+                        let _ =
+                            writeln!(o, "| {} | {} | failed | | | | | | |", r.scenario, r.system);
+                    }
+                }
+            }
+            o.push('\n');
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(o, "### Against the issue's targets\n");
+            for t in &self.targets {
+                let _ = writeln!(o, "- {t}");
+            }
+            o.push('\n');
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(o, "### Notes\n");
+            for n in &self.notes {
+                let _ = writeln!(o, "- {}", n.replace('\n', "\n  "));
+            }
+            o.push('\n');
+        }
+        let _ = writeln!(o, "### Exactly what ran\n");
+        for c in &self.load_commands {
+            let _ = writeln!(o, "- `{c}`");
+        }
+        o.push('\n');
+        let block = |o: &mut String, title: &str, lang: &str, text: &str| {
+            let _ = writeln!(o, "{title}:\n```{lang}\n{}```\n", text);
+        };
+        if let Some(c) = &self.configs {
+            block(
+                &mut o,
+                "nginx backend (each backend namespace; backend 2 at its own address)",
+                "nginx",
+                &c.nginx_backend,
+            );
+            block(&mut o, "nginx balancer", "nginx", &c.nginx);
+            block(&mut o, "HAProxy", "haproxy", &c.haproxy);
+            block(&mut o, "xalb", "toml", &c.xalb);
+        }
+        if let Some(k) = &self.kernel_setup {
+            let _ = writeln!(
+                o,
+                "Kernel scenario frame: {}; `{}`; BPF_PROG_TEST_RUN repeat {}.\n",
+                k.frame, k.trafgen, k.test_run_repeat
+            );
+            block(&mut o, "xalb (kernel scenario)", "toml", &k.xalb);
+            block(&mut o, "nftables (balancer namespace)", "nft", &k.nft);
+            block(
+                &mut o,
+                "xdp-filter (balancer namespace)",
+                "sh",
+                &k.xdp_filter,
+            );
+        }
+        o
+    }
+
+    /// Writes `<dir>/<timestamp>.json` and, when `latest`, `<dir>/latest.json`.
+    pub fn write_json(&self, dir: &Path, latest: bool) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let json = serde_json::to_string_pretty(self)?;
+        let stamp = self.started_utc.replace([':', '-'], "");
+        let path = dir.join(format!("{stamp}.json"));
+        std::fs::write(&path, &json)?;
+        if latest {
+            std::fs::write(dir.join("latest.json"), &json)?;
+        }
+        Ok(path)
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v < 10.0 => format!("{v:.2} ms"),
+        Some(v) => format!("{v:.1} ms"),
+        None => "n/a".into(),
+    }
+}
+
+fn num1(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.1}"))
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.2}×"))
+}
+
+fn thousands(v: f64) -> String {
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// UTC now as 2026-11-28T12:34:56Z, without a date crate.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_ratios() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+        let mut r = Report::default();
+        let s = |rps: f64| L7Sample {
+            load: LoadResult {
+                rps,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        r.add_l7("ka", "xalb", false, s(30.0));
+        r.add_l7("ka", "nginx", true, s(20.0));
+        r.add_l7("ka", "haproxy", true, s(10.0));
+        r.add_l7("ka", "haproxy", true, s(25.0));
+        r.finish();
+        assert_eq!(r.l7[0].ratio, Some(1.5));
+        assert_eq!(r.l7[2].median.as_ref().unwrap().load.rps, 17.5);
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert!(r.markdown().contains("| ka | xalb | 30 |"));
+    }
+
+    #[test]
+    fn timestamp_shape() {
+        let t = utc_now();
+        assert_eq!(t.len(), 20);
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T');
+    }
+}
