@@ -410,20 +410,26 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 this.count(buf.filled().len() - before);
                 return res;
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut chunk);
+            // Read into `pending`'s spare room: no zeroing, no extra copy.
+            this.pending.reserve(16 * 1024);
+            let spare = this.pending.spare_capacity_mut();
+            let mut rb = ReadBuf::uninit(spare);
             match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
-                    if rb.filled().is_empty() {
+                    let n = rb.filled().len();
+                    if n == 0 {
                         // The peer is done: hand over what is left as it is.
                         this.eof = true;
                         let rest = this.pending.split();
                         this.ready.unsplit(rest);
                     } else {
-                        this.count(rb.filled().len());
-                        this.pending.extend_from_slice(rb.filled());
+                        let len = this.pending.len();
+                        // SAFETY: the reader initialised `n` bytes of the
+                        // spare capacity, right after the current contents.
+                        unsafe { this.pending.set_len(len + n) };
+                        this.count(n);
                         this.process();
                     }
                 }

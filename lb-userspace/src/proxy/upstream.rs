@@ -91,20 +91,24 @@ impl Pool {
 /// Pools for every target address; shared by all listeners.
 #[derive(Default)]
 pub struct Upstreams {
-    pools: Mutex<HashMap<SocketAddr, Arc<Pool>>>,
+    /// Read-mostly: written once per new target address.
+    pools: std::sync::RwLock<HashMap<SocketAddr, Arc<Pool>>>,
     connect_timeout: Duration,
 }
 
 impl Upstreams {
     pub fn new(connect_timeout: Duration) -> Self {
         Self {
-            pools: Mutex::default(),
+            pools: Default::default(),
             connect_timeout,
         }
     }
 
     fn pool(&self, addr: SocketAddr) -> Arc<Pool> {
-        self.pools.lock().unwrap().entry(addr).or_default().clone()
+        if let Some(p) = self.pools.read().unwrap().get(&addr) {
+            return p.clone();
+        }
+        self.pools.write().unwrap().entry(addr).or_default().clone()
     }
 
     async fn connect(&self, addr: SocketAddr, upgrades: bool) -> Result<Sender, ConnectFailure> {
