@@ -3,6 +3,7 @@
 
 pub mod backends;
 mod state;
+mod workers;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -34,8 +35,10 @@ pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
 pub fn run(opts: RunOptions) -> Result<()> {
     let cfg = config::load(&opts.config)?;
+    // The control plane (signals, reloads, health checks, admin); requests
+    // are served by the workers (`workers.rs`).
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -58,7 +61,8 @@ pub fn run(opts: RunOptions) -> Result<()> {
 
     let dp = running.datapath.clone();
     let lb_names = running.lb_names();
-    rt.block_on(running.shutdown(SHUTDOWN_GRACE));
+    let workers = rt.block_on(running.shutdown(SHUTDOWN_GRACE));
+    workers.shutdown();
     rt.shutdown_timeout(SHUTDOWN_GRACE);
     let dp = dp.lock().unwrap();
     match dp.maps.read_counters(&lb_names) {

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use super::backends::BackendSync;
+use super::workers::Workers;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry};
 use crate::config::{self, model::Config};
 use crate::kernel::{self, Datapath, XdpModeChoice};
@@ -25,7 +26,8 @@ use crate::targets::health::{self, HealthState, Reason};
 struct Served {
     slot: Slot,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// One accept loop per worker.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 pub struct Running {
@@ -41,6 +43,7 @@ pub struct Running {
     view: Arc<RwLock<AdminView>>,
     backends: BackendSync,
     access_log: Option<AccessLog>,
+    workers: Workers,
 }
 
 impl Running {
@@ -53,9 +56,11 @@ impl Running {
         let plan = runtime::plan(&cfg, None, access_log.clone());
         // Bind every listener before touching the kernel: a port in use is a
         // clear error at start, with nothing attached.
+        let workers = Workers::start(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .context("cannot start the worker threads")?;
         let mut listeners = Vec::new();
         for b in &plan.bindings {
-            listeners.push(server::bind(b.addr)?);
+            listeners.push(server::bind(b.addr, workers.len())?);
         }
         let mut dp = Datapath::load()?;
         dp.apply(&kcfg)?;
@@ -72,6 +77,7 @@ impl Running {
             view: Arc::new(RwLock::new(AdminView::default())),
             backends: BackendSync::default(),
             access_log,
+            workers,
             cfg,
         };
         for (listener, b) in listeners.into_iter().zip(&plan.bindings) {
@@ -83,15 +89,30 @@ impl Running {
         Ok(running)
     }
 
-    fn serve(&mut self, listener: tokio::net::TcpListener, b: &Binding) {
+    /// Starts accepting on `listeners` (one per worker) for binding `b`.
+    fn serve(&mut self, listeners: Vec<std::net::TcpListener>, b: &Binding) {
         let slot: Slot = Arc::new(RwLock::new(Route {
             ctx: b.ctx.clone(),
             shared: self.shared.clone(),
         }));
         let (stop, stop_rx) = watch::channel(false);
-        info!(addr = %b.addr, lb = %b.ctx.lb, "HTTP listener");
-        let task = tokio::spawn(server::serve(listener, slot.clone(), stop_rx));
-        self.served.insert(b.addr, Served { slot, stop, task });
+        info!(addr = %b.addr, lb = %b.ctx.lb, workers = listeners.len(), "HTTP listener");
+        let tasks = listeners
+            .into_iter()
+            .zip(self.workers.handles())
+            .map(|(l, worker)| {
+                let (slot, stop_rx, addr) = (slot.clone(), stop_rx.clone(), b.addr);
+                worker.spawn(async move {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => server::serve(l, slot, stop_rx).await,
+                        Err(e) => {
+                            tracing::error!(%addr, error = %e, "cannot serve a listening socket")
+                        }
+                    }
+                })
+            })
+            .collect();
+        self.served.insert(b.addr, Served { slot, stop, tasks });
     }
 
     fn start_checkers(&mut self) {
@@ -191,7 +212,7 @@ impl Running {
             .iter()
             .filter(|b| !self.served.contains_key(&b.addr))
         {
-            fresh.push((server::bind(b.addr)?, b));
+            fresh.push((server::bind(b.addr, self.workers.len())?, b));
         }
         {
             let mut dp = self.datapath.lock().unwrap();
@@ -263,7 +284,7 @@ impl Running {
 
     /// Stops accepting; connections finish their in-flight requests (idle
     /// ones close at once), for up to `grace`.
-    pub async fn shutdown(self, grace: std::time::Duration) {
+    pub async fn shutdown(self, grace: std::time::Duration) -> Workers {
         for c in self.checkers {
             c.abort();
         }
@@ -271,7 +292,9 @@ impl Running {
             let _ = s.stop.send(true);
         }
         for (_, s) in self.served {
-            let _ = s.task.await;
+            for t in s.tasks {
+                let _ = t.await;
+            }
         }
         let deadline = tokio::time::Instant::now() + grace;
         let open = || {
@@ -289,6 +312,7 @@ impl Running {
         while open() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        self.workers
     }
 }
 

@@ -34,19 +34,38 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Binds `addr` with a deep backlog; the balancer address must be local.
-pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+/// Binds `addr` once per worker with SO_REUSEPORT, so each worker accepts on
+/// its own socket and the kernel spreads connections among them. Plain
+/// sockets: each worker's runtime takes its own (`TcpListener::from_std`).
+pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, BindError> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
     let err = |source| BindError { addr, source };
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    socket.set_nodelay(true).map_err(err)?;
-    socket.bind(addr).map_err(err)?;
-    socket.listen(4096).map_err(err)
+    (0..workers.max(1))
+        .map(|_| {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(err)?;
+            socket.set_reuseaddr(true).map_err(err)?;
+            socket.set_reuseport(true).map_err(err)?;
+            socket.set_nodelay(true).map_err(err)?;
+            socket.bind(addr).map_err(err)?;
+            let fd = socket.into_raw_fd();
+            // SAFETY: fd is a bound socket we own; ownership passes to the listener.
+            let listener = unsafe {
+                if libc::listen(fd, 4096) != 0 {
+                    let e = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    return Err(err(e));
+                }
+                std::net::TcpListener::from_raw_fd(fd)
+            };
+            listener.set_nonblocking(true).map_err(err)?;
+            Ok(listener)
+        })
+        .collect()
 }
 
 /// What serves one listening socket; replaced whole on reload, read per

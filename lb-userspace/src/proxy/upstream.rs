@@ -88,11 +88,22 @@ impl Pool {
     }
 }
 
-/// Pools for every target address; shared by all listeners.
+thread_local! {
+    /// Which data-plane worker this thread is; each keeps its own pools so a
+    /// pooled connection is used on the thread that drives it.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as data-plane worker `i`.
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// Pools for every target address and worker; shared by all listeners.
 #[derive(Default)]
 pub struct Upstreams {
     /// Read-mostly: written once per new target address.
-    pools: std::sync::RwLock<HashMap<SocketAddr, Arc<Pool>>>,
+    pools: std::sync::RwLock<HashMap<(SocketAddr, usize), Arc<Pool>>>,
     connect_timeout: Duration,
 }
 
@@ -105,10 +116,11 @@ impl Upstreams {
     }
 
     fn pool(&self, addr: SocketAddr) -> Arc<Pool> {
-        if let Some(p) = self.pools.read().unwrap().get(&addr) {
+        let key = (addr, WORKER.with(|w| w.get()));
+        if let Some(p) = self.pools.read().unwrap().get(&key) {
             return p.clone();
         }
-        self.pools.write().unwrap().entry(addr).or_default().clone()
+        self.pools.write().unwrap().entry(key).or_default().clone()
     }
 
     async fn connect(&self, addr: SocketAddr, upgrades: bool) -> Result<Sender, ConnectFailure> {

@@ -1,0 +1,74 @@
+//! The data plane's threads: one single-threaded runtime per core, each with
+//! its own listening sockets (SO_REUSEPORT: the kernel spreads connections)
+//! and its own upstream pools, so a request never hops between threads.
+
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+pub struct Workers {
+    handles: Vec<Handle>,
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        let mut w = Self {
+            handles: Vec::new(),
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
+        for i in 0..n.max(1) {
+            let (stop, stopped) = oneshot::channel::<()>();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("xalb-worker-{i}"))
+                .spawn(move || {
+                    crate::proxy::upstream::set_worker(i);
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    // Runs every task of this worker until told to stop; what is
+                    // left then is dropped with the runtime.
+                    rt.block_on(async {
+                        let _ = stopped.await;
+                    });
+                })?;
+            w.threads.push(thread);
+            w.stops.push(stop);
+            let handle = rx
+                .recv()
+                .map_err(|_| std::io::Error::other("worker thread died"))??;
+            w.handles.push(handle);
+        }
+        Ok(w)
+    }
+
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Stops every worker and waits for its thread.
+    pub fn shutdown(self) {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
