@@ -68,6 +68,8 @@ const MAX_EXT_HEADERS: usize = 8;
 /// (dropped as unparsed); keeps every offset bounded for the verifier.
 const MAX_L4_OFFSET: usize = 1024;
 const BPF_TCP_LISTEN: u32 = 10;
+const TCP_SYN: u8 = 0x02;
+const TCP_SYN_ACK: u8 = 0x12;
 
 #[xdp]
 pub fn xalb_xdp(ctx: XdpContext) -> u32 {
@@ -149,10 +151,13 @@ struct L4 {
     sport: u16,
     /// A fragment (first or later): ports cannot be trusted or are absent.
     fragment: bool,
+    /// A TCP SYN without ACK opens a connection: it is never a reply, so
+    /// the socket lookup can be skipped when no rule allows it.
+    opens: bool,
 }
 
 /// Reads what the rules need of the transport header at `off`: (source port,
-/// destination port, ICMP type); `None` if truncated. Each header is copied in
+/// destination port, TCP flags or ICMP type); `None` if truncated. Each header is copied in
 /// one bounds-checked read: separate reads let the compiler merge the checks
 /// in ways the verifier cannot follow.
 #[inline(always)]
@@ -167,7 +172,7 @@ fn transport(ctx: &XdpContext, off: usize, proto: u8) -> Option<(u16, u16, u8)> 
             Some((
                 u16::from_be_bytes([h[0], h[1]]),
                 u16::from_be_bytes([h[2], h[3]]),
-                0,
+                h[13],
             ))
         }
         proto::UDP => {
@@ -257,13 +262,15 @@ fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
         sport: 0,
         // More-fragments flag or a non-zero offset.
         fragment: frag & 0x3fff != 0,
+        opens: false,
     };
     let l4off = off + ihl;
     if !l4.fragment {
         match transport(ctx, l4off, l4.proto) {
-            Some((s, d, _)) => {
+            Some((s, d, extra)) => {
                 l4.sport = s;
                 l4.dport = d;
+                l4.opens = l4.proto == proto::TCP && extra & TCP_SYN_ACK == TCP_SYN;
             }
             None => return (slot, Reason::DropMalformed),
         }
@@ -308,8 +315,9 @@ fn decide(
     tuple: *mut bpf_sock_tuple,
     tuple_size: u32,
 ) -> Reason {
+    let may_be_reply = !l4.fragment && !l4.opens;
     if !inside_internal_networks {
-        if !l4.fragment && is_reply(ctx, tuple, tuple_size, l4) {
+        if may_be_reply && is_reply(ctx, tuple, tuple_size, l4) {
             return Reason::PassReply;
         }
         return Reason::DropInternal;
@@ -320,7 +328,7 @@ fn decide(
     if l4.fragment {
         return Reason::DropFragment;
     }
-    if is_reply(ctx, tuple, tuple_size, l4) {
+    if may_be_reply && is_reply(ctx, tuple, tuple_size, l4) {
         return Reason::PassReply;
     }
     Reason::DropDenied
@@ -403,12 +411,15 @@ fn ipv6(ctx: &XdpContext, off: usize) -> (u32, Reason) {
         dport: 0,
         sport: 0,
         fragment,
+        opens: false,
     };
     if !fragment {
         match transport(ctx, l4off, next) {
-            Some((s, d, icmp_type)) => {
+            Some((s, d, extra)) => {
                 l4.sport = s;
                 l4.dport = d;
+                l4.opens = next == proto::TCP && extra & TCP_SYN_ACK == TCP_SYN;
+                let icmp_type = extra;
                 // Neighbour discovery (router/neighbour solicitation and
                 // advertisement, redirect) must never be black-holed,
                 // whatever the rules and scheme.
