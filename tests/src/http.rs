@@ -160,8 +160,39 @@ async fn backend_service(
     Ok(resp)
 }
 
+/// A self-signed certificate for TLS backends, made once per test process.
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    static ACCEPTOR: std::sync::OnceLock<tokio_rustls::TlsAcceptor> = std::sync::OnceLock::new();
+    ACCEPTOR
+        .get_or_init(|| {
+            let ck = rcgen::generate_simple_self_signed(vec!["backend.test".to_string()])
+                .expect("a certificate");
+            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("default versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .expect("a usable certificate");
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        })
+        .clone()
+}
+
 impl Backend {
     pub fn start(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Self> {
+        Self::start_with(ns, addr, name, false)
+    }
+
+    /// The same backend behind TLS (a self-signed certificate).
+    pub fn start_tls(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Self> {
+        Self::start_with(ns, addr, name, true)
+    }
+
+    fn start_with(ns: &Netns, addr: SocketAddr, name: &str, tls: bool) -> Result<Self> {
+        let acceptor = tls.then(tls_acceptor);
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let requests = Arc::new(AtomicU64::new(0));
@@ -185,12 +216,20 @@ impl Backend {
                         _ = &mut stop_rx => break,
                         Ok((stream, _)) = listener.accept() => {
                             let (name, count) = (name_arc.clone(), count.clone());
+                            let acceptor = acceptor.clone();
                             tokio::spawn(async move {
                                 let svc = service_fn(move |req| backend_service(name.clone(), count.clone(), req));
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), svc)
-                                    .with_upgrades()
-                                    .await;
+                                let http = hyper::server::conn::http1::Builder::new();
+                                match acceptor {
+                                    None => {
+                                        let _ = http.serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+                                    }
+                                    Some(acceptor) => {
+                                        if let Ok(tls) = acceptor.accept(stream).await {
+                                            let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                                        }
+                                    }
+                                }
                             });
                         }
                     }

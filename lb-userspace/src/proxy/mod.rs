@@ -10,5 +10,6 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod upstream;
 pub mod wildcard;

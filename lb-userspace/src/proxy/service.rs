@@ -25,7 +25,7 @@ use super::headers;
 use super::redirect::{self, RedirectInput};
 use super::router::{RequestView, Router};
 use super::upstream::{AttemptError, Upstreams};
-use crate::config::model::{Action, WeightedGroup};
+use crate::config::model::{Action, TargetProtocol, WeightedGroup};
 use crate::metrics::ListenerMetrics;
 use crate::targets::{health, Pick, TargetGroupRuntime, WeightedGroups};
 
@@ -417,7 +417,12 @@ async fn forward(
         };
         let addr = pick.target().addr();
         let sent = Instant::now();
-        match shared.upstreams.send(addr, req, ctx.target_timeout).await {
+        let tls = group.config().protocol == TargetProtocol::Https;
+        match shared
+            .upstreams
+            .send(addr, tls, req, ctx.target_timeout)
+            .await
+        {
             Ok(resp) => {
                 let elapsed = sent.elapsed();
                 group.metrics.target_response(resp.status(), elapsed);

@@ -103,7 +103,8 @@ pub fn set_worker(i: usize) {
 #[derive(Default)]
 pub struct Upstreams {
     /// Read-mostly: written once per new target address.
-    pools: std::sync::RwLock<HashMap<(SocketAddr, usize), Arc<Pool>>>,
+    /// Keyed by (target, TLS, worker).
+    pools: std::sync::RwLock<HashMap<(SocketAddr, bool, usize), Arc<Pool>>>,
     connect_timeout: Duration,
 }
 
@@ -115,15 +116,20 @@ impl Upstreams {
         }
     }
 
-    fn pool(&self, addr: SocketAddr) -> Arc<Pool> {
-        let key = (addr, WORKER.with(|w| w.get()));
+    fn pool(&self, addr: SocketAddr, tls: bool) -> Arc<Pool> {
+        let key = (addr, tls, WORKER.with(|w| w.get()));
         if let Some(p) = self.pools.read().unwrap().get(&key) {
             return p.clone();
         }
         self.pools.write().unwrap().entry(key).or_default().clone()
     }
 
-    async fn connect(&self, addr: SocketAddr, upgrades: bool) -> Result<Sender, ConnectFailure> {
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        tls: bool,
+        upgrades: bool,
+    ) -> Result<Sender, ConnectFailure> {
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Err(_) => return Err(ConnectFailure::Timeout),
@@ -134,21 +140,16 @@ impl Upstreams {
                 Ok(Ok(s)) => s,
             };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectFailure::Other(e.to_string()))?;
-        tokio::spawn(async move {
-            let res = if upgrades {
-                conn.with_upgrades().await
-            } else {
-                conn.await
-            };
-            if let Err(e) = res {
-                debug!(%addr, error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        if tls {
+            let stream =
+                tokio::time::timeout(self.connect_timeout, super::tls::connect(stream, addr))
+                    .await
+                    .map_err(|_| ConnectFailure::Timeout)?
+                    .map_err(|e| ConnectFailure::Other(format!("TLS: {e}")))?;
+            handshake(TokioIo::new(stream), addr, upgrades).await
+        } else {
+            handshake(TokioIo::new(stream), addr, upgrades).await
+        }
     }
 
     /// One attempt at `addr`: a pooled connection if one is idle (retried once
@@ -157,16 +158,17 @@ impl Upstreams {
     pub async fn send(
         &self,
         addr: SocketAddr,
+        tls: bool,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
-        let pool = self.pool(addr);
+        let pool = self.pool(addr, tls);
         // Upgraded connections never return to the pool.
         let pooled = if upgrade { None } else { pool.take() };
         let mut sender = match pooled {
             Some(s) => s,
-            None => match self.connect(addr, upgrade).await {
+            None => match self.connect(addr, tls, upgrade).await {
                 Ok(s) => s,
                 Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
             },
@@ -186,7 +188,7 @@ impl Upstreams {
                     // a stale pooled connection; once more on a new one.
                     Some(back) if !fresh => {
                         req = back;
-                        sender = match self.connect(addr, upgrade).await {
+                        sender = match self.connect(addr, tls, upgrade).await {
                             Ok(s) => s,
                             Err(c) => return Err(AttemptError::NotSent(Box::new(req), c)),
                         };
@@ -203,4 +205,27 @@ impl Upstreams {
         }
         unreachable!("the loop returns on its second pass")
     }
+}
+
+/// HTTP/1.1 over an established connection (plain or TLS), driven by its
+/// own task on this worker.
+async fn handshake<I>(io: I, addr: SocketAddr, upgrades: bool) -> Result<Sender, ConnectFailure>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| ConnectFailure::Other(e.to_string()))?;
+    tokio::spawn(async move {
+        let res = if upgrades {
+            conn.with_upgrades().await
+        } else {
+            conn.await
+        };
+        if let Err(e) = res {
+            debug!(%addr, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
 }

@@ -230,10 +230,12 @@ pub async fn check(hc: &HealthCheck, target: &TargetState) -> Outcome {
             Err(_) => return Outcome::Failed,
         };
         match hc.protocol {
-            // HTTPS checks need the TLS client that arrives with HTTPS
-            // listeners; until then a completed connection is the check.
-            TargetProtocol::Tcp | TargetProtocol::Https => Outcome::Ok,
-            TargetProtocol::Http => http_check(hc, stream, addr).await,
+            TargetProtocol::Tcp => Outcome::Ok,
+            TargetProtocol::Http => http_check(hc, TokioIo::new(stream), addr).await,
+            TargetProtocol::Https => match crate::proxy::tls::connect(stream, addr).await {
+                Ok(tls) => http_check(hc, TokioIo::new(tls), addr).await,
+                Err(_) => Outcome::Failed,
+            },
         }
     };
     match tokio::time::timeout(hc.timeout, attempt).await {
@@ -242,9 +244,11 @@ pub async fn check(hc: &HealthCheck, target: &TargetState) -> Outcome {
     }
 }
 
-async fn http_check(hc: &HealthCheck, stream: TcpStream, addr: std::net::SocketAddr) -> Outcome {
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    else {
+async fn http_check<I>(hc: &HealthCheck, io: I, addr: std::net::SocketAddr) -> Outcome
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(io).await else {
         return Outcome::Failed;
     };
     let conn = tokio::spawn(conn);
