@@ -12,8 +12,6 @@ use xalb_tests::bed::{lb, HttpBed, ADMIN};
 use xalb_tests::http::{get, in_ns, Client, Reply};
 use xalb_tests::netns::Netns;
 
-/// The admin endpoint's default address, inside the balancer's namespace.
-
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 fn config(extra: &str, default_action: &str) -> String {
     xalb_tests::bed::http_config("10s", extra, default_action)
