@@ -5,11 +5,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-
-/// Proxying allocates and frees small buffers per request on every core;
-/// mimalloc's per-thread free lists serve that pattern better than glibc's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use xalb::kernel::XdpModeChoice;
 
 #[derive(Parser)]
