@@ -102,10 +102,9 @@ enum State {
 /// Wraps a client connection; see the module documentation.
 pub struct FramingGuard<IO> {
     io: IO,
-    /// Read from the socket, not yet judged.
+    /// Read from the socket; the first `judged` bytes may go to the parser.
     pending: BytesMut,
-    /// Judged, ready for the parser.
-    ready: BytesMut,
+    judged: usize,
     state: State,
     max_head: usize,
     max_headers: usize,
@@ -122,7 +121,7 @@ impl<IO> FramingGuard<IO> {
         Self {
             io,
             pending: BytesMut::new(),
-            ready: BytesMut::new(),
+            judged: 0,
             state: State::Head,
             max_head,
             max_headers,
@@ -144,22 +143,21 @@ impl<IO> FramingGuard<IO> {
         }
     }
 
-    /// Moves what can be judged from `pending` to `ready`.
+    /// Judges what it can of `pending` past `judged`.
     fn process(&mut self) {
-        while !self.pending.is_empty() {
+        while self.judged < self.pending.len() {
             let progressed = match self.state {
                 State::Passthrough => {
-                    let all = self.pending.split();
-                    self.ready.unsplit(all);
+                    self.judged = self.pending.len();
                     false
                 }
                 State::Refused => {
-                    self.pending.clear();
+                    self.pending.truncate(self.judged);
                     false
                 }
                 State::Head => self.head(),
                 State::Body(n) => {
-                    let take = (n.min(self.pending.len() as u64)) as usize;
+                    let take = (n.min(self.unjudged().len() as u64)) as usize;
                     self.release(take);
                     self.state = if n == take as u64 {
                         State::Head
@@ -170,7 +168,7 @@ impl<IO> FramingGuard<IO> {
                 }
                 State::ChunkSize => match self.line() {
                     Some(len) => {
-                        let line = &self.pending[..len];
+                        let line = &self.unjudged()[..len];
                         let line = line.strip_suffix(b"\n").unwrap_or(line);
                         let line = line.strip_suffix(b"\r").unwrap_or(line);
                         let size = line.split(|&b| b == b';').next().unwrap_or_default();
@@ -185,7 +183,7 @@ impl<IO> FramingGuard<IO> {
                     None => false,
                 },
                 State::ChunkData(n) => {
-                    let take = (n.min(self.pending.len() as u64)) as usize;
+                    let take = (n.min(self.unjudged().len() as u64)) as usize;
                     self.release(take);
                     self.state = if n == take as u64 {
                         State::ChunkCrlf
@@ -195,22 +193,22 @@ impl<IO> FramingGuard<IO> {
                     take > 0
                 }
                 State::ChunkCrlf => {
-                    if self.pending.len() < 2 {
+                    if self.unjudged().len() < 2 {
                         false
                     } else {
-                        if &self.pending[..2] != b"\r\n" {
+                        if &self.unjudged()[..2] != b"\r\n" {
                             self.state = State::Passthrough;
                         } else {
                             self.state = State::ChunkSize;
                         }
-                        self.release(2.min(self.pending.len()));
+                        self.release(2);
                         true
                     }
                 }
                 State::Trailers => match self.line() {
                     Some(len) => {
                         if len <= 2
-                            && self.pending[..len]
+                            && self.unjudged()[..len]
                                 .iter()
                                 .all(|&b| b == b'\r' || b == b'\n')
                         {
@@ -228,18 +226,27 @@ impl<IO> FramingGuard<IO> {
         }
     }
 
+    /// Bytes read but not judged yet.
+    fn unjudged(&self) -> &[u8] {
+        &self.pending[self.judged..]
+    }
+
     fn release(&mut self, n: usize) {
-        let part = self.pending.split_to(n);
-        self.ready.unsplit(part);
+        self.judged += n;
     }
 
     /// Length of the next line including its `\n`, if complete. A line too
     /// long to be a chunk header ends the guarding (the parser refuses it).
     fn line(&mut self) -> Option<usize> {
-        match self.pending.iter().take(MAX_LINE).position(|&b| b == b'\n') {
+        match self
+            .unjudged()
+            .iter()
+            .take(MAX_LINE)
+            .position(|&b| b == b'\n')
+        {
             Some(i) => Some(i + 1),
             None => {
-                if self.pending.len() >= MAX_LINE {
+                if self.unjudged().len() >= MAX_LINE {
                     self.state = State::Passthrough;
                 }
                 None
@@ -249,11 +256,12 @@ impl<IO> FramingGuard<IO> {
 
     /// Judges a complete head at the start of `pending`; true if it did.
     fn head(&mut self) -> bool {
-        if self.pending.is_empty() {
+        let unjudged = &self.pending[self.judged..];
+        if unjudged.is_empty() {
             return false;
         }
-        let n = self.pending.len().min(H2_PREFACE.len());
-        if self.pending[..n] == H2_PREFACE[..n] {
+        let n = unjudged.len().min(H2_PREFACE.len());
+        if unjudged[..n] == H2_PREFACE[..n] {
             if n == H2_PREFACE.len() {
                 self.state = State::Passthrough;
                 return true;
@@ -269,10 +277,10 @@ impl<IO> FramingGuard<IO> {
             &mut on_heap
         };
         let mut req = httparse::Request::new(headers);
-        let len = match req.parse(&self.pending) {
+        let len = match req.parse(unjudged) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
-                if self.pending.len() > self.max_head {
+                if unjudged.len() > self.max_head {
                     self.state = State::Passthrough;
                     return true;
                 }
@@ -286,14 +294,15 @@ impl<IO> FramingGuard<IO> {
         };
         match judge(&req) {
             Err(refusal) => {
-                self.pending.clear();
-                self.ready.extend_from_slice(
+                self.pending.truncate(self.judged);
+                self.pending.extend_from_slice(
                     format!(
                         "GET / HTTP/1.1\r\nhost: refused\r\n{REJECT_HEADER}: {}\r\nconnection: close\r\n\r\n",
                         refusal.code()
                     )
                     .as_bytes(),
                 );
+                self.judged = self.pending.len();
                 self.state = State::Refused;
             }
             Ok(next) => {
@@ -388,10 +397,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if !this.ready.is_empty() {
-                let n = this.ready.len().min(buf.remaining());
-                buf.put_slice(&this.ready[..n]);
-                this.ready.advance(n);
+            if this.judged > 0 {
+                let n = this.judged.min(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                this.judged -= n;
                 return Poll::Ready(Ok(()));
             }
             if this.eof {
@@ -403,15 +413,57 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 // (`Connection: close`), so no wake-up is needed.
                 return Poll::Pending;
             }
-            // Nothing to judge: read straight into the parser's buffer.
-            if this.pending.is_empty() && this.state == State::Passthrough {
-                let before = buf.filled().len();
-                let res = Pin::new(&mut this.io).poll_read(cx, buf);
-                this.count(buf.filled().len() - before);
-                return res;
+            // Nothing held back: bodies and passthrough bytes go straight
+            // into the parser's buffer, as much as the framing says is body.
+            if this.pending.is_empty() {
+                let limit = match this.state {
+                    State::Passthrough => Some(usize::MAX),
+                    State::Body(n) | State::ChunkData(n) => Some(n.min(usize::MAX as u64) as usize),
+                    _ => None,
+                };
+                if let Some(limit) = limit {
+                    let before = buf.filled().len();
+                    let res = if limit >= buf.remaining() {
+                        Pin::new(&mut this.io).poll_read(cx, buf)
+                    } else {
+                        let mut sub = buf.take(limit);
+                        let res = Pin::new(&mut this.io).poll_read(cx, &mut sub);
+                        let n = sub.filled().len();
+                        // SAFETY: the reader initialised `n` bytes of `buf`'s unfilled part.
+                        unsafe { buf.assume_init(n) };
+                        buf.advance(n);
+                        res
+                    };
+                    let n = buf.filled().len() - before;
+                    this.count(n);
+                    match this.state {
+                        State::Body(left) if n > 0 => {
+                            this.state = if left == n as u64 {
+                                State::Head
+                            } else {
+                                State::Body(left - n as u64)
+                            }
+                        }
+                        State::ChunkData(left) if n > 0 => {
+                            this.state = if left == n as u64 {
+                                State::ChunkCrlf
+                            } else {
+                                State::ChunkData(left - n as u64)
+                            }
+                        }
+                        _ => {}
+                    }
+                    return res;
+                }
             }
-            // Read into `pending`'s spare room: no zeroing, no extra copy.
-            this.pending.reserve(16 * 1024);
+            // Read into `pending`'s spare room: no zeroing. Small at first,
+            // so that an idle connection holds little memory.
+            let room = if this.pending.capacity() == 0 {
+                1024
+            } else {
+                8 * 1024
+            };
+            this.pending.reserve(room);
             let spare = this.pending.spare_capacity_mut();
             let mut rb = ReadBuf::uninit(spare);
             match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
@@ -422,8 +474,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                     if n == 0 {
                         // The peer is done: hand over what is left as it is.
                         this.eof = true;
-                        let rest = this.pending.split();
-                        this.ready.unsplit(rest);
+                        this.judged = this.pending.len();
                     } else {
                         let len = this.pending.len();
                         // SAFETY: the reader initialised `n` bytes of the
