@@ -743,3 +743,45 @@ action = { type = "forward", target_group = "api" }
     assert!(dp.lock().unwrap().maps.backends(1).is_none());
     assert_eq!(members(&read(0)), [t12]);
 }
+
+#[test]
+fn a_request_outliving_its_targets_draining_time_gets_502() {
+    let bed = HttpBed::new(&config(&web(&[11], "2s"), FORWARD_WEB)).unwrap();
+    let a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    let before = a.requests();
+    let started = Instant::now();
+    let slow = spawn_in(&bed.client, async || {
+        get(lb(), "/sleep?ms=8000", &[])
+            .await
+            .map(|r| r.status)
+            .map_err(|e| format!("{e:#}"))
+    });
+    wait_for(
+        "the slow request to reach a",
+        Duration::from_secs(5),
+        || {
+            if a.requests() > before {
+                Ok(())
+            } else {
+                Err("no request yet".into())
+            }
+        },
+    );
+    std::fs::write(&bed.config, config(&web(&[12], "2s"), FORWARD_WEB)).unwrap();
+    let out = reload(&bed);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let status = slow.join().unwrap().unwrap();
+    assert_eq!(status, 502, "cut when the 2 s draining time ended");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(7),
+        "answered after {took:?}, not at the end of draining"
+    );
+}

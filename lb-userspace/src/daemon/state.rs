@@ -253,7 +253,8 @@ impl Running {
                     h.state = HealthState::Draining;
                     h.reason = Some(Reason::DeregistrationInProgress);
                 }
-                r.target.set_usable(false);
+                r.target
+                    .start_draining(tokio::time::Instant::now() + r.delay);
                 draining.push(DrainingTarget {
                     group: r.group.clone(),
                     target: r.target.clone(),

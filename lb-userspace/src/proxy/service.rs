@@ -418,11 +418,19 @@ async fn forward(
         let addr = pick.target().addr();
         let sent = Instant::now();
         let tls = group.config().protocol == TargetProtocol::Https;
-        match shared
-            .upstreams
-            .send(addr, tls, req, ctx.target_timeout)
-            .await
-        {
+        let attempt = shared.upstreams.send(addr, tls, req, ctx.target_timeout);
+        tokio::pin!(attempt);
+        // A request that outlives its deregistered target's draining time
+        // gets 502, as on the ALB. Watching for that costs a waiter
+        // registration, so only requests slower than a second pay it.
+        let outcome = match tokio::time::timeout(Duration::from_secs(1), &mut attempt).await {
+            Ok(r) => r,
+            Err(_) => tokio::select! {
+                r = &mut attempt => r,
+                _ = pick.target().drained() => return Err(LbError::BadResponse),
+            },
+        };
+        match outcome {
             Ok(resp) => {
                 let elapsed = sent.elapsed();
                 group.metrics.target_response(resp.status(), elapsed);

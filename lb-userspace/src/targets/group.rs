@@ -33,6 +33,10 @@ pub struct TargetState {
     /// Share of its weight this target gets now, in thousandths: below 1000
     /// while it ramps up after turning healthy (slow start).
     ramp: AtomicU32,
+    /// When a deregistered target's draining ends: requests still waiting
+    /// for it then are answered 502, as the ALB does.
+    drain_deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
+    drain_started: tokio::sync::Notify,
 }
 
 impl TargetState {
@@ -58,6 +62,27 @@ impl TargetState {
     /// start ramp (in thousandths, so a weight-1 target can ramp too).
     pub fn effective_weight(&self) -> u32 {
         u32::from(self.target.weight.max(1)) * self.ramp.load(Ordering::Acquire).clamp(1, 1000)
+    }
+
+    /// Starts draining: no new requests; those in flight have until `until`.
+    pub fn start_draining(&self, until: tokio::time::Instant) {
+        *self.drain_deadline.lock().unwrap() = Some(until);
+        self.set_usable(false);
+        self.drain_started.notify_waiters();
+    }
+
+    /// Resolves when this target's draining time is over (never, if it is
+    /// not draining).
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.drain_started.notified();
+            let deadline = *self.drain_deadline.lock().unwrap();
+            if let Some(until) = deadline {
+                tokio::time::sleep_until(until).await;
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Sets the slow start ramp (thousandths of the weight).
@@ -163,6 +188,8 @@ impl TargetGroupRuntime {
                     outstanding: AtomicU32::new(0),
                     usable: AtomicBool::new(true),
                     ramp: AtomicU32::new(1000),
+                    drain_deadline: std::sync::Mutex::new(None),
+                    drain_started: tokio::sync::Notify::new(),
                     generation: Arc::clone(&generation),
                     health: std::sync::Mutex::new(super::health::Health::initial(
                         cfg.health_check.enabled,
