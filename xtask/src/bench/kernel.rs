@@ -302,6 +302,7 @@ impl Env<'_> {
                     self.topo,
                     self.dir,
                     self.xalb_bin,
+                    self.configs,
                     &self.configs.xalb_kernel,
                 )?;
                 xalb = Some(r);
@@ -691,6 +692,7 @@ fn xdp_cost(
             env.topo,
             env.dir,
             env.xalb_bin,
+            env.configs,
             &env.configs.xalb,
         )?;
         // On an error `r` is dropped, which stops it.

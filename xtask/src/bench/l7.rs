@@ -36,7 +36,7 @@ pub fn run(
                 plan.repeat,
                 system.name()
             ));
-            let r = match peers::start(system, topo, dir, xalb_bin, &configs.xalb) {
+            let r = match peers::start(system, topo, dir, xalb_bin, configs, &configs.xalb) {
                 Ok(r) => r,
                 Err(e) => {
                     report.note(format!(

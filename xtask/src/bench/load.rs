@@ -216,23 +216,25 @@ pub fn parse_h2load(out: &str, per_request: &str) -> Result<LoadResult> {
     Ok(r)
 }
 
-/// CPU seconds (user + system) and peak RSS of a process group: the balancer
-/// and, for nginx, its workers.
+/// CPU seconds (user + system), peak and current RSS of a process group: the
+/// balancer and, for nginx, its workers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcSample {
     pub cpu_s: f64,
     /// Sum of VmHWM over the group's processes (shared pages counted per
     /// process, as `ps` would).
     pub hwm_kib: u64,
+    /// Sum of VmRSS, counted the same way.
+    pub rss_kib: u64,
 }
 
-pub fn sample_group(pgid: i32) -> ProcSample {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut s = ProcSample::default();
+/// The pids of process group `pgid`, with their `/proc/PID/stat` fields
+/// from the state on (field 3; the command name may contain spaces).
+fn group_members(pgid: i32) -> Vec<(u32, Vec<String>)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return s;
+        return Vec::new();
     };
+    let mut v = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -241,29 +243,59 @@ pub fn sample_group(pgid: i32) -> ProcSample {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        // Fields after the command name, which may contain spaces.
         let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
             continue;
         };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // rest starts at field 3 (state): pgrp is field 5, utime 14, stime 15.
-        if f.len() < 13 || f[2].parse::<i32>().ok() != Some(pgid) {
-            continue;
+        let f: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+        // pgrp is field 5.
+        if f.len() >= 13 && f[2].parse::<i32>().ok() == Some(pgid) {
+            v.push((pid, f));
         }
+    }
+    v
+}
+
+pub fn sample_group(pgid: i32) -> ProcSample {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut s = ProcSample::default();
+    for (pid, f) in group_members(pgid) {
+        // utime is field 14, stime 15.
         let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
         s.cpu_s += ticks / hz;
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(v) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                s.hwm_kib += v
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap_or(0);
-            }
+            let kib = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            s.hwm_kib += kib("VmHWM:");
+            s.rss_kib += kib("VmRSS:");
         }
     }
     s
+}
+
+/// Distinct sockets open in a process group (nginx's master and workers
+/// share their listeners; a thread shares its process's table).
+pub fn group_sockets(pgid: i32) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for (pid, _) in group_members(pgid) {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.to_string_lossy();
+                if t.starts_with("socket:") {
+                    inodes.insert(t.into_owned());
+                }
+            }
+        }
+    }
+    inodes.len()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: xalb against nginx, HAProxy, no balancer at all, and
-//! the kernel's own packet filters, on this machine, in network namespaces.
+//! the kernel's own packet filters, on this machine, in network namespaces;
+//! and the balancers' memory holding many idle connections.
 //!
 //! Every system is measured in the same run, interleaved (A B C D, A B C D,
 //! ...) and repeated, and the median is reported: on a shared two-core
@@ -7,6 +8,7 @@
 
 mod bpf;
 mod cleanup;
+mod idle;
 mod kernel;
 mod l7;
 mod load;
@@ -33,19 +35,24 @@ pub enum Scenario {
     L7,
     /// Packet drops by XDP, nftables and xdp-filter; XDP's cost on allowed traffic.
     Kernel,
+    /// Each balancer's resident memory holding many idle client connections.
+    Idle,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// About a minute and a half (plus building xalb): 2 s runs, two rounds, 64-byte frames only.
+    /// About two minutes (plus building xalb): 2 s runs, two rounds, 64-byte frames only.
     #[arg(long, conflicts_with = "smoke")]
     quick: bool,
     /// A few seconds: one round of one-second keep-alive runs (the test suite's check).
     #[arg(long)]
     smoke: bool,
-    /// Which scenarios to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "l7,kernel")]
+    /// Which scenarios to run [default: l7,kernel,idle; with --smoke l7,kernel].
+    #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
+    /// Idle client connections each balancer holds in the idle scenario.
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: u32,
     /// Seconds per load run (the kernel scenario measures for half of it, 1-5 s).
     #[arg(long)]
     duration: Option<u64>,
@@ -66,6 +73,7 @@ pub struct Args {
 struct Plan {
     l7: Option<l7::L7Plan>,
     kernel: Option<kernel::KernelPlan>,
+    idle: Option<idle::IdlePlan>,
     load: LoadOpts,
     mode: &'static str,
 }
@@ -91,19 +99,26 @@ impl Plan {
             duration,
             streams: 10,
         };
+        let scenarios = if !a.scenarios.is_empty() {
+            a.scenarios.clone()
+        } else if a.smoke {
+            // Ten thousand connections per balancer is no smoke test.
+            vec![Scenario::L7, Scenario::Kernel]
+        } else {
+            vec![Scenario::L7, Scenario::Kernel, Scenario::Idle]
+        };
         let kinds = if a.smoke {
             vec![Kind::KeepAlive]
         } else {
             vec![Kind::KeepAlive, Kind::ConnPerRequest, Kind::H2c]
         };
-        let l7 = a.scenarios.contains(&Scenario::L7).then(|| l7::L7Plan {
+        let l7 = scenarios.contains(&Scenario::L7).then(|| l7::L7Plan {
             systems: vec![System::Xalb, System::Nginx, System::Haproxy, System::Direct],
             kinds,
             repeat,
             warmup,
         });
-        let kernel = a
-            .scenarios
+        let kernel = scenarios
             .contains(&Scenario::Kernel)
             .then(|| kernel::KernelPlan {
                 sizes: if a.smoke || a.quick {
@@ -124,9 +139,29 @@ impl Plan {
                 xdp_cost: true,
                 warmup,
             });
+        let idle = if scenarios.contains(&Scenario::Idle) {
+            // The client holds every connection in one process; leave it a
+            // few descriptors of its own.
+            let fds = nofile_limit();
+            if a.idle_connections == 0 || u64::from(a.idle_connections) + 100 > fds {
+                bail!(
+                    "--idle-connections must be 1-{} (the file descriptor limit is {fds})",
+                    fds.saturating_sub(100)
+                );
+            }
+            Some(idle::IdlePlan {
+                systems: vec![System::Xalb, System::Nginx, System::Haproxy],
+                connections: a.idle_connections,
+                hold: Duration::from_secs(3),
+                repeat,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             l7,
             kernel,
+            idle,
             load,
             mode,
         })
@@ -178,7 +213,9 @@ fn run_inner(args: &Args, plan: &Plan) -> Result<()> {
         machine: machine(),
         ..Default::default()
     };
-    let configs = peers::Configs::new(&dir);
+    // Sized for the idle scenario even when it does not run: the L7 numbers
+    // of runs with and without it come from the same configurations.
+    let configs = peers::Configs::new(&dir, args.idle_connections.max(plan.load.connections));
     report.configs = Some(configs.clone());
     report.options = options(plan);
     report.load_commands = load_commands(plan);
@@ -193,6 +230,10 @@ fn run_inner(args: &Args, plan: &Plan) -> Result<()> {
     if let Some(k) = &plan.kernel {
         progress("kernel scenario");
         kernel::run(&topo, &dir, &xalb_bin, &configs, k, &plan.load, &mut report)?;
+    }
+    if let Some(i) = &plan.idle {
+        progress("idle scenario");
+        idle::run(&topo, &dir, &xalb_bin, &configs, i, &mut report)?;
     }
     drop(backends);
     drop(topo);
@@ -305,6 +346,19 @@ fn find_command(cmd: &str) -> Option<PathBuf> {
     None
 }
 
+/// The hard file descriptor limit, which `raise_nofile` makes the soft one.
+fn nofile_limit() -> u64 {
+    // SAFETY: getrlimit on a local struct.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_max
+        } else {
+            1024
+        }
+    }
+}
+
 /// nginx, HAProxy and wrk with thousands of connections need more than the
 /// default 1024 descriptors; children inherit the raised soft limit (up to
 /// the hard limit, 20,000 on these machines).
@@ -390,6 +444,11 @@ fn options(plan: &Plan) -> BTreeMap<String, String> {
         o.insert("rounds".into(), p.repeat.to_string());
         o.insert("warmup_s".into(), p.warmup.to_string());
     }
+    if let Some(i) = &plan.idle {
+        o.insert("rounds".into(), i.repeat.to_string());
+        o.insert("idle_connections".into(), i.connections.to_string());
+        o.insert("idle_hold_s".into(), i.hold.as_secs().to_string());
+    }
     if let Some(k) = &plan.kernel {
         o.insert("rounds".into(), k.repeat.to_string());
         o.insert("kernel_window_s".into(), k.window.as_secs().to_string());
@@ -429,5 +488,46 @@ fn load_commands(plan: &Plan) -> Vec<String> {
     {
         v.truncate(1);
     }
+    if let Some(i) = &plan.idle {
+        v.push(format!(
+            "python3 -c CLIENT {n} {lb} 80 {cap}   (idle: opens {n} connections one after another from the client namespace, sends nothing; \
+             RSS read {hold} s after the last, VmRSS summed over the balancer's processes; the script is xtask/src/bench/idle.rs)",
+            n = i.connections,
+            lb = topology::ip4(topology::LB_ADDR),
+            cap = idle::CLIENT_CAP_S,
+            hold = i.hold.as_secs()
+        ));
+    }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn plan(argv: &[&str]) -> Plan {
+        let cli = Cli::parse_from(std::iter::once("bench").chain(argv.iter().copied()));
+        Plan::new(&cli.args).unwrap()
+    }
+
+    #[test]
+    fn idle_runs_by_default_and_quick_but_not_smoke() {
+        assert!(plan(&[]).idle.is_some());
+        let quick = plan(&["--quick"]);
+        assert!(quick.idle.is_some() && quick.l7.is_some() && quick.kernel.is_some());
+        let smoke = plan(&["--smoke"]);
+        assert!(smoke.idle.is_none() && smoke.l7.is_some() && smoke.kernel.is_some());
+        let only = plan(&["--scenarios", "idle", "--idle-connections", "500"]);
+        assert!(only.l7.is_none() && only.kernel.is_none());
+        assert_eq!(only.idle.unwrap().connections, 500);
+        let cli = Cli::parse_from(["bench", "--scenarios", "idle", "--idle-connections", "0"]);
+        assert!(Plan::new(&cli.args).is_err());
+    }
 }

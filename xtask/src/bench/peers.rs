@@ -60,11 +60,14 @@ pub struct Configs {
 }
 
 impl Configs {
-    pub fn new(dir: &Path) -> Self {
+    /// `clients`: client connections each balancer must hold at once (the
+    /// idle scenario's count, whether or not it runs, so that every run with
+    /// the same options measures the same configurations).
+    pub fn new(dir: &Path, clients: u32) -> Self {
         Self {
             nginx_backend: nginx_backend(&dir.join("nginx-be1"), BACKENDS[0]),
-            nginx: nginx_balancer(&dir.join("nginx-lb")),
-            haproxy: haproxy(),
+            nginx: nginx_balancer(&dir.join("nginx-lb"), clients),
+            haproxy: haproxy(clients),
             xalb: xalb("0.0.0.0/0"),
             // Only the client's subnet: the generator's source is denied.
             xalb_kernel: xalb("10.231.1.0/24"),
@@ -74,7 +77,7 @@ impl Configs {
 
 /// Settings every nginx here shares: the prefix holds pid, logs and temp
 /// files so nothing outside the run's directory is touched.
-fn nginx_common(prefix: &Path) -> String {
+fn nginx_common(prefix: &Path, worker_connections: u32) -> String {
     let p = prefix.display();
     format!(
         "worker_processes {cores};
@@ -82,12 +85,15 @@ worker_rlimit_nofile 20000;
 pid {p}/nginx.pid;
 error_log {p}/error.log warn;
 events {{
-    worker_connections 8192;
+    worker_connections {worker_connections};
 }}
 ",
         cores = cores()
     )
 }
+
+/// The backends' worker_connections, and the least any balancer gets.
+const NGINX_WORKER_CONNECTIONS: u32 = 8192;
 
 fn nginx_http_common(prefix: &Path) -> String {
     let p = prefix.display();
@@ -120,17 +126,26 @@ pub fn nginx_backend(prefix: &Path, addr: [u8; 4]) -> String {
     }}
 }}
 ",
-        common = nginx_common(prefix),
+        common = nginx_common(prefix, NGINX_WORKER_CONNECTIONS),
         http = nginx_http_common(prefix),
         body = BODY.replace('\n', "\\n"),
     )
 }
 
-pub fn nginx_balancer(prefix: &Path) -> String {
+pub fn nginx_balancer(prefix: &Path, clients: u32) -> String {
     let lb = ip4(LB_ADDR);
+    // Per worker, and nothing makes the kernel spread accepts evenly: one
+    // worker may get every client, plus its listeners and upstream
+    // connections. Every slot is allocated at start (a few hundred bytes
+    // each, in the idle RSS), so no more than that.
+    let worker_connections = (clients + 1024).max(NGINX_WORKER_CONNECTIONS);
     format!(
         "{common}http {{
-{http}    upstream backends {{
+{http}    # The defaults, spelled out: the idle scenario holds connections that
+    # send nothing for a few seconds, well within both.
+    client_header_timeout 60s;
+    keepalive_timeout 75s;
+    upstream backends {{
         server {b1}:80;
         server {b2}:80;
         keepalive 64;
@@ -147,7 +162,7 @@ pub fn nginx_balancer(prefix: &Path) -> String {
     }}
 }}
 ",
-        common = nginx_common(prefix),
+        common = nginx_common(prefix, worker_connections),
         http = nginx_http_common(prefix),
         b1 = ip4(BACKENDS[0]),
         b2 = ip4(BACKENDS[1]),
@@ -156,16 +171,25 @@ pub fn nginx_balancer(prefix: &Path) -> String {
 
 /// No `log` line anywhere: HAProxy logs nothing. A plain `mode http` bind
 /// also takes h2c with prior knowledge.
-pub fn haproxy() -> String {
+///
+/// HAProxy reserves two descriptors per connection (client and server side)
+/// and by default refuses to start when the file limit (20,000 here, which
+/// root cannot raise) is below that: `no strict-limits` lets it run with
+/// what there is, which idle clients (one descriptor each) stay within.
+pub fn haproxy(clients: u32) -> String {
     format!(
         "global
     nbthread {cores}
-    maxconn 8000
+    maxconn {maxconn}
+    no strict-limits
 
 defaults
     mode http
     timeout connect 5s
     timeout client 30s
+    # The default (timeout client), spelled out: the idle scenario's clients
+    # send nothing for a few seconds.
+    timeout http-request 30s
     timeout server 30s
     http-reuse always
 
@@ -179,6 +203,7 @@ backend backends
     server b2 {b2}:80
 ",
         cores = cores(),
+        maxconn = (clients + 1000).max(8000),
         lb = ip4(LB_ADDR),
         b1 = ip4(BACKENDS[0]),
         b2 = ip4(BACKENDS[1]),
@@ -208,6 +233,9 @@ name = "bench"
 interfaces = ["eth0"]
 addresses = ["{lb}"]
 security_groups = ["bench-web"]
+# The default, spelled out: the idle scenario's clients send nothing for a
+# few seconds.
+idle_timeout = "60s"
 
 [[listener]]
 load_balancer = "bench"
@@ -290,6 +318,7 @@ pub fn start(
     topo: &Topology,
     dir: &Path,
     xalb_bin: &Path,
+    configs: &Configs,
     xalb_config: &str,
 ) -> Result<Running> {
     let lb80 = SocketAddr::from((LB_ADDR, 80));
@@ -304,13 +333,13 @@ pub fn start(
         }
         System::Nginx => {
             let prefix = dir.join("nginx-lb");
-            let p = start_nginx(ns, "nginx balancer", &prefix, &nginx_balancer(&prefix))?;
+            let p = start_nginx(ns, "nginx balancer", &prefix, &configs.nginx)?;
             (p, lb80, SocketAddr::from((LB_ADDR, NGINX_H2C_PORT)))
         }
         System::Haproxy => {
             let d = dir.join("haproxy");
             let conf = d.join("haproxy.cfg");
-            write(&conf, &haproxy())?;
+            write(&conf, &configs.haproxy)?;
             let mut cmd = ns.command("haproxy");
             cmd.arg("-db").arg("-f").arg(&conf);
             (
@@ -373,7 +402,7 @@ mod tests {
     #[test]
     fn body_is_100_bytes_and_configs_name_it() {
         assert_eq!(BODY.len(), 100);
-        let c = Configs::new(Path::new("/tmp/x"));
+        let c = Configs::new(Path::new("/tmp/x"), 10_000);
         assert!(c.nginx_backend.contains("return 200"));
         assert!(c.nginx.contains("keepalive 64;"));
         assert!(c.haproxy.contains("http-reuse always"));

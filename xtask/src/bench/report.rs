@@ -44,6 +44,24 @@ pub struct KernelSample {
     pub filter_count_total: Option<u64>,
 }
 
+/// One balancer holding idle client connections.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct IdleSample {
+    /// Connections the client tried to open.
+    pub requested: u32,
+    /// Connections the client opened (connect succeeded).
+    pub established: u32,
+    /// Sockets the balancer's processes held with them open, beyond those it
+    /// held before: the connections it accepted.
+    pub accepted: u32,
+    /// VmRSS summed over the balancer's processes, after start.
+    pub rss_idle_kib: u64,
+    /// The same with the connections open.
+    pub rss_kib: u64,
+    /// How long the client took to open them, one after another.
+    pub connect_s: f64,
+}
+
 #[derive(Serialize)]
 pub struct Row<S> {
     pub scenario: String,
@@ -86,6 +104,7 @@ pub struct Report {
     pub load_commands: Vec<String>,
     pub l7: Vec<Row<L7Sample>>,
     pub kernel: Vec<Row<KernelSample>>,
+    pub idle: Vec<Row<IdleSample>>,
     pub configs: Option<Configs>,
     pub kernel_setup: Option<KernelSetup>,
     pub targets: Vec<String>,
@@ -171,6 +190,30 @@ fn kernel_median(s: &[KernelSample]) -> Option<KernelSample> {
     })
 }
 
+fn idle_median(s: &[IdleSample]) -> Option<IdleSample> {
+    let first = s.first()?;
+    let kib = |f: fn(&IdleSample) -> u64| {
+        median_of(s, |x| Some(f(x) as f64)).map_or(0, |v| v.round() as u64)
+    };
+    Some(IdleSample {
+        requested: first.requested,
+        // The worst round: a connection lost once is worth seeing.
+        established: s.iter().map(|x| x.established).min()?,
+        accepted: s.iter().map(|x| x.accepted).min()?,
+        rss_idle_kib: kib(|x| x.rss_idle_kib),
+        rss_kib: kib(|x| x.rss_kib),
+        connect_s: median_of(s, |x| Some(x.connect_s))?,
+    })
+}
+
+impl IdleSample {
+    /// KiB of RSS each accepted connection added.
+    pub fn per_connection_kib(&self) -> Option<f64> {
+        (self.accepted > 0)
+            .then(|| (self.rss_kib as f64 - self.rss_idle_kib as f64) / f64::from(self.accepted))
+    }
+}
+
 fn sort_by_scenario<S>(rows: &mut [Row<S>]) {
     let mut order: Vec<String> = Vec::new();
     for r in rows.iter() {
@@ -211,6 +254,12 @@ impl Report {
             .push(s);
     }
 
+    pub fn add_idle(&mut self, scenario: &str, system: &str, reference: bool, s: IdleSample) {
+        row(&mut self.idle, scenario, system, reference)
+            .samples
+            .push(s);
+    }
+
     pub fn note_once(&mut self, n: String) {
         if !self.notes.contains(&n) {
             self.note(n);
@@ -236,6 +285,22 @@ impl Report {
         }
         set_ratios(&mut self.l7, |s| Some(s.load.rps));
         set_ratios(&mut self.kernel, |s| s.dropped_pps);
+        for r in &mut self.idle {
+            r.median = idle_median(&r.samples);
+        }
+        // Less memory is better: each row against the smaller peer.
+        let best = self
+            .idle
+            .iter()
+            .filter(|r| r.reference)
+            .filter_map(|r| r.median.as_ref().map(|m| m.rss_kib))
+            .min();
+        for r in &mut self.idle {
+            r.ratio = match (best, &r.median) {
+                (Some(b), Some(m)) if b > 0 => Some(m.rss_kib as f64 / b as f64),
+                _ => None,
+            };
+        }
         self.check_targets();
     }
 
@@ -340,6 +405,30 @@ impl Report {
                 verdict(loss < 0.03),
                 -loss * 100.0
             ));
+        }
+        if let Some(x) = self
+            .idle
+            .iter()
+            .find(|r| r.system == "xalb")
+            .and_then(|r| r.median.as_ref())
+        {
+            const TARGET: &str = "resident memory under 64 MiB with 10,000 idle client connections";
+            let mib = x.rss_kib as f64 / 1024.0;
+            t.push(if x.requested != 10_000 {
+                format!(
+                    "{TARGET}: not checked, this run held {} ({mib:.1} MiB)",
+                    thousands(f64::from(x.requested))
+                )
+            } else if x.established < x.requested || x.accepted < x.established {
+                format!(
+                    "{TARGET}: {} (only {} of them established, {} accepted; {mib:.1} MiB)",
+                    verdict(false),
+                    thousands(f64::from(x.established)),
+                    thousands(f64::from(x.accepted))
+                )
+            } else {
+                format!("{TARGET}: {} ({mib:.1} MiB)", verdict(mib < 64.0))
+            });
         }
         // Anomalies worth a look: xalb errors or a collapse.
         for r in self.l7.iter().filter(|r| r.system.starts_with("xalb")) {
@@ -468,6 +557,48 @@ impl Report {
                 }
             }
             o.push('\n');
+        }
+        if let Some(n) = self
+            .idle
+            .iter()
+            .find_map(|r| r.median.as_ref().map(|m| m.requested))
+        {
+            let n = thousands(f64::from(n));
+            let _ = writeln!(
+                o,
+                "### Idle client connections: resident memory (VmRSS, summed over each balancer's processes; ratio: RSS with the connections ÷ the smaller of nginx's and HAProxy's)\n"
+            );
+            let _ = writeln!(
+                o,
+                "| system | connections | accepted | RSS idle | RSS with {n} connections | per connection | ratio |\n|---|---:|---:|---:|---:|---:|---:|"
+            );
+            let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
+            for r in &self.idle {
+                match &r.median {
+                    Some(s) => {
+                        let _ = writeln!(
+                            o,
+                            "| {} | {} | {} | {} | {} | {} | {} |",
+                            r.system,
+                            thousands(f64::from(s.established)),
+                            thousands(f64::from(s.accepted)),
+                            mib(s.rss_idle_kib),
+                            mib(s.rss_kib),
+                            s.per_connection_kib()
+                                .map_or("n/a".into(), |k| format!("{k:.1} KiB")),
+                            ratio(r.ratio),
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(o, "| {} | failed | | | | | |", r.system);
+                    }
+                }
+            }
+            let _ = writeln!(
+                o,
+                "\nnginx allocates all its worker_connections slots at start, so part of its cost per \
+                 connection is in its idle RSS; its master's and workers' shared pages count once per process.\n"
+            );
         }
         if !self.targets.is_empty() {
             let _ = writeln!(o, "### Against the issue's targets\n");
