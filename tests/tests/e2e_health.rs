@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use xalb_tests::admin::{admin_get, spawn_in, targets, wait_for, Row};
 use xalb_tests::bed::{lb, HttpBed, ADMIN};
 use xalb_tests::http::{get, in_ns, Client, Reply};
-use xalb_tests::netns::Netns;
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 fn config(extra: &str, default_action: &str) -> String {
@@ -44,73 +44,6 @@ unhealthy_threshold = 2
     )
 }
 
-/// One row of `/targets`.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Row {
-    group: String,
-    address: String,
-    port: u16,
-    state: String,
-    reason: String,
-    description: String,
-}
-
-/// The admin endpoint's pretty-printed JSON (one field per line), read
-/// without a JSON library: the tests crate has none.
-fn parse_targets(json: &str) -> Vec<Row> {
-    assert!(json.contains("\"targets\""), "not a /targets reply: {json}");
-    let mut rows = Vec::new();
-    let mut cur: Option<Row> = None;
-    for line in json.lines() {
-        let line = line.trim().trim_end_matches(',');
-        if line == "{" {
-            cur = Some(Row::default());
-            continue;
-        }
-        if line == "}" {
-            if let Some(r) = cur.take() {
-                if !r.group.is_empty() {
-                    rows.push(r);
-                }
-            }
-            continue;
-        }
-        let (Some(r), Some((k, v))) = (cur.as_mut(), line.split_once(": ")) else {
-            continue;
-        };
-        let v = v
-            .trim_matches('"')
-            .replace("\\\"", "\"")
-            .replace("\\\\", "\\");
-        match k.trim_matches('"') {
-            "target_group" => r.group = v,
-            "address" => r.address = v,
-            "port" => r.port = v.parse().unwrap(),
-            "state" => r.state = v,
-            "reason" => r.reason = v,
-            "description" => r.description = v,
-            _ => {}
-        }
-    }
-    rows
-}
-
-/// GET on the admin endpoint, from inside the balancer's namespace.
-fn admin_get(bed: &HttpBed, path: &str) -> Reply {
-    let path = path.to_string();
-    in_ns(&bed.lb, async move || {
-        get(ADMIN.parse().unwrap(), &path, &[]).await
-    })
-    .unwrap()
-    .unwrap_or_else(|e| panic!("admin endpoint: {e:#}"))
-}
-
-fn targets(bed: &HttpBed, query: &str) -> Vec<Row> {
-    let r = admin_get(bed, &format!("/targets{query}"));
-    assert_eq!(r.status, 200);
-    parse_targets(&String::from_utf8_lossy(&r.body))
-}
-
 fn row<'a>(rows: &'a [Row], address: &str) -> &'a Row {
     rows.iter()
         .find(|r| r.address == address)
@@ -120,21 +53,6 @@ fn row<'a>(rows: &'a [Row], address: &str) -> &'a Row {
 fn state_of(rows: &[Row], address: &str) -> (String, String) {
     let r = row(rows, address);
     (r.state.clone(), r.reason.clone())
-}
-
-/// Polls `f` every 200 ms until it gives `Ok`; panics with its last `Err`
-/// after `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        match f() {
-            Ok(t) => return t,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("timed out after {limit:?} waiting for {what}; last seen: {e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }
 
 /// Waits until every (address, state) holds in `/targets`.
@@ -150,21 +68,6 @@ fn wait_states(bed: &HttpBed, limit: Duration, want: &[(&str, &str)]) -> Vec<Row
             Err(format!("{rows:#?}"))
         }
     })
-}
-
-/// Like `in_ns`, without waiting.
-fn spawn_in<T: Send + 'static>(
-    ns: &Netns,
-    f: impl AsyncFnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    ns.spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
-    .unwrap()
 }
 
 /// One request of a load run: when it started, how it was sent, and the
@@ -261,7 +164,7 @@ fn states_and_reasons_as_the_alb_and_describe_target_health() {
     for r in &rows {
         assert_eq!(
             (
-                r.group.as_str(),
+                r.target_group.as_str(),
                 r.port,
                 r.state.as_str(),
                 r.reason.as_str()

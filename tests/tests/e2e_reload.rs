@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use xalb_tests::admin::{spawn_in, targets, wait_for};
 use xalb_tests::bed::{lb, HttpBed, ADMIN};
 use xalb_tests::http::{get, in_ns, Client, Reply};
-use xalb_tests::netns::Netns;
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 fn config(extra: &str, default_action: &str) -> String {
@@ -73,89 +73,6 @@ fn reload(bed: &HttpBed) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// One row of `/targets`.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Row {
-    group: String,
-    address: String,
-    state: String,
-    reason: String,
-}
-
-/// The admin endpoint's pretty-printed JSON (one field per line), read
-/// without a JSON library: the tests crate has none.
-fn parse_targets(json: &str) -> Vec<Row> {
-    assert!(json.contains("\"targets\""), "not a /targets reply: {json}");
-    let mut rows = Vec::new();
-    let mut cur: Option<Row> = None;
-    for line in json.lines() {
-        let line = line.trim().trim_end_matches(',');
-        if line == "{" {
-            cur = Some(Row::default());
-            continue;
-        }
-        if line == "}" {
-            if let Some(r) = cur.take().filter(|r| !r.group.is_empty()) {
-                rows.push(r);
-            }
-            continue;
-        }
-        let (Some(r), Some((k, v))) = (cur.as_mut(), line.split_once(": ")) else {
-            continue;
-        };
-        let v = v.trim_matches('"').to_string();
-        match k.trim_matches('"') {
-            "target_group" => r.group = v,
-            "address" => r.address = v,
-            "state" => r.state = v,
-            "reason" => r.reason = v,
-            _ => {}
-        }
-    }
-    rows
-}
-
-fn targets(bed: &HttpBed, query: &str) -> Vec<Row> {
-    let path = format!("/targets{query}");
-    let r = in_ns(&bed.lb, async move || {
-        get(ADMIN.parse().unwrap(), &path, &[]).await
-    })
-    .unwrap()
-    .unwrap_or_else(|e| panic!("admin endpoint: {e:#}"));
-    assert_eq!(r.status, 200);
-    parse_targets(&text(&r.body))
-}
-
-/// Polls `f` every 100 ms until it gives `Ok`; panics with its last `Err`
-/// after `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        match f() {
-            Ok(t) => return t,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("timed out after {limit:?} waiting for {what}; last seen: {e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// Like `in_ns`, without waiting.
-fn spawn_in<T: Send + 'static>(
-    ns: &Netns,
-    f: impl AsyncFnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    ns.spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
-    .unwrap()
 }
 
 fn backend_of(r: &Reply) -> String {

@@ -1,0 +1,57 @@
+//! The balancer's admin endpoint as tests read it, and waiting helpers.
+
+use std::time::{Duration, Instant};
+
+pub use xalb::admin::TargetHealthRow as Row;
+
+use crate::bed::{HttpBed, ADMIN};
+use crate::http::{get, in_ns, Reply};
+use crate::netns::Netns;
+
+/// A GET on the admin endpoint, from inside the balancer's namespace.
+pub fn admin_get(bed: &HttpBed, path: &str) -> Reply {
+    let path = path.to_string();
+    in_ns(&bed.lb, async move || {
+        get(ADMIN.parse().unwrap(), &path, &[]).await
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("admin endpoint: {e:#}"))
+}
+
+/// `/targets` (with `query`, e.g. `?target_group=web`), parsed.
+pub fn targets(bed: &HttpBed, query: &str) -> Vec<Row> {
+    let r = admin_get(bed, &format!("/targets{query}"));
+    assert_eq!(r.status, 200);
+    let reply: xalb::admin::TargetsReply = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("not a /targets reply ({e}): {:?}", r.body));
+    reply.targets
+}
+
+/// Polls `f` until it succeeds; panics with its last complaint after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(t) => return t,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?} waiting for {what}; last seen: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Runs async client code on its own thread inside `ns`, without waiting.
+pub fn spawn_in<T: Send + 'static>(
+    ns: &Netns,
+    f: impl AsyncFnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    ns.spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .unwrap()
+}
