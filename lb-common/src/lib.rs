@@ -177,17 +177,6 @@ impl Default for SgRules {
 }
 
 impl SgRules {
-    /// The allowed ranges.
-    #[inline(always)]
-    pub fn ranges(&self) -> &[PortRange] {
-        let n = if (self.count as usize) < MAX_RANGES {
-            self.count as usize
-        } else {
-            MAX_RANGES
-        };
-        &self.ranges[..n]
-    }
-
     /// Whether these rules allow a packet of `proto` to destination port `dport`.
     /// A fragment's ports are unknown, so it needs a rule allowing every port of
     /// its protocol. The XDP program and the daemon's tests share this one

@@ -14,6 +14,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::wildcard::Pattern;
 use crate::config::model::{Action, Condition, Listener, QueryMatch, Rule};
+use crate::targets::WeightedGroups;
 
 /// What routing needs from a request, borrowed so the caller allocates nothing.
 pub struct RequestView<'a> {
@@ -34,6 +35,8 @@ pub struct Routed<'r> {
     pub action: &'r Action,
     /// 0 for the default action (as ALB's `matched_rule_priority`).
     pub priority: u32,
+    /// For a weighted forward: its groups, ready to choose among.
+    pub weighted: Option<&'r WeightedGroups>,
 }
 
 /// A listener's rules, compiled for matching.
@@ -42,6 +45,7 @@ pub struct Router {
     /// Sorted by priority, lowest first.
     rules: Vec<CompiledRule>,
     default_action: Action,
+    default_weighted: Option<WeightedGroups>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +54,24 @@ struct CompiledRule {
     /// Cheapest first; the result does not depend on the order (AND).
     conditions: Vec<Cond>,
     action: Action,
+    weighted: Option<WeightedGroups>,
+}
+
+/// A weighted forward's group choice, compiled once with the rule.
+fn weighted(action: &Action) -> Option<WeightedGroups> {
+    match action {
+        Action::WeightedForward {
+            target_groups,
+            stickiness,
+        } => Some(WeightedGroups::new(
+            target_groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (i, g.name.as_str(), g.weight)),
+            *stickiness,
+        )),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +213,7 @@ impl Router {
                     priority: rule.priority,
                     conditions,
                     action: rule.action.clone(),
+                    weighted: weighted(&rule.action),
                 }
             })
             .collect();
@@ -198,6 +221,7 @@ impl Router {
         Router {
             rules,
             default_action: listener.default_action.clone(),
+            default_weighted: weighted(&listener.default_action),
         }
     }
 
@@ -216,12 +240,14 @@ impl Router {
                 return Routed {
                     action: &rule.action,
                     priority: rule.priority,
+                    weighted: rule.weighted.as_ref(),
                 };
             }
         }
         Routed {
             action: &self.default_action,
             priority: 0,
+            weighted: self.default_weighted.as_ref(),
         }
     }
 }

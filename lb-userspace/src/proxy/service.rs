@@ -280,11 +280,9 @@ async fn route_and_act(
             let group = shared.groups.get(target_group).ok_or(LbError::NoTarget)?;
             forward(ctx, shared, group, client, req, None, trace).await
         }
-        Action::WeightedForward {
-            target_groups,
-            stickiness,
-        } => {
-            let (group, cookie) = choose_group(shared, target_groups, *stickiness, req.headers())?;
+        Action::WeightedForward { target_groups, .. } => {
+            let weighted = routed.weighted.ok_or(LbError::NoTarget)?;
+            let (group, cookie) = choose_group(shared, target_groups, weighted, req.headers())?;
             forward(ctx, shared, &group, client, req, cookie, trace).await
         }
     }
@@ -293,16 +291,9 @@ async fn route_and_act(
 fn choose_group(
     shared: &Shared,
     groups: &[WeightedGroup],
-    sticky: Option<Duration>,
+    weighted: &WeightedGroups,
     headers: &http::HeaderMap,
 ) -> Result<(Arc<TargetGroupRuntime>, Option<HeaderValue>), LbError> {
-    let weighted = WeightedGroups::new(
-        groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (i, g.name.as_str(), g.weight)),
-        sticky,
-    );
     let pick = weighted.pick(headers).ok_or(LbError::NoTarget)?;
     let group = shared
         .groups

@@ -354,7 +354,7 @@ pub struct GroupPick {
 /// A weighted forward action's groups, ready to choose among per request.
 /// Cheap to build, but build it once per action when you can: `new` hashes
 /// every group name and allocates.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WeightedGroups {
     /// Groups with weight above 0: (caller's index, cookie token).
     groups: Vec<(usize, Token)>,
