@@ -12,3 +12,4 @@ pub mod kernel;
 pub mod metrics;
 pub mod proxy;
 pub mod targets;
+pub mod worker;

@@ -2,43 +2,95 @@
 //! Prometheus text format by the admin endpoint.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use http::StatusCode;
 
+/// Stripes per counter: workers beyond this share stripes (still correct,
+/// only contended).
+const STRIPES: usize = 8;
+
+/// One stripe on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+/// A counter every worker adds to on its own cache line, so that counting
+/// every request does not bounce a line between cores; reading sums the
+/// stripes.
+#[derive(Debug, Default)]
+pub struct Counter([Stripe; STRIPES]);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0[crate::worker::index() % STRIPES]
+            .0
+            .fetch_add(n, Relaxed);
+    }
+
+    pub fn incr(&self) {
+        self.add(1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Relaxed)))
+    }
+}
+
+/// A value that goes up and down (open connections), striped like
+/// [`Counter`]: a stripe may go below zero, the sum does not.
+#[derive(Debug, Default)]
+pub struct Gauge(Counter);
+
+impl Gauge {
+    pub fn incr(&self) {
+        self.0.add(1);
+    }
+
+    pub fn decr(&self) {
+        self.0.add(u64::MAX);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.get() as i64
+    }
+}
+
 /// Per listener (balancer and port).
 #[derive(Debug, Default)]
 pub struct ListenerMetrics {
-    pub requests: AtomicU64,
-    pub elb_4xx: AtomicU64,
-    pub elb_5xx: AtomicU64,
-    pub elb_502: AtomicU64,
-    pub elb_503: AtomicU64,
-    pub elb_504: AtomicU64,
-    pub fixed_responses: AtomicU64,
-    pub redirects: AtomicU64,
-    pub active_connections: AtomicI64,
-    pub new_connections: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub processed_bytes: AtomicU64,
+    pub requests: Counter,
+    pub elb_4xx: Counter,
+    pub elb_5xx: Counter,
+    pub elb_502: Counter,
+    pub elb_503: Counter,
+    pub elb_504: Counter,
+    pub fixed_responses: Counter,
+    pub redirects: Counter,
+    pub active_connections: Gauge,
+    pub new_connections: Counter,
+    pub rejected_connections: Counter,
+    pub processed_bytes: Counter,
 }
 
 impl ListenerMetrics {
     /// A response the balancer generated itself.
     pub fn elb_response(&self, status: StatusCode) {
         match status.as_u16() {
-            400..=499 => self.elb_4xx.fetch_add(1, Relaxed),
+            400..=499 => self.elb_4xx.incr(),
             500..=599 => {
                 match status.as_u16() {
-                    502 => self.elb_502.fetch_add(1, Relaxed),
-                    503 => self.elb_503.fetch_add(1, Relaxed),
-                    504 => self.elb_504.fetch_add(1, Relaxed),
-                    _ => 0,
+                    502 => self.elb_502.incr(),
+                    503 => self.elb_503.incr(),
+                    504 => self.elb_504.incr(),
+                    _ => {}
                 };
-                self.elb_5xx.fetch_add(1, Relaxed)
+                self.elb_5xx.incr()
             }
-            _ => 0,
+            _ => {}
         };
     }
 }
@@ -51,22 +103,22 @@ pub const RESPONSE_TIME_BUCKETS: [f64; 12] = [
 /// Per target group.
 #[derive(Debug, Default)]
 pub struct GroupMetrics {
-    pub requests: AtomicU64,
-    pub target_2xx: AtomicU64,
-    pub target_3xx: AtomicU64,
-    pub target_4xx: AtomicU64,
-    pub target_5xx: AtomicU64,
-    pub connection_errors: AtomicU64,
+    pub requests: Counter,
+    pub target_2xx: Counter,
+    pub target_3xx: Counter,
+    pub target_4xx: Counter,
+    pub target_5xx: Counter,
+    pub connection_errors: Counter,
     /// Counts per bucket of [`RESPONSE_TIME_BUCKETS`] (not cumulative), then +Inf.
-    buckets: [AtomicU64; RESPONSE_TIME_BUCKETS.len() + 1],
+    buckets: [Counter; RESPONSE_TIME_BUCKETS.len() + 1],
     /// Sum of response times in microseconds.
-    sum_micros: AtomicU64,
+    sum_micros: Counter,
 }
 
 impl GroupMetrics {
     /// A target's response head arrived after `elapsed`.
     pub fn target_response(&self, status: StatusCode, elapsed: Duration) {
-        self.requests.fetch_add(1, Relaxed);
+        self.requests.incr();
         match status.as_u16() / 100 {
             2 => &self.target_2xx,
             3 => &self.target_3xx,
@@ -74,15 +126,14 @@ impl GroupMetrics {
             5 => &self.target_5xx,
             _ => return,
         }
-        .fetch_add(1, Relaxed);
+        .incr();
         let secs = elapsed.as_secs_f64();
         let i = RESPONSE_TIME_BUCKETS
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(RESPONSE_TIME_BUCKETS.len());
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+        self.buckets[i].incr();
+        self.sum_micros.add(elapsed.as_micros() as u64);
     }
 }
 
@@ -123,7 +174,7 @@ impl Exposition {
 
     pub fn listener(&mut self, lb: &str, listener: &str, m: &ListenerMetrics) {
         let l = [("load_balancer", lb), ("listener", listener)];
-        let c = |a: &AtomicU64| a.load(Relaxed) as f64;
+        let c = |a: &Counter| a.get() as f64;
         self.sample(
             "xalb_request_count_total",
             "counter",
@@ -185,7 +236,7 @@ impl Exposition {
             "gauge",
             "Client connections open now",
             &l,
-            m.active_connections.load(Relaxed) as f64,
+            m.active_connections.get() as f64,
         );
         self.sample(
             "xalb_new_connection_count_total",
@@ -219,7 +270,7 @@ impl Exposition {
         unhealthy: usize,
     ) {
         let l = [("load_balancer", lb), ("target_group", group)];
-        let c = |a: &AtomicU64| a.load(Relaxed) as f64;
+        let c = |a: &Counter| a.get() as f64;
         self.sample(
             "xalb_healthy_host_count",
             "gauge",
@@ -272,7 +323,7 @@ impl Exposition {
         let name = "xalb_target_response_time_seconds";
         let mut cumulative = 0u64;
         for (i, bound) in RESPONSE_TIME_BUCKETS.iter().enumerate() {
-            cumulative += m.buckets[i].load(Relaxed);
+            cumulative += m.buckets[i].get();
             let le = bound.to_string();
             self.sample_named(
                 name,
@@ -283,7 +334,7 @@ impl Exposition {
                 cumulative as f64,
             );
         }
-        cumulative += m.buckets[RESPONSE_TIME_BUCKETS.len()].load(Relaxed);
+        cumulative += m.buckets[RESPONSE_TIME_BUCKETS.len()].get();
         self.sample_named(
             name,
             "histogram",
@@ -298,7 +349,7 @@ impl Exposition {
             "",
             &l,
             "_sum",
-            m.sum_micros.load(Relaxed) as f64 / 1e6,
+            m.sum_micros.get() as f64 / 1e6,
         );
         self.sample_named(name, "histogram", "", &l, "_count", cumulative as f64);
     }

@@ -91,10 +91,10 @@ impl Running {
 
     /// Starts accepting on `listeners` (one per worker) for binding `b`.
     fn serve(&mut self, listeners: Vec<std::net::TcpListener>, b: &Binding) {
-        let slot: Slot = Arc::new(RwLock::new(Route {
+        let slot = Slot::new(Route {
             ctx: b.ctx.clone(),
             shared: self.shared.clone(),
-        }));
+        });
         let (stop, stop_rx) = watch::channel(false);
         info!(addr = %b.addr, lb = %b.ctx.lb, workers = listeners.len(), "HTTP listener");
         let tasks = listeners
@@ -223,10 +223,10 @@ impl Running {
         // Listeners that stay keep their sockets: no connection is refused.
         for b in &plan.bindings {
             if let Some(s) = self.served.get(&b.addr) {
-                *s.slot.write().unwrap() = Route {
+                s.slot.replace(Route {
                     ctx: b.ctx.clone(),
                     shared: self.shared.clone(),
-                };
+                });
             }
         }
         for (listener, b) in fresh {
@@ -301,13 +301,7 @@ impl Running {
         let open = || {
             self.bindings
                 .iter()
-                .map(|b| {
-                    b.ctx
-                        .metrics
-                        .active_connections
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        .max(0)
-                })
+                .map(|b| b.ctx.metrics.active_connections.get().max(0))
                 .sum::<i64>()
         };
         while open() > 0 && tokio::time::Instant::now() < deadline {

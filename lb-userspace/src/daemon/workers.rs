@@ -26,7 +26,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("xalb-worker-{i}"))
                 .spawn(move || {
-                    crate::proxy::upstream::set_worker(i);
+                    crate::worker::set(i);
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

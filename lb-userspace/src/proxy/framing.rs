@@ -111,6 +111,8 @@ pub struct FramingGuard<IO> {
     eof: bool,
     /// Where bytes read and written are added up, if anywhere.
     bytes: Option<std::sync::Arc<crate::metrics::ListenerMetrics>>,
+    /// Bumped on every read or write that moved bytes, for the idle watcher.
+    activity: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -127,6 +129,7 @@ impl<IO> FramingGuard<IO> {
             max_headers,
             eof: false,
             bytes: None,
+            activity: None,
         }
     }
 
@@ -136,10 +139,24 @@ impl<IO> FramingGuard<IO> {
         self
     }
 
+    /// Bumps `activity` whenever bytes move (see [`super::server`]'s idle
+    /// watcher).
+    pub fn watched(mut self, activity: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
     fn count(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
         if let Some(m) = &self.bytes {
-            m.processed_bytes
-                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            m.processed_bytes.add(n as u64);
+        }
+        if let Some(a) = &self.activity {
+            use std::sync::atomic::Ordering::Relaxed;
+            // Only this connection writes it: no read-modify-write needed.
+            a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
         }
     }
 

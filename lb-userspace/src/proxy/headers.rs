@@ -2,7 +2,6 @@
 //! fields; the ALB's X-Forwarded-* and X-Request-Id).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -54,35 +53,64 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str, por
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
         v4 => v4,
     };
-    let prior: Vec<&str> = h
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if prior.is_empty() {
-        client.to_string()
-    } else {
-        format!("{}, {client}", prior.join(", "))
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    // Written without the formatting machinery: this runs on every request.
+    let mut value = Vec::with_capacity(48);
+    for prior in h.get_all(&X_FORWARDED_FOR) {
+        value.extend_from_slice(prior.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    match client {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    value.push(b'.');
+                }
+                push_decimal(&mut value, octet.into());
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(value, "{v6}");
+        }
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         h.insert(&X_FORWARDED_FOR, v);
     }
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     h.insert(&X_FORWARDED_PORT, HeaderValue::from(port));
 }
 
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    if n >= 10 {
+        push_decimal(out, n / 10);
+    }
+    out.push(b'0' + (n % 10) as u8);
+}
+
 /// A request id unique within this process and unlikely to repeat across
-/// restarts: a random per-process prefix and a counter.
+/// restarts: a random prefix per worker thread and that thread's counter (no
+/// counter shared between cores).
 pub fn ensure_request_id(h: &mut HeaderMap) {
     if h.contains_key(&X_REQUEST_ID) {
         return;
     }
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| fastrand::u64(..));
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{prefix:016x}-{n:016x}");
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    thread_local! {
+        static NEXT: std::cell::Cell<(u64, u64)> =
+            std::cell::Cell::new((fastrand::u64(..), 0));
+    }
+    let (prefix, n) = NEXT.with(|c| {
+        let (prefix, n) = c.get();
+        c.set((prefix, n.wrapping_add(1)));
+        (prefix, n)
+    });
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [b'-'; 33];
+    for (i, word) in [prefix, n].into_iter().enumerate() {
+        for d in 0..16 {
+            id[i * 17 + d] = HEX[((word >> (60 - 4 * d)) & 0xf) as usize];
+        }
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&id) {
         h.insert(&X_REQUEST_ID, v);
     }
 }
@@ -125,6 +153,12 @@ mod tests {
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
         add_forwarded(&mut h, "::ffff:10.0.0.5".parse().unwrap(), "http", 80);
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.1, 198.51.100.2, 10.0.0.5");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "10.200.0.9".parse().unwrap(), "http", 80);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.200.0.9");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "fd00:231::7".parse().unwrap(), "http", 80);
+        assert_eq!(h[&X_FORWARDED_FOR], "fd00:231::7");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_PORT], "80");
     }
@@ -136,6 +170,10 @@ mod tests {
         let mut b = HeaderMap::new();
         ensure_request_id(&mut b);
         assert_ne!(a[&X_REQUEST_ID], b[&X_REQUEST_ID]);
+        let id = a[&X_REQUEST_ID].to_str().unwrap();
+        assert_eq!(id.len(), 33);
+        assert_eq!(id.as_bytes()[16], b'-');
+        assert!(id.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()));
         let mut c = HeaderMap::new();
         c.insert(&X_REQUEST_ID, HeaderValue::from_static("mine"));
         ensure_request_id(&mut c);

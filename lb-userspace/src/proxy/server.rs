@@ -2,7 +2,7 @@
 //! listener port), HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -68,16 +68,67 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListene
         .collect()
 }
 
-/// What serves one listening socket; replaced whole on reload, read per
-/// request, so a new configuration applies to the next request even on a
-/// kept-alive connection.
+/// What serves one listening socket; replaced whole on reload, so a new
+/// configuration applies to the next request even on a kept-alive connection.
 #[derive(Clone)]
 pub struct Route {
     pub ctx: Arc<ListenerCtx>,
     pub shared: Arc<Shared>,
 }
 
-pub type Slot = Arc<RwLock<Route>>;
+/// The current [`Route`] of a listening socket, shared by every worker.
+#[derive(Clone)]
+pub struct Slot(Arc<SlotInner>);
+
+struct SlotInner {
+    route: RwLock<Arc<Route>>,
+    /// Bumped on every replacement. A connection keeps its own copy of the
+    /// route and only re-reads it when this moved: per request that is one
+    /// read of a line nobody writes, instead of a lock and reference counts
+    /// every core contends for.
+    generation: AtomicU64,
+}
+
+impl Slot {
+    pub fn new(route: Route) -> Self {
+        Slot(Arc::new(SlotInner {
+            route: RwLock::new(Arc::new(route)),
+            generation: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn replace(&self, route: Route) {
+        *self.0.route.write().unwrap() = Arc::new(route);
+        self.0.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn current(&self) -> (u64, Arc<Route>) {
+        let generation = self.0.generation.load(Ordering::Acquire);
+        (generation, self.0.route.read().unwrap().clone())
+    }
+}
+
+/// A connection's copy of its listener's route, refreshed when the slot's
+/// generation moves.
+struct ConnRoute {
+    slot: Slot,
+    cached: std::cell::RefCell<(u64, Arc<Route>)>,
+}
+
+impl ConnRoute {
+    fn new(slot: Slot) -> Self {
+        let cached = std::cell::RefCell::new(slot.current());
+        Self { slot, cached }
+    }
+
+    fn get(&self) -> Arc<Route> {
+        let mut cached = self.cached.borrow_mut();
+        if self.slot.0.generation.load(Ordering::Acquire) != cached.0 {
+            *cached = self.slot.current();
+        }
+        cached.1.clone()
+    }
+}
 
 /// Accepts until `shutdown` turns true; each connection runs on its own task.
 /// In-flight requests then finish; idle kept-alive connections are closed.
@@ -89,7 +140,7 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     warn!(error = %e, "accept failed");
-                    slot.read().unwrap().ctx.metrics.rejected_connections.fetch_add(1, Relaxed);
+                    slot.current().1.ctx.metrics.rejected_connections.incr();
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -97,38 +148,77 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let route = slot.read().unwrap().clone();
-        let limits = route.ctx.limits;
-        let metrics = route.ctx.metrics.clone();
-        metrics.new_connections.fetch_add(1, Relaxed);
-        metrics.active_connections.fetch_add(1, Relaxed);
-        let slot = slot.clone();
+        let route = ConnRoute::new(slot.clone());
+        let (limits, metrics) = {
+            let r = route.get();
+            (r.ctx.limits, r.ctx.metrics.clone())
+        };
+        metrics.new_connections.incr();
+        metrics.active_connections.incr();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let activity = Arc::new(AtomicU64::new(0));
             let io = TokioIo::new(
                 FramingGuard::new(stream, limits.max_header_bytes, limits.max_headers)
-                    .counting(metrics.clone()),
+                    .counting(metrics.clone())
+                    .watched(activity.clone()),
             );
-            let svc = service_fn(move |req| {
-                let Route { ctx, shared } = slot.read().unwrap().clone();
-                handle(ctx, shared, peer, req)
-            });
+            let svc = service_fn(move |req| handle(route.get(), peer, req));
             let builder = builder(limits);
             let conn = builder.serve_connection_with_upgrades(io, svc);
             tokio::pin!(conn);
             let res = tokio::select! {
+                biased;
                 r = conn.as_mut() => r,
                 _ = conn_shutdown.changed() => {
                     // Finish in-flight requests, take no new ones.
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                _ = quiet_for(&activity, limits.idle_timeout) => {
+                    // Closes an idle connection now, a busy one after its
+                    // request (HTTP/2: GOAWAY). One that stays silent past
+                    // another period (a head half sent) is dropped.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = quiet_for(&activity, limits.idle_timeout) => Ok(()),
+                    }
+                }
             };
-            metrics.active_connections.fetch_sub(1, Relaxed);
+            metrics.active_connections.decr();
             if let Err(e) = res {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Ticks per idle period: a connection is closed between 1 and 1.25 idle
+/// timeouts after its last byte.
+const IDLE_TICKS: u32 = 4;
+
+/// Resolves once no byte has moved on the connection (`activity` unchanged)
+/// for `timeout`. A coarse periodic check rather than a timer re-armed on
+/// every read: that would cost a timer registration per request.
+async fn quiet_for(activity: &AtomicU64, timeout: Duration) {
+    let tick = (timeout / IDLE_TICKS).max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = activity.load(Relaxed);
+    let mut quiet = 0;
+    loop {
+        ticks.tick().await;
+        let now = activity.load(Relaxed);
+        if now == seen {
+            quiet += 1;
+            if quiet >= IDLE_TICKS {
+                return;
+            }
+        } else {
+            seen = now;
+            quiet = 0;
+        }
     }
 }
 
@@ -137,7 +227,9 @@ fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout)
+        // The idle timeout is `quiet_for`'s job; hyper's would arm a timer
+        // per request.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
         .keep_alive(true);

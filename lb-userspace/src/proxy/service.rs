@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,6 +23,7 @@ use super::framing::{Refusal, REJECT_HEADER};
 use super::headers;
 use super::redirect::{self, RedirectInput};
 use super::router::{RequestView, Router};
+use super::server::Route;
 use super::upstream::{AttemptError, Upstreams};
 use crate::config::model::{Action, TargetProtocol, WeightedGroup};
 use crate::metrics::ListenerMetrics;
@@ -51,15 +51,15 @@ pub struct Shared {
 }
 
 pub async fn handle(
-    ctx: Arc<ListenerCtx>,
-    shared: Arc<Shared>,
+    route: Arc<Route>,
     client: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    ctx.metrics.requests.fetch_add(1, Relaxed);
+    let Route { ctx, shared } = &*route;
+    ctx.metrics.requests.incr();
     let facts = ctx.access_log.as_ref().map(|_| RequestFacts::of(&req));
     let mut trace = Trace::default();
-    let resp = match route_and_act(&ctx, &shared, client, req, &mut trace).await {
+    let resp = match route_and_act(ctx, shared, client, req, &mut trace).await {
         Ok(resp) => resp,
         Err(e) => {
             ctx.metrics.elb_response(e.status());
@@ -68,7 +68,7 @@ pub async fn handle(
         }
     };
     if let (Some(log), Some(facts)) = (&ctx.access_log, facts) {
-        log.write(&facts.entry(&ctx, client, &trace, &resp));
+        log.write(&facts.entry(ctx, client, &trace, &resp));
     }
     Ok(resp)
 }
@@ -241,7 +241,7 @@ async fn route_and_act(
             let ct = content_type
                 .as_deref()
                 .unwrap_or("text/plain; charset=utf-8");
-            ctx.metrics.fixed_responses.fetch_add(1, Relaxed);
+            ctx.metrics.fixed_responses.incr();
             trace.action = "fixed-response";
             Ok(plain(status, Bytes::from(message_body.clone()), ct))
         }
@@ -260,7 +260,7 @@ async fn route_and_act(
                 path: req.uri().path(),
                 query: req.uri().query(),
             };
-            ctx.metrics.redirects.fetch_add(1, Relaxed);
+            ctx.metrics.redirects.incr();
             let location = redirect::location(protocol, h, port, path, query, &input);
             trace.action = "redirect";
             if ctx.access_log.is_some() {
@@ -409,15 +409,20 @@ async fn forward(
         let addr = pick.target().addr();
         let sent = Instant::now();
         let tls = group.config().protocol == TargetProtocol::Https;
-        let attempt = shared.upstreams.send(addr, tls, req, ctx.target_timeout);
+        let attempt = shared.upstreams.send(addr, tls, req);
         tokio::pin!(attempt);
         // A request that outlives its deregistered target's draining time
         // gets 502, as on the ALB. Watching for that costs a waiter
-        // registration, so only requests slower than a second pay it.
-        let outcome = match tokio::time::timeout(Duration::from_secs(1), &mut attempt).await {
+        // registration, so only requests slower than a second pay it; the
+        // first second's timer doubles as the response timeout's.
+        let deadline = tokio::time::Instant::from_std(sent) + ctx.target_timeout;
+        let first = deadline.min(tokio::time::Instant::from_std(sent) + Duration::from_secs(1));
+        let outcome = match tokio::time::timeout_at(first, &mut attempt).await {
             Ok(r) => r,
+            Err(_) if first == deadline => Err(AttemptError::Timeout),
             Err(_) => tokio::select! {
                 r = &mut attempt => r,
+                _ = tokio::time::sleep_until(deadline) => Err(AttemptError::Timeout),
                 _ = pick.target().drained() => return Err(LbError::BadResponse),
             },
         };
@@ -431,7 +436,7 @@ async fn forward(
                 break (pick, resp);
             }
             Err(AttemptError::NotSent(back, why)) => {
-                group.metrics.connection_errors.fetch_add(1, Relaxed);
+                group.metrics.connection_errors.incr();
                 debug!(%addr, %why, "target refused the connection; trying another");
                 health::passive_failure(group, pick.target());
                 tried.push(pick.index());

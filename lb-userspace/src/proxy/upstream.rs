@@ -88,17 +88,6 @@ impl Pool {
     }
 }
 
-thread_local! {
-    /// Which data-plane worker this thread is; each keeps its own pools so a
-    /// pooled connection is used on the thread that drives it.
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Marks the current thread as data-plane worker `i`.
-pub fn set_worker(i: usize) {
-    WORKER.with(|w| w.set(i));
-}
-
 /// Pools for every target address and worker; shared by all listeners.
 #[derive(Default)]
 pub struct Upstreams {
@@ -117,13 +106,15 @@ impl Upstreams {
     }
 
     fn pool(&self, addr: SocketAddr, tls: bool) -> Arc<Pool> {
-        let key = (addr, tls, WORKER.with(|w| w.get()));
+        let key = (addr, tls, crate::worker::index());
         if let Some(p) = self.pools.read().unwrap().get(&key) {
             return p.clone();
         }
         self.pools.write().unwrap().entry(key).or_default().clone()
     }
 
+    /// Callers box this future: it holds a TLS handshake, and inline it would
+    /// make every request's future (moved several times) that much larger.
     async fn connect(
         &self,
         addr: SocketAddr,
@@ -153,14 +144,13 @@ impl Upstreams {
     }
 
     /// One attempt at `addr`: a pooled connection if one is idle (retried once
-    /// on a fresh connection if it was closed under us), else a new one.
-    /// `timeout` bounds the wait for the response head.
+    /// on a fresh connection if it was closed under us), else a new one. The
+    /// caller bounds the wait for the response head (one timer per request).
     pub async fn send(
         &self,
         addr: SocketAddr,
         tls: bool,
         mut req: Request<UpstreamBody>,
-        timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
         let pool = self.pool(addr, tls);
@@ -168,27 +158,25 @@ impl Upstreams {
         let pooled = if upgrade { None } else { pool.take() };
         let mut sender = match pooled {
             Some(s) => s,
-            None => match self.connect(addr, tls, upgrade).await {
+            None => match Box::pin(self.connect(addr, tls, upgrade)).await {
                 Ok(s) => s,
                 Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
             },
         };
         for fresh in [false, true] {
-            let fut = sender.try_send_request(req);
-            match tokio::time::timeout(timeout, fut).await {
-                Err(_) => return Err(AttemptError::Timeout),
-                Ok(Ok(resp)) => {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
                     if !upgrade {
                         pool.give_back(sender);
                     }
                     return Ok(resp);
                 }
-                Ok(Err(mut e)) => match e.take_message() {
+                Err(mut e) => match e.take_message() {
                     // The connection closed before the request was written:
                     // a stale pooled connection; once more on a new one.
                     Some(back) if !fresh => {
                         req = back;
-                        sender = match self.connect(addr, tls, upgrade).await {
+                        sender = match Box::pin(self.connect(addr, tls, upgrade)).await {
                             Ok(s) => s,
                             Err(c) => return Err(AttemptError::NotSent(Box::new(req), c)),
                         };
