@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod http;
 pub mod netns;
 pub mod packet;
+pub mod scripted;
 pub mod tcp;
 
 use std::path::PathBuf;

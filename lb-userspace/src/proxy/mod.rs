@@ -12,4 +12,5 @@ pub mod server;
 pub mod service;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_h1;
 pub mod wildcard;

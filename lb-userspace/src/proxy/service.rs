@@ -24,7 +24,7 @@ use super::headers;
 use super::redirect::{self, RedirectInput};
 use super::router::{RequestView, Router};
 use super::server::Route;
-use super::upstream::{AttemptError, Upstreams};
+use super::upstream::{AttemptError, BoxError, TargetBody, Upstreams};
 use crate::config::model::{Action, TargetProtocol, WeightedGroup};
 use crate::metrics::ListenerMetrics;
 use crate::targets::{health, Pick, TargetGroupRuntime, WeightedGroups};
@@ -373,14 +373,17 @@ async fn forward(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     prepare(ctx, client, &mut req, upgrade);
-    // A bodyless idempotent request can be sent again if a target fails it
-    // before answering (a dying target resetting a pooled connection): keep
-    // its head while another target could take it.
-    let mut replay = (group.targets().len() > 1
+    let tls = group.config().protocol == TargetProtocol::Https;
+    // A bodyless idempotent request can be sent again, once, if a target
+    // fails it before answering (a dying target resetting a pooled
+    // connection). Plain-HTTP targets hand such a request back; for TLS ones
+    // its head is kept here while another target could take it.
+    let replayable = group.targets().len() > 1
         && !upgrade
         && req.body().is_end_stream()
-        && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS))
-    .then(|| {
+        && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut replays_left = usize::from(replayable);
+    let mut replay = (replayable && tls).then(|| {
         (
             req.method().clone(),
             req.uri().clone(),
@@ -408,7 +411,6 @@ async fn forward(
         };
         let addr = pick.target().addr();
         let sent = Instant::now();
-        let tls = group.config().protocol == TargetProtocol::Https;
         let attempt = shared.upstreams.send(addr, tls, req);
         tokio::pin!(attempt);
         // A request that outlives its deregistered target's draining time
@@ -443,19 +445,26 @@ async fn forward(
                 req = *back;
             }
             Err(AttemptError::Timeout) => return Err(LbError::TargetTimeout),
-            Err(AttemptError::Failed(e)) => {
+            Err(AttemptError::Failed(e, back)) => {
                 debug!(%addr, error = %e, "target failed the request");
                 health::passive_failure(group, pick.target());
-                let Some((method, uri, headers)) = replay.take() else {
-                    return Err(LbError::BadResponse);
-                };
                 // Once: a second failure is the target's answer.
+                if replays_left == 0 {
+                    return Err(LbError::BadResponse);
+                }
+                replays_left -= 1;
                 tried.push(pick.index());
-                let mut again = Request::new(Either::Right(http_body_util::Empty::new()));
-                *again.method_mut() = method;
-                *again.uri_mut() = uri;
-                *again.headers_mut() = headers;
-                req = again;
+                req = match (back, replay.take()) {
+                    (Some(back), _) => *back,
+                    (None, Some((method, uri, headers))) => {
+                        let mut again = Request::new(Either::Right(http_body_util::Empty::new()));
+                        *again.method_mut() = method;
+                        *again.uri_mut() = uri;
+                        *again.headers_mut() = headers;
+                        again
+                    }
+                    (None, None) => return Err(LbError::BadResponse),
+                };
             }
         }
     };
@@ -493,18 +502,18 @@ async fn forward(
 /// A target's response body that keeps the request counted as outstanding
 /// on its target until the body ends or is dropped.
 pub struct Tracked {
-    inner: Incoming,
+    inner: TargetBody,
     _pick: Pick,
 }
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {

@@ -5,19 +5,25 @@
 //! connection fails before any byte was sent must come back to the caller
 //! intact, to be retried on another target: connecting is a separate step, and
 //! `try_send_request` hands the request back when a pooled connection turned
-//! out to be closed.
+//! out to be closed. Bodyless requests to plain-HTTP targets (most of them)
+//! take the leaner path of `upstream_h1.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
+
+use super::upstream_h1::{self, H1Error};
 
 /// What goes upstream: the client's request body, streamed, or nothing (a
 /// bodyless request replayed on another target).
@@ -31,11 +37,15 @@ const MAX_IDLE_PER_TARGET: usize = 256;
 pub enum AttemptError {
     /// Nothing was sent; the request is handed back.
     NotSent(Box<Request<UpstreamBody>>, ConnectFailure),
-    /// The request went out (at least partly); the target failed it.
-    Failed(hyper::Error),
+    /// The request went out (at least partly); the target failed it. The
+    /// request comes back when it was sent without a body and so is still
+    /// whole (whether sending it again is safe is the caller's call).
+    Failed(BoxError, Option<Box<Request<UpstreamBody>>>),
     /// No response head within the timeout.
     Timeout,
 }
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug)]
 pub enum ConnectFailure {
@@ -54,9 +64,46 @@ impl std::fmt::Display for ConnectFailure {
     }
 }
 
+/// A target's response body, from either kind of connection.
+pub enum TargetBody {
+    Hyper(Incoming),
+    H1(upstream_h1::ResponseBody),
+}
+
+impl Body for TargetBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            TargetBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            TargetBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            TargetBody::Hyper(b) => b.is_end_stream(),
+            TargetBody::H1(b) => b.is_end_stream(),
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            TargetBody::Hyper(b) => b.size_hint(),
+            TargetBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Idle connections to one target, used by one worker.
 #[derive(Default)]
 struct Pool {
+    /// hyper's, for requests with a body, upgrades and TLS.
     idle: Mutex<Vec<Sender>>,
+    /// Ours, for bodyless requests to plain-HTTP targets.
+    plain: Mutex<Vec<upstream_h1::Conn>>,
 }
 
 impl Pool {
@@ -86,6 +133,26 @@ impl Pool {
             idle.push(s);
         }
     }
+
+    /// The most recently used plain connection the target has not closed.
+    fn take_plain(&self) -> Option<upstream_h1::Conn> {
+        let mut plain = self.plain.lock().unwrap();
+        while let Some(c) = plain.pop() {
+            if c.is_reusable() {
+                return Some(c);
+            }
+        }
+        None
+    }
+}
+
+impl upstream_h1::Recycle for Pool {
+    fn recycle(&self, conn: upstream_h1::Conn) {
+        let mut plain = self.plain.lock().unwrap();
+        if plain.len() < MAX_IDLE_PER_TARGET {
+            plain.push(conn);
+        }
+    }
 }
 
 /// Pools for every target address and worker; shared by all listeners.
@@ -113,14 +180,7 @@ impl Upstreams {
         self.pools.write().unwrap().entry(key).or_default().clone()
     }
 
-    /// Callers box this future: it holds a TLS handshake, and inline it would
-    /// make every request's future (moved several times) that much larger.
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-        tls: bool,
-        upgrades: bool,
-    ) -> Result<Sender, ConnectFailure> {
+    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, ConnectFailure> {
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Err(_) => return Err(ConnectFailure::Timeout),
@@ -131,6 +191,18 @@ impl Upstreams {
                 Ok(Ok(s)) => s,
             };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Callers box this future: it holds a TLS handshake, and inline it would
+    /// make every request's future (moved several times) that much larger.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        tls: bool,
+        upgrades: bool,
+    ) -> Result<Sender, ConnectFailure> {
+        let stream = self.connect_tcp(addr).await?;
         if tls {
             let stream =
                 tokio::time::timeout(self.connect_timeout, super::tls::connect(stream, addr))
@@ -150,9 +222,81 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         tls: bool,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<TargetBody>, AttemptError> {
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
+        if !tls && !upgrade && req.body().is_end_stream() && req.method() != Method::CONNECT {
+            return self.send_plain(addr, req).await;
+        }
+        self.send_hyper(addr, tls, upgrade, req)
+            .await
+            .map(|r| r.map(TargetBody::Hyper))
+    }
+
+    /// A bodyless request to a plain-HTTP target, on our own connection.
+    async fn send_plain(
+        &self,
+        addr: SocketAddr,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<TargetBody>, AttemptError> {
+        let pool = self.pool(addr, false);
+        let (conn, pooled) = match pool.take_plain() {
+            Some(c) => (c, true),
+            None => match Box::pin(self.connect_tcp(addr)).await {
+                Ok(s) => (upstream_h1::Conn::new(s), false),
+                Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
+            },
+        };
+        let recycle: Arc<dyn upstream_h1::Recycle> = pool.clone();
+        let err = match conn.send(&req, recycle.clone()).await {
+            Ok(resp) => return Ok(resp.map(TargetBody::H1)),
+            Err(e) => e,
+        };
+        // A pooled connection the target closed just as we wrote to it: once
+        // more on a fresh connection, if the target cannot have acted on the
+        // request or acting twice is harmless (RFC 9112 §9.3.1).
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        let unseen = match err {
+            H1Error::Write(_) => true,
+            H1Error::Closed => idempotent,
+            _ => false,
+        };
+        if pooled && unseen {
+            debug!(%addr, error = %err, "pooled connection was closed; reconnecting");
+            let conn = match Box::pin(self.connect_tcp(addr)).await {
+                Ok(s) => upstream_h1::Conn::new(s),
+                Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
+            };
+            return match conn.send(&req, recycle).await {
+                Ok(resp) => Ok(resp.map(TargetBody::H1)),
+                Err(e) => Err(AttemptError::Failed(e.into(), Some(Box::new(req)))),
+            };
+        }
+        if let H1Error::Write(e) = &err {
+            // Nothing reached a fresh connection's target.
+            return Err(AttemptError::NotSent(
+                Box::new(req),
+                ConnectFailure::Other(e.to_string()),
+            ));
+        }
+        Err(AttemptError::Failed(err.into(), Some(Box::new(req))))
+    }
+
+    async fn send_hyper(
+        &self,
+        addr: SocketAddr,
+        tls: bool,
+        upgrade: bool,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, AttemptError> {
-        let upgrade = req.headers().contains_key(http::header::UPGRADE);
         let pool = self.pool(addr, tls);
         // Upgraded connections never return to the pool.
         let pooled = if upgrade { None } else { pool.take() };
@@ -187,7 +331,7 @@ impl Upstreams {
                             ConnectFailure::Other(e.into_error().to_string()),
                         ))
                     }
-                    None => return Err(AttemptError::Failed(e.into_error())),
+                    None => return Err(AttemptError::Failed(e.into_error().into(), None)),
                 },
             }
         }

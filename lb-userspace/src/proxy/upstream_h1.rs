@@ -1,0 +1,600 @@
+//! HTTP/1.1 to a plain-HTTP target for a bodyless request, driven in the
+//! request's own task: write the head, parse the response head, and stream
+//! the response body straight off the socket.
+//!
+//! Most proxied requests are of this kind (GET, HEAD, ...). hyper's client
+//! runs each connection as a separate task fed through channels, which costs
+//! several task wake-ups and allocations per request; here the connection is
+//! a plain value that moves from the pool into the response body and back.
+//! Requests with a body, upgrades and TLS targets still go through hyper
+//! (`upstream.rs`), which writes a body while reading an early response.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// A response head larger than this is refused (502).
+const MAX_HEAD: usize = 64 * 1024;
+/// Header fields in a response head.
+const MAX_HEADERS: usize = 128;
+/// A chunk-size or trailer line longer than this is refused.
+const MAX_LINE: usize = 4 * 1024;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Where a connection goes back when its response has been read whole.
+pub trait Recycle: Send + Sync {
+    fn recycle(&self, conn: Conn);
+}
+
+/// Why a request failed on a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("writing the request: {0}")]
+    Write(io::Error),
+    #[error("reading the response: {0}")]
+    Read(io::Error),
+    /// The target closed the connection before sending a byte.
+    #[error("the target closed the connection without answering")]
+    Closed,
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+}
+
+/// One keep-alive connection to a target.
+pub struct Conn {
+    stream: TcpStream,
+    /// Read but not yet consumed.
+    buf: BytesMut,
+    /// The request head being written; kept to reuse its allocation.
+    out: Vec<u8>,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// False when the target closed the idle connection or sent something
+    /// unasked: it cannot carry another request.
+    pub fn is_reusable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends the head of `req` (which has no body) and reads the response
+    /// head. The body streams from the returned response; the connection goes
+    /// to `pool` once that body has been read to its end.
+    pub async fn send<B>(
+        mut self,
+        req: &Request<B>,
+        pool: Arc<dyn Recycle>,
+    ) -> Result<Response<ResponseBody>, H1Error> {
+        encode_head(req, &mut self.out);
+        self.stream
+            .write_all(&self.out)
+            .await
+            .map_err(H1Error::Write)?;
+        let head_request = req.method() == Method::HEAD;
+        let mut seen_any = false;
+        loop {
+            let parsed = parse_head(&mut self.buf)?;
+            let Some(head) = parsed else {
+                if self.buf.len() > MAX_HEAD {
+                    return Err(H1Error::Invalid("response head too large"));
+                }
+                let n = std::future::poll_fn(|cx| self.poll_fill(cx))
+                    .await
+                    .map_err(H1Error::Read)?;
+                if n == 0 {
+                    return Err(if seen_any || !self.buf.is_empty() {
+                        H1Error::Invalid("connection closed inside the response head")
+                    } else {
+                        H1Error::Closed
+                    });
+                }
+                seen_any = true;
+                continue;
+            };
+            // Interim responses (100 Continue, 103 Early Hints) are not
+            // forwarded; the final one follows.
+            if head.status.is_informational() {
+                if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(H1Error::Invalid("unrequested protocol switch"));
+                }
+                continue;
+            }
+            let framing = framing(&head, head_request)?;
+            let reusable = head.keep_alive && !matches!(framing, Framing::Close);
+            let mut resp = Response::new(ResponseBody {
+                conn: Some(self),
+                framing,
+                pool: reusable.then_some(pool),
+            });
+            *resp.status_mut() = head.status;
+            *resp.version_mut() = head.version;
+            *resp.headers_mut() = head.headers;
+            return Ok(resp);
+        }
+    }
+
+    /// Reads what the socket has into `buf`; 0 at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            self.buf.reserve(READ_CHUNK);
+            match self.stream.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
+/// `METHOD path HTTP/1.1`, then every field as it is (hop-by-hop fields were
+/// removed by the caller; Host is among the fields).
+fn encode_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    keep_alive: bool,
+}
+
+/// A complete response head at the front of `buf`, taken off it; `None`
+/// when more bytes are needed.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut fields);
+    let len = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(H1Error::Invalid("too many header fields"))
+        }
+        Err(_) => return Err(H1Error::Invalid("malformed response head")),
+    };
+    let status = r
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(H1Error::Invalid("invalid status code"))?;
+    let version = if r.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    // Field values become slices of the head's own bytes: no copies.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = r.headers.len();
+    for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
+        let v = h.value.as_ptr() as usize - base;
+        *span = (
+            h.name.as_ptr() as usize - base,
+            h.name.len(),
+            v,
+            h.value.len(),
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut keep_alive = version == Version::HTTP_11;
+    for &(n, nl, v, vl) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n..n + nl])
+            .map_err(|_| H1Error::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
+            .map_err(|_| H1Error::Invalid("invalid header value"))?;
+        if name == header::CONNECTION && has_token(&value, "close") {
+            keep_alive = false;
+        }
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        keep_alive,
+    }))
+}
+
+fn has_token(v: &HeaderValue, token: &str) -> bool {
+    v.to_str()
+        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the target closes the connection.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// This many data bytes left in the chunk.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines, until an empty one.
+    Trailers,
+}
+
+fn framing(head: &Head, head_request: bool) -> Result<Framing, H1Error> {
+    let s = head.status.as_u16();
+    if head_request || s == 204 || s == 304 {
+        return Ok(Framing::Length(0));
+    }
+    let h = &head.headers;
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        let last = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        if h.contains_key(header::CONTENT_LENGTH) {
+            return Err(H1Error::Invalid(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        return Ok(match last {
+            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
+            _ => Framing::Close,
+        });
+    }
+    let mut length = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        for part in v
+            .to_str()
+            .map_err(|_| H1Error::Invalid("invalid Content-Length"))?
+            .split(',')
+        {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(H1Error::Invalid("invalid Content-Length"));
+            }
+            let n: u64 = part
+                .parse()
+                .map_err(|_| H1Error::Invalid("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Invalid("conflicting Content-Length"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+/// A target's response body, read off its connection as the client takes it.
+pub struct ResponseBody {
+    /// `None` once the body has ended.
+    conn: Option<Conn>,
+    framing: Framing,
+    /// Where the connection goes at the end, if it can be reused.
+    pool: Option<Arc<dyn Recycle>>,
+}
+
+impl ResponseBody {
+    /// The body has ended: the connection goes back to the pool if it can
+    /// carry another request, else it is closed.
+    fn finish(&mut self) {
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
+            pool.recycle(conn);
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, H1Error>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.framing {
+                Framing::Length(0) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    if !conn.buf.is_empty() {
+                        let take = left.min(conn.buf.len() as u64);
+                        self.framing = Framing::Length(left - take);
+                        return Poll::Ready(Some(Ok(conn.buf.split_to(take as usize).freeze())));
+                    }
+                    if ready!(conn.poll_fill(cx)).map_err(H1Error::Read)? == 0 {
+                        return Poll::Ready(Some(Err(H1Error::Invalid("body cut short"))));
+                    }
+                }
+                Framing::Close => {
+                    if !conn.buf.is_empty() {
+                        return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                    }
+                    if ready!(conn.poll_fill(cx)).map_err(H1Error::Read)? == 0 {
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                }
+                Framing::Chunked(state) => match chunk_step(state, &mut conn.buf)? {
+                    Step::Data(bytes, next) => {
+                        self.framing = Framing::Chunked(next);
+                        return Poll::Ready(Some(Ok(bytes)));
+                    }
+                    Step::Next(next) => self.framing = Framing::Chunked(next),
+                    Step::End => {
+                        self.framing = Framing::Length(0);
+                    }
+                    Step::More => {
+                        if ready!(conn.poll_fill(cx)).map_err(H1Error::Read)? == 0 {
+                            return Poll::Ready(Some(Err(H1Error::Invalid(
+                                "chunked body cut short",
+                            ))));
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+enum Step {
+    Data(Bytes, Chunk),
+    Next(Chunk),
+    End,
+    /// More input needed.
+    More,
+}
+
+/// One step of chunked decoding over `buf` (RFC 9112 §7.1).
+fn chunk_step(state: Chunk, buf: &mut BytesMut) -> Result<Step, H1Error> {
+    let line = |buf: &mut BytesMut| -> Result<Option<BytesMut>, H1Error> {
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => Ok(Some(buf.split_to(i + 1))),
+            None if buf.len() > MAX_LINE => Err(H1Error::Invalid("chunk line too long")),
+            None => Ok(None),
+        }
+    };
+    Ok(match state {
+        Chunk::Size => {
+            let Some(l) = line(buf)? else {
+                return Ok(Step::More);
+            };
+            let size = l[..]
+                .split(|&b| b == b';' || b == b'\r' || b == b'\n')
+                .next()
+                .unwrap_or_default();
+            let size = std::str::from_utf8(size)
+                .ok()
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.len() <= 16)
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .ok_or(H1Error::Invalid("invalid chunk size"))?;
+            Step::Next(if size == 0 {
+                Chunk::Trailers
+            } else {
+                Chunk::Data(size)
+            })
+        }
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Ok(Step::More);
+            }
+            let take = left.min(buf.len() as u64);
+            let data = buf.split_to(take as usize).freeze();
+            let next = if take == left {
+                Chunk::DataEnd
+            } else {
+                Chunk::Data(left - take)
+            };
+            Step::Data(data, next)
+        }
+        Chunk::DataEnd => {
+            let Some(l) = line(buf)? else {
+                return Ok(Step::More);
+            };
+            if l.as_ref() != b"\r\n" && l.as_ref() != b"\n" {
+                return Err(H1Error::Invalid("missing CRLF after chunk data"));
+            }
+            Step::Next(Chunk::Size)
+        }
+        Chunk::Trailers => {
+            let Some(l) = line(buf)? else {
+                return Ok(Step::More);
+            };
+            // Trailer fields are dropped: the ALB does not forward them.
+            if l.as_ref() == b"\r\n" || l.as_ref() == b"\n" {
+                Step::End
+            } else {
+                Step::Next(Chunk::Trailers)
+            }
+        }
+    })
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = self.get_mut();
+        match ready!(this.poll_next(cx)) {
+            Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Some(Err(e)) => {
+                // A connection left mid-body cannot be reused.
+                this.pool = None;
+                this.conn = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.framing == Framing::Length(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Whatever the client did not take ends the body where it stands; a
+        // body read to its end left the connection already, an unfinished one
+        // is closed here (its leftover bytes would poison the next response).
+        if self.framing == Framing::Length(0) {
+            self.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8]) -> Result<Option<Head>, H1Error> {
+        parse_head(&mut BytesMut::from(raw))
+    }
+
+    fn frame(raw: &str, head: bool) -> Result<Framing, H1Error> {
+        framing(&parse(raw.as_bytes())?.unwrap(), head)
+    }
+
+    #[test]
+    fn heads_parse_with_their_fields_and_keep_alive() {
+        let h = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 200);
+        assert!(h.keep_alive);
+        assert_eq!(h.headers["x-a"], "b");
+        let h = parse(b"HTTP/1.1 200 OK\r\nConnection: Close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        let h = parse(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+        assert!(parse(b"HTTP/1.1 2x0 OK\r\n\r\n").is_err());
+        assert!(parse(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        assert_eq!(
+            frame("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap(),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            frame("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap(),
+            Framing::Length(0)
+        );
+        assert_eq!(
+            frame("HTTP/1.1 204 No Content\r\n\r\n", false).unwrap(),
+            Framing::Length(0)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            )
+            .unwrap(),
+            Framing::Length(0)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false
+            )
+            .unwrap(),
+            Framing::Chunked(Chunk::Size)
+        );
+        assert_eq!(
+            frame("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).unwrap(),
+            Framing::Close
+        );
+        assert_eq!(
+            frame("HTTP/1.1 200 OK\r\n\r\n", false).unwrap(),
+            Framing::Close
+        );
+        assert_eq!(
+            frame("HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n", false).unwrap(),
+            Framing::Length(4)
+        );
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(frame(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    /// Decodes a whole chunked body held in `raw`.
+    fn dechunk(raw: &[u8]) -> Result<(Vec<u8>, usize), H1Error> {
+        let mut buf = BytesMut::from(raw);
+        let mut state = Chunk::Size;
+        let mut out = Vec::new();
+        loop {
+            match chunk_step(state, &mut buf)? {
+                Step::Data(d, next) => {
+                    out.extend_from_slice(&d);
+                    state = next;
+                }
+                Step::Next(next) => state = next,
+                Step::End => return Ok((out, buf.len())),
+                Step::More => return Err(H1Error::Invalid("incomplete")),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_and_stop_at_their_end() {
+        let (body, left) =
+            dechunk(b"4;ext=1\r\nWiki\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nNEXT").unwrap();
+        assert_eq!(body, b"Wiki0123456789");
+        assert_eq!(left, 4, "the next response's bytes stay");
+        assert!(dechunk(b"zz\r\n").is_err());
+        assert!(dechunk(b"4\r\nWikiXX0\r\n\r\n").is_err());
+        assert!(dechunk(b"11111111111111111\r\n").is_err());
+    }
+}
