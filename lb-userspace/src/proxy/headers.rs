@@ -25,6 +25,17 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop fields. With `keep_upgrade` (a WebSocket handshake
 /// passing through) `Connection: upgrade` and `Upgrade` are kept.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // One look over the names first: most requests carry none of these, and
+    // a removal costs a hash lookup per name.
+    let any = h
+        .keys()
+        .any(|n| n == header::UPGRADE || HOP_BY_HOP.contains(n));
+    if !any {
+        if keep_upgrade {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     // Fields named by Connection go too.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)

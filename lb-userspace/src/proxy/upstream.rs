@@ -228,7 +228,8 @@ impl Upstreams {
         if !tls && !upgrade && req.body().is_end_stream() && req.method() != Method::CONNECT {
             return self.send_plain(addr, req).await;
         }
-        self.send_hyper(addr, tls, upgrade, req)
+        // Boxed: kept out of the (more common) plain path's future size.
+        Box::pin(self.send_hyper(addr, tls, upgrade, req))
             .await
             .map(|r| r.map(TargetBody::Hyper))
     }

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A response head larger than this is refused (502).
@@ -134,15 +134,21 @@ impl Conn {
     }
 
     /// Reads what the socket has into `buf`; 0 at end of stream.
+    ///
+    /// Through `AsyncRead` rather than `try_read_buf`: tokio forgets the
+    /// socket's readiness after a short read, so the next read (and the
+    /// reuse probe) does not spend a system call learning it would block.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            self.buf.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        self.buf.reserve(READ_CHUNK);
+        let spare = self.buf.spare_capacity_mut();
+        let mut rb = ReadBuf::uninit(spare);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        let len = self.buf.len();
+        // SAFETY: the read initialised `n` bytes of the spare capacity, right
+        // after the current contents.
+        unsafe { self.buf.set_len(len + n) };
+        Poll::Ready(Ok(n))
     }
 }
 
