@@ -12,6 +12,27 @@ pub fn http_date(t: SystemTime) -> String {
     out
 }
 
+/// `Date` for a response sent now; formatted once per second per thread.
+pub fn http_date_now() -> http::HeaderValue {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, http::HeaderValue)> =
+            std::cell::RefCell::new((u64::MAX, http::HeaderValue::from_static("")));
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let text = http_date(now);
+            // Infallible: the text is plain ASCII.
+            if let Ok(v) = http::HeaderValue::from_str(&text) {
+                *c = (secs, v);
+            }
+        }
+        c.1.clone()
+    })
+}
+
 pub fn write_http_date(out: &mut String, t: SystemTime) {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [

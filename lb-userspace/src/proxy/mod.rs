@@ -4,6 +4,8 @@
 pub mod access_log;
 pub mod errors;
 pub mod framing;
+pub mod h1_fields;
+pub mod h1_server;
 pub mod headers;
 pub mod redirect;
 pub mod router;

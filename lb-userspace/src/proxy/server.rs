@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::framing::FramingGuard;
+use super::h1_server;
 use super::service::{handle, ListenerCtx, Shared};
 
 /// Limits a connection's parser enforces.
@@ -110,19 +111,20 @@ impl Slot {
 
 /// A connection's copy of its listener's route, refreshed when the slot's
 /// generation moves.
-struct ConnRoute {
+pub struct ConnRoute {
     slot: Slot,
-    cached: std::cell::RefCell<(u64, Arc<Route>)>,
+    /// A lock only one task ever takes: uncontended.
+    cached: std::sync::Mutex<(u64, Arc<Route>)>,
 }
 
 impl ConnRoute {
     fn new(slot: Slot) -> Self {
-        let cached = std::cell::RefCell::new(slot.current());
+        let cached = std::sync::Mutex::new(slot.current());
         Self { slot, cached }
     }
 
-    fn get(&self) -> Arc<Route> {
-        let mut cached = self.cached.borrow_mut();
+    pub fn get(&self) -> Arc<Route> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if self.slot.0.generation.load(Ordering::Acquire) != cached.0 {
             *cached = self.slot.current();
         }
@@ -158,12 +160,28 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let activity = Arc::new(AtomicU64::new(0));
-            let io = TokioIo::new(
-                FramingGuard::new(stream, limits.max_header_bytes, limits.max_headers)
-                    .counting(metrics.clone())
-                    .watched(activity.clone()),
-            );
-            let svc = service_fn(move |req| handle(route.get(), peer, req));
+            let guard = FramingGuard::new(stream, limits.max_header_bytes, limits.max_headers)
+                .counting(metrics.clone())
+                .watched(activity.clone());
+            // Bodyless HTTP/1.1 requests first; hyper takes over for good at
+            // the first request that is anything else.
+            let fast =
+                h1_server::serve(guard, &route, peer, limits, &mut conn_shutdown, &activity).await;
+            let io = match fast {
+                Ok(h1_server::Outcome::Handoff(io)) => TokioIo::new(io),
+                Ok(h1_server::Outcome::Closed) => {
+                    metrics.active_connections.decr();
+                    return;
+                }
+                Err(e) => {
+                    metrics.active_connections.decr();
+                    debug!(%peer, error = %e, "connection ended with an error");
+                    return;
+                }
+            };
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                handle(route.get(), peer, req.map(http_body_util::Either::Left))
+            });
             let builder = builder(limits);
             let conn = builder.serve_connection_with_upgrades(io, svc);
             tokio::pin!(conn);
@@ -201,7 +219,7 @@ const IDLE_TICKS: u32 = 4;
 /// Resolves once no byte has moved on the connection (`activity` unchanged)
 /// for `timeout`. A coarse periodic check rather than a timer re-armed on
 /// every read: that would cost a timer registration per request.
-async fn quiet_for(activity: &AtomicU64, timeout: Duration) {
+pub async fn quiet_for(activity: &AtomicU64, timeout: Duration) {
     let tick = (timeout / IDLE_TICKS).max(Duration::from_millis(1));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

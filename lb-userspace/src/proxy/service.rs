@@ -14,7 +14,7 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tracing::debug;
 
 use super::access_log::{self, AccessLog, Entry};
@@ -24,7 +24,7 @@ use super::headers;
 use super::redirect::{self, RedirectInput};
 use super::router::{RequestView, Router};
 use super::server::Route;
-use super::upstream::{AttemptError, BoxError, TargetBody, Upstreams};
+use super::upstream::{AttemptError, BoxError, TargetBody, UpstreamBody, Upstreams};
 use crate::config::model::{Action, TargetProtocol, WeightedGroup};
 use crate::metrics::ListenerMetrics;
 use crate::targets::{health, Pick, TargetGroupRuntime, WeightedGroups};
@@ -53,7 +53,7 @@ pub struct Shared {
 pub async fn handle(
     route: Arc<Route>,
     client: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<UpstreamBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let Route { ctx, shared } = &*route;
     ctx.metrics.requests.incr();
@@ -85,7 +85,7 @@ struct RequestFacts {
 }
 
 impl RequestFacts {
-    fn of(req: &Request<Incoming>) -> Self {
+    fn of(req: &Request<UpstreamBody>) -> Self {
         let header = |n: header::HeaderName| {
             req.headers()
                 .get(n)
@@ -177,7 +177,7 @@ pub struct Trace {
 
 /// The host a request is for, without port: the Host field, or the
 /// authority of an HTTP/2 request.
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
+fn request_host(req: &Request<UpstreamBody>) -> Option<&str> {
     // An absolute-form target (or HTTP/2's :authority) wins over Host (RFC
     // 9112 §3.2.2): routing by a Host that disagrees would let a request
     // slip past host-based rules.
@@ -205,7 +205,7 @@ async fn route_and_act(
     ctx: &ListenerCtx,
     shared: &Shared,
     client: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<UpstreamBody>,
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, LbError> {
     trace.priority = -1;
@@ -304,7 +304,7 @@ fn choose_group(
 
 /// Rewrites a client request into the form a target gets: origin-form URI,
 /// HTTP/1.1, Host kept, hop-by-hop fields gone, X-Forwarded-* and a request id.
-fn prepare(ctx: &ListenerCtx, client: SocketAddr, req: &mut Request<Incoming>, upgrade: bool) {
+fn prepare(ctx: &ListenerCtx, client: SocketAddr, req: &mut Request<UpstreamBody>, upgrade: bool) {
     let pq = req
         .uri()
         .path_and_query()
@@ -346,7 +346,7 @@ fn prepare(ctx: &ListenerCtx, client: SocketAddr, req: &mut Request<Incoming>, u
     headers::ensure_request_id(h);
 }
 
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+fn is_upgrade(req: &Request<UpstreamBody>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && req
@@ -365,7 +365,7 @@ async fn forward(
     shared: &Shared,
     group: &Arc<TargetGroupRuntime>,
     client: SocketAddr,
-    mut req: Request<Incoming>,
+    mut req: Request<UpstreamBody>,
     group_cookie: Option<HeaderValue>,
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, LbError> {
@@ -390,7 +390,7 @@ async fn forward(
             req.headers().clone(),
         )
     });
-    let mut req = req.map(Either::Left);
+    let mut req = req;
     if ctx.access_log.is_some() {
         trace.group = Some(group.name().to_string());
         trace.request_id = req

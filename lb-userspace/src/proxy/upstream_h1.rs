@@ -15,16 +15,16 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::h1_fields::{self, Span, MAX_FIELDS};
+
 /// A response head larger than this is refused (502).
 const MAX_HEAD: usize = 64 * 1024;
-/// Header fields in a response head.
-const MAX_HEADERS: usize = 128;
 /// A chunk-size or trailer line longer than this is refused.
 const MAX_LINE: usize = 4 * 1024;
 /// Bytes asked of the socket per read.
@@ -180,7 +180,7 @@ struct Head {
 /// A complete response head at the front of `buf`, taken off it; `None`
 /// when more bytes are needed.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut r = httparse::Response::new(&mut fields);
     let len = match r.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -199,32 +199,16 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     } else {
         Version::HTTP_10
     };
-    // Field values become slices of the head's own bytes: no copies.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = r.headers.len();
-    for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
-        let v = h.value.as_ptr() as usize - base;
-        *span = (
-            h.name.as_ptr() as usize - base,
-            h.name.len(),
-            v,
-            h.value.len(),
-        );
-    }
+    let mut spans = [Span::default(); MAX_FIELDS];
+    let count = h1_fields::spans(buf, r.headers, &mut spans);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    let mut keep_alive = version == Version::HTTP_11;
-    for &(n, nl, v, vl) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[n..n + nl])
-            .map_err(|_| H1Error::Invalid("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
-            .map_err(|_| H1Error::Invalid("invalid header value"))?;
-        if name == header::CONNECTION && has_token(&value, "close") {
-            keep_alive = false;
-        }
-        headers.append(name, value);
-    }
+    let headers = h1_fields::header_map(&head, &spans[..count])
+        .ok_or(H1Error::Invalid("invalid header field"))?;
+    let keep_alive = version == Version::HTTP_11
+        && !headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "close"));
     Ok(Some(Head {
         status,
         version,
@@ -233,7 +217,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     }))
 }
 
-fn has_token(v: &HeaderValue, token: &str) -> bool {
+pub(crate) fn has_token(v: &HeaderValue, token: &str) -> bool {
     v.to_str()
         .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }

@@ -1,0 +1,334 @@
+//! HTTP/1.1 client connections served without hyper while their requests
+//! carry no body: read a head, route and act, write the response, repeat.
+//!
+//! Keep-alive GETs are most of a balancer's traffic, and hyper's server
+//! machinery (dispatcher, request and response conversions, a date cache
+//! checked on every poll) cost about as much CPU as everything else in
+//! user space. The first request that is anything else — a body, an
+//! upgrade, `Expect`, HTTP/1.0 or HTTP/2's preface, a head the parser
+//! refuses or one over the limits — hands the connection, with every byte
+//! read so far, to hyper for the rest of its life (`Outcome::Handoff`), so
+//! hyper still decides every error and every unusual framing.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use super::errors::ProxyBody;
+use super::framing::REJECT_HEADER;
+use super::h1_fields::{self, Span, MAX_FIELDS};
+use super::server::{quiet_for, ConnLimits};
+use super::service::handle;
+use super::upstream::UpstreamBody;
+use super::upstream_h1::has_token;
+
+/// How a connection's fast path ended.
+pub enum Outcome<IO> {
+    /// Closed: by the client, idle, on shutdown, or after `Connection: close`.
+    Closed,
+    /// The rest is hyper's: the connection with what was read and not used.
+    Handoff(Rewind<IO>),
+}
+
+/// Response bytes gathered before a write; bodies beyond go out directly.
+const COALESCE: usize = 64 * 1024;
+
+/// Serves requests on `io` until it closes or needs hyper.
+pub async fn serve<IO>(
+    mut io: IO,
+    route: &super::server::ConnRoute,
+    peer: SocketAddr,
+    limits: ConnLimits,
+    shutdown: &mut watch::Receiver<bool>,
+    activity: &AtomicU64,
+) -> io::Result<Outcome<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    // One of each per connection, not per request: timers are not free.
+    let mut idle = pin!(quiet_for(activity, limits.idle_timeout));
+    let mut stop = pin!(shutdown.changed());
+    loop {
+        let (req, close) = loop {
+            match parse_request(&mut buf, limits) {
+                Parsed::Request(req, close) => break (*req, close),
+                Parsed::Partial if buf.len() <= limits.max_header_bytes => {}
+                Parsed::Partial | Parsed::Unusual => {
+                    return Ok(Outcome::Handoff(Rewind::new(buf.freeze(), io)));
+                }
+            }
+            let n = tokio::select! {
+                biased;
+                r = read_more(&mut io, &mut buf) => r?,
+                _ = &mut stop => return Ok(Outcome::Closed),
+                _ = &mut idle => return Ok(Outcome::Closed),
+            };
+            if n == 0 {
+                return Ok(Outcome::Closed);
+            }
+        };
+        let head_request = req.method() == Method::HEAD;
+        let resp = match handle(route.get(), peer, req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let stopping = is_ready(stop.as_mut());
+        let close = close || stopping;
+        tokio::select! {
+            biased;
+            r = write_response(&mut io, &mut out, resp, head_request, close) => r?,
+            // A client that stops reading is let go like an idle one.
+            _ = &mut idle => return Ok(Outcome::Closed),
+        }
+        if close {
+            let _ = io.shutdown().await;
+            return Ok(Outcome::Closed);
+        }
+    }
+}
+
+/// Whether `f` has completed, without waiting; it must not be polled again
+/// once it has.
+fn is_ready<F: Future>(f: Pin<&mut F>) -> bool {
+    f.poll(&mut Context::from_waker(Waker::noop())).is_ready()
+}
+
+async fn read_more<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> io::Result<usize> {
+    // Small at first, so that an idle connection holds little memory.
+    buf.reserve(if buf.capacity() == 0 { 1024 } else { 8 * 1024 });
+    io.read_buf(buf).await
+}
+
+enum Parsed {
+    /// A bodyless request, and whether the client asked to close after it.
+    Request(Box<Request<UpstreamBody>>, bool),
+    Partial,
+    /// For hyper: anything the fast path does not serve.
+    Unusual,
+}
+
+fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut r = httparse::Request::new(&mut fields);
+    let len = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Unusual,
+    };
+    if len > limits.max_header_bytes || r.headers.len() > limits.max_headers || r.version != Some(1)
+    {
+        return Parsed::Unusual;
+    }
+    let Some(method) = r.method.and_then(|m| Method::from_bytes(m.as_bytes()).ok()) else {
+        return Parsed::Unusual;
+    };
+    if method == Method::CONNECT {
+        return Parsed::Unusual;
+    }
+    let mut close = false;
+    for f in r.headers.iter() {
+        let n = f.name;
+        // A body in any form, a protocol switch, or the framing guard's
+        // refusal marker: hyper's (and the service's) to judge.
+        if n.eq_ignore_ascii_case("content-length")
+            || n.eq_ignore_ascii_case("transfer-encoding")
+            || n.eq_ignore_ascii_case("upgrade")
+            || n.eq_ignore_ascii_case("expect")
+            || n.eq_ignore_ascii_case(REJECT_HEADER)
+        {
+            return Parsed::Unusual;
+        }
+        if n.eq_ignore_ascii_case("connection") {
+            let Ok(v) = HeaderValue::from_bytes(f.value) else {
+                return Parsed::Unusual;
+            };
+            close |= has_token(&v, "close");
+        }
+    }
+    let Some(path) = r.path else {
+        return Parsed::Unusual;
+    };
+    let path_span = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
+    let mut spans = [Span::default(); MAX_FIELDS];
+    let count = h1_fields::spans(buf, r.headers, &mut spans);
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(path_span.0..path_span.0 + path_span.1));
+    let headers = h1_fields::header_map(&head, &spans[..count]);
+    let (Ok(uri), Some(headers)) = (uri, headers) else {
+        // Rare: the bytes go back in front for hyper to refuse.
+        let mut back = BytesMut::with_capacity(head.len() + buf.len());
+        back.extend_from_slice(&head);
+        back.extend_from_slice(buf);
+        *buf = back;
+        return Parsed::Unusual;
+    };
+    let mut req = Request::new(Either::Right(http_body_util::Empty::new()));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Parsed::Request(Box::new(req), close)
+}
+
+async fn write_response<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    resp: Response<ProxyBody>,
+    head_request: bool,
+    close: bool,
+) -> io::Result<()> {
+    let (mut parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let h = &mut parts.headers;
+    // RFC 9112 §6.3: these responses have no body whatever their fields say;
+    // a HEAD response's Content-Length describes what a GET would get.
+    let bodyless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut chunked = false;
+    if !bodyless {
+        h.remove(header::TRANSFER_ENCODING);
+        match body.size_hint().exact() {
+            Some(n) => {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            None => {
+                h.remove(header::CONTENT_LENGTH);
+                h.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+                chunked = true;
+            }
+        }
+    }
+    if !h.contains_key(header::DATE) {
+        h.insert(header::DATE, crate::clock::http_date_now());
+    }
+    if close {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    for (name, value) in h.iter() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if bodyless {
+        return io.write_all(out).await;
+    }
+    while !body.is_end_stream() {
+        let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        else {
+            break;
+        };
+        // A target failing mid-body: the client sees the connection end.
+        let frame = frame.map_err(io::Error::other)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if out.len() + data.len() <= COALESCE {
+            out.extend_from_slice(&data);
+        } else {
+            io.write_all(out).await?;
+            out.clear();
+            io.write_all(&data).await?;
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        // More may take a while: what the client has so far goes out now.
+        if !body.is_end_stream() {
+            io.write_all(out).await?;
+            out.clear();
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !out.is_empty() {
+        io.write_all(out).await?;
+    }
+    Ok(())
+}
+
+/// A connection with bytes already read put back in front.
+pub struct Rewind<IO> {
+    pre: Bytes,
+    io: IO,
+}
+
+impl<IO> Rewind<IO> {
+    fn new(pre: Bytes, io: IO) -> Self {
+        Self { pre, io }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
