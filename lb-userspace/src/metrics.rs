@@ -33,6 +33,11 @@ impl Counter {
         self.add(1);
     }
 
+    /// Takes back `n` counted earlier (stripes wrap; their sum does not).
+    pub fn sub(&self, n: u64) {
+        self.add(n.wrapping_neg());
+    }
+
     pub fn get(&self) -> u64 {
         self.0
             .iter()

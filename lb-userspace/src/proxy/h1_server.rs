@@ -46,20 +46,21 @@ const COALESCE: usize = 64 * 1024;
 
 /// Serves requests on `io` until it closes or needs hyper.
 pub async fn serve<IO>(
-    mut io: IO,
+    io: IO,
     route: &super::server::ConnRoute,
     peer: SocketAddr,
     limits: ConnLimits,
     shutdown: &mut watch::Receiver<bool>,
-    activity: &AtomicU64,
+    meter: &Meter,
 ) -> io::Result<Outcome<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut io = Metered { io, meter };
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     // One of each per connection, not per request: timers are not free.
-    let mut idle = pin!(quiet_for(activity, limits.idle_timeout));
+    let mut idle = pin!(quiet_for(&meter.activity, limits.idle_timeout));
     let mut stop = pin!(shutdown.changed());
     loop {
         let (req, close) = loop {
@@ -67,7 +68,9 @@ where
                 Parsed::Request(req, close) => break (*req, close),
                 Parsed::Partial if buf.len() <= limits.max_header_bytes => {}
                 Parsed::Partial | Parsed::Unusual => {
-                    return Ok(Outcome::Handoff(Rewind::new(buf.freeze(), io)));
+                    // The guard hyper reads through counts these again.
+                    meter.metrics.processed_bytes.sub(buf.len() as u64);
+                    return Ok(Outcome::Handoff(Rewind::new(buf.freeze(), io.io)));
                 }
             }
             let n = tokio::select! {
@@ -277,6 +280,67 @@ async fn write_response<IO: AsyncWrite + Unpin>(
         io.write_all(out).await?;
     }
     Ok(())
+}
+
+/// Where a connection's traffic is accounted: the listener's processed
+/// bytes, and the activity the idle watcher looks at.
+pub struct Meter {
+    pub metrics: std::sync::Arc<crate::metrics::ListenerMetrics>,
+    pub activity: std::sync::Arc<AtomicU64>,
+}
+
+impl Meter {
+    fn moved(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if n > 0 {
+            self.metrics.processed_bytes.add(n as u64);
+            // Only this connection writes it: no read-modify-write needed.
+            self.activity
+                .store(self.activity.load(Relaxed).wrapping_add(1), Relaxed);
+        }
+    }
+}
+
+/// The client connection, its bytes counted. (Hyper's connections count
+/// through the framing guard instead.)
+struct Metered<'a, IO> {
+    io: IO,
+    meter: &'a Meter,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Metered<'_, IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.meter.moved(buf.filled().len() - before);
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Metered<'_, IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.meter.moved(n);
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// A connection with bytes already read put back in front.

@@ -25,36 +25,39 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop fields. With `keep_upgrade` (a WebSocket handshake
 /// passing through) `Connection: upgrade` and `Upgrade` are kept.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // One look over the names first: most requests carry none of these, and
-    // a removal costs a hash lookup per name.
-    let any = h
-        .keys()
-        .any(|n| n == header::UPGRADE || HOP_BY_HOP.contains(n));
-    if !any {
-        if keep_upgrade {
-            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    // One look over the names first, noting the ones present: a removal
+    // costs a hash lookup, and most messages carry one such field or none.
+    // Every hop-by-hop name, plus Upgrade.
+    let mut present: [Option<HeaderName>; 8] = Default::default();
+    let mut count = 0;
+    for n in h.keys() {
+        if (n == header::UPGRADE && !keep_upgrade) || HOP_BY_HOP.contains(n) {
+            present[count] = Some(n.clone());
+            count += 1;
         }
-        return;
     }
     // Fields named by Connection go too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
+    if present[..count]
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-        .collect();
-    for n in named {
-        h.remove(n);
+        .any(|n| n.as_ref() == Some(&header::CONNECTION))
+    {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in &HOP_BY_HOP {
+    for n in present.into_iter().flatten() {
         h.remove(n);
     }
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::UPGRADE);
     }
 }
 

@@ -159,16 +159,22 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
         metrics.active_connections.incr();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let activity = Arc::new(AtomicU64::new(0));
-            let guard = FramingGuard::new(stream, limits.max_header_bytes, limits.max_headers)
-                .counting(metrics.clone())
-                .watched(activity.clone());
+            let meter = h1_server::Meter {
+                metrics: metrics.clone(),
+                activity: Arc::new(AtomicU64::new(0)),
+            };
             // Bodyless HTTP/1.1 requests first; hyper takes over for good at
-            // the first request that is anything else.
+            // the first request that is anything else. The framing guard
+            // starts there: the fast path refuses every head with a body.
             let fast =
-                h1_server::serve(guard, &route, peer, limits, &mut conn_shutdown, &activity).await;
+                h1_server::serve(stream, &route, peer, limits, &mut conn_shutdown, &meter).await;
+            let activity = meter.activity;
             let io = match fast {
-                Ok(h1_server::Outcome::Handoff(io)) => TokioIo::new(io),
+                Ok(h1_server::Outcome::Handoff(io)) => TokioIo::new(
+                    FramingGuard::new(io, limits.max_header_bytes, limits.max_headers)
+                        .counting(metrics.clone())
+                        .watched(activity.clone()),
+                ),
                 Ok(h1_server::Outcome::Closed) => {
                     metrics.active_connections.decr();
                     return;

@@ -155,29 +155,42 @@ impl upstream_h1::Recycle for Pool {
     }
 }
 
-/// Pools for every target address and worker; shared by all listeners.
+/// Workers with a pool map of their own; more share (correctly, if contended).
+const POOL_SHARDS: usize = 16;
+
+/// One worker's pools, keyed by (target, TLS), on a cache line of its own:
+/// looking one up takes a lock no other core touches.
 #[derive(Default)]
+#[repr(align(128))]
+struct Shard(std::sync::RwLock<HashMap<(SocketAddr, bool), Arc<Pool>>>);
+
+/// Pools for every target address and worker; shared by all listeners.
 pub struct Upstreams {
-    /// Read-mostly: written once per new target address.
-    /// Keyed by (target, TLS, worker).
-    pools: std::sync::RwLock<HashMap<(SocketAddr, bool, usize), Arc<Pool>>>,
+    shards: Box<[Shard]>,
     connect_timeout: Duration,
 }
 
 impl Upstreams {
     pub fn new(connect_timeout: Duration) -> Self {
         Self {
-            pools: Default::default(),
+            shards: (0..POOL_SHARDS).map(|_| Shard::default()).collect(),
             connect_timeout,
         }
     }
 
+    /// This worker's pool for `addr`: a pooled connection is used on the
+    /// thread that drives it.
     fn pool(&self, addr: SocketAddr, tls: bool) -> Arc<Pool> {
-        let key = (addr, tls, crate::worker::index());
-        if let Some(p) = self.pools.read().unwrap().get(&key) {
+        let shard = &self.shards[crate::worker::index() % POOL_SHARDS].0;
+        if let Some(p) = shard.read().unwrap().get(&(addr, tls)) {
             return p.clone();
         }
-        self.pools.write().unwrap().entry(key).or_default().clone()
+        shard
+            .write()
+            .unwrap()
+            .entry((addr, tls))
+            .or_default()
+            .clone()
     }
 
     async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, ConnectFailure> {
