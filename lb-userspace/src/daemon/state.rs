@@ -97,16 +97,14 @@ impl Running {
         });
         let (stop, stop_rx) = watch::channel(false);
         info!(addr = %b.addr, lb = %b.ctx.lb, workers = listeners.len(), "HTTP listener");
-        let spread = Arc::new(server::Spread::new(self.workers.handles().to_vec()));
         let tasks = listeners
             .into_iter()
             .zip(self.workers.handles())
             .map(|(l, worker)| {
                 let (slot, stop_rx, addr) = (slot.clone(), stop_rx.clone(), b.addr);
-                let spread = spread.clone();
                 worker.spawn(async move {
                     match tokio::net::TcpListener::from_std(l) {
-                        Ok(l) => server::serve(l, slot, stop_rx, spread).await,
+                        Ok(l) => server::serve(l, slot, stop_rx).await,
                         Err(e) => {
                             tracing::error!(%addr, error = %e, "cannot serve a listening socket")
                         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -134,12 +134,7 @@ impl ConnRoute {
 
 /// Accepts until `shutdown` turns true; each connection runs on its own task.
 /// In-flight requests then finish; idle kept-alive connections are closed.
-pub async fn serve(
-    listener: TcpListener,
-    slot: Slot,
-    mut shutdown: watch::Receiver<bool>,
-    spread: Arc<Spread>,
-) {
+pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Receiver<bool>) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -154,118 +149,72 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let target = spread.next_worker();
-        if target == crate::worker::index() {
-            tokio::spawn(connection(stream, peer, slot.clone(), shutdown.clone()));
-            continue;
-        }
-        // The connection moves to its worker's reactor; what it had read
-        // stays in the socket.
-        let (slot, conn_shutdown) = (slot.clone(), shutdown.clone());
-        match stream.into_std() {
-            Ok(std) => {
-                spread.handles[target].spawn(async move {
-                    match TcpStream::from_std(std) {
-                        Ok(s) => connection(s, peer, slot, conn_shutdown).await,
-                        Err(e) => debug!(%peer, error = %e, "cannot move a connection"),
-                    }
-                });
-            }
-            Err(e) => debug!(%peer, error = %e, "cannot move a connection"),
-        }
-    }
-}
-
-/// The workers' runtimes, and whose turn the next connection is.
-pub struct Spread {
-    handles: Vec<tokio::runtime::Handle>,
-    next: std::sync::atomic::AtomicUsize,
-}
-
-impl Spread {
-    pub fn new(handles: Vec<tokio::runtime::Handle>) -> Self {
-        Self {
-            handles,
-            next: Default::default(),
-        }
-    }
-
-    /// Workers take connections in turn. The kernel's SO_REUSEPORT spread
-    /// is by hash: with 64 connections over two workers one often gets 36,
-    /// and its clients then see the longer queue (p99).
-    fn next_worker(&self) -> usize {
-        self.next.fetch_add(1, Relaxed) % self.handles.len().max(1)
-    }
-}
-
-/// One client connection, from accept to close.
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    slot: Slot,
-    mut conn_shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let route = ConnRoute::new(slot.clone());
-    let (limits, metrics) = {
-        let r = route.get();
-        (r.ctx.limits, r.ctx.metrics.clone())
-    };
-    metrics.new_connections.incr();
-    metrics.active_connections.incr();
-    let meter = h1_server::Meter {
-        metrics: metrics.clone(),
-        activity: Arc::new(AtomicU64::new(0)),
-    };
-    // Bodyless HTTP/1.1 requests first; hyper takes over for good at
-    // the first request that is anything else. The framing guard
-    // starts there: the fast path refuses every head with a body.
-    let fast = h1_server::serve(stream, &route, peer, limits, &mut conn_shutdown, &meter).await;
-    let activity = meter.activity;
-    let io = match fast {
-        Ok(h1_server::Outcome::Handoff(io)) => TokioIo::new(
-            FramingGuard::new(io, limits.max_header_bytes, limits.max_headers)
-                .counting(metrics.clone())
-                .watched(activity.clone()),
-        ),
-        Ok(h1_server::Outcome::Closed) => {
-            metrics.active_connections.decr();
-            return;
-        }
-        Err(e) => {
-            metrics.active_connections.decr();
-            debug!(%peer, error = %e, "connection ended with an error");
-            return;
-        }
-    };
-    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        handle(route.get(), peer, req.map(http_body_util::Either::Left))
-    });
-    let builder = builder(limits);
-    let conn = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(conn);
-    let res = tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        _ = conn_shutdown.changed() => {
-            // Finish in-flight requests, take no new ones.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = quiet_for(&activity, limits.idle_timeout) => {
-            // Closes an idle connection now, a busy one after its
-            // request (HTTP/2: GOAWAY). One that stays silent past
-            // another period (a head half sent) is dropped.
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
+        let _ = stream.set_nodelay(true);
+        let route = ConnRoute::new(slot.clone());
+        let (limits, metrics) = {
+            let r = route.get();
+            (r.ctx.limits, r.ctx.metrics.clone())
+        };
+        metrics.new_connections.incr();
+        metrics.active_connections.incr();
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let meter = h1_server::Meter {
+                metrics: metrics.clone(),
+                activity: Arc::new(AtomicU64::new(0)),
+            };
+            // Bodyless HTTP/1.1 requests first; hyper takes over for good at
+            // the first request that is anything else. The framing guard
+            // starts there: the fast path refuses every head with a body.
+            let fast =
+                h1_server::serve(stream, &route, peer, limits, &mut conn_shutdown, &meter).await;
+            let activity = meter.activity;
+            let io = match fast {
+                Ok(h1_server::Outcome::Handoff(io)) => TokioIo::new(
+                    FramingGuard::new(io, limits.max_header_bytes, limits.max_headers)
+                        .counting(metrics.clone())
+                        .watched(activity.clone()),
+                ),
+                Ok(h1_server::Outcome::Closed) => {
+                    metrics.active_connections.decr();
+                    return;
+                }
+                Err(e) => {
+                    metrics.active_connections.decr();
+                    debug!(%peer, error = %e, "connection ended with an error");
+                    return;
+                }
+            };
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                handle(route.get(), peer, req.map(http_body_util::Either::Left))
+            });
+            let builder = builder(limits);
+            let conn = builder.serve_connection_with_upgrades(io, svc);
+            tokio::pin!(conn);
+            let res = tokio::select! {
+                biased;
                 r = conn.as_mut() => r,
-                _ = quiet_for(&activity, limits.idle_timeout) => Ok(()),
+                _ = conn_shutdown.changed() => {
+                    // Finish in-flight requests, take no new ones.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                _ = quiet_for(&activity, limits.idle_timeout) => {
+                    // Closes an idle connection now, a busy one after its
+                    // request (HTTP/2: GOAWAY). One that stays silent past
+                    // another period (a head half sent) is dropped.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = quiet_for(&activity, limits.idle_timeout) => Ok(()),
+                    }
+                }
+            };
+            metrics.active_connections.decr();
+            if let Err(e) = res {
+                debug!(%peer, error = %e, "connection ended with an error");
             }
-        }
-    };
-    metrics.active_connections.decr();
-    if let Err(e) = res {
-        debug!(%peer, error = %e, "connection ended with an error");
+        });
     }
 }
 
