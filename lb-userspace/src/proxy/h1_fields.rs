@@ -26,10 +26,11 @@ pub fn spans(base: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span; MAX_
     fields.len().min(MAX_FIELDS)
 }
 
-/// The fields at `spans` of `head`, in order; `None` if one is not a valid
-/// field name or value.
-pub fn header_map(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+/// The fields at `spans` of `head`, in order, with room for `extra` more
+/// (the balancer's own, added later without regrowing the map); `None` if
+/// one is not a valid field name or value.
+pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
     for s in spans {
         let name = HeaderName::from_bytes(&head[s.name.0..s.name.0 + s.name.1]).ok()?;
         let value =

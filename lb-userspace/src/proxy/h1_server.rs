@@ -169,7 +169,8 @@ fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
     let count = h1_fields::spans(buf, r.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path_span.0..path_span.0 + path_span.1));
-    let headers = h1_fields::header_map(&head, &spans[..count]);
+    // X-Forwarded-For, -Proto, -Port and X-Request-Id are added.
+    let headers = h1_fields::header_map(&head, &spans[..count], 4);
     let (Ok(uri), Some(headers)) = (uri, headers) else {
         // Rare: the bytes go back in front for hyper to refuse.
         let mut back = BytesMut::with_capacity(head.len() + buf.len());

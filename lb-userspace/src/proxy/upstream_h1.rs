@@ -202,7 +202,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     let mut spans = [Span::default(); MAX_FIELDS];
     let count = h1_fields::spans(buf, r.headers, &mut spans);
     let head = buf.split_to(len).freeze();
-    let headers = h1_fields::header_map(&head, &spans[..count])
+    // Stickiness cookies and Date may be added.
+    let headers = h1_fields::header_map(&head, &spans[..count], 3)
         .ok_or(H1Error::Invalid("invalid header field"))?;
     let keep_alive = version == Version::HTTP_11
         && !headers
