@@ -16,7 +16,7 @@ pub fn http_date(t: SystemTime) -> String {
 pub fn http_date_now() -> http::HeaderValue {
     thread_local! {
         static CACHE: std::cell::RefCell<(u64, http::HeaderValue)> =
-            std::cell::RefCell::new((u64::MAX, http::HeaderValue::from_static("")));
+            const { std::cell::RefCell::new((u64::MAX, http::HeaderValue::from_static(""))) };
     }
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -210,6 +210,12 @@ async fn write_response<IO: AsyncWrite + Unpin>(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let mut chunked = false;
+    if head_request && !h.contains_key(header::CONTENT_LENGTH) {
+        // The balancer's own answer to a HEAD: the length a GET would get.
+        if let Some(n) = body.size_hint().exact().filter(|&n| n > 0) {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
     if !bodyless {
         h.remove(header::TRANSFER_ENCODING);
         match body.size_hint().exact() {
@@ -395,5 +401,100 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const LIMITS: ConnLimits = ConnLimits {
+        max_header_bytes: 1024,
+        max_headers: 16,
+        idle_timeout: Duration::from_secs(60),
+    };
+
+    fn parse(raw: &str) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        (parse_request(&mut buf, LIMITS), buf)
+    }
+
+    #[test]
+    fn bodyless_requests_are_taken_and_pipelined_ones_stay_queued() {
+        let (p, rest) =
+            parse("GET /a?b=1 HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n\r\nGET /next HTTP/1.1\r\n");
+        let Parsed::Request(req, close) = p else {
+            panic!("not taken")
+        };
+        assert!(!close);
+        assert_eq!(req.uri(), "/a?b=1");
+        assert_eq!(req.headers()["x-a"], "1");
+        assert_eq!(&rest[..], b"GET /next HTTP/1.1\r\n");
+        let (p, _) = parse("GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, Close\r\n\r\n");
+        assert!(matches!(p, Parsed::Request(_, true)));
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHost: t\r\n").0,
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn anything_unusual_is_left_whole_for_hyper() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: t\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "CONNECT t:443 HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nx-xalb-framing-rejected: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\n folded\r\n\r\n",
+        ] {
+            let (p, rest) = parse(raw);
+            assert!(matches!(p, Parsed::Unusual), "{raw:?}");
+            assert_eq!(&rest[..], raw.as_bytes(), "bytes kept for hyper: {raw:?}");
+        }
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
+            "X-A: 1\r\n".repeat(20)
+        );
+        assert!(
+            matches!(parse(&many).0, Parsed::Unusual),
+            "over max_headers"
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX-A: {}\r\n\r\n",
+            "a".repeat(2000)
+        );
+        assert!(
+            matches!(parse(&big).0, Parsed::Unusual),
+            "over max_header_bytes"
+        );
+    }
+
+    async fn written(resp: Response<ProxyBody>, head: bool, close: bool) -> String {
+        let mut io = std::io::Cursor::new(Vec::new());
+        let mut out = Vec::new();
+        write_response(&mut io, &mut out, resp, head, close)
+            .await
+            .unwrap();
+        String::from_utf8(io.into_inner()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn responses_are_framed_by_their_body() {
+        let ok = || super::super::errors::plain(StatusCode::OK, Bytes::from("hello"), "text/plain");
+        let text = written(ok(), false, false).await;
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("content-length: 5\r\n"), "{text}");
+        assert!(text.contains("date: "), "{text}");
+        assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+        // HEAD: the fields a GET would get, no body.
+        let text = written(ok(), true, true).await;
+        assert!(text.contains("content-length: 5\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 }
