@@ -278,12 +278,14 @@ async fn route_and_act(
         }
         Action::Forward { target_group } => {
             let group = shared.groups.get(target_group).ok_or(LbError::NoTarget)?;
-            forward(ctx, shared, group, client, req, None, trace).await
+            // Boxed: forwarding is most of this future's size (3.5 KB), and
+            // a heap block is cheaper than copying it as the future moves.
+            Ok(Box::pin(forward(ctx, shared, group, client, req, None, trace)).await?)
         }
         Action::WeightedForward { target_groups, .. } => {
             let weighted = routed.weighted.ok_or(LbError::NoTarget)?;
             let (group, cookie) = choose_group(shared, target_groups, weighted, req.headers())?;
-            forward(ctx, shared, &group, client, req, cookie, trace).await
+            Ok(Box::pin(forward(ctx, shared, &group, client, req, cookie, trace)).await?)
         }
     }
 }

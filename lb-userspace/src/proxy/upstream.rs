@@ -254,21 +254,7 @@ impl Upstreams {
         req: Request<UpstreamBody>,
     ) -> Result<Response<TargetBody>, AttemptError> {
         let pool = self.pool(addr, false);
-        let (conn, pooled) = match pool.take_plain() {
-            Some(c) => (c, true),
-            None => match Box::pin(self.connect_tcp(addr)).await {
-                Ok(s) => (upstream_h1::Conn::new(s), false),
-                Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
-            },
-        };
         let recycle: Arc<dyn upstream_h1::Recycle> = pool.clone();
-        let err = match conn.send(&req, recycle.clone()).await {
-            Ok(resp) => return Ok(resp.map(TargetBody::H1)),
-            Err(e) => e,
-        };
-        // A pooled connection the target closed just as we wrote to it: once
-        // more on a fresh connection, if the target cannot have acted on the
-        // request or acting twice is harmless (RFC 9112 §9.3.1).
         let idempotent = matches!(
             *req.method(),
             Method::GET
@@ -278,30 +264,39 @@ impl Upstreams {
                 | Method::PUT
                 | Method::DELETE
         );
-        let unseen = match err {
-            H1Error::Write(_) => true,
-            H1Error::Closed => idempotent,
-            _ => false,
-        };
-        if pooled && unseen {
-            debug!(%addr, error = %err, "pooled connection was closed; reconnecting");
-            let conn = match Box::pin(self.connect_tcp(addr)).await {
-                Ok(s) => upstream_h1::Conn::new(s),
-                Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
+        let mut pooled = pool.take_plain();
+        // At most twice: a pooled connection, then a fresh one. (One await
+        // of `send` in a loop keeps this future small.)
+        loop {
+            let (conn, was_pooled) = match pooled.take() {
+                Some(c) => (c, true),
+                None => match Box::pin(self.connect_tcp(addr)).await {
+                    Ok(s) => (upstream_h1::Conn::new(s), false),
+                    Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
+                },
             };
-            return match conn.send(&req, recycle).await {
-                Ok(resp) => Ok(resp.map(TargetBody::H1)),
-                Err(e) => Err(AttemptError::Failed(e.into(), Some(Box::new(req)))),
+            let err = match conn.send(&req, recycle.clone()).await {
+                Ok(resp) => return Ok(resp.map(TargetBody::H1)),
+                Err(e) => e,
             };
+            match err {
+                // A pooled connection the target closed just as we wrote to
+                // it: once more on a fresh connection, if the target cannot
+                // have acted on the request or acting twice is harmless (RFC
+                // 9112 §9.3.1).
+                H1Error::Write(_) if was_pooled => {}
+                H1Error::Closed if was_pooled && idempotent => {}
+                // Nothing reached a fresh connection's target.
+                H1Error::Write(e) => {
+                    return Err(AttemptError::NotSent(
+                        Box::new(req),
+                        ConnectFailure::Other(e.to_string()),
+                    ))
+                }
+                e => return Err(AttemptError::Failed(e.into(), Some(Box::new(req)))),
+            }
+            debug!(%addr, "pooled connection was closed; reconnecting");
         }
-        if let H1Error::Write(e) = &err {
-            // Nothing reached a fresh connection's target.
-            return Err(AttemptError::NotSent(
-                Box::new(req),
-                ConnectFailure::Other(e.to_string()),
-            ));
-        }
-        Err(AttemptError::Failed(err.into(), Some(Box::new(req))))
     }
 
     async fn send_hyper(
