@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -168,13 +168,8 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
             // starts there: the fast path refuses every head with a body.
             let fast =
                 h1_server::serve(stream, &route, peer, limits, &mut conn_shutdown, &meter).await;
-            let activity = meter.activity;
             let io = match fast {
-                Ok(h1_server::Outcome::Handoff(io)) => TokioIo::new(
-                    FramingGuard::new(io, limits.max_header_bytes, limits.max_headers)
-                        .counting(metrics.clone())
-                        .watched(activity.clone()),
-                ),
+                Ok(h1_server::Outcome::Handoff(io)) => io,
                 Ok(h1_server::Outcome::Closed) => {
                     metrics.active_connections.decr();
                     return;
@@ -185,36 +180,67 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
                     return;
                 }
             };
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                handle(route.get(), peer, req.map(http_body_util::Either::Left))
-            });
-            let builder = builder(limits);
-            let conn = builder.serve_connection_with_upgrades(io, svc);
-            tokio::pin!(conn);
-            let res = tokio::select! {
-                biased;
-                r = conn.as_mut() => r,
-                _ = conn_shutdown.changed() => {
-                    // Finish in-flight requests, take no new ones.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                _ = quiet_for(&activity, limits.idle_timeout) => {
-                    // Closes an idle connection now, a busy one after its
-                    // request (HTTP/2: GOAWAY). One that stays silent past
-                    // another period (a head half sent) is dropped.
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = quiet_for(&activity, limits.idle_timeout) => Ok(()),
-                    }
-                }
-            };
+            // Boxed: a task is as large as its largest state, and hyper's
+            // connection would make every idle fast-path connection that much
+            // larger (10,000 idle connections must fit in 64 MiB).
+            let res = Box::pin(serve_with_hyper(
+                io,
+                route,
+                peer,
+                limits,
+                &metrics,
+                meter.activity,
+                conn_shutdown,
+            ))
+            .await;
             metrics.active_connections.decr();
             if let Err(e) = res {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// The rest of a connection handed over by the fast path: HTTP/1.1 behind
+/// the framing guard, or HTTP/2.
+async fn serve_with_hyper(
+    io: h1_server::Rewind<TcpStream>,
+    route: ConnRoute,
+    peer: SocketAddr,
+    limits: ConnLimits,
+    metrics: &Arc<crate::metrics::ListenerMetrics>,
+    activity: Arc<AtomicU64>,
+    mut conn_shutdown: watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let io = TokioIo::new(
+        FramingGuard::new(io, limits.max_header_bytes, limits.max_headers)
+            .counting(metrics.clone())
+            .watched(activity.clone()),
+    );
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        handle(route.get(), peer, req.map(http_body_util::Either::Left))
+    });
+    let builder = builder(limits);
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        biased;
+        r = conn.as_mut() => r,
+        _ = conn_shutdown.changed() => {
+            // Finish in-flight requests, take no new ones.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = quiet_for(&activity, limits.idle_timeout) => {
+            // Closes an idle connection now, a busy one after its
+            // request (HTTP/2: GOAWAY). One that stays silent past
+            // another period (a head half sent) is dropped.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = quiet_for(&activity, limits.idle_timeout) => Ok(()),
+            }
+        }
     }
 }
 
