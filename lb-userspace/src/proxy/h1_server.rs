@@ -65,7 +65,7 @@ where
     loop {
         let (req, close) = loop {
             match parse_request(&mut buf, limits) {
-                Parsed::Request(req, close) => break (*req, close),
+                Parsed::Request(req, close) => break (req, close),
                 Parsed::Partial if buf.len() <= limits.max_header_bytes => {}
                 Parsed::Partial | Parsed::Unusual => {
                     // The guard hyper reads through counts these again.
@@ -118,9 +118,12 @@ async fn read_more<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> io
     io.read_buf(buf).await
 }
 
+// Returned and matched at once, once per request: boxing the request would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// A bodyless request, and whether the client asked to close after it.
-    Request(Box<Request<UpstreamBody>>, bool),
+    Request(Request<UpstreamBody>, bool),
     Partial,
     /// For hyper: anything the fast path does not serve.
     Unusual,
@@ -187,7 +190,7 @@ fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    Parsed::Request(Box::new(req), close)
+    Parsed::Request(req, close)
 }
 
 async fn write_response<IO: AsyncWrite + Unpin>(
