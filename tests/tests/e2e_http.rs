@@ -424,3 +424,25 @@ fn idle_client_connections_close_after_the_idle_timeout() {
         "closed after {idle_for:?}, before the idle timeout"
     );
 }
+
+#[test]
+fn nothing_is_served_after_the_balancer_closes_a_connection() {
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let a = bed.backend(11, 80, "a").unwrap();
+    let b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    // A request without Host gets 400 and `Connection: close`; the request
+    // pipelined behind it must not be served on that connection.
+    let ans = in_ns(&bed.client, async || {
+        raw(
+            lb(),
+            b"GET / HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .await
+        .unwrap()
+    })
+    .unwrap();
+    assert!(ans.starts_with("HTTP/1.1 400"), "{ans}");
+    assert_eq!(ans.matches("HTTP/1.1 ").count(), 1, "{ans}");
+    assert_eq!(a.requests() + b.requests(), 0);
+}

@@ -91,7 +91,14 @@ where
             Err(never) => match never {},
         };
         let stopping = is_ready(stop.as_mut());
-        let close = close || stopping;
+        // The service may end the connection too (a 400 for a malformed head).
+        let close = close
+            || stopping
+            || resp
+                .headers()
+                .get_all(header::CONNECTION)
+                .iter()
+                .any(|v| has_token(v, "close"));
         tokio::select! {
             biased;
             // Boxed for the same reason as the request's future.
@@ -102,6 +109,10 @@ where
         if close {
             let _ = io.shutdown().await;
             return Ok(Outcome::Closed);
+        }
+        // An idle connection keeps no large response buffer.
+        if out.capacity() > 8 * 1024 {
+            out = Vec::new();
         }
     }
 }
@@ -114,7 +125,7 @@ fn is_ready<F: Future>(f: Pin<&mut F>) -> bool {
 
 async fn read_more<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> io::Result<usize> {
     // Small at first, so that an idle connection holds little memory.
-    buf.reserve(if buf.capacity() == 0 { 1024 } else { 8 * 1024 });
+    buf.reserve(if buf.capacity() == 0 { 1024 } else { 4 * 1024 });
     io.read_buf(buf).await
 }
 

@@ -102,8 +102,8 @@ impl Body for TargetBody {
 struct Pool {
     /// hyper's, for requests with a body, upgrades and TLS.
     idle: Mutex<Vec<Sender>>,
-    /// Ours, for bodyless requests to plain-HTTP targets.
-    plain: Mutex<Vec<upstream_h1::Conn>>,
+    /// Ours, for bodyless requests to plain-HTTP targets; newest at the back.
+    plain: Mutex<std::collections::VecDeque<upstream_h1::Conn>>,
 }
 
 impl Pool {
@@ -137,7 +137,7 @@ impl Pool {
     /// The most recently used plain connection the target has not closed.
     fn take_plain(&self) -> Option<upstream_h1::Conn> {
         let mut plain = self.plain.lock().unwrap();
-        while let Some(c) = plain.pop() {
+        while let Some(c) = plain.pop_back() {
             if c.is_reusable() {
                 return Some(c);
             }
@@ -148,9 +148,19 @@ impl Pool {
 
 impl upstream_h1::Recycle for Pool {
     fn recycle(&self, conn: upstream_h1::Conn) {
+        if !conn.is_reusable() {
+            return;
+        }
+        let conn = conn.idle();
         let mut plain = self.plain.lock().unwrap();
+        // The oldest idle connection is the likeliest to have been closed by
+        // the target; looking at one per return keeps the pool from holding
+        // closed sockets while the newest ones do all the work.
+        if plain.front().is_some_and(|c| !c.is_reusable()) {
+            plain.pop_front();
+        }
         if plain.len() < MAX_IDLE_PER_TARGET {
-            plain.push(conn);
+            plain.push_back(conn);
         }
     }
 }

@@ -67,6 +67,17 @@ impl Conn {
         }
     }
 
+    /// Ready to wait in a pool: large buffers from a big response are let go.
+    pub fn idle(mut self) -> Self {
+        if self.buf.capacity() > 2 * READ_CHUNK {
+            self.buf = BytesMut::new();
+        }
+        if self.out.capacity() > 4 * 1024 {
+            self.out = Vec::new();
+        }
+        self
+    }
+
     /// False when the target closed the idle connection or sent something
     /// unasked: it cannot carry another request.
     pub fn is_reusable(&self) -> bool {
@@ -98,9 +109,13 @@ impl Conn {
                 if self.buf.len() > MAX_HEAD {
                     return Err(H1Error::Invalid("response head too large"));
                 }
-                let n = std::future::poll_fn(|cx| self.poll_fill(cx))
-                    .await
-                    .map_err(H1Error::Read)?;
+                let n = match std::future::poll_fn(|cx| self.poll_fill(cx)).await {
+                    Ok(n) => n,
+                    // A reset before any answer is the target closing the
+                    // connection, as an end of stream would be.
+                    Err(e) if !seen_any && self.buf.is_empty() && is_reset(&e) => 0,
+                    Err(e) => return Err(H1Error::Read(e)),
+                };
                 if n == 0 {
                     return Err(if seen_any || !self.buf.is_empty() {
                         H1Error::Invalid("connection closed inside the response head")
@@ -150,6 +165,15 @@ impl Conn {
         unsafe { self.buf.set_len(len + n) };
         Poll::Ready(Ok(n))
     }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// `METHOD path HTTP/1.1`, then every field as it is (hop-by-hop fields were
@@ -388,10 +412,15 @@ fn chunk_step(state: Chunk, buf: &mut BytesMut) -> Result<Step, H1Error> {
                 .unwrap_or_default();
             let size = std::str::from_utf8(size)
                 .ok()
-                .map(str::trim)
+                .map(|s| s.trim_end_matches([' ', '\t']))
                 .filter(|s| !s.is_empty() && s.len() <= 16)
+                .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
                 .ok_or(H1Error::Invalid("invalid chunk size"))?;
+            // A bare CR ends nothing: the line must end in (CR)LF.
+            if l.len() > 1 && l[..l.len() - 1].contains(&b'\r') && !l.ends_with(b"\r\n") {
+                return Err(H1Error::Invalid("invalid chunk size line"));
+            }
             Step::Next(if size == 0 {
                 Chunk::Trailers
             } else {
@@ -587,5 +616,7 @@ mod tests {
         assert!(dechunk(b"zz\r\n").is_err());
         assert!(dechunk(b"4\r\nWikiXX0\r\n\r\n").is_err());
         assert!(dechunk(b"11111111111111111\r\n").is_err());
+        assert!(dechunk(b"+5\r\nhello\r\n0\r\n\r\n").is_err());
+        assert!(dechunk(b"5\rX\nhello\r\n0\r\n\r\n").is_err());
     }
 }
