@@ -54,12 +54,18 @@ fn scripts() -> Vec<Script> {
     ]
 }
 
-#[test]
-fn every_response_framing_is_read_and_forwarded() {
+/// The bed, the scripted target on 10.231.2.11:80, and the balancer.
+fn start() -> (HttpBed, ScriptedTarget, xalb_tests::daemon::Daemon) {
     let bed = HttpBed::new(&config()).unwrap();
     let t =
         ScriptedTarget::start(&bed.backends, "10.231.2.11:80".parse().unwrap(), scripts()).unwrap();
-    let _d = bed.start().unwrap();
+    let d = bed.start().unwrap();
+    (bed, t, d)
+}
+
+#[test]
+fn every_response_framing_is_read_and_forwarded() {
+    let (bed, t, _d) = start();
     let replies = in_ns(&bed.client, async || {
         let mut c = Client::connect(lb(), false).await.unwrap();
         let mut out = Vec::new();
@@ -115,10 +121,7 @@ fn every_response_framing_is_read_and_forwarded() {
 
 #[test]
 fn invalid_or_missing_responses_get_502() {
-    let bed = HttpBed::new(&config()).unwrap();
-    let _t =
-        ScriptedTarget::start(&bed.backends, "10.231.2.11:80".parse().unwrap(), scripts()).unwrap();
-    let _d = bed.start().unwrap();
+    let (bed, _t, _d) = start();
     let statuses = in_ns(&bed.client, async || {
         let mut c = Client::connect(lb(), false).await.unwrap();
         let mut out = Vec::new();
@@ -133,10 +136,7 @@ fn invalid_or_missing_responses_get_502() {
 
 #[test]
 fn connections_the_target_closed_are_never_seen_by_clients() {
-    let bed = HttpBed::new(&config()).unwrap();
-    let t =
-        ScriptedTarget::start(&bed.backends, "10.231.2.11:80".parse().unwrap(), scripts()).unwrap();
-    let _d = bed.start().unwrap();
+    let (bed, t, _d) = start();
     let replies = in_ns(&bed.client, async || {
         let mut c = Client::connect(lb(), false).await.unwrap();
         let mut out = Vec::new();

@@ -109,10 +109,8 @@ pub struct FramingGuard<IO> {
     max_head: usize,
     max_headers: usize,
     eof: bool,
-    /// Where bytes read and written are added up, if anywhere.
-    bytes: Option<std::sync::Arc<crate::metrics::ListenerMetrics>>,
-    /// Bumped on every read or write that moved bytes, for the idle watcher.
-    activity: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Where bytes read and written are accounted, if anywhere.
+    meter: Option<super::meter::Meter>,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -128,35 +126,19 @@ impl<IO> FramingGuard<IO> {
             max_head,
             max_headers,
             eof: false,
-            bytes: None,
-            activity: None,
+            meter: None,
         }
     }
 
-    /// Counts the bytes this connection reads and writes into `m`.
-    pub fn counting(mut self, m: std::sync::Arc<crate::metrics::ListenerMetrics>) -> Self {
-        self.bytes = Some(m);
-        self
-    }
-
-    /// Bumps `activity` whenever bytes move (see [`super::server`]'s idle
-    /// watcher).
-    pub fn watched(mut self, activity: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
-        self.activity = Some(activity);
+    /// Accounts the bytes this connection reads and writes in `meter`.
+    pub fn metered(mut self, meter: super::meter::Meter) -> Self {
+        self.meter = Some(meter);
         self
     }
 
     fn count(&self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        if let Some(m) = &self.bytes {
-            m.processed_bytes.add(n as u64);
-        }
-        if let Some(a) = &self.activity {
-            use std::sync::atomic::Ordering::Relaxed;
-            // Only this connection writes it: no read-modify-write needed.
-            a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
+        if let Some(m) = &self.meter {
+            m.moved(n);
         }
     }
 

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -28,10 +27,11 @@ use tokio::sync::watch;
 use super::errors::ProxyBody;
 use super::framing::REJECT_HEADER;
 use super::h1_fields::{self, Span, MAX_FIELDS};
+use super::headers::has_token;
+use super::meter::Meter;
 use super::server::{quiet_for, ConnLimits};
 use super::service::handle;
 use super::upstream::UpstreamBody;
-use super::upstream_h1::has_token;
 
 /// How a connection's fast path ended.
 pub enum Outcome<IO> {
@@ -304,25 +304,6 @@ async fn write_response<IO: AsyncWrite + Unpin>(
         io.write_all(out).await?;
     }
     Ok(())
-}
-
-/// Where a connection's traffic is accounted: the listener's processed
-/// bytes, and the activity the idle watcher looks at.
-pub struct Meter {
-    pub metrics: std::sync::Arc<crate::metrics::ListenerMetrics>,
-    pub activity: std::sync::Arc<AtomicU64>,
-}
-
-impl Meter {
-    fn moved(&self, n: usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if n > 0 {
-            self.metrics.processed_bytes.add(n as u64);
-            // Only this connection writes it: no read-modify-write needed.
-            self.activity
-                .store(self.activity.load(Relaxed).wrapping_add(1), Relaxed);
-        }
-    }
 }
 
 /// The client connection, its bytes counted. (Hyper's connections count

@@ -61,6 +61,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether a comma-separated field value (Connection, say) lists `token`,
+/// in any case.
+pub fn has_token(v: &HeaderValue, token: &str) -> bool {
+    v.to_str()
+        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
 /// X-Forwarded-For (appended), -Proto and -Port (set), as the ALB does.
 pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str, port: u16) {
     let client = match client {

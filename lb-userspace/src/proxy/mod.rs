@@ -7,6 +7,7 @@ pub mod framing;
 pub mod h1_fields;
 pub mod h1_server;
 pub mod headers;
+pub mod meter;
 pub mod redirect;
 pub mod router;
 pub mod runtime;

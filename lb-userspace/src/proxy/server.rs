@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use super::framing::FramingGuard;
 use super::h1_server;
+use super::meter::Meter;
 use super::service::{handle, ListenerCtx, Shared};
 
 /// Limits a connection's parser enforces.
@@ -159,10 +160,7 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
         metrics.active_connections.incr();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let meter = h1_server::Meter {
-                metrics: metrics.clone(),
-                activity: Arc::new(AtomicU64::new(0)),
-            };
+            let meter = Meter::new(metrics.clone());
             // Bodyless HTTP/1.1 requests first; hyper takes over for good at
             // the first request that is anything else. The framing guard
             // starts there: the fast path refuses every head with a body.
@@ -188,8 +186,7 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
                 route,
                 peer,
                 limits,
-                &metrics,
-                meter.activity,
+                meter,
                 conn_shutdown,
             ))
             .await;
@@ -208,14 +205,11 @@ async fn serve_with_hyper(
     route: ConnRoute,
     peer: SocketAddr,
     limits: ConnLimits,
-    metrics: &Arc<crate::metrics::ListenerMetrics>,
-    activity: Arc<AtomicU64>,
+    meter: Meter,
     mut conn_shutdown: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let io = TokioIo::new(
-        FramingGuard::new(io, limits.max_header_bytes, limits.max_headers)
-            .counting(metrics.clone())
-            .watched(activity.clone()),
+        FramingGuard::new(io, limits.max_header_bytes, limits.max_headers).metered(meter.clone()),
     );
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         handle(route.get(), peer, req.map(http_body_util::Either::Left))
@@ -231,14 +225,14 @@ async fn serve_with_hyper(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-        _ = quiet_for(&activity, limits.idle_timeout) => {
+        _ = quiet_for(&meter.activity, limits.idle_timeout) => {
             // Closes an idle connection now, a busy one after its
             // request (HTTP/2: GOAWAY). One that stays silent past
             // another period (a head half sent) is dropped.
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 r = conn.as_mut() => r,
-                _ = quiet_for(&activity, limits.idle_timeout) => Ok(()),
+                _ = quiet_for(&meter.activity, limits.idle_timeout) => Ok(()),
             }
         }
     }

@@ -355,11 +355,7 @@ fn is_upgrade(req: &Request<UpstreamBody>) -> bool {
             .headers()
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+            .any(|v| headers::has_token(v, "upgrade"))
 }
 
 async fn forward(

@@ -148,7 +148,9 @@ impl Pool {
 
 impl upstream_h1::Recycle for Pool {
     fn recycle(&self, conn: upstream_h1::Conn) {
-        if !conn.is_reusable() {
+        // Bytes past the response: the connection is out of step. (Whether
+        // the target closed it is asked when it is taken again.)
+        if conn.has_leftovers() {
             return;
         }
         let conn = conn.idle();

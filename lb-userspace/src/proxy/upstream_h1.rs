@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::h1_fields::{self, Span, MAX_FIELDS};
+use super::headers::has_token;
 
 /// A response head larger than this is refused (502).
 const MAX_HEAD: usize = 64 * 1024;
@@ -78,10 +79,15 @@ impl Conn {
         self
     }
 
+    /// Read bytes no response has taken.
+    pub fn has_leftovers(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// False when the target closed the idle connection or sent something
     /// unasked: it cannot carry another request.
     pub fn is_reusable(&self) -> bool {
-        if !self.buf.is_empty() {
+        if self.has_leftovers() {
             return false;
         }
         let mut probe = [0u8; 1];
@@ -240,11 +246,6 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
         headers,
         keep_alive,
     }))
-}
-
-pub(crate) fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// How the response body is delimited (RFC 9112 §6.3).
