@@ -30,7 +30,8 @@ pub fn spans(base: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span; MAX_
 /// (the balancer's own, added later without regrowing the map); `None` if
 /// one is not a valid field name or value.
 pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
+    let mut headers = SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    headers.reserve(spans.len() + extra);
     for s in spans {
         let name = HeaderName::from_bytes(&head[s.name.0..s.name.0 + s.name.1]).ok()?;
         let value =
@@ -38,4 +39,30 @@ pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMa
         headers.append(name, value);
     }
     Some(headers)
+}
+
+/// Maps kept per thread at most, and the largest capacity kept.
+const SPARE_COUNT: usize = 64;
+const SPARE_CAPACITY: usize = 64;
+
+thread_local! {
+    /// Cleared maps for the next heads parsed on this thread. A proxied
+    /// request builds two (its own and its response's), each two
+    /// allocations; the fast paths hand them back here when written out.
+    static SPARE: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps `map`'s allocation for a later [`header_map`] on this thread; its
+/// fields (and the head bytes they share) are let go now.
+pub fn recycle(mut map: HeaderMap) {
+    if map.capacity() > SPARE_CAPACITY {
+        return;
+    }
+    map.clear();
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_COUNT {
+            s.push(map);
+        }
+    });
 }

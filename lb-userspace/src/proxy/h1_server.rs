@@ -17,7 +17,7 @@ use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Body;
@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use super::errors::ProxyBody;
 use super::framing::REJECT_HEADER;
 use super::h1_fields::{self, Span, MAX_FIELDS};
-use super::headers::has_token;
+use super::headers::{has_token, lists_token};
 use super::meter::Meter;
 use super::server::{quiet_for, ConnLimits};
 use super::service::handle;
@@ -172,10 +172,7 @@ fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
             return Parsed::Unusual;
         }
         if n.eq_ignore_ascii_case("connection") {
-            let Ok(v) = HeaderValue::from_bytes(f.value) else {
-                return Parsed::Unusual;
-            };
-            close |= has_token(&v, "close");
+            close |= lists_token(f.value, "close");
         }
     }
     let Some(path) = r.path else {
@@ -211,7 +208,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     head_request: bool,
     close: bool,
 ) -> io::Result<()> {
-    let (mut parts, mut body) = resp.into_parts();
+    let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -219,49 +216,53 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let h = &mut parts.headers;
+    let h = &parts.headers;
     // RFC 9112 §6.3: these responses have no body whatever their fields say;
     // a HEAD response's Content-Length describes what a GET would get.
     let bodyless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let mut chunked = false;
-    if head_request && !h.contains_key(header::CONTENT_LENGTH) {
+    // The framing and connection fields the balancer writes itself; the
+    // response's own ones are skipped. Written straight into the head, not
+    // into the map: no value is allocated.
+    let length = if bodyless {
         // The balancer's own answer to a HEAD: the length a GET would get.
-        if let Some(n) = body.size_hint().exact().filter(|&n| n > 0) {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        body.size_hint()
+            .exact()
+            .filter(|&n| head_request && n > 0 && !h.contains_key(header::CONTENT_LENGTH))
+    } else {
+        body.size_hint().exact()
+    };
+    let chunked = !bodyless && length.is_none();
+    let mut has_date = false;
+    for (name, value) in h.iter() {
+        if (!bodyless && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING))
+            || (close && name == header::CONNECTION)
+        {
+            continue;
         }
+        has_date |= name == header::DATE;
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !bodyless {
-        h.remove(header::TRANSFER_ENCODING);
-        match body.size_hint().exact() {
-            Some(n) => {
-                h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            }
-            None => {
-                h.remove(header::CONTENT_LENGTH);
-                h.insert(
-                    header::TRANSFER_ENCODING,
-                    HeaderValue::from_static("chunked"),
-                );
-                chunked = true;
-            }
-        }
+    if let Some(n) = length {
+        push_field(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        );
     }
-    if !h.contains_key(header::DATE) {
-        h.insert(header::DATE, crate::clock::http_date_now());
+    if chunked {
+        push_field(out, b"transfer-encoding", b"chunked");
+    }
+    if !has_date {
+        push_field(out, b"date", crate::clock::http_date_now().as_bytes());
     }
     if close {
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    for (name, value) in h.iter() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
+    h1_fields::recycle(parts.headers);
     if bodyless {
         return io.write_all(out).await;
     }
@@ -279,7 +280,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
             continue;
         }
         if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            push_chunk_size(out, data.len());
         }
         if out.len() + data.len() <= COALESCE {
             out.extend_from_slice(&data);
@@ -304,6 +305,22 @@ async fn write_response<IO: AsyncWrite + Unpin>(
         io.write_all(out).await?;
     }
     Ok(())
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A chunk-size line: `len` in hexadecimal, then CRLF.
+fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[(len >> (4 * i)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The client connection, its bytes counted. (Hyper's connections count
@@ -406,6 +423,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn chunk_sizes_are_hexadecimal() {
+        for (len, line) in [
+            (0, "0\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (0x1a2b3, "1a2b3\r\n"),
+        ] {
+            let mut out = Vec::new();
+            push_chunk_size(&mut out, len);
+            assert_eq!(out, line.as_bytes());
+        }
+    }
 
     const LIMITS: ConnLimits = ConnLimits {
         max_header_bytes: 1024,

@@ -36,21 +36,24 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             count += 1;
         }
     }
-    // Fields named by Connection go too.
+    // Fields named by Connection go too. Its values are cloned out (a
+    // reference count) so the map can change while their tokens are read,
+    // and each token is removed by &str: no name is allocated.
     if present[..count]
         .iter()
         .any(|n| n.as_ref() == Some(&header::CONNECTION))
     {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            .collect();
-        for n in named {
-            h.remove(n);
+        let mut values = h.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        for v in first.iter().chain(&rest) {
+            for token in v.to_str().unwrap_or("").split(',') {
+                let token = token.trim();
+                let kept = keep_upgrade && token.eq_ignore_ascii_case("upgrade");
+                if !token.is_empty() && !kept {
+                    h.remove(token);
+                }
+            }
         }
     }
     for n in present.into_iter().flatten() {
@@ -64,8 +67,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 /// Whether a comma-separated field value (Connection, say) lists `token`,
 /// in any case.
 pub fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    lists_token(v.as_bytes(), token)
+}
+
+/// [`has_token`] on a field value's raw bytes.
+pub fn lists_token(v: &[u8], token: &str) -> bool {
+    v.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// X-Forwarded-For (appended), -Proto and -Port (set), as the ALB does.
@@ -75,37 +83,75 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str, por
         v4 => v4,
     };
     // Written without the formatting machinery: this runs on every request.
-    let mut value = Vec::with_capacity(48);
-    for prior in h.get_all(&X_FORWARDED_FOR) {
-        value.extend_from_slice(prior.as_bytes());
-        value.extend_from_slice(b", ");
-    }
-    match client {
-        IpAddr::V4(v4) => {
+    // The usual case (an IPv4 client, no earlier proxy) is built on the
+    // stack, so the value costs one allocation.
+    let mut priors = h.get_all(&X_FORWARDED_FOR).iter().peekable();
+    let value = match client {
+        IpAddr::V4(v4) if priors.peek().is_none() => {
+            let mut buf = [0u8; 15];
+            let mut len = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    value.push(b'.');
+                    buf[len] = b'.';
+                    len += 1;
                 }
-                push_decimal(&mut value, octet.into());
+                len += write_decimal(&mut buf[len..], octet);
             }
+            HeaderValue::from_bytes(&buf[..len])
         }
-        IpAddr::V6(v6) => {
+        _ => {
+            let mut value = Vec::with_capacity(64);
+            for prior in priors {
+                value.extend_from_slice(prior.as_bytes());
+                value.extend_from_slice(b", ");
+            }
             use std::io::Write;
-            let _ = write!(value, "{v6}");
+            let _ = write!(value, "{client}");
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
         }
-    }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+    };
+    if let Ok(v) = value {
         h.insert(&X_FORWARDED_FOR, v);
     }
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    h.insert(&X_FORWARDED_PORT, HeaderValue::from(port));
+    h.insert(&X_FORWARDED_PORT, port_value(port));
 }
 
-fn push_decimal(out: &mut Vec<u8>, n: u32) {
-    if n >= 10 {
-        push_decimal(out, n / 10);
+/// The X-Forwarded-Port value, kept per thread for the last port seen: a
+/// listener's requests share one value (a reference count, not an
+/// allocation and a formatted number each).
+fn port_value(port: u16) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u16, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
     }
-    out.push(b'0' + (n % 10) as u8);
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((p, v)) if *p == port => v.clone(),
+            _ => {
+                let v = HeaderValue::from(port);
+                *last = Some((port, v.clone()));
+                v
+            }
+        }
+    })
+}
+
+/// Writes `n` in decimal at the start of `out`; returns how many bytes.
+fn write_decimal(out: &mut [u8], n: u8) -> usize {
+    let digits = [n / 100, n / 10 % 10, n % 10];
+    let skip = if n >= 100 {
+        0
+    } else if n >= 10 {
+        1
+    } else {
+        2
+    };
+    for (i, d) in digits[skip..].iter().enumerate() {
+        out[i] = b'0' + d;
+    }
+    3 - skip
 }
 
 /// A request id unique within this process and unlikely to repeat across
@@ -177,6 +223,12 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, "10.200.0.9".parse().unwrap(), "http", 80);
         assert_eq!(h[&X_FORWARDED_FOR], "10.200.0.9");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "192.0.100.255".parse().unwrap(), "http", 80);
+        assert_eq!(h[&X_FORWARDED_FOR], "192.0.100.255");
+        add_forwarded(&mut h, "0.1.10.99".parse().unwrap(), "https", 8443);
+        assert_eq!(h[&X_FORWARDED_FOR], "192.0.100.255, 0.1.10.99");
+        assert_eq!(h[&X_FORWARDED_PORT], "8443");
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, "fd00:231::7".parse().unwrap(), "http", 80);
         assert_eq!(h[&X_FORWARDED_FOR], "fd00:231::7");

@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::h1_fields;
 use super::upstream_h1::{self, H1Error};
 
 /// What goes upstream: the client's request body, streamed, or nothing (a
@@ -288,7 +289,10 @@ impl Upstreams {
                 },
             };
             let err = match conn.send(&req, recycle.clone()).await {
-                Ok(resp) => return Ok(resp.map(TargetBody::H1)),
+                Ok(resp) => {
+                    h1_fields::recycle(req.into_parts().0.headers);
+                    return Ok(resp.map(TargetBody::H1));
+                }
                 Err(e) => e,
             };
             match err {
