@@ -1,6 +1,8 @@
 //! Header fields parsed by httparse, turned into a `HeaderMap` whose values
 //! are slices of the message head's own bytes (no copy per value).
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -8,22 +10,45 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 /// slower, fully general path (or is refused).
 pub const MAX_FIELDS: usize = 128;
 
-/// Where one field's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
+/// Where one field's name and value lie in the head (offset, length).
+#[derive(Clone, Copy)]
 pub struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// Room for httparse's fields, left uninitialised: writing 4 KB of empty
+/// fields before every parse showed in profiles.
+pub type FieldSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_FIELDS];
+/// Room for [`spans`], uninitialised for the same reason.
+pub type SpanSlots = [MaybeUninit<Span>; MAX_FIELDS];
+
+pub const fn field_slots<'b>() -> FieldSlots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_FIELDS]
+}
+
+pub const fn span_slots() -> SpanSlots {
+    [const { MaybeUninit::uninit() }; MAX_FIELDS]
 }
 
 /// Records where `fields` lie relative to `base`, the start of the buffer
-/// they were parsed from; returns how many were recorded.
-pub fn spans(base: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span; MAX_FIELDS]) -> usize {
+/// they were parsed from (a head of at most 4 GiB).
+pub fn spans<'s>(
+    base: &[u8],
+    fields: &[httparse::Header<'_>],
+    out: &'s mut SpanSlots,
+) -> &'s [Span] {
     let start = base.as_ptr() as usize;
-    for (span, f) in out.iter_mut().zip(fields) {
-        span.name = (f.name.as_ptr() as usize - start, f.name.len());
-        span.value = (f.value.as_ptr() as usize - start, f.value.len());
+    let offset = |s: &[u8]| ((s.as_ptr() as usize - start) as u32, s.len() as u32);
+    let n = fields.len().min(MAX_FIELDS);
+    for (slot, f) in out.iter_mut().zip(&fields[..n]) {
+        slot.write(Span {
+            name: offset(f.name.as_bytes()),
+            value: offset(f.value),
+        });
     }
-    fields.len().min(MAX_FIELDS)
+    // SAFETY: the first `n` slots were written just above.
+    unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<Span>(), n) }
 }
 
 /// The fields at `spans` of `head`, in order, with room for `extra` more
@@ -33,12 +58,16 @@ pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMa
     let mut headers = SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default();
     headers.reserve(spans.len() + extra);
     for s in spans {
-        let name = HeaderName::from_bytes(&head[s.name.0..s.name.0 + s.name.1]).ok()?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.0 + s.value.1)).ok()?;
+        let (name, value) = (range(s.name), range(s.value));
+        let name = HeaderName::from_bytes(&head[name]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value)).ok()?;
         headers.append(name, value);
     }
     Some(headers)
+}
+
+fn range((offset, len): (u32, u32)) -> std::ops::Range<usize> {
+    offset as usize..(offset + len) as usize
 }
 
 /// Maps kept per thread at most, and the largest capacity kept.

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use super::errors::ProxyBody;
 use super::framing::REJECT_HEADER;
-use super::h1_fields::{self, Span, MAX_FIELDS};
+use super::h1_fields;
 use super::headers::{has_token, lists_token};
 use super::meter::Meter;
 use super::server::{quiet_for, ConnLimits};
@@ -141,9 +141,9 @@ enum Parsed {
 }
 
 fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut r = httparse::Request::new(&mut fields);
-    let len = match r.parse(buf) {
+    let mut fields = h1_fields::field_slots();
+    let mut r = httparse::Request::new(&mut []);
+    let len = match r.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Unusual,
@@ -179,12 +179,12 @@ fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
         return Parsed::Unusual;
     };
     let path_span = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
-    let mut spans = [Span::default(); MAX_FIELDS];
-    let count = h1_fields::spans(buf, r.headers, &mut spans);
+    let mut spans = h1_fields::span_slots();
+    let spans = h1_fields::spans(buf, r.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path_span.0..path_span.0 + path_span.1));
     // X-Forwarded-For, -Proto, -Port and X-Request-Id are added.
-    let headers = h1_fields::header_map(&head, &spans[..count], 4);
+    let headers = h1_fields::header_map(&head, spans, 4);
     let (Ok(uri), Some(headers)) = (uri, headers) else {
         // Rare: the bytes go back in front for hyper to refuse.
         let mut back = BytesMut::with_capacity(head.len() + buf.len());

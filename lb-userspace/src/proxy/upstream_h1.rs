@@ -21,7 +21,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::h1_fields::{self, Span, MAX_FIELDS};
+use super::h1_fields;
 use super::headers::has_token;
 
 /// A response head larger than this is refused (502).
@@ -210,9 +210,13 @@ struct Head {
 /// A complete response head at the front of `buf`, taken off it; `None`
 /// when more bytes are needed.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut r = httparse::Response::new(&mut fields);
-    let len = match r.parse(buf) {
+    let mut fields = h1_fields::field_slots();
+    let mut r = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut r,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -229,12 +233,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     } else {
         Version::HTTP_10
     };
-    let mut spans = [Span::default(); MAX_FIELDS];
-    let count = h1_fields::spans(buf, r.headers, &mut spans);
+    let mut spans = h1_fields::span_slots();
+    let spans = h1_fields::spans(buf, r.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     // Stickiness cookies and Date may be added.
-    let headers = h1_fields::header_map(&head, &spans[..count], 3)
-        .ok_or(H1Error::Invalid("invalid header field"))?;
+    let headers =
+        h1_fields::header_map(&head, spans, 3).ok_or(H1Error::Invalid("invalid header field"))?;
     let keep_alive = version == Version::HTTP_11
         && !headers
             .get_all(header::CONNECTION)

@@ -307,6 +307,8 @@ impl TargetGroupRuntime {
         pick: &Pick,
         response_headers: &HeaderMap,
     ) -> Option<HeaderValue> {
+        // The clock is read only when a cookie may be set.
+        self.stickiness.as_ref()?;
         self.response_cookie_at(pick, response_headers, SystemTime::now())
     }
 
