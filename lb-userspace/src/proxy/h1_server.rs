@@ -59,6 +59,7 @@ where
     let mut io = Metered { io, meter };
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
+    let mut own_route = route.own();
     // One of each per connection, not per request: timers are not free.
     let mut idle = pin!(quiet_for(&meter.activity, limits.idle_timeout));
     let mut stop = pin!(shutdown.changed());
@@ -86,7 +87,7 @@ where
         let head_request = req.method() == Method::HEAD;
         // Boxed, like hyper does with a service's future: inline it would
         // grow every connection, idle ones included, by its 1.6 KB.
-        let resp = match Box::pin(handle(route.get(), peer, req)).await {
+        let resp = match Box::pin(handle(route.refresh(&mut own_route), peer, req)).await {
             Ok(r) => r,
             Err(never) => match never {},
         };

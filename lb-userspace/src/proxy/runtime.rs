@@ -3,7 +3,6 @@
 //! on a reload, what must survive it: target health, metrics, and the targets
 //! that were removed (they drain).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +46,7 @@ pub fn plan(
     access_log: Option<AccessLog>,
 ) -> ProxyPlan {
     let mut removed = Vec::new();
-    let groups: HashMap<String, Arc<TargetGroupRuntime>> = cfg
+    let groups: super::service::Groups = cfg
         .target_groups
         .iter()
         .map(|g| {

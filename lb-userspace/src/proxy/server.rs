@@ -124,6 +124,25 @@ impl ConnRoute {
         Self { slot, cached }
     }
 
+    /// The route with its generation, for a caller that keeps its own copy
+    /// up to date with [`Self::refresh`].
+    pub fn own(&self) -> (u64, Arc<Route>) {
+        self.cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `own` brought up to date: one atomic load when the listener's route
+    /// has not changed, and no reference count touched (the route's is
+    /// shared by every core).
+    pub fn refresh<'a>(&self, own: &'a mut (u64, Arc<Route>)) -> &'a Route {
+        if self.slot.0.generation.load(Ordering::Acquire) != own.0 {
+            *own = self.slot.current();
+        }
+        &own.1
+    }
+
     pub fn get(&self) -> Arc<Route> {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if self.slot.0.generation.load(Ordering::Acquire) != cached.0 {
@@ -136,6 +155,10 @@ impl ConnRoute {
 /// Accepts until `shutdown` turns true; each connection runs on its own task.
 /// In-flight requests then finish; idle kept-alive connections are closed.
 pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Receiver<bool>) {
+    // Connections watch a channel of this accept loop's own (one per worker
+    // and listener): waiting on the shared one takes a lock every core
+    // touches, once per request.
+    let (local, local_rx) = watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -158,7 +181,7 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
         };
         metrics.new_connections.incr();
         metrics.active_connections.incr();
-        let mut conn_shutdown = shutdown.clone();
+        let mut conn_shutdown = local_rx.clone();
         tokio::spawn(async move {
             let meter = Meter::new(metrics.clone());
             // Bodyless HTTP/1.1 requests first; hyper takes over for good at
@@ -196,6 +219,7 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
             }
         });
     }
+    let _ = local.send(true);
 }
 
 /// The rest of a connection handed over by the fast path: HTTP/1.1 behind
@@ -212,7 +236,8 @@ async fn serve_with_hyper(
         FramingGuard::new(io, limits.max_header_bytes, limits.max_headers).metered(meter.clone()),
     );
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        handle(route.get(), peer, req.map(http_body_util::Either::Left))
+        let route = route.get();
+        async move { handle(&route, peer, req.map(http_body_util::Either::Left)).await }
     });
     let builder = builder(limits);
     let conn = builder.serve_connection_with_upgrades(io, svc);

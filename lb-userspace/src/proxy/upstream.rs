@@ -175,7 +175,11 @@ const POOL_SHARDS: usize = 16;
 /// looking one up takes a lock no other core touches.
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard(std::sync::RwLock<HashMap<(SocketAddr, bool), Arc<Pool>>>);
+struct Shard(std::sync::RwLock<PoolMap>);
+
+/// Looked up on every request: a fast hash (the keys are configured target
+/// addresses, not attacker-chosen).
+type PoolMap = HashMap<(SocketAddr, bool), Arc<Pool>, foldhash::fast::RandomState>;
 
 /// Pools for every target address and worker; shared by all listeners.
 pub struct Upstreams {

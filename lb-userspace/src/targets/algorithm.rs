@@ -32,13 +32,24 @@ struct Member {
     weight: u32,
 }
 
+/// Workers with a snapshot copy of their own; more share one (correctly).
+const LOCAL_COPIES: usize = 16;
+
 /// Chooses among a group's usable targets; owns the current [`Snapshot`].
 #[derive(Debug)]
 pub(crate) struct Selector {
     algorithm: Algorithm,
     unroll_budget: u64,
-    snapshot: RwLock<Snapshot>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Each worker's reference to the newest snapshot it has seen, on a cache
+    /// line of its own: a pick locks only its worker's copy, where reading
+    /// `snapshot` would write the lock's line shared by every core.
+    local: Box<[LocalCopy]>,
 }
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct LocalCopy(Mutex<Option<Arc<Snapshot>>>);
 
 impl Selector {
     pub(crate) fn new(algorithm: Algorithm, targets: &[Arc<TargetState>], generation: u64) -> Self {
@@ -55,7 +66,8 @@ impl Selector {
         Selector {
             algorithm,
             unroll_budget,
-            snapshot: RwLock::new(snapshot),
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            local: (0..LOCAL_COPIES).map(|_| LocalCopy::default()).collect(),
         }
     }
 
@@ -68,10 +80,23 @@ impl Selector {
         generation: u64,
         f: impl FnOnce(&Snapshot) -> R,
     ) -> R {
+        let local = &self.local[crate::worker::index() % LOCAL_COPIES].0;
+        let mut local = local.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*local {
+            Some(snap) if snap.generation >= generation => f(snap),
+            _ => {
+                let snap = self.shared(targets, generation);
+                f(local.insert(snap))
+            }
+        }
+    }
+
+    /// The shared snapshot, rebuilt first when older than `generation`.
+    fn shared(&self, targets: &[Arc<TargetState>], generation: u64) -> Arc<Snapshot> {
         {
             let snap = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
             if snap.generation >= generation {
-                return f(&snap);
+                return Arc::clone(&snap);
             }
         }
         let mut snap = self
@@ -79,9 +104,14 @@ impl Selector {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if snap.generation < generation {
-            *snap = Snapshot::build(self.algorithm, targets, generation, self.unroll_budget);
+            *snap = Arc::new(Snapshot::build(
+                self.algorithm,
+                targets,
+                generation,
+                self.unroll_budget,
+            ));
         }
-        f(&snap)
+        Arc::clone(&snap)
     }
 }
 

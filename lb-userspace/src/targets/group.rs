@@ -106,28 +106,37 @@ impl TargetState {
     }
 }
 
-/// A chosen target. Counts as one outstanding request on it until dropped, so
-/// keep it alive for the whole exchange (response body included).
+/// A chosen target, borrowed from its group: no reference count that every
+/// core writes is touched per request. In a least_outstanding_requests group
+/// it counts as one outstanding request on the target until dropped; a
+/// response body keeps that count with [`Pick::hold`].
 #[derive(Debug)]
-pub struct Pick {
-    target: Arc<TargetState>,
+pub struct Pick<'g> {
+    target: &'g Arc<TargetState>,
     sticky: bool,
     /// app_cookie: the request carried the application's cookie.
     app_session: bool,
+    /// Counted in `outstanding`. Only the algorithm that reads the count
+    /// keeps it: the counter is a cache line every core writes, twice a
+    /// request.
+    counted: bool,
 }
 
-impl Pick {
-    fn new(target: Arc<TargetState>, sticky: bool, app_session: bool) -> Pick {
-        target.outstanding.fetch_add(1, Ordering::Relaxed);
+impl<'g> Pick<'g> {
+    fn new(target: &'g Arc<TargetState>, sticky: bool, app_session: bool, counted: bool) -> Self {
+        if counted {
+            target.outstanding.fetch_add(1, Ordering::Relaxed);
+        }
         Pick {
             target,
             sticky,
             app_session,
+            counted,
         }
     }
 
-    pub fn target(&self) -> &Arc<TargetState> {
-        &self.target
+    pub fn target(&self) -> &'g Arc<TargetState> {
+        self.target
     }
 
     /// The target's index, to `exclude` it when retrying elsewhere.
@@ -139,11 +148,30 @@ impl Pick {
     pub fn is_sticky(&self) -> bool {
         self.sticky
     }
+
+    /// The outstanding-request count, carried on past the group's borrow
+    /// (by a response body); `None` when the group does not count.
+    pub fn hold(mut self) -> Option<Outstanding> {
+        let counted = std::mem::take(&mut self.counted);
+        counted.then(|| Outstanding(Arc::clone(self.target)))
+    }
 }
 
-impl Drop for Pick {
+impl Drop for Pick<'_> {
     fn drop(&mut self) {
-        self.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if self.counted {
+            self.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One outstanding request on a target, until dropped.
+#[derive(Debug)]
+pub struct Outstanding(Arc<TargetState>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -249,7 +277,7 @@ impl TargetGroupRuntime {
     /// non-excluded target wins; otherwise the algorithm picks among usable
     /// targets not in `exclude` (indices of targets already tried). `None` when
     /// the group is empty or everything usable is excluded.
-    pub fn pick(&self, request_headers: &HeaderMap, exclude: &[usize]) -> Option<Pick> {
+    pub fn pick(&self, request_headers: &HeaderMap, exclude: &[usize]) -> Option<Pick<'_>> {
         if self.targets.is_empty() {
             return None;
         }
@@ -278,9 +306,10 @@ impl TargetGroupRuntime {
                 _ => snap.select(&self.targets, exclude).map(|i| (i, false)),
             })?;
         Some(Pick::new(
-            Arc::clone(&self.targets[index]),
+            &self.targets[index],
             sticky,
             app_session,
+            self.config.algorithm == model::Algorithm::LeastOutstandingRequests,
         ))
     }
 
@@ -322,7 +351,7 @@ impl TargetGroupRuntime {
         debug_assert!(
             self.targets
                 .get(pick.index())
-                .is_some_and(|t| Arc::ptr_eq(t, &pick.target)),
+                .is_some_and(|t| Arc::ptr_eq(t, pick.target)),
             "pick from another group"
         );
         let st = self.stickiness.as_ref()?;
@@ -690,11 +719,18 @@ pub(crate) mod tests {
         let g = group_of(Algorithm::RoundRobin, &[1]);
         let t = Arc::clone(&g.targets()[0]);
         let a = g.pick(&none(), &[]).unwrap();
+        assert_eq!(t.outstanding(), 0, "only least_outstanding_requests counts");
+        drop(a);
+        let g = group_of(Algorithm::LeastOutstandingRequests, &[1]);
+        let t = Arc::clone(&g.targets()[0]);
+        let a = g.pick(&none(), &[]).unwrap();
         let b = g.pick(&none(), &[]).unwrap();
         assert_eq!(t.outstanding(), 2);
         drop(a);
         assert_eq!(t.outstanding(), 1);
-        drop(b);
+        let held = b.hold().expect("counted");
+        assert_eq!(t.outstanding(), 1);
+        drop(held);
         assert_eq!(t.outstanding(), 0);
     }
 

@@ -6,7 +6,8 @@
 //! kept apart from the selection structure (`algorithm`, rebuilt lazily when the
 //! usable set's generation changes) and from the per-request pick
 //! ([`TargetGroupRuntime::pick`], which returns a [`Pick`] guard counting the
-//! request as outstanding until it is dropped).
+//! request as outstanding, where the algorithm reads that, until it is
+//! dropped).
 //!
 //! Stickiness ([`sticky`]) works as ALB's: `AWSALB` (lb_cookie), `AWSALBAPP-0`
 //! (app_cookie) and `AWSALBTG` (group level, [`WeightedGroups`]), each re-issued
@@ -19,6 +20,6 @@ pub mod group;
 pub mod health;
 pub mod sticky;
 
-pub use group::{GroupPick, Pick, TargetGroupRuntime, TargetState, WeightedGroups};
+pub use group::{GroupPick, Outstanding, Pick, TargetGroupRuntime, TargetState, WeightedGroups};
 pub use health::{Health, HealthState, Reason};
 pub use sticky::{APP_COOKIE, GROUP_COOKIE, LB_COOKIE};
