@@ -145,6 +145,12 @@ pub fn nginx_balancer(prefix: &Path, clients: u32) -> String {
     # send nothing for a few seconds, well within both.
     client_header_timeout 60s;
     keepalive_timeout 75s;
+    # The same job as xalb's: the client's Host kept, X-Forwarded-For
+    # appended, -Proto and -Port set, X-Request-Id added when absent.
+    map $http_x_request_id $xalb_request_id {{
+        \"\" $request_id;
+        default $http_x_request_id;
+    }}
     upstream backends {{
         server {b1}:80;
         server {b2}:80;
@@ -158,6 +164,11 @@ pub fn nginx_balancer(prefix: &Path, clients: u32) -> String {
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Port $server_port;
+            proxy_set_header X-Request-Id $xalb_request_id;
         }}
     }}
 }}
@@ -195,6 +206,13 @@ defaults
 
 frontend fe
     bind {lb}:80 backlog 8192
+    # The same job as xalb's (and nginx's here): X-Forwarded-For appended,
+    # -Proto and -Port set, X-Request-Id added when absent.
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Port %[dst_port]
+    unique-id-format %{{+X}}o%ci%cp%fi%fp%Ts%rt%pid
+    http-request set-header X-Request-Id %[unique-id] unless {{ req.hdr(x-request-id) -m found }}
     default_backend backends
 
 backend backends
