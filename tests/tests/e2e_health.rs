@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use xalb_tests::admin::{admin_get, spawn_in, targets, wait_for, Row};
 use xalb_tests::bed::{lb, HttpBed, ADMIN};
-use xalb_tests::http::{get, in_ns, Client, Reply};
+use xalb_tests::http::{get, in_ns, raw, Client, Reply};
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 fn config(extra: &str, default_action: &str) -> String {
@@ -591,6 +591,29 @@ action = {{ type = "forward", target_group = "bad" }}
     assert!(
         text.contains("# TYPE xalb_target_response_time_seconds histogram"),
         "{text}"
+    );
+    drop(d);
+}
+
+#[test]
+fn processed_bytes_count_each_byte_once_across_the_handoff_to_hyper() {
+    let bed = HttpBed::new(&config(&group("web", &[11]), FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let d = bed.start().unwrap();
+    // The GET is served by the fast path; the POST behind it (read in the
+    // same buffer) hands the connection, those bytes included, to hyper.
+    let sent = b"GET /one HTTP/1.1\r\nHost: t\r\n\r\n\
+POST /two HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+    let answer = in_ns(&bed.client, async || raw(lb(), sent).await.unwrap()).unwrap();
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    let r = admin_get(&bed, "/metrics");
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let listener = r#"{load_balancer="edge",listener="edge:80"}"#;
+    let processed = metric(&text, &format!("xalb_processed_bytes_total{listener}"));
+    assert_eq!(
+        processed,
+        Some((sent.len() + answer.len()) as f64),
+        "bytes in and out of the one client connection\n{answer}"
     );
     drop(d);
 }

@@ -109,8 +109,6 @@ pub struct FramingGuard<IO> {
     max_head: usize,
     max_headers: usize,
     eof: bool,
-    /// Where bytes read and written are accounted, if anywhere.
-    meter: Option<super::meter::Meter>,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -126,20 +124,17 @@ impl<IO> FramingGuard<IO> {
             max_head,
             max_headers,
             eof: false,
-            meter: None,
         }
     }
 
-    /// Accounts the bytes this connection reads and writes in `meter`.
-    pub fn metered(mut self, meter: super::meter::Meter) -> Self {
-        self.meter = Some(meter);
-        self
-    }
-
-    fn count(&self, n: usize) {
-        if let Some(m) = &self.meter {
-            m.moved(n);
-        }
+    /// A guard over `io` whose first bytes, `read`, were already taken off
+    /// it (by the fast path, before it handed the connection over): they are
+    /// judged first, as if just read.
+    pub fn resume(io: IO, read: BytesMut, max_head: usize, max_headers: usize) -> Self {
+        let mut guard = Self::new(io, max_head, max_headers);
+        guard.pending = read;
+        guard.process();
+        guard
     }
 
     /// Judges what it can of `pending` past `judged`.
@@ -434,7 +429,6 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                         res
                     };
                     let n = buf.filled().len() - before;
-                    this.count(n);
                     match this.state {
                         State::Body(left) if n > 0 => {
                             this.state = if left == n as u64 {
@@ -479,7 +473,6 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                         // SAFETY: the reader initialised `n` bytes of the
                         // spare capacity, right after the current contents.
                         unsafe { this.pending.set_len(len + n) };
-                        this.count(n);
                         this.process();
                     }
                 }
@@ -494,24 +487,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            this.count(n);
-        }
-        res
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            this.count(n);
-        }
-        res
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
@@ -559,6 +542,21 @@ mod tests {
         let mut g = FramingGuard::new(Trickle(parts.concat(), 0, 3), 64 * 1024, 100);
         let _ = tokio::time::timeout(wait, g.read_to_end(&mut trickled)).await;
         assert_eq!(whole, trickled);
+        // Bytes read before the guard took over are judged the same way.
+        let input = parts.concat();
+        for k in [1, 17, input.len() / 2, input.len()] {
+            let k = k.min(input.len());
+            let read = BytesMut::from(&input[..k]);
+            let mut g = FramingGuard::resume(
+                std::io::Cursor::new(input[k..].to_vec()),
+                read,
+                64 * 1024,
+                100,
+            );
+            let mut resumed = Vec::new();
+            let _ = tokio::time::timeout(wait, g.read_to_end(&mut resumed)).await;
+            assert_eq!(whole, resumed, "{k} bytes read before");
+        }
         whole
     }
 

@@ -14,21 +14,21 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Body;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::errors::ProxyBody;
 use super::framing::REJECT_HEADER;
 use super::h1_fields;
 use super::headers::{has_token, lists_token};
-use super::meter::Meter;
 use super::server::{quiet_for, ConnLimits};
 use super::service::handle;
 use super::upstream::UpstreamBody;
@@ -37,31 +37,32 @@ use super::upstream::UpstreamBody;
 pub enum Outcome<IO> {
     /// Closed: by the client, idle, on shutdown, or after `Connection: close`.
     Closed,
-    /// The rest is hyper's: the connection with what was read and not used.
-    Handoff(Rewind<IO>),
+    /// The rest is hyper's: the connection, and what was read off it and
+    /// not used.
+    Handoff(IO, BytesMut),
 }
 
 /// Response bytes gathered before a write; bodies beyond go out directly.
 const COALESCE: usize = 64 * 1024;
 
-/// Serves requests on `io` until it closes or needs hyper.
+/// Serves requests on `io` until it closes or needs hyper. `activity` is
+/// what the connection's [`super::meter::Metered`] socket bumps.
 pub async fn serve<IO>(
-    io: IO,
+    mut io: IO,
     route: &super::server::ConnRoute,
     peer: SocketAddr,
     limits: ConnLimits,
     shutdown: &mut watch::Receiver<bool>,
-    meter: &Meter,
+    activity: &AtomicU64,
 ) -> io::Result<Outcome<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut io = Metered { io, meter };
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     let mut own_route = route.own();
     // One of each per connection, not per request: timers are not free.
-    let mut idle = pin!(quiet_for(&meter.activity, limits.idle_timeout));
+    let mut idle = pin!(quiet_for(activity, limits.idle_timeout));
     let mut stop = pin!(shutdown.changed());
     loop {
         let (req, close) = loop {
@@ -69,9 +70,7 @@ where
                 Parsed::Request(req, close) => break (req, close),
                 Parsed::Partial if buf.len() <= limits.max_header_bytes => {}
                 Parsed::Partial | Parsed::Unusual => {
-                    // The guard hyper reads through counts these again.
-                    meter.metrics.processed_bytes.sub(buf.len() as u64);
-                    return Ok(Outcome::Handoff(Rewind::new(buf.freeze(), io.io)));
+                    return Ok(Outcome::Handoff(io, buf));
                 }
             }
             let n = tokio::select! {
@@ -335,102 +334,6 @@ fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The client connection, its bytes counted. (Hyper's connections count
-/// through the framing guard instead.)
-struct Metered<'a, IO> {
-    io: IO,
-    meter: &'a Meter,
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Metered<'_, IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
-        this.meter.moved(buf.filled().len() - before);
-        r
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Metered<'_, IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            this.meter.moved(n);
-        }
-        r
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-/// A connection with bytes already read put back in front.
-pub struct Rewind<IO> {
-    pre: Bytes,
-    io: IO,
-}
-
-impl<IO> Rewind<IO> {
-    fn new(pre: Bytes, io: IO) -> Self {
-        Self { pre, io }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.pre.is_empty() {
-            let n = this.pre.len().min(buf.remaining());
-            buf.put_slice(&this.pre.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,22 +400,24 @@ mod tests {
             assert!(matches!(p, Parsed::Unusual), "{raw:?}");
             assert_eq!(&rest[..], raw.as_bytes(), "bytes kept for hyper: {raw:?}");
         }
-        let many = format!(
-            "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
-            "X-A: 1\r\n".repeat(20)
-        );
-        assert!(
-            matches!(parse(&many).0, Parsed::Unusual),
-            "over max_headers"
-        );
-        let big = format!(
-            "GET / HTTP/1.1\r\nHost: t\r\nX-A: {}\r\n\r\n",
-            "a".repeat(2000)
-        );
-        assert!(
-            matches!(parse(&big).0, Parsed::Unusual),
-            "over max_header_bytes"
-        );
+        for (raw, why) in [
+            (
+                format!(
+                    "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
+                    "X-A: 1\r\n".repeat(20)
+                ),
+                "over max_headers",
+            ),
+            (
+                format!(
+                    "GET / HTTP/1.1\r\nHost: t\r\nX-A: {}\r\n\r\n",
+                    "a".repeat(2000)
+                ),
+                "over max_header_bytes",
+            ),
+        ] {
+            assert!(matches!(parse(&raw).0, Parsed::Unusual), "{why}");
+        }
     }
 
     async fn written(resp: Response<ProxyBody>, head: bool, close: bool) -> String {
@@ -526,7 +431,9 @@ mod tests {
 
     #[tokio::test]
     async fn responses_are_framed_by_their_body() {
-        let ok = || super::super::errors::plain(StatusCode::OK, Bytes::from("hello"), "text/plain");
+        let ok = || {
+            super::super::errors::plain(StatusCode::OK, bytes::Bytes::from("hello"), "text/plain")
+        };
         let text = written(ok(), false, false).await;
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(text.contains("content-length: 5\r\n"), "{text}");

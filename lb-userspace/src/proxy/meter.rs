@@ -1,10 +1,16 @@
 //! Where a client connection's traffic is accounted: the listener's
 //! processed bytes, and the activity the idle watcher
-//! ([`super::server::quiet_for`]) looks at. Both the fast path and the
-//! framing guard count through it.
+//! ([`super::server::quiet_for`]) looks at. [`Metered`] wraps the socket
+//! itself, so the fast path and hyper (after a handoff) count through the
+//! same layer, each byte once.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::ListenerMetrics;
 
@@ -30,5 +36,67 @@ impl Meter {
             self.activity
                 .store(self.activity.load(Relaxed).wrapping_add(1), Relaxed);
         }
+    }
+}
+
+/// A client connection whose bytes, both ways, are counted in its [`Meter`].
+pub struct Metered<IO> {
+    io: IO,
+    meter: Meter,
+}
+
+impl<IO> Metered<IO> {
+    pub fn new(io: IO, meter: Meter) -> Self {
+        Self { io, meter }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.meter.moved(buf.filled().len() - before);
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Metered<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.meter.moved(n);
+        }
+        r
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            this.meter.moved(n);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

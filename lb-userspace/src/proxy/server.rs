@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::framing::FramingGuard;
 use super::h1_server;
-use super::meter::Meter;
+use super::meter::{Meter, Metered};
 use super::service::{handle, ListenerCtx, Shared};
 
 /// Limits a connection's parser enforces.
@@ -136,19 +137,19 @@ impl ConnRoute {
     /// `own` brought up to date: one atomic load when the listener's route
     /// has not changed, and no reference count touched (the route's is
     /// shared by every core).
-    pub fn refresh<'a>(&self, own: &'a mut (u64, Arc<Route>)) -> &'a Route {
+    pub fn refresh<'a>(&self, own: &'a mut (u64, Arc<Route>)) -> &'a Arc<Route> {
         if self.slot.0.generation.load(Ordering::Acquire) != own.0 {
             *own = self.slot.current();
         }
         &own.1
     }
 
+    /// The route, for a caller that cannot keep its own copy (hyper's
+    /// service is shared); the connection's copy is refreshed under a lock
+    /// only this connection takes.
     pub fn get(&self) -> Arc<Route> {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if self.slot.0.generation.load(Ordering::Acquire) != cached.0 {
-            *cached = self.slot.current();
-        }
-        cached.1.clone()
+        Arc::clone(self.refresh(&mut cached))
     }
 }
 
@@ -183,14 +184,17 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
         metrics.active_connections.incr();
         let mut conn_shutdown = local_rx.clone();
         tokio::spawn(async move {
+            // Counted at the socket, below everything that reads or writes it.
             let meter = Meter::new(metrics.clone());
+            let activity = Arc::clone(&meter.activity);
+            let stream = Metered::new(stream, meter);
             // Bodyless HTTP/1.1 requests first; hyper takes over for good at
             // the first request that is anything else. The framing guard
             // starts there: the fast path refuses every head with a body.
             let fast =
-                h1_server::serve(stream, &route, peer, limits, &mut conn_shutdown, &meter).await;
-            let io = match fast {
-                Ok(h1_server::Outcome::Handoff(io)) => io,
+                h1_server::serve(stream, &route, peer, limits, &mut conn_shutdown, &activity).await;
+            let (io, read) = match fast {
+                Ok(h1_server::Outcome::Handoff(io, read)) => (io, read),
                 Ok(h1_server::Outcome::Closed) => {
                     metrics.active_connections.decr();
                     return;
@@ -206,10 +210,11 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
             // larger (10,000 idle connections must fit in 64 MiB).
             let res = Box::pin(serve_with_hyper(
                 io,
+                read,
                 route,
                 peer,
                 limits,
-                meter,
+                activity,
                 conn_shutdown,
             ))
             .await;
@@ -225,16 +230,20 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
 /// The rest of a connection handed over by the fast path: HTTP/1.1 behind
 /// the framing guard, or HTTP/2.
 async fn serve_with_hyper(
-    io: h1_server::Rewind<TcpStream>,
+    io: Metered<TcpStream>,
+    read: BytesMut,
     route: ConnRoute,
     peer: SocketAddr,
     limits: ConnLimits,
-    meter: Meter,
+    activity: Arc<AtomicU64>,
     mut conn_shutdown: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let io = TokioIo::new(
-        FramingGuard::new(io, limits.max_header_bytes, limits.max_headers).metered(meter.clone()),
-    );
+    let io = TokioIo::new(FramingGuard::resume(
+        io,
+        read,
+        limits.max_header_bytes,
+        limits.max_headers,
+    ));
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let route = route.get();
         async move { handle(&route, peer, req.map(http_body_util::Either::Left)).await }
@@ -250,14 +259,14 @@ async fn serve_with_hyper(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-        _ = quiet_for(&meter.activity, limits.idle_timeout) => {
+        _ = quiet_for(&activity, limits.idle_timeout) => {
             // Closes an idle connection now, a busy one after its
             // request (HTTP/2: GOAWAY). One that stays silent past
             // another period (a head half sent) is dropped.
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 r = conn.as_mut() => r,
-                _ = quiet_for(&meter.activity, limits.idle_timeout) => Ok(()),
+                _ = quiet_for(&activity, limits.idle_timeout) => Ok(()),
             }
         }
     }

@@ -44,11 +44,11 @@ pub struct ListenerCtx {
     pub access_log: Option<AccessLog>,
 }
 
-/// Shared by every listener.
 /// Target groups by name, looked up on every forwarded request: a fast hash
 /// (the names come from the configuration, not from clients).
 pub type Groups = HashMap<String, Arc<TargetGroupRuntime>, foldhash::fast::RandomState>;
 
+/// Shared by every listener.
 pub struct Shared {
     pub groups: Groups,
     pub upstreams: Upstreams,

@@ -25,6 +25,7 @@ use tracing::debug;
 
 use super::h1_fields;
 use super::upstream_h1::{self, H1Error};
+use crate::worker::PerWorker;
 
 /// What goes upstream: the client's request body, streamed, or nothing (a
 /// bodyless request replayed on another target).
@@ -168,29 +169,21 @@ impl upstream_h1::Recycle for Pool {
     }
 }
 
-/// Workers with a pool map of their own; more share (correctly, if contended).
-const POOL_SHARDS: usize = 16;
-
-/// One worker's pools, keyed by (target, TLS), on a cache line of its own:
-/// looking one up takes a lock no other core touches.
-#[derive(Default)]
-#[repr(align(128))]
-struct Shard(std::sync::RwLock<PoolMap>);
-
-/// Looked up on every request: a fast hash (the keys are configured target
-/// addresses, not attacker-chosen).
+/// Pools keyed by (target, TLS), looked up on every request: a fast hash
+/// (the keys are configured target addresses, not attacker-chosen).
 type PoolMap = HashMap<(SocketAddr, bool), Arc<Pool>, foldhash::fast::RandomState>;
 
 /// Pools for every target address and worker; shared by all listeners.
 pub struct Upstreams {
-    shards: Box<[Shard]>,
+    /// Each worker's pools: looking one up takes a lock no other core touches.
+    shards: PerWorker<std::sync::RwLock<PoolMap>>,
     connect_timeout: Duration,
 }
 
 impl Upstreams {
     pub fn new(connect_timeout: Duration) -> Self {
         Self {
-            shards: (0..POOL_SHARDS).map(|_| Shard::default()).collect(),
+            shards: PerWorker::default(),
             connect_timeout,
         }
     }
@@ -198,7 +191,7 @@ impl Upstreams {
     /// This worker's pool for `addr`: a pooled connection is used on the
     /// thread that drives it.
     fn pool(&self, addr: SocketAddr, tls: bool) -> Arc<Pool> {
-        let shard = &self.shards[crate::worker::index() % POOL_SHARDS].0;
+        let shard = self.shards.get();
         if let Some(p) = shard.read().unwrap().get(&(addr, tls)) {
             return p.clone();
         }

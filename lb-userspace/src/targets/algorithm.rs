@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::group::TargetState;
 use crate::config::model::Algorithm;
+use crate::worker::PerWorker;
 
 /// Largest `period × members` worth unrolling: about 1 ms to build, at most
 /// 4 MiB, and it covers ten targets of any weights or a thousand of weight 1.
@@ -32,9 +33,6 @@ struct Member {
     weight: u32,
 }
 
-/// Workers with a snapshot copy of their own; more share one (correctly).
-const LOCAL_COPIES: usize = 16;
-
 /// Chooses among a group's usable targets; owns the current [`Snapshot`].
 #[derive(Debug)]
 pub(crate) struct Selector {
@@ -44,12 +42,8 @@ pub(crate) struct Selector {
     /// Each worker's reference to the newest snapshot it has seen, on a cache
     /// line of its own: a pick locks only its worker's copy, where reading
     /// `snapshot` would write the lock's line shared by every core.
-    local: Box<[LocalCopy]>,
+    local: PerWorker<Mutex<Option<Arc<Snapshot>>>>,
 }
-
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct LocalCopy(Mutex<Option<Arc<Snapshot>>>);
 
 impl Selector {
     pub(crate) fn new(algorithm: Algorithm, targets: &[Arc<TargetState>], generation: u64) -> Self {
@@ -67,7 +61,7 @@ impl Selector {
             algorithm,
             unroll_budget,
             snapshot: RwLock::new(Arc::new(snapshot)),
-            local: (0..LOCAL_COPIES).map(|_| LocalCopy::default()).collect(),
+            local: PerWorker::default(),
         }
     }
 
@@ -80,8 +74,11 @@ impl Selector {
         generation: u64,
         f: impl FnOnce(&Snapshot) -> R,
     ) -> R {
-        let local = &self.local[crate::worker::index() % LOCAL_COPIES].0;
-        let mut local = local.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut local = self
+            .local
+            .get()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match &*local {
             Some(snap) if snap.generation >= generation => f(snap),
             _ => {
