@@ -2,6 +2,7 @@
 //! `/targets` (target health as JSON), `POST /reload`, `/healthz`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use tracing::debug;
 use crate::daemon::ReloadRequest;
 use crate::kernel::Datapath;
 use crate::metrics::{Exposition, ListenerMetrics};
+use crate::proxy::spread::Spread;
 use crate::targets::health::HealthState;
 use crate::targets::{TargetGroupRuntime, TargetState};
 
@@ -26,6 +28,13 @@ pub struct ListenerEntry {
     pub lb: String,
     pub port: u16,
     pub metrics: Arc<ListenerMetrics>,
+}
+
+/// One listening address and how its connections sit on the workers.
+pub struct SocketEntry {
+    pub lb: String,
+    pub addr: SocketAddr,
+    pub spread: Arc<Spread>,
 }
 
 /// A target removed by a reload, draining until `until`.
@@ -41,6 +50,7 @@ pub struct AdminView {
     pub datapath: Option<Arc<Mutex<Datapath>>>,
     pub lb_names: Vec<String>,
     pub listeners: Vec<ListenerEntry>,
+    pub sockets: Vec<SocketEntry>,
     /// (balancer, group) in configuration order.
     pub groups: Vec<(String, Arc<TargetGroupRuntime>)>,
     pub draining: Arc<Mutex<Vec<DrainingTarget>>>,
@@ -99,6 +109,23 @@ pub fn metrics(view: &AdminView) -> String {
     let mut e = Exposition::default();
     for l in &view.listeners {
         e.listener(&l.lb, &format!("{}:{}", l.lb, l.port), &l.metrics);
+    }
+    for s in &view.sockets {
+        let addr = s.addr.to_string();
+        for (worker, open) in s.spread.open().into_iter().enumerate() {
+            let worker = worker.to_string();
+            e.sample(
+                "xalb_worker_active_connection_count",
+                "gauge",
+                "Open client connections per listening address and data-plane worker",
+                &[
+                    ("load_balancer", s.lb.as_str()),
+                    ("address", addr.as_str()),
+                    ("worker", worker.as_str()),
+                ],
+                open as f64,
+            );
+        }
     }
     for (lb, g) in &view.groups {
         let states: Vec<HealthState> = g

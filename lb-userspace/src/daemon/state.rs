@@ -14,13 +14,14 @@ use tracing::info;
 
 use super::backends::BackendSync;
 use super::workers::Workers;
-use crate::admin::{AdminView, DrainingTarget, ListenerEntry};
+use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
 use crate::config::{self, model::Config};
 use crate::kernel::{self, Datapath, XdpModeChoice};
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::runtime::{self, Binding};
 use crate::proxy::server::{self, Route, Slot};
 use crate::proxy::service::Shared;
+use crate::proxy::spread::Spread;
 use crate::targets::health::{self, HealthState, Reason};
 
 struct Served {
@@ -28,6 +29,8 @@ struct Served {
     stop: watch::Sender<bool>,
     /// One accept loop per worker.
     tasks: Vec<JoinHandle<()>>,
+    /// How the address's connections sit on the workers.
+    spread: Arc<Spread>,
 }
 
 pub struct Running {
@@ -97,14 +100,24 @@ impl Running {
         });
         let (stop, stop_rx) = watch::channel(false);
         info!(addr = %b.addr, lb = %b.ctx.lb, workers = listeners.len(), "HTTP listener");
+        let (spread, inboxes) = Spread::new(self.workers.len());
         let tasks = listeners
             .into_iter()
+            .zip(inboxes)
             .zip(self.workers.handles())
-            .map(|(l, worker)| {
+            .map(|((l, inbox), worker)| {
                 let (slot, stop_rx, addr) = (slot.clone(), stop_rx.clone(), b.addr);
+                let spread = spread.clone();
                 worker.spawn(async move {
                     match tokio::net::TcpListener::from_std(l) {
-                        Ok(l) => server::serve(l, slot, stop_rx).await,
+                        Ok(listener) => {
+                            let accept = server::Accept {
+                                listener,
+                                inbox,
+                                spread,
+                            };
+                            server::serve(accept, slot, stop_rx).await
+                        }
                         Err(e) => {
                             tracing::error!(%addr, error = %e, "cannot serve a listening socket")
                         }
@@ -112,7 +125,15 @@ impl Running {
                 })
             })
             .collect();
-        self.served.insert(b.addr, Served { slot, stop, tasks });
+        self.served.insert(
+            b.addr,
+            Served {
+                slot,
+                stop,
+                tasks,
+                spread,
+            },
+        );
     }
 
     fn start_checkers(&mut self) {
@@ -154,6 +175,17 @@ impl Running {
             .collect();
         v.listeners
             .dedup_by(|a, b| a.lb == b.lb && a.port == b.port);
+        v.sockets = self
+            .bindings
+            .iter()
+            .filter_map(|b| {
+                self.served.get(&b.addr).map(|s| SocketEntry {
+                    lb: b.ctx.lb.clone(),
+                    addr: b.addr,
+                    spread: s.spread.clone(),
+                })
+            })
+            .collect();
         v.groups = self
             .cfg
             .target_groups

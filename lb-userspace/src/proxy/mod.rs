@@ -13,6 +13,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod spread;
 pub mod tls;
 pub mod upstream;
 pub mod upstream_h1;

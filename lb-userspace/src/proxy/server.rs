@@ -18,6 +18,7 @@ use super::framing::FramingGuard;
 use super::h1_server;
 use super::meter::{Meter, Metered};
 use super::service::{handle, ListenerCtx, Shared};
+use super::spread::{Inbox, Spread};
 
 /// Limits a connection's parser enforces.
 #[derive(Clone, Copy, Debug)]
@@ -153,22 +154,55 @@ impl ConnRoute {
     }
 }
 
-/// Accepts until `shutdown` turns true; each connection runs on its own task.
-/// In-flight requests then finish; idle kept-alive connections are closed.
-pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Receiver<bool>) {
+/// This worker's share of one listening address: its socket, the
+/// connections other workers pass to it, and the spread that decides.
+pub struct Accept {
+    pub listener: TcpListener,
+    pub inbox: Inbox,
+    pub spread: Arc<Spread>,
+}
+
+/// Accepts until `shutdown` turns true; each connection runs on its own task,
+/// on this worker or, when this worker holds more than its share, on the
+/// least loaded one (`spread.rs`). In-flight requests then finish; idle
+/// kept-alive connections are closed.
+pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<bool>) {
+    let Accept {
+        listener,
+        mut inbox,
+        spread,
+    } = accept;
+    let me = crate::worker::index();
     // Connections watch a channel of this accept loop's own (one per worker
     // and listener): waiting on the shared one takes a lock every core
     // touches, once per request.
     let (local, local_rx) = watch::channel(false);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, seat) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok((stream, peer)) => {
+                    let seat = spread.seat(me);
+                    if seat.worker() == me {
+                        (stream, peer, seat)
+                    } else {
+                        match spread.pass(stream, peer, seat, me) {
+                            Some((stream, seat)) => (stream, peer, seat),
+                            None => continue,
+                        }
+                    }
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     warn!(error = %e, "accept failed");
                     slot.current().1.ctx.metrics.rejected_connections.incr();
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(a) = inbox.recv() => match TcpStream::from_std(a.stream) {
+                Ok(stream) => (stream, a.peer, a.seat),
+                Err(e) => {
+                    debug!(peer = %a.peer, error = %e, "cannot take a passed connection");
                     continue;
                 }
             },
@@ -184,6 +218,7 @@ pub async fn serve(listener: TcpListener, slot: Slot, mut shutdown: watch::Recei
         metrics.active_connections.incr();
         let mut conn_shutdown = local_rx.clone();
         tokio::spawn(async move {
+            let _seat = seat;
             // Counted at the socket, below everything that reads or writes it.
             let meter = Meter::new(metrics.clone());
             let activity = Arc::clone(&meter.activity);

@@ -1,0 +1,230 @@
+//! Keeps one listening address's connections even across the workers.
+//!
+//! SO_REUSEPORT gives each connection to a worker by a hash of its addresses.
+//! Over a few dozen long-lived connections that is far from even (wrk's 64
+//! came out 39 to 27 here), and every request on the busier worker waits
+//! behind more others: the tail latency. So a worker that accepts a
+//! connection while it holds more than the least loaded worker passes the
+//! connection on, as HAProxy balances accepted connections across threads.
+//! Only the accept is shared; the connection then lives on one worker.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// How many more connections than the least loaded worker a worker keeps
+/// before passing new ones on. One lets a short-lived connection stay where
+/// it landed (passing one on costs two epoll changes and a wake-up) while
+/// long-lived ones end up at most two apart.
+const SLACK: usize = 1;
+
+/// Open connections per worker and the way to hand one to each worker.
+#[derive(Debug)]
+pub struct Spread {
+    open: Box<[Padded]>,
+    inboxes: Box<[mpsc::UnboundedSender<Arrival>]>,
+}
+
+/// Each worker's count on a cache line of its own: counts change on every
+/// accept and close, by the worker that owns them.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(AtomicUsize);
+
+/// Connections passed to one worker by the others.
+pub struct Inbox(mpsc::UnboundedReceiver<Arrival>);
+
+/// A connection on its way to the worker it was seated on.
+pub struct Arrival {
+    pub stream: std::net::TcpStream,
+    pub peer: SocketAddr,
+    pub seat: Seat,
+}
+
+/// A connection's place on a worker, counted until dropped.
+#[derive(Debug)]
+pub struct Seat {
+    spread: Arc<Spread>,
+    worker: usize,
+}
+
+impl Seat {
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.spread.open[self.worker].0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Spread {
+    /// A spread over `workers` workers and each worker's inbox, in order.
+    pub fn new(workers: usize) -> (Arc<Self>, Vec<Inbox>) {
+        let workers = workers.max(1);
+        let (senders, inboxes): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Inbox(rx))
+            })
+            .unzip();
+        let spread = Self {
+            open: (0..workers).map(|_| Padded::default()).collect(),
+            inboxes: senders.into(),
+        };
+        (Arc::new(spread), inboxes)
+    }
+
+    /// Seats a connection worker `me` accepted: on `me`, unless another
+    /// worker holds more than [`SLACK`] fewer connections.
+    pub fn seat(self: &Arc<Self>, me: usize) -> Seat {
+        let me = me.min(self.open.len() - 1);
+        let count = |w: usize| self.open[w].0.load(Relaxed);
+        let least = (0..self.open.len()).min_by_key(|&w| count(w)).unwrap_or(me);
+        let worker = if count(me) > count(least) + SLACK {
+            least
+        } else {
+            me
+        };
+        self.open[worker].0.fetch_add(1, Relaxed);
+        Seat {
+            spread: Arc::clone(self),
+            worker,
+        }
+    }
+
+    /// Passes an accepted connection to the worker it was seated on. Gives it
+    /// back, seated on `me`, if that cannot be done (the worker has stopped);
+    /// the connection is then served where it was accepted.
+    pub fn pass(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        seat: Seat,
+        me: usize,
+    ) -> Option<(TcpStream, Seat)> {
+        let to = seat.worker;
+        // Leaves this worker's reactor; what the client already sent stays
+        // in the socket for the next one.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot pass a connection on");
+                return None;
+            }
+        };
+        let back = match self.inboxes[to].send(Arrival { stream, peer, seat }) {
+            Ok(()) => return None,
+            Err(mpsc::error::SendError(a)) => a,
+        };
+        drop(back.seat);
+        let seat = Seat {
+            spread: Arc::clone(self),
+            worker: me,
+        };
+        self.open[me].0.fetch_add(1, Relaxed);
+        match TcpStream::from_std(back.stream) {
+            Ok(s) => Some((s, seat)),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot serve a connection");
+                None
+            }
+        }
+    }
+
+    /// Open connections per worker, for the metrics.
+    pub fn open(&self) -> Vec<usize> {
+        self.open.iter().map(|c| c.0.load(Relaxed)).collect()
+    }
+}
+
+impl Inbox {
+    /// The next connection passed to this worker; never ends while the
+    /// spread lives.
+    pub async fn recv(&mut self) -> Option<Arrival> {
+        self.0.recv().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_passes_connections_on_once_it_is_ahead_by_more_than_the_slack() {
+        let (spread, _inboxes) = Spread::new(2);
+        // Worker 0 accepts everything: it keeps SLACK + 1, then the two take
+        // turns, never more than SLACK + 1 apart.
+        let mut seats: Vec<Seat> = (0..10).map(|_| spread.seat(0)).collect();
+        let placed: Vec<usize> = seats.iter().map(Seat::worker).collect();
+        assert_eq!(placed, [0, 0, 1, 0, 1, 0, 1, 0, 1, 0]);
+        assert_eq!(spread.open(), vec![6, 4]);
+        // A closed connection frees its seat: worker 1, now empty, gets the
+        // next one, and worker 0 keeps its own again once they are even.
+        seats.retain(|s| s.worker() == 0);
+        assert_eq!(spread.open(), vec![6, 0]);
+        assert_eq!(spread.seat(0).worker(), 1);
+        assert_eq!(spread.seat(1).worker(), 1);
+    }
+
+    #[test]
+    fn seats_stay_within_the_slack_whichever_worker_accepts() {
+        let (spread, _inboxes) = Spread::new(3);
+        // A skewed accept pattern, like SO_REUSEPORT's hash on few connections.
+        let pattern = [0, 0, 0, 1, 0, 0, 2, 0, 0, 0, 1, 0];
+        let seats: Vec<Seat> = (0..60).map(|i| spread.seat(pattern[i % 12])).collect();
+        let open = spread.open();
+        let (lo, hi) = (open.iter().min().unwrap(), open.iter().max().unwrap());
+        assert!(hi - lo <= SLACK + 1, "{open:?}");
+        assert_eq!(open.iter().sum::<usize>(), seats.len());
+        drop(seats);
+        assert_eq!(spread.open(), vec![0, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_passed_connection_arrives_with_its_seat_and_unread_bytes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (spread, mut inboxes) = Spread::new(2);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        client.write_all(b"hello").await.unwrap();
+        let (accepted, peer) = listener.accept().await.unwrap();
+        let _first = spread.seat(0);
+        let _second = spread.seat(0);
+        let seat = spread.seat(0);
+        assert_eq!(seat.worker(), 1);
+        assert!(spread.pass(accepted, peer, seat, 0).is_none());
+        let arrival = inboxes[1].recv().await.unwrap();
+        assert_eq!((arrival.peer, arrival.seat.worker()), (peer, 1));
+        let mut stream = TcpStream::from_std(arrival.stream).unwrap();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello");
+        drop(arrival.seat);
+        assert_eq!(spread.open(), vec![2, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_for_a_stopped_worker_is_served_where_it_was_accepted() {
+        let (spread, mut inboxes) = Spread::new(2);
+        drop(inboxes.pop());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, peer) = listener.accept().await.unwrap();
+        let _held = (spread.seat(0), spread.seat(0));
+        let seat = spread.seat(0);
+        assert_eq!(seat.worker(), 1);
+        let (_stream, seat) = spread.pass(accepted, peer, seat, 0).expect("given back");
+        assert_eq!(seat.worker(), 0);
+        assert_eq!(spread.open(), vec![3, 0]);
+    }
+}
