@@ -2,6 +2,7 @@
 //! served, targets checked, signals and reloads handled, counters reported.
 
 pub mod backends;
+mod slice;
 mod state;
 mod workers;
 
