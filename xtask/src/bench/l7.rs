@@ -1,5 +1,6 @@
-//! The L7 scenario: every balancer in turn (A B C D, A B C D, ...), each
-//! started fresh for its slot, warmed up, then measured with every load kind.
+//! The L7 scenario: every balancer in turn, each round starting one further
+//! on (A B C D, B C D A, ...), each started fresh for its slot, warmed up,
+//! then measured with every load kind.
 
 use std::path::Path;
 
@@ -29,7 +30,11 @@ pub fn run(
     report: &mut Report,
 ) -> Result<()> {
     for rep in 0..plan.repeat {
-        for &system in &plan.systems {
+        // Each round starts one system further on, so no system always runs
+        // first (right after the previous round's direct run) or last.
+        let n = plan.systems.len().max(1);
+        let order = (0..n).map(|i| plan.systems[(i + rep as usize) % n]);
+        for system in order {
             super::progress(format_args!(
                 "round {}/{}: {}",
                 rep + 1,

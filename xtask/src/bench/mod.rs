@@ -2,7 +2,7 @@
 //! the kernel's own packet filters, on this machine, in network namespaces;
 //! and the balancers' memory holding many idle connections.
 //!
-//! Every system is measured in the same run, interleaved (A B C D, A B C D,
+//! Every system is measured in the same run, interleaved (A B C D, B C D A,
 //! ...) and repeated, and the median is reported: on a shared two-core
 //! machine only ratios measured side by side mean anything.
 

@@ -491,7 +491,7 @@ impl Report {
             .collect();
         let _ = writeln!(
             o,
-            "Settings: {}. Repetitions are interleaved (every system once per round); medians shown, \
+            "Settings: {}. Repetitions are interleaved (every system once per round, each round starting one system further on); medians shown, \
              max latency and errors over all rounds.\n",
             opts.join(", ")
         );
