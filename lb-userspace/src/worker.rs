@@ -41,7 +41,12 @@ impl<T: Default> Default for PerWorker<T> {
 impl<T> PerWorker<T> {
     /// The current thread's slot.
     pub fn get(&self) -> &T {
-        &self.0[index() % SLOTS].0
+        self.at(index())
+    }
+
+    /// Worker `worker`'s slot.
+    pub fn at(&self, worker: usize) -> &T {
+        &self.0[worker % SLOTS].0
     }
 }
 

@@ -180,17 +180,10 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
     loop {
         let (stream, peer, seat) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    let seat = spread.seat(me);
-                    if seat.worker() == me {
-                        (stream, peer, seat)
-                    } else {
-                        match spread.pass(stream, peer, seat, me) {
-                            Some((stream, seat)) => (stream, peer, seat),
-                            None => continue,
-                        }
-                    }
-                }
+                Ok((stream, peer)) => match spread.place(stream, peer, me) {
+                    Some((stream, seat)) => (stream, peer, seat),
+                    None => continue,
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     warn!(error = %e, "accept failed");

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::worker::PerWorker;
+
 /// How many more connections than the least loaded worker a worker keeps
 /// before passing new ones on. One lets a short-lived connection stay where
 /// it landed (passing one on costs two epoll changes and a wake-up) while
@@ -24,15 +26,12 @@ const SLACK: usize = 1;
 /// Open connections per worker and the way to hand one to each worker.
 #[derive(Debug)]
 pub struct Spread {
-    open: Box<[Padded]>,
+    /// Each worker's count on a cache line of its own: counts change on
+    /// every accept and close.
+    open: PerWorker<AtomicUsize>,
+    /// One per worker, in order.
     inboxes: Box<[mpsc::UnboundedSender<Arrival>]>,
 }
-
-/// Each worker's count on a cache line of its own: counts change on every
-/// accept and close, by the worker that owns them.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Padded(AtomicUsize);
 
 /// Connections passed to one worker by the others.
 pub struct Inbox(mpsc::UnboundedReceiver<Arrival>);
@@ -55,11 +54,18 @@ impl Seat {
     pub fn worker(&self) -> usize {
         self.worker
     }
+
+    /// Counts the connection on `worker` instead.
+    fn move_to(&mut self, worker: usize) {
+        self.spread.open.at(self.worker).fetch_sub(1, Relaxed);
+        self.spread.open.at(worker).fetch_add(1, Relaxed);
+        self.worker = worker;
+    }
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        self.spread.open[self.worker].0.fetch_sub(1, Relaxed);
+        self.spread.open.at(self.worker).fetch_sub(1, Relaxed);
     }
 }
 
@@ -74,24 +80,40 @@ impl Spread {
             })
             .unzip();
         let spread = Self {
-            open: (0..workers).map(|_| Padded::default()).collect(),
+            open: PerWorker::default(),
             inboxes: senders.into(),
         };
         (Arc::new(spread), inboxes)
     }
 
+    /// Takes a connection worker `me` accepted: back with its seat when it is
+    /// to be served here, `None` when it was passed to another worker.
+    pub fn place(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        me: usize,
+    ) -> Option<(TcpStream, Seat)> {
+        let seat = self.seat(me);
+        if seat.worker == me {
+            return Some((stream, seat));
+        }
+        self.pass(stream, peer, seat, me)
+    }
+
     /// Seats a connection worker `me` accepted: on `me`, unless another
     /// worker holds more than [`SLACK`] fewer connections.
-    pub fn seat(self: &Arc<Self>, me: usize) -> Seat {
-        let me = me.min(self.open.len() - 1);
-        let count = |w: usize| self.open[w].0.load(Relaxed);
-        let least = (0..self.open.len()).min_by_key(|&w| count(w)).unwrap_or(me);
+    fn seat(self: &Arc<Self>, me: usize) -> Seat {
+        let workers = self.inboxes.len();
+        let me = me.min(workers - 1);
+        let count = |w: usize| self.open.at(w).load(Relaxed);
+        let least = (0..workers).min_by_key(|&w| count(w)).unwrap_or(me);
         let worker = if count(me) > count(least) + SLACK {
             least
         } else {
             me
         };
-        self.open[worker].0.fetch_add(1, Relaxed);
+        self.open.at(worker).fetch_add(1, Relaxed);
         Seat {
             spread: Arc::clone(self),
             worker,
@@ -101,14 +123,13 @@ impl Spread {
     /// Passes an accepted connection to the worker it was seated on. Gives it
     /// back, seated on `me`, if that cannot be done (the worker has stopped);
     /// the connection is then served where it was accepted.
-    pub fn pass(
+    fn pass(
         self: &Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         seat: Seat,
         me: usize,
     ) -> Option<(TcpStream, Seat)> {
-        let to = seat.worker;
         // Leaves this worker's reactor; what the client already sent stays
         // in the socket for the next one.
         let stream = match stream.into_std() {
@@ -118,18 +139,15 @@ impl Spread {
                 return None;
             }
         };
-        let back = match self.inboxes[to].send(Arrival { stream, peer, seat }) {
-            Ok(()) => return None,
-            Err(mpsc::error::SendError(a)) => a,
+        let to = seat.worker;
+        let Err(mpsc::error::SendError(mut back)) =
+            self.inboxes[to].send(Arrival { stream, peer, seat })
+        else {
+            return None;
         };
-        drop(back.seat);
-        let seat = Seat {
-            spread: Arc::clone(self),
-            worker: me,
-        };
-        self.open[me].0.fetch_add(1, Relaxed);
+        back.seat.move_to(me);
         match TcpStream::from_std(back.stream) {
-            Ok(s) => Some((s, seat)),
+            Ok(s) => Some((s, back.seat)),
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "cannot serve a connection");
                 None
@@ -139,7 +157,9 @@ impl Spread {
 
     /// Open connections per worker, for the metrics.
     pub fn open(&self) -> Vec<usize> {
-        self.open.iter().map(|c| c.0.load(Relaxed)).collect()
+        (0..self.inboxes.len())
+            .map(|w| self.open.at(w).load(Relaxed))
+            .collect()
     }
 }
 
