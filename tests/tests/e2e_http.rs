@@ -316,6 +316,84 @@ fn websocket_upgrades_pass_through() {
     assert_eq!(echoed, ["hello", "frames both ways"]);
 }
 
+/// Open client connections on the listener, from /metrics.
+fn active_connections(bed: &HttpBed) -> f64 {
+    let text = String::from_utf8_lossy(&admin_get(bed, "/metrics").body).into_owned();
+    text.lines()
+        .filter(|l| l.starts_with("xalb_active_connection_count{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn upgraded_connections_count_as_active_and_close_after_the_idle_timeout() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    // A plain socket, so it outlives the namespace's runtime.
+    let mut s = in_ns(&bed.client, async || {
+        std::net::TcpStream::connect(lb()).unwrap()
+    })
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Traffic every second keeps it open past the idle timeout (3 s).
+    for i in 0..5 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let msg = format!("ping {i}");
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg.as_bytes(), "echo after {i} s");
+        if i == 0 {
+            assert_eq!(
+                active_connections(&bed),
+                1.0,
+                "the tunnel is an active connection"
+            );
+        }
+    }
+    // Then silence: closed between one and two idle timeouts after the last byte.
+    let silent = Instant::now();
+    let mut rest = Vec::new();
+    let n = s.read_to_end(&mut rest);
+    let after = silent.elapsed();
+    assert!(
+        matches!(n, Ok(0))
+            || matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the idle tunnel was not closed within 8 s of silence: {n:?}"
+    );
+    assert!(
+        after >= Duration::from_millis(2500),
+        "closed after {after:?} of silence, before the idle timeout"
+    );
+    let mut open = active_connections(&bed);
+    for _ in 0..50 {
+        if open == 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        open = active_connections(&bed);
+    }
+    assert_eq!(open, 0.0, "the closed tunnel is still counted");
+}
+
 #[test]
 fn the_access_log_has_a_json_line_per_request_with_alb_fields() {
     let log = std::env::temp_dir().join(format!("xalb-access-{}.log", std::process::id()));

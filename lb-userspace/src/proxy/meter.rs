@@ -16,14 +16,24 @@ use crate::metrics::ListenerMetrics;
 
 #[derive(Clone)]
 pub struct Meter {
-    pub metrics: Arc<ListenerMetrics>,
+    /// None: activity only (the target side of a tunnel, whose bytes the
+    /// client side has already counted).
+    pub metrics: Option<Arc<ListenerMetrics>>,
     pub activity: Arc<AtomicU64>,
 }
 
 impl Meter {
     pub fn new(metrics: Arc<ListenerMetrics>) -> Self {
         Self {
-            metrics,
+            metrics: Some(metrics),
+            activity: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts activity only, for the idle watcher.
+    pub fn activity_only() -> Self {
+        Self {
+            metrics: None,
             activity: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -31,7 +41,9 @@ impl Meter {
     /// `n` bytes moved, either way.
     pub fn moved(&self, n: usize) {
         if n > 0 {
-            self.metrics.processed_bytes.add(n as u64);
+            if let Some(m) = &self.metrics {
+                m.processed_bytes.add(n as u64);
+            }
             // Only this connection writes it: no read-modify-write needed.
             self.activity
                 .store(self.activity.load(Relaxed).wrapping_add(1), Relaxed);

@@ -21,9 +21,10 @@ use super::access_log::{self, AccessLog, Entry};
 use super::errors::{plain, LbError, ProxyBody};
 use super::framing::{Refusal, REJECT_HEADER};
 use super::headers;
+use super::meter::{Meter, Metered};
 use super::redirect::{self, RedirectInput};
 use super::router::{RequestView, Router};
-use super::server::Route;
+use super::server::{quiet_for, Route};
 use super::upstream::{AttemptError, BoxError, TargetBody, UpstreamBody, Upstreams};
 use crate::config::model::{Action, TargetProtocol, WeightedGroup};
 use crate::metrics::ListenerMetrics;
@@ -475,13 +476,12 @@ async fn forward(
     if status == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let target_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                if let (Ok(c), Ok(t)) = (client_upgrade.await, target_upgrade.await) {
-                    let mut c = hyper_util::rt::TokioIo::new(c);
-                    let mut t = hyper_util::rt::TokioIo::new(t);
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut t).await;
-                }
-            });
+            tokio::spawn(tunnel(
+                client_upgrade,
+                target_upgrade,
+                ctx.metrics.clone(),
+                ctx.limits.idle_timeout,
+            ));
         }
     } else {
         headers::strip_hop_by_hop(resp.headers_mut(), false);
@@ -499,6 +499,34 @@ async fn forward(
             _outstanding: pick.hold(),
         })
     }))
+}
+
+/// An upgraded connection (WebSocket): bytes both ways until either side
+/// closes or, as on the ALB, none has moved for the idle timeout. It stays an
+/// active client connection while it lasts (the HTTP connection it came from
+/// has ended by then).
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    target: hyper::upgrade::OnUpgrade,
+    metrics: Arc<ListenerMetrics>,
+    idle_timeout: Duration,
+) {
+    let (Ok(c), Ok(t)) = (client.await, target.await) else {
+        return;
+    };
+    metrics.active_connections.incr();
+    // Every byte of the tunnel passes the target side, so its activity is
+    // the tunnel's; the client side already counts processed bytes.
+    let meter = Meter::activity_only();
+    let mut c = hyper_util::rt::TokioIo::new(c);
+    let mut t = Metered::new(hyper_util::rt::TokioIo::new(t), meter.clone());
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut c, &mut t) => {}
+        _ = quiet_for(&meter.activity, idle_timeout) => {
+            debug!("upgraded connection idle for {idle_timeout:?}; closed");
+        }
+    }
+    metrics.active_connections.decr();
 }
 
 /// A target's response body that keeps the request counted as outstanding
