@@ -46,6 +46,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting xalb")?;
+        crate::interrupt::add_daemon(child.id());
         let out = child.stdout.take().unwrap();
         let mut err = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -69,6 +70,7 @@ impl Daemon {
         match d.stdout.recv_timeout(Duration::from_secs(20)) {
             Ok(line) if line == "xalb: ready" => Ok(d),
             other => {
+                crate::interrupt::remove_daemon(d.child.id());
                 let _ = d.child.kill();
                 let _ = d.child.wait();
                 let stderr = std::mem::replace(&mut d.stderr, std::thread::spawn(String::new));
@@ -82,6 +84,7 @@ impl Daemon {
 
     /// SIGTERM, wait, and return the counters it printed plus its stderr.
     pub fn stop(mut self) -> Result<(Counters, String)> {
+        crate::interrupt::remove_daemon(self.child.id());
         // SAFETY: kill with a valid pid of our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait()?;
@@ -117,6 +120,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        crate::interrupt::remove_daemon(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod bed;
 pub mod daemon;
 pub mod http;
+pub mod interrupt;
 pub mod netns;
 pub mod packet;
 pub mod scripted;

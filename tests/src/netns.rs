@@ -36,6 +36,7 @@ impl Netns {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         run(Command::new("ip").args(["netns", "add", &name]))?;
+        crate::interrupt::add_namespace(&name);
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -98,6 +99,7 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+        crate::interrupt::remove_namespace(&self.name);
     }
 }
 

@@ -32,6 +32,7 @@ fn main() -> Result<()> {
         }
     }
     xalb_tests::require_root();
+    xalb_tests::interrupt::clean_up_on_signal()?;
 
     println!("== xalb demo: the seed scenario ({})", config.display());
     println!("   security group alb-web admits TCP 80 from anywhere (IPv4 and IPv6); everything else is denied.");

@@ -1,0 +1,112 @@
+//! Ctrl-C in the middle of `cargo xtask demo` leaves nothing behind: the
+//! demo stops its xalb (which detaches XDP) and deletes its namespaces.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Namespaces whose name carries `pid` (the demo names them
+/// `xalb-<role>-<pid>-<n>`).
+fn namespaces_of(pid: u32) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("xalb-") && n.contains(&format!("-{pid}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn pids_in(ns: &str) -> Vec<u32> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn an_interrupted_demo_stops_xalb_and_removes_its_namespaces() {
+    xalb_tests::require_root();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_xalb-demo"))
+        .arg("--xalb")
+        .arg(xalb_tests::xalb_bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = demo.id();
+    // On any failure below, neither the demo nor what it made outlives the
+    // test (after a pass there is nothing left to find).
+    struct Guard(u32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            // SAFETY: kill with the pid of our child.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+            for ns in namespaces_of(self.0) {
+                for p in pids_in(&ns) {
+                    // SAFETY: a process inside a namespace this demo made.
+                    unsafe { libc::kill(p as i32, libc::SIGTERM) };
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+            }
+        }
+    }
+    let _guard = Guard(pid);
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    // Until xalb runs with XDP attached.
+    loop {
+        let line = lines
+            .next()
+            .expect("the demo ended before starting xalb")
+            .unwrap();
+        if line.starts_with("-- xalb run") {
+            break;
+        }
+    }
+    let namespaces = namespaces_of(pid);
+    assert_eq!(namespaces.len(), 4, "{namespaces:?}");
+    let balancer = namespaces
+        .iter()
+        .find(|n| n.starts_with("xalb-balancer-"))
+        .unwrap();
+    let daemons = pids_in(balancer);
+    assert!(!daemons.is_empty(), "no xalb process in {balancer}");
+
+    // Only the demo gets the signal (a terminal would signal xalb too).
+    // SAFETY: kill with the pid of our child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = demo.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the demo did not exit within 15 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "exit status after SIGINT: {status}"
+    );
+    assert_eq!(namespaces_of(pid), Vec::<String>::new(), "namespaces left");
+    // Its exit may still have to be reaped by init, the demo being gone.
+    let gone = |p: u32| !std::path::Path::new(&format!("/proc/{p}")).exists();
+    let start = Instant::now();
+    while !daemons.iter().all(|&p| gone(p)) && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in daemons {
+        assert!(
+            gone(p),
+            "xalb (pid {p}) still runs after the demo was interrupted"
+        );
+    }
+}
