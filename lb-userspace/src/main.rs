@@ -35,6 +35,10 @@ enum Cmd {
         /// Seconds between counter logs (0 = off).
         #[arg(long, default_value_t = 10)]
         stats_interval: u64,
+        /// Where xalb keeps what must survive a restart (the stickiness
+        /// cookie key).
+        #[arg(long, default_value = "/var/lib/xalb")]
+        state_dir: PathBuf,
     },
     /// Ask a running xalb to re-read its configuration (as SIGHUP does) and
     /// say whether it was applied.
@@ -140,10 +144,12 @@ fn main() -> ExitCode {
             config,
             xdp_mode,
             stats_interval,
+            state_dir,
         } => xalb::daemon::run(xalb::daemon::RunOptions {
             config,
             xdp_mode,
             stats_interval: Duration::from_secs(stats_interval),
+            state_dir,
         }),
     };
     match result {

@@ -15,7 +15,12 @@ pub struct Daemon {
     child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: std::thread::JoinHandle<String>,
+    /// The state directory made for it (none when the caller chose one),
+    /// removed on drop.
+    own_state: Option<std::path::PathBuf>,
 }
+
+static NEXT_STATE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Counters printed by `xalb run` when it stops.
 #[derive(Debug, Default)]
@@ -34,13 +39,25 @@ impl Counters {
 
 impl Daemon {
     /// Starts `xalb run -c config` in `ns` and waits until it says it is ready.
+    /// Unless `extra` names a `--state-dir`, it gets a fresh one of its own,
+    /// so no test writes the host's /var/lib/xalb.
     pub fn start(ns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
-        let mut child = ns
-            .command(crate::xalb_bin())
-            .args(["run", "-c"])
+        let own_state = (!extra.contains(&"--state-dir")).then(|| {
+            std::env::temp_dir().join(format!(
+                "xalb-state-{}-{}",
+                std::process::id(),
+                NEXT_STATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ))
+        });
+        let mut cmd = ns.command(crate::xalb_bin());
+        cmd.args(["run", "-c"])
             .arg(config)
             .args(["--stats-interval", "0"])
-            .args(extra)
+            .args(extra);
+        if let Some(dir) = &own_state {
+            cmd.arg("--state-dir").arg(dir);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -66,6 +83,7 @@ impl Daemon {
             child,
             stdout: rx,
             stderr,
+            own_state,
         };
         match d.stdout.recv_timeout(Duration::from_secs(20)) {
             Ok(line) if line == "xalb: ready" => Ok(d),
@@ -123,5 +141,8 @@ impl Drop for Daemon {
         crate::interrupt::remove_daemon(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.own_state {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use xalb_tests::bed::{lb, HttpBed};
+use xalb_tests::daemon::Daemon;
 use xalb_tests::http::{get, in_ns, raw, Client, Reply};
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
@@ -622,4 +623,59 @@ fn http2_multiplexes_concurrent_requests_on_one_connection() {
         );
     }
     assert_eq!((a.requests(), b.requests()), (20, 20));
+}
+
+#[test]
+fn lb_cookies_survive_a_restart_with_the_same_state_directory() {
+    let bed = HttpBed::new(&config(&web(TWO, "", LB_STICKY), FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let state =
+        Remove(std::env::temp_dir().join(format!("xalb-state-restart-{}", std::process::id())));
+    let args = ["--state-dir", state.0.to_str().unwrap()];
+    let d = Daemon::start(&bed.lb, &bed.config, &args).unwrap();
+    let first = in_ns(&bed.client, async || get(lb(), "/", &[]).await.unwrap()).unwrap();
+    let (pair, _) = set_cookie(&first, "AWSALB");
+    d.stop().unwrap();
+    assert!(
+        state.0.join("sticky.key").exists(),
+        "no key in the state directory"
+    );
+
+    let _d = Daemon::start(&bed.lb, &bed.config, &args).unwrap();
+    let cookie = pair.clone();
+    let again = in_ns(&bed.client, async move || {
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            out.push(
+                get(lb(), "/", &[("cookie", cookie.as_str())])
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    })
+    .unwrap();
+    let target = first.backend();
+    for r in &again {
+        assert_eq!(r.status, 200);
+        // With a key of its own the new process would not know the cookie,
+        // and round robin would alternate.
+        assert_eq!(
+            r.backend(),
+            target,
+            "the cookie {pair} from before the restart"
+        );
+        assert_eq!(
+            set_cookie(r, "AWSALB").0,
+            pair,
+            "the same value is re-issued"
+        );
+    }
 }

@@ -226,13 +226,17 @@ fn run_refuses_a_host_that_does_not_match() {
             .replace("10.231.0.10", "10.231.0.77"),
         &[],
     );
+    let state = std::env::temp_dir().join(format!("xalb-state-refused-{}", std::process::id()));
     let out = bed
         .lb
         .command(xalb_tests::xalb_bin())
         .args(["run", "-c"])
         .arg(&bed.config)
+        .arg("--state-dir")
+        .arg(&state)
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&state);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

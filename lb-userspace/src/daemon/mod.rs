@@ -4,6 +4,7 @@
 pub mod backends;
 mod slice;
 mod state;
+pub mod sticky_key;
 mod workers;
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::config;
@@ -28,6 +29,8 @@ pub struct RunOptions {
     pub xdp_mode: XdpModeChoice,
     /// How often changed counters are logged; zero disables.
     pub stats_interval: Duration,
+    /// What must survive a restart: the stickiness cookie key.
+    pub state_dir: PathBuf,
 }
 
 /// A reload request from the admin endpoint; answered with a summary or the
@@ -36,6 +39,13 @@ pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
 pub fn run(opts: RunOptions) -> Result<()> {
     let cfg = config::load(&opts.config)?;
+    // Before any target group is built: their cookie values come from it.
+    match sticky_key::load_or_create(&opts.state_dir) {
+        Ok(key) => {
+            crate::targets::sticky::use_key(&key);
+        }
+        Err(e) => warn!("stickiness cookies will not survive a restart: {e}"),
+    }
     // The control plane (signals, reloads, health checks, admin); requests
     // are served by the workers (`workers.rs`).
     let rt = tokio::runtime::Builder::new_multi_thread()

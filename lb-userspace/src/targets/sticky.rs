@@ -1,16 +1,18 @@
 //! Stickiness cookie mechanics: the names ALB uses, the opaque values, reading
 //! them from `Cookie` headers and writing `Set-Cookie` text.
 //!
-//! A value is a [`Token`]: 128 bits of SipHash under a per-process random key
-//! over (purpose, group name, target id). Clients cannot forge a value naming a
+//! A value is a [`Token`]: 128 bits of HMAC-SHA256 under a secret key over
+//! (purpose, group name, target id). Clients cannot forge a value naming a
 //! target they were never sent to, and a value from one group means nothing to
-//! another (AWSALB is one name across all groups, as on ALB). The key is not
-//! persisted, so a restart (not a reload) starts fresh sessions.
+//! another (AWSALB is one name across all groups, as on ALB). The daemon keeps
+//! the key in its state directory (`daemon/sticky_key.rs`), so sessions
+//! survive a restart as well as a reload; without one the key is random per
+//! process.
 
-use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::OnceLock;
+
+use ring::hmac;
 use std::time::{Duration, SystemTime};
 
 use http::header::{COOKIE, SET_COOKIE};
@@ -60,23 +62,36 @@ impl Token {
     }
 }
 
-/// The per-process hashing key; `RandomState::new` draws it from OS randomness.
-fn key() -> &'static RandomState {
-    static KEY: OnceLock<RandomState> = OnceLock::new();
-    KEY.get_or_init(RandomState::new)
+/// Bytes of a stickiness key.
+pub const KEY_LEN: usize = 32;
+
+static KEY: OnceLock<hmac::Key> = OnceLock::new();
+
+/// Makes every token with `secret` from now on. Must come before the first
+/// token is made; false if a key is already in use (and then it stays).
+pub fn use_key(secret: &[u8; KEY_LEN]) -> bool {
+    KEY.set(hmac::Key::new(hmac::HMAC_SHA256, secret)).is_ok()
 }
 
-/// Two SipHash lanes, separated by a lane byte, give 128 bits.
+/// The key in use; a random one if none was set.
+fn key() -> &'static hmac::Key {
+    KEY.get_or_init(|| {
+        hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .expect("the system's random source failed")
+    })
+}
+
 fn keyed(parts: &[&str]) -> Token {
-    let lane = |n: u8| {
-        let mut h = key().build_hasher();
-        n.hash(&mut h);
-        // `[&str]` hashes its length and each string with a terminator, so
-        // ("ab", "c") and ("a", "bc") differ.
-        parts.hash(&mut h);
-        h.finish()
-    };
-    Token(u128::from(lane(0)) << 64 | u128::from(lane(1)))
+    let mut mac = hmac::Context::with_key(key());
+    for p in parts {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        mac.update(&(p.len() as u64).to_be_bytes());
+        mac.update(p.as_bytes());
+    }
+    let tag = mac.sign();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&tag.as_ref()[..16]);
+    Token(u128::from_be_bytes(first))
 }
 
 /// Every value of cookie `name` across all `Cookie` headers (HTTP/2 may split

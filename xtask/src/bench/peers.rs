@@ -374,6 +374,8 @@ pub fn start(
             cmd.args(["run", "-c"])
                 .arg(&conf)
                 .args(["--stats-interval", "0"])
+                .arg("--state-dir")
+                .arg(d.join("state"))
                 .env("RUST_LOG", "warn");
             let p = Proc::spawn("xalb", cmd, &d.join("output.log"))?;
             wait_for_line(&p, "xalb: ready")?;
