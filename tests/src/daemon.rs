@@ -55,6 +55,7 @@ impl Daemon {
             .args(["--stats-interval", "0"])
             .args(extra);
         if let Some(dir) = &own_state {
+            crate::interrupt::add_dir(dir);
             cmd.arg("--state-dir").arg(dir);
         }
         let mut child = cmd
@@ -143,6 +144,7 @@ impl Drop for Daemon {
         let _ = self.child.wait();
         if let Some(dir) = &self.own_state {
             let _ = std::fs::remove_dir_all(dir);
+            crate::interrupt::remove_dir(dir);
         }
     }
 }

@@ -4,6 +4,7 @@
 //! register themselves here; tests install no handler, so for them this is
 //! only bookkeeping.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,11 +14,14 @@ use anyhow::{Context, Result};
 struct Registry {
     namespaces: Vec<String>,
     daemons: Vec<u32>,
+    /// Directories made for the daemons (their state directories).
+    dirs: Vec<PathBuf>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     namespaces: Vec::new(),
     daemons: Vec::new(),
+    dirs: Vec::new(),
 });
 
 fn registry() -> MutexGuard<'static, Registry> {
@@ -31,6 +35,14 @@ pub(crate) fn add_namespace(name: &str) {
 
 pub(crate) fn remove_namespace(name: &str) {
     registry().namespaces.retain(|n| n != name);
+}
+
+pub(crate) fn add_dir(dir: &Path) {
+    registry().dirs.push(dir.to_path_buf());
+}
+
+pub(crate) fn remove_dir(dir: &Path) {
+    registry().dirs.retain(|d| d != dir);
 }
 
 pub(crate) fn add_daemon(pid: u32) {
@@ -97,6 +109,9 @@ fn clean_up() {
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &name])
             .output();
+    }
+    for dir in reg.dirs.drain(..) {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

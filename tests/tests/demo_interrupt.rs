@@ -54,6 +54,9 @@ fn an_interrupted_demo_stops_xalb_and_removes_its_namespaces() {
                 std::thread::sleep(Duration::from_millis(500));
                 let _ = Command::new("ip").args(["netns", "del", &ns]).output();
             }
+            let _ = std::fs::remove_dir_all(
+                std::env::temp_dir().join(format!("xalb-state-{}-0", self.0)),
+            );
         }
     }
     let _guard = Guard(pid);
@@ -97,6 +100,14 @@ fn an_interrupted_demo_stops_xalb_and_removes_its_namespaces() {
         "exit status after SIGINT: {status}"
     );
     assert_eq!(namespaces_of(pid), Vec::<String>::new(), "namespaces left");
+    // xalb's state directory, made for the demo's run in the temp directory.
+    let states: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("xalb-state-{pid}-")))
+        .collect();
+    assert!(states.is_empty(), "state directories left: {states:?}");
     // Its exit may still have to be reaped by init, the demo being gone.
     let gone = |p: u32| !std::path::Path::new(&format!("/proc/{p}")).exists();
     let start = Instant::now();
