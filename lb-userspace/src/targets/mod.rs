@@ -12,8 +12,8 @@
 //! Stickiness ([`sticky`]) works as ALB's: `AWSALB` (lb_cookie), `AWSALBAPP-0`
 //! (app_cookie) and `AWSALBTG` (group level, [`WeightedGroups`]), each re-issued
 //! on every response with `Expires` = now + duration. Cookie values are keyed
-//! hashes with a per-process key, so a client cannot name a target it was never
-//! sent to, and a daemon restart starts fresh sessions.
+//! hashes (HMAC) under a key kept in the state directory, so a client cannot
+//! name a target it was never sent to, and sessions survive a restart.
 
 mod algorithm;
 pub mod group;
