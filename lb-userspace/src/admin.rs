@@ -48,7 +48,7 @@ pub struct DrainingTarget {
 #[derive(Default)]
 pub struct AdminView {
     pub datapath: Option<Arc<Mutex<Datapath>>>,
-    pub lb_names: Vec<String>,
+    pub lb_names: Vec<(u32, String)>,
     pub listeners: Vec<ListenerEntry>,
     pub sockets: Vec<SocketEntry>,
     /// (balancer, group) in configuration order.

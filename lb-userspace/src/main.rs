@@ -112,14 +112,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Check { config } => match xalb::config::load(&config) {
-            Ok(cfg) => match xalb::kernel::compile(&cfg) {
-                Ok(_) => {
-                    println!("{}: OK", config.display());
-                    println!("{}", cfg.summary());
-                    Ok(())
+            Ok(cfg) => {
+                match xalb::kernel::compile(&cfg, &xalb::kernel::LbSlots::for_config(&cfg)) {
+                    Ok(_) => {
+                        println!("{}: OK", config.display());
+                        println!("{}", cfg.summary());
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow::anyhow!("{}: {e}", config.display())),
                 }
-                Err(e) => Err(anyhow::anyhow!("{}: {e}", config.display())),
-            },
+            }
             Err(e) => Err(e.into()),
         },
         Cmd::Reload { admin } => admin.addr().and_then(|a| {

@@ -4,7 +4,7 @@
 
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::Reason;
-use xalb::kernel::{compile, Datapath};
+use xalb::kernel::{compile, Datapath, LbSlots};
 use xalb_tests::packet::{arp_request, Ipv6Ext, Packet, L4};
 
 const XDP_DROP: u32 = 1;
@@ -56,7 +56,7 @@ default_action = { type = "forward", target_group = "tg" }
 
 struct Harness {
     dp: Datapath,
-    lbs: Vec<String>,
+    lbs: Vec<(u32, String)>,
 }
 
 impl Harness {
@@ -64,9 +64,12 @@ impl Harness {
         xalb_tests::require_root();
         let cfg = xalb::config::parse_str(config, "test.toml").expect("test config is valid");
         let mut dp = Datapath::load().expect("the XDP program loads");
-        dp.apply(&compile(&cfg).unwrap()).unwrap();
-        let lbs = cfg.load_balancers.iter().map(|l| l.name.clone()).collect();
-        Self { dp, lbs }
+        let slots = LbSlots::for_config(&cfg);
+        dp.apply(&compile(&cfg, &slots).unwrap()).unwrap();
+        Self {
+            dp,
+            lbs: slots.rows(),
+        }
     }
 
     fn counters(&self) -> Vec<(Option<String>, Reason, u64)> {
@@ -520,7 +523,8 @@ fn a_new_configuration_replaces_the_old_one_whole() {
     );
     let cfg = xalb::config::parse_str(&opened, "test.toml").unwrap();
     let first_bank = h.dp.maps.active_bank();
-    h.dp.apply(&compile(&cfg).unwrap()).unwrap();
+    h.dp.apply(&compile(&cfg, &LbSlots::for_config(&cfg)).unwrap())
+        .unwrap();
     assert_ne!(
         h.dp.maps.active_bank(),
         first_bank,
@@ -540,4 +544,37 @@ fn a_new_configuration_replaces_the_old_one_whole() {
         "{entries:?}"
     );
     assert_eq!(entries.len(), 5 + 4, "{entries:?}");
+}
+
+#[test]
+fn a_balancer_new_to_a_reload_starts_from_zero_on_a_reused_row() {
+    let mut h = Harness::new(CONFIG);
+    let denied = Packet::tcp("203.0.113.5", "10.231.0.10", 22);
+    h.expect(&denied, Some("public"), Reason::DropDenied);
+    let count = |h: &Harness, lb: &str| -> u64 {
+        h.counters()
+            .iter()
+            .filter(|c| c.0.as_deref() == Some(lb))
+            .map(|c| c.2)
+            .sum()
+    };
+    let private_before = count(&h, "private");
+    // "public" is renamed "edge": a new balancer, which gets public's row back.
+    let renamed = CONFIG.replace("\"public\"", "\"edge\"");
+    let cfg = xalb::config::parse_str(&renamed, "test.toml").unwrap();
+    let old = LbSlots::for_config(&xalb::config::parse_str(CONFIG, "test.toml").unwrap());
+    let (slots, new_rows) = old.next(cfg.load_balancers.iter().map(|l| l.name.as_str()));
+    assert_eq!(slots.row("edge"), old.row("public"));
+    assert_eq!(slots.row("private"), old.row("private"));
+    h.dp.maps.zero_counters(&new_rows).unwrap();
+    h.dp.apply(&compile(&cfg, &slots).unwrap()).unwrap();
+    h.lbs = slots.rows();
+    assert_eq!(count(&h, "edge"), 0, "public's packets are not edge's");
+    assert_eq!(
+        count(&h, "private"),
+        private_before,
+        "private keeps its counts"
+    );
+    h.expect(&denied, Some("edge"), Reason::DropDenied);
+    assert_eq!(count(&h, "edge"), 1);
 }

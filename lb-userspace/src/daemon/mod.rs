@@ -131,7 +131,7 @@ async fn main_loop(
     Ok(())
 }
 
-fn log_counters(dp: &Arc<Mutex<Datapath>>, lb_names: &[String], last: &mut Vec<CounterRow>) {
+fn log_counters(dp: &Arc<Mutex<Datapath>>, lb_names: &[(u32, String)], last: &mut Vec<CounterRow>) {
     let Ok(rows) = dp.lock().unwrap().maps.read_counters(lb_names) else {
         return;
     };

@@ -16,7 +16,7 @@ use super::backends::BackendSync;
 use super::workers::Workers;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
 use crate::config::{self, model::Config};
-use crate::kernel::{self, Datapath, XdpModeChoice};
+use crate::kernel::{self, Datapath, LbSlots, XdpModeChoice};
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::runtime::{self, Binding};
 use crate::proxy::server::{self, Route, Slot};
@@ -47,11 +47,15 @@ pub struct Running {
     backends: BackendSync,
     access_log: Option<AccessLog>,
     workers: Workers,
+    /// Each balancer's row of the XDP counters, kept by name across reloads.
+    slots: LbSlots,
 }
 
 impl Running {
     pub async fn start(cfg: Config, path: PathBuf, xdp_mode: XdpModeChoice) -> Result<Self> {
-        let kcfg = kernel::compile(&cfg).context("configuration does not fit the kernel tables")?;
+        let slots = LbSlots::for_config(&cfg);
+        let kcfg = kernel::compile(&cfg, &slots)
+            .context("configuration does not fit the kernel tables")?;
         check_host(&cfg)?;
         let access_log = AccessLog::open(&cfg.access_log)
             .await
@@ -81,6 +85,7 @@ impl Running {
             backends: BackendSync::default(),
             access_log,
             workers,
+            slots,
             cfg,
         };
         for (listener, b) in listeners.into_iter().zip(&plan.bindings) {
@@ -148,12 +153,9 @@ impl Running {
             .collect();
     }
 
-    pub fn lb_names(&self) -> Vec<String> {
-        self.cfg
-            .load_balancers
-            .iter()
-            .map(|lb| lb.name.clone())
-            .collect()
+    /// (counter row, name) of every balancer.
+    pub fn lb_names(&self) -> Vec<(u32, String)> {
+        self.slots.rows()
     }
 
     pub fn admin_view(&self) -> Arc<RwLock<AdminView>> {
@@ -223,7 +225,11 @@ impl Running {
     /// Re-reads the configuration file and applies it whole, or nothing.
     pub async fn reload(&mut self) -> Result<String> {
         let cfg = config::load(&self.path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let kcfg = kernel::compile(&cfg).context("configuration does not fit the kernel tables")?;
+        let (slots, new_rows) = self
+            .slots
+            .next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
+        let kcfg = kernel::compile(&cfg, &slots)
+            .context("configuration does not fit the kernel tables")?;
         check_host(&cfg)?;
         let access_log = if cfg.access_log == self.cfg.access_log {
             self.access_log.clone()
@@ -249,8 +255,12 @@ impl Running {
         {
             let mut dp = self.datapath.lock().unwrap();
             dp.attach_all(interfaces(&cfg), self.xdp_mode)?;
+            // A new balancer's row may hold a removed one's counts; nothing
+            // counts into it until the new bank is active.
+            dp.maps.zero_counters(&new_rows)?;
             dp.apply(&kcfg)?;
         }
+        self.slots = slots;
         self.shared = plan.shared.clone();
         // Listeners that stay keep their sockets: no connection is refused.
         for b in &plan.bindings {

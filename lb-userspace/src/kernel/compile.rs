@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use lb_common::{proto, LbAddr, PortRange, SgRules, LB_FLAG_INTERNAL, MAX_RANGES};
 
+use super::slots::LbSlots;
 use crate::config::model::{Config, IpProtocol, Scheme};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,11 +63,13 @@ pub fn kernel_proto(p: IpProtocol) -> u8 {
     }
 }
 
-pub fn compile(cfg: &Config) -> Result<KernelConfig, CompileError> {
+/// The map contents for `cfg`, each balancer under its counter row in
+/// `slots` (which must hold every balancer of `cfg`).
+pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileError> {
     let mut out = KernelConfig::default();
     let mut owner: BTreeMap<IpAddr, &str> = BTreeMap::new();
-    for (id, lb) in cfg.load_balancers.iter().enumerate() {
-        let id = id as u32;
+    for (index, lb) in cfg.load_balancers.iter().enumerate() {
+        let id = slots.row(&lb.name).unwrap_or(index as u32);
         let value = LbAddr {
             lb_id: id,
             flags: if lb.scheme == Scheme::Internal {

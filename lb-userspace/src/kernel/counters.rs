@@ -2,7 +2,7 @@
 
 use lb_common::{counter_index, Counter, Reason, NO_LB};
 
-use super::maps::{Maps, MapsError};
+use super::maps::{ctx, Maps, MapsError};
 
 /// One non-zero counter, summed over CPUs. `lb` is `None` for packets that
 /// belong to no balancer.
@@ -15,13 +15,12 @@ pub struct CounterRow {
 }
 
 impl Maps {
-    /// Every counter of the given balancers (by id = index) and of the
-    /// no-balancer slot, zeros included, summed over CPUs.
-    pub fn read_counters(&self, lb_names: &[String]) -> Result<Vec<CounterRow>, MapsError> {
-        let slots = lb_names
+    /// Every counter of the given balancers (row, name) and of the
+    /// no-balancer row, zeros included, summed over CPUs.
+    pub fn read_counters(&self, lbs: &[(u32, String)]) -> Result<Vec<CounterRow>, MapsError> {
+        let slots = lbs
             .iter()
-            .enumerate()
-            .map(|(i, n)| (i as u32, Some(n.clone())))
+            .map(|(row, n)| (*row, Some(n.clone())))
             .chain(std::iter::once((NO_LB, None)));
         let mut rows = Vec::new();
         for (slot, lb) in slots {
@@ -46,6 +45,23 @@ impl Maps {
             }
         }
         Ok(rows)
+    }
+}
+
+impl Maps {
+    /// Zeroes the counters of balancer rows about to be reused.
+    pub fn zero_counters(&mut self, rows: &[u32]) -> Result<(), MapsError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
+        for &row in rows {
+            for reason in Reason::ALL {
+                let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
+                    .expect("one value per CPU");
+                self.counters
+                    .set(counter_index(row, reason), zeros, 0)
+                    .map_err(ctx(lb_common::map_names::COUNTERS))?;
+            }
+        }
+        Ok(())
     }
 }
 

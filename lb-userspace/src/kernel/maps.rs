@@ -23,9 +23,11 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
+    #[error("cannot count the possible CPUs: {0}")]
+    Cpus(std::io::Error),
 }
 
-fn ctx(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+pub(super) fn ctx(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map { name, source }
 }
 

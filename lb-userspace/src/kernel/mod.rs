@@ -6,6 +6,8 @@ pub mod counters;
 pub mod datapath;
 pub mod host;
 pub mod maps;
+pub mod slots;
 
 pub use compile::{compile, CompileError, KernelConfig};
 pub use datapath::{Datapath, DatapathError, XdpModeChoice};
+pub use slots::LbSlots;
