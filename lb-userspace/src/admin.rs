@@ -48,7 +48,8 @@ pub struct DrainingTarget {
 #[derive(Default)]
 pub struct AdminView {
     pub datapath: Option<Arc<Mutex<Datapath>>>,
-    pub lb_names: Vec<(u32, String)>,
+    /// (XDP counter row, name) of every balancer.
+    pub lb_rows: Vec<(u32, String)>,
     pub listeners: Vec<ListenerEntry>,
     pub sockets: Vec<SocketEntry>,
     /// (balancer, group) in configuration order.
@@ -144,7 +145,7 @@ pub fn metrics(view: &AdminView) -> String {
         e.group(lb, g.name(), &g.metrics, healthy, unhealthy);
     }
     if let Some(dp) = &view.datapath {
-        if let Ok(rows) = dp.lock().unwrap().maps.read_counters(&view.lb_names) {
+        if let Ok(rows) = dp.lock().unwrap().maps.read_counters(&view.lb_rows) {
             for r in rows {
                 let lb = r.lb.as_deref().unwrap_or("");
                 let l = [("load_balancer", lb), ("reason", r.reason.name())];

@@ -61,6 +61,22 @@ fn names(bed: &HttpBed, n: usize, path: &'static str) -> Vec<String> {
     .unwrap()
 }
 
+/// One GET of `/` per cookie value, each on a fresh connection; the replies.
+fn get_with_cookies(bed: &HttpBed, cookies: Vec<String>) -> Vec<Reply> {
+    in_ns(&bed.client, async move || {
+        let mut out = Vec::new();
+        for cookie in &cookies {
+            out.push(
+                get(lb(), "/", &[("cookie", cookie.as_str())])
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    })
+    .unwrap()
+}
+
 fn count(names: &[String], name: &str) -> usize {
     names.iter().filter(|n| *n == name).count()
 }
@@ -459,19 +475,7 @@ fn a_cookie_for_a_target_that_is_gone_still_gets_an_answer() {
     // b stops: its cookie names a target that refuses connections now.
     drop(b);
     std::thread::sleep(Duration::from_millis(300));
-    let b_cookie2 = b_cookie.clone();
-    let replies = in_ns(&bed.client, async move || {
-        let mut out = Vec::new();
-        for _ in 0..4 {
-            out.push(
-                get(lb(), "/", &[("cookie", b_cookie2.as_str())])
-                    .await
-                    .unwrap(),
-            );
-        }
-        out
-    })
-    .unwrap();
+    let replies = get_with_cookies(&bed, vec![b_cookie.clone(); 4]);
     for r in &replies {
         assert_eq!((r.status, r.backend()), (200, "a".to_string()));
         assert_eq!(
@@ -503,19 +507,10 @@ fn a_cookie_for_a_target_that_is_gone_still_gets_an_answer() {
     .unwrap();
     assert_eq!(reloaded.status, 200, "reload: {:?}", reloaded.body);
     let before = a.requests();
-    let (a2, b2) = (a_cookie.clone(), b_cookie.clone());
-    let replies = in_ns(&bed.client, async move || {
-        let mut out = Vec::new();
-        for cookie in [&b2, &a2, &b2] {
-            out.push(
-                get(lb(), "/", &[("cookie", cookie.as_str())])
-                    .await
-                    .unwrap(),
-            );
-        }
-        out
-    })
-    .unwrap();
+    let replies = get_with_cookies(
+        &bed,
+        vec![b_cookie.clone(), a_cookie.clone(), b_cookie.clone()],
+    );
     for r in &replies {
         assert_eq!((r.status, r.backend()), (200, "a".to_string()));
         assert_eq!(set_cookie(r, "AWSALB").0, a_cookie, "pinned to a now");
@@ -649,19 +644,7 @@ fn lb_cookies_survive_a_restart_with_the_same_state_directory() {
     );
 
     let _d = Daemon::start(&bed.lb, &bed.config, &args).unwrap();
-    let cookie = pair.clone();
-    let again = in_ns(&bed.client, async move || {
-        let mut out = Vec::new();
-        for _ in 0..6 {
-            out.push(
-                get(lb(), "/", &[("cookie", cookie.as_str())])
-                    .await
-                    .unwrap(),
-            );
-        }
-        out
-    })
-    .unwrap();
+    let again = get_with_cookies(&bed, vec![pair.clone(); 6]);
     let target = first.backend();
     for r in &again {
         assert_eq!(r.status, 200);

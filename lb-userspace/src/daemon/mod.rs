@@ -71,12 +71,12 @@ pub fn run(opts: RunOptions) -> Result<()> {
     rt.block_on(main_loop(&mut running, reload_rx, opts.stats_interval))?;
 
     let dp = running.datapath.clone();
-    let lb_names = running.lb_names();
+    let lb_rows = running.lb_rows();
     let workers = rt.block_on(running.shutdown(SHUTDOWN_GRACE));
     workers.shutdown();
     rt.shutdown_timeout(SHUTDOWN_GRACE);
     let dp = dp.lock().unwrap();
-    match dp.maps.read_counters(&lb_names) {
+    match dp.maps.read_counters(&lb_rows) {
         Ok(rows) => {
             for row in rows.iter().filter(|r| r.packets > 0) {
                 println!("{row}");
@@ -124,15 +124,15 @@ async fn main_loop(
             }
             _ = sync.tick() => running.sync_kernel_backends(),
             _ = stats.tick(), if !stats_interval.is_zero() => {
-                log_counters(&running.datapath, &running.lb_names(), &mut last);
+                log_counters(&running.datapath, &running.lb_rows(), &mut last);
             }
         }
     }
     Ok(())
 }
 
-fn log_counters(dp: &Arc<Mutex<Datapath>>, lb_names: &[(u32, String)], last: &mut Vec<CounterRow>) {
-    let Ok(rows) = dp.lock().unwrap().maps.read_counters(lb_names) else {
+fn log_counters(dp: &Arc<Mutex<Datapath>>, lb_rows: &[(u32, String)], last: &mut Vec<CounterRow>) {
+    let Ok(rows) = dp.lock().unwrap().maps.read_counters(lb_rows) else {
         return;
     };
     for row in rows.iter().filter(|r| r.packets > 0) {

@@ -154,7 +154,7 @@ impl Running {
     }
 
     /// (counter row, name) of every balancer.
-    pub fn lb_names(&self) -> Vec<(u32, String)> {
+    pub fn lb_rows(&self) -> Vec<(u32, String)> {
         self.slots.rows()
     }
 
@@ -165,7 +165,7 @@ impl Running {
     fn refresh_view(&self) {
         let mut v = self.view.write().unwrap();
         v.datapath = Some(self.datapath.clone());
-        v.lb_names = self.lb_names();
+        v.lb_rows = self.lb_rows();
         v.listeners = self
             .bindings
             .iter()

@@ -68,8 +68,10 @@ pub fn kernel_proto(p: IpProtocol) -> u8 {
 pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileError> {
     let mut out = KernelConfig::default();
     let mut owner: BTreeMap<IpAddr, &str> = BTreeMap::new();
-    for (index, lb) in cfg.load_balancers.iter().enumerate() {
-        let id = slots.row(&lb.name).unwrap_or(index as u32);
+    for lb in &cfg.load_balancers {
+        let id = slots
+            .row(&lb.name)
+            .expect("the slots are made from the same configuration");
         let value = LbAddr {
             lb_id: id,
             flags: if lb.scheme == Scheme::Internal {

@@ -25,13 +25,10 @@ impl Maps {
         let mut rows = Vec::new();
         for (slot, lb) in slots {
             for reason in Reason::ALL {
-                let per_cpu =
-                    self.counters
-                        .get(&counter_index(slot, reason), 0)
-                        .map_err(|source| MapsError::Map {
-                            name: lb_common::map_names::COUNTERS,
-                            source,
-                        })?;
+                let per_cpu = self
+                    .counters
+                    .get(&counter_index(slot, reason), 0)
+                    .map_err(ctx(lb_common::map_names::COUNTERS))?;
                 let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
                     packets: acc.packets + c.packets,
                     bytes: acc.bytes + c.bytes,
@@ -46,18 +43,17 @@ impl Maps {
         }
         Ok(rows)
     }
-}
 
-impl Maps {
     /// Zeroes the counters of balancer rows about to be reused.
     pub fn zero_counters(&mut self, rows: &[u32]) -> Result<(), MapsError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
+        let zeros = vec![Counter::default(); cpus];
         for &row in rows {
             for reason in Reason::ALL {
-                let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
-                    .expect("one value per CPU");
+                let values =
+                    aya::maps::PerCpuValues::try_from(zeros.clone()).expect("one value per CPU");
                 self.counters
-                    .set(counter_index(row, reason), zeros, 0)
+                    .set(counter_index(row, reason), values, 0)
                     .map_err(ctx(lb_common::map_names::COUNTERS))?;
             }
         }
