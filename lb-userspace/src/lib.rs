@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod kernel;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod targets;

@@ -7,6 +7,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use xalb::kernel::XdpModeChoice;
 
+/// See `xalb::memory` for why.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "xalb",

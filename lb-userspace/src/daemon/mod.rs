@@ -55,6 +55,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         .context("cannot start the async runtime")?;
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let mut running = rt.block_on(Running::start(cfg, opts.config.clone(), opts.xdp_mode))?;
+    crate::memory::give_back_freed();
     let admin_addr = running.cfg.admin.listen;
     let admin_listener = rt
         .block_on(tokio::net::TcpListener::bind(admin_addr))
