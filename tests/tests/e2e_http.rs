@@ -395,6 +395,56 @@ fn upgraded_connections_count_as_active_and_close_after_the_idle_timeout() {
 }
 
 #[test]
+fn a_shutdown_lets_an_open_tunnel_carry_on_and_ends_when_it_closes() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let d = bed.start().unwrap();
+    let mut s = in_ns(&bed.client, async || {
+        std::net::TcpStream::connect(lb()).unwrap()
+    })
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut echo = |msg: &str| {
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).map(|_| buf)
+    };
+    assert_eq!(echo("before").unwrap(), b"before");
+    // SAFETY: SIGTERM to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) }, 0);
+    // Well inside the shutdown grace (10 s) and the idle timeout (3 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        echo("during shutdown").expect("the tunnel was cut at SIGTERM"),
+        b"during shutdown"
+    );
+    // The client closes; nothing else is open, so xalb need not wait out the grace.
+    drop(s);
+    let closed = Instant::now();
+    d.stop().expect("xalb exits cleanly");
+    assert!(
+        closed.elapsed() < Duration::from_secs(6),
+        "xalb waited {:?} after its last connection closed",
+        closed.elapsed()
+    );
+}
+
+#[test]
 fn the_access_log_has_a_json_line_per_request_with_alb_fields() {
     let log = std::env::temp_dir().join(format!("xalb-access-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
