@@ -325,20 +325,15 @@ fn active_connections(bed: &HttpBed) -> f64 {
         .sum()
 }
 
-#[test]
-fn upgraded_connections_count_as_active_and_close_after_the_idle_timeout() {
+/// A plain socket (so it outlives the namespace's runtime) through the
+/// balancer, upgraded to a WebSocket tunnel to the echoing backend.
+fn open_tunnel(bed: &HttpBed, read_timeout: std::time::Duration) -> std::net::TcpStream {
     use std::io::{Read, Write};
-    use std::time::{Duration, Instant};
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
-    let _a = bed.backend(11, 80, "a").unwrap();
-    let _b = bed.backend(12, 80, "b").unwrap();
-    let _d = bed.start().unwrap();
-    // A plain socket, so it outlives the namespace's runtime.
     let mut s = in_ns(&bed.client, async || {
         std::net::TcpStream::connect(lb()).unwrap()
     })
     .unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    s.set_read_timeout(Some(read_timeout)).unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -351,6 +346,18 @@ fn upgraded_connections_count_as_active_and_close_after_the_idle_timeout() {
         "{}",
         String::from_utf8_lossy(&head)
     );
+    s
+}
+
+#[test]
+fn upgraded_connections_count_as_active_and_close_after_the_idle_timeout() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+    let _d = bed.start().unwrap();
+    let mut s = open_tunnel(&bed, Duration::from_secs(8));
     // Traffic every second keeps it open past the idle timeout (3 s).
     for i in 0..5 {
         if i > 0 {
@@ -402,23 +409,7 @@ fn a_shutdown_lets_an_open_tunnel_carry_on_and_ends_when_it_closes() {
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let d = bed.start().unwrap();
-    let mut s = in_ns(&bed.client, async || {
-        std::net::TcpStream::connect(lb()).unwrap()
-    })
-    .unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut s = open_tunnel(&bed, Duration::from_secs(5));
     let mut echo = |msg: &str| {
         s.write_all(msg.as_bytes()).unwrap();
         let mut buf = vec![0u8; msg.len()];

@@ -11,12 +11,11 @@
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
-
-use ring::hmac;
 use std::time::{Duration, SystemTime};
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
+use ring::hmac;
 
 /// Target-level cookie issued by the balancer (`lb_cookie` stickiness).
 pub const LB_COOKIE: &str = "AWSALB";
