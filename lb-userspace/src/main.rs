@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use xalb::daemon::WorkerAffinity;
 use xalb::kernel::XdpModeChoice;
 
 /// See `xalb::memory` for why.
@@ -36,6 +37,10 @@ enum Cmd {
         /// XDP attach mode: native (driver), generic (skb), or auto (native, else generic).
         #[arg(long, value_enum, default_value = "auto")]
         xdp_mode: XdpModeChoice,
+        /// Where the workers (one per CPU xalb may use) run: pinned (worker i
+        /// stays on the i-th of those CPUs) or any (the scheduler places them).
+        #[arg(long, value_enum, default_value = "pinned")]
+        worker_affinity: WorkerAffinity,
         /// Seconds between counter logs (0 = off).
         #[arg(long, default_value_t = 10)]
         stats_interval: u64,
@@ -149,11 +154,13 @@ fn main() -> ExitCode {
         Cmd::Run {
             config,
             xdp_mode,
+            worker_affinity,
             stats_interval,
             state_dir,
         } => xalb::daemon::run(xalb::daemon::RunOptions {
             config,
             xdp_mode,
+            worker_affinity,
             stats_interval: Duration::from_secs(stats_interval),
             state_dir,
         }),

@@ -55,7 +55,12 @@ impl HttpBed {
     }
 
     pub fn start(&self) -> Result<Daemon> {
-        Daemon::start(&self.lb, &self.config, &[])
+        self.start_with(&[])
+    }
+
+    /// Starts xalb with `extra` arguments after the usual ones.
+    pub fn start_with(&self, extra: &[&str]) -> Result<Daemon> {
+        Daemon::start(&self.lb, &self.config, extra)
     }
 }
 

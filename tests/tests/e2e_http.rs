@@ -618,3 +618,81 @@ fn connections_are_spread_evenly_over_the_workers_and_each_is_served() {
     }
     drop(d);
 }
+
+/// `Cpus_allowed_list` of a task's status file, as the kernel prints it
+/// (e.g. `0-1`).
+fn cpus_allowed(status_path: &str) -> String {
+    std::fs::read_to_string(status_path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The CPUs in a list such as `0-2,5`.
+fn expand_cpu_list(list: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => out.push(part.parse().unwrap()),
+        }
+    }
+    out
+}
+
+/// The CPUs each of `pid`'s worker threads may run on, by worker name.
+fn worker_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap();
+        if name.starts_with("xalb-worker-") {
+            let status = dir.join("status");
+            out.push((
+                name.trim().to_string(),
+                cpus_allowed(status.to_str().unwrap()),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn workers_are_pinned_one_per_cpu_unless_asked_not_to_be() {
+    // xalb inherits the CPUs this test may use.
+    let allowed = cpus_allowed("/proc/self/status");
+    let cpus = expand_cpu_list(&allowed);
+    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let _b = bed.backend(12, 80, "b").unwrap();
+
+    let d = bed.start().unwrap();
+    let pinned = worker_cpus(d.pid());
+    let status = in_ns(&bed.client, async || {
+        get(lb(), "/", &[]).await.unwrap().status
+    })
+    .unwrap();
+    d.stop().unwrap();
+    assert_eq!(status, 200, "a pinned xalb serves");
+    assert!(!pinned.is_empty());
+    let want: Vec<(String, String)> = (0..pinned.len())
+        .map(|i| (format!("xalb-worker-{i}"), cpus[i % cpus.len()].to_string()))
+        .collect();
+    assert_eq!(pinned, want, "worker i runs on the i-th allowed CPU only");
+
+    let d = bed.start_with(&["--worker-affinity", "any"]).unwrap();
+    let free = worker_cpus(d.pid());
+    d.stop().unwrap();
+    let want: Vec<(String, String)> = (0..free.len())
+        .map(|i| (format!("xalb-worker-{i}"), allowed.clone()))
+        .collect();
+    assert!(!free.is_empty());
+    assert_eq!(
+        free, want,
+        "with --worker-affinity any every worker may run anywhere"
+    );
+}

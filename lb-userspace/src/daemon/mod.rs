@@ -1,6 +1,7 @@
 //! The `xalb run` process: configuration in, kernel half attached, listeners
 //! served, targets checked, signals and reloads handled, counters reported.
 
+mod affinity;
 pub mod backends;
 mod slice;
 mod state;
@@ -19,6 +20,7 @@ use tracing::{error, info, warn};
 use crate::admin;
 use crate::config;
 use crate::kernel::{counters::CounterRow, Datapath, XdpModeChoice};
+pub use affinity::WorkerAffinity;
 use state::Running;
 
 /// How long in-flight requests may take to finish after SIGTERM.
@@ -27,6 +29,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct RunOptions {
     pub config: PathBuf,
     pub xdp_mode: XdpModeChoice,
+    pub worker_affinity: WorkerAffinity,
     /// How often changed counters are logged; zero disables.
     pub stats_interval: Duration,
     /// What must survive a restart: the stickiness cookie key.
@@ -54,7 +57,12 @@ pub fn run(opts: RunOptions) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
-    let mut running = rt.block_on(Running::start(cfg, opts.config.clone(), opts.xdp_mode))?;
+    let mut running = rt.block_on(Running::start(
+        cfg,
+        opts.config.clone(),
+        opts.xdp_mode,
+        opts.worker_affinity,
+    ))?;
     crate::memory::give_back_freed();
     let admin_addr = running.cfg.admin.listen;
     let admin_listener = rt

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use super::affinity::WorkerAffinity;
 use super::backends::BackendSync;
 use super::workers::Workers;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
@@ -52,7 +53,12 @@ pub struct Running {
 }
 
 impl Running {
-    pub async fn start(cfg: Config, path: PathBuf, xdp_mode: XdpModeChoice) -> Result<Self> {
+    pub async fn start(
+        cfg: Config,
+        path: PathBuf,
+        xdp_mode: XdpModeChoice,
+        worker_affinity: WorkerAffinity,
+    ) -> Result<Self> {
         let slots = LbSlots::for_config(&cfg);
         let kcfg = kernel::compile(&cfg, &slots)
             .context("configuration does not fit the kernel tables")?;
@@ -63,8 +69,11 @@ impl Running {
         let plan = runtime::plan(&cfg, None, access_log.clone());
         // Bind every listener before touching the kernel: a port in use is a
         // clear error at start, with nothing attached.
-        let workers = Workers::start(std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .context("cannot start the worker threads")?;
+        let workers = Workers::start(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            worker_affinity,
+        )
+        .context("cannot start the worker threads")?;
         let mut listeners = Vec::new();
         for b in &plan.bindings {
             listeners.push(server::bind(b.addr, workers.len())?);

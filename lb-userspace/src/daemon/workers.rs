@@ -1,11 +1,14 @@
 //! The data plane's threads: one single-threaded runtime per core, each with
 //! its own listening sockets (SO_REUSEPORT: the kernel spreads connections)
 //! and its own upstream pools, so a request never hops between threads.
+//! By default each stays on a CPU of its own (`affinity.rs`).
 
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+use super::affinity::{self, WorkerAffinity};
 
 pub struct Workers {
     handles: Vec<Handle>,
@@ -14,19 +17,29 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn start(n: usize) -> std::io::Result<Self> {
+    pub fn start(n: usize, placement: WorkerAffinity) -> std::io::Result<Self> {
         let mut w = Self {
             handles: Vec::new(),
             stops: Vec::new(),
             threads: Vec::new(),
         };
-        for i in 0..n.max(1) {
+        let allowed = affinity::allowed_cpus().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the CPUs xalb may use; the workers are not pinned");
+            Vec::new()
+        });
+        let cpus = affinity::plan(placement, n.max(1), &allowed);
+        for (i, cpu) in cpus.into_iter().enumerate() {
             let (stop, stopped) = oneshot::channel::<()>();
             let (tx, rx) = std::sync::mpsc::channel();
             let thread = std::thread::Builder::new()
                 .name(format!("xalb-worker-{i}"))
                 .spawn(move || {
                     crate::worker::set(i);
+                    if let Some(cpu) = cpu {
+                        if let Err(e) = affinity::pin_to(cpu) {
+                            tracing::warn!(worker = i, cpu, error = %e, "cannot pin the worker to its CPU");
+                        }
+                    }
                     if let Err(e) = super::slice::request(super::slice::WORKER_SLICE) {
                         tracing::debug!(worker = i, error = %e, "cannot ask for a short scheduler slice");
                     }
@@ -95,12 +108,43 @@ mod tests {
         } else {
             std::time::Duration::ZERO
         };
-        let w = Workers::start(2).unwrap();
+        let w = Workers::start(2, WorkerAffinity::Any).unwrap();
         for h in w.handles() {
             let (tx, rx) = std::sync::mpsc::channel();
             h.spawn(async move { tx.send(current().unwrap()) });
             assert_eq!(rx.recv().unwrap(), want);
         }
         w.shutdown();
+    }
+
+    /// The CPUs each worker thread may run on, as the kernel reports them.
+    fn cpus_of_each(w: &Workers) -> Vec<Vec<usize>> {
+        w.handles()
+            .iter()
+            .map(|h| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                h.spawn(async move { tx.send(affinity::allowed_cpus().unwrap()) });
+                rx.recv().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pinned_workers_each_run_on_one_allowed_cpu_of_their_own() {
+        let allowed = affinity::allowed_cpus().unwrap();
+        let w = Workers::start(allowed.len(), WorkerAffinity::Pinned).unwrap();
+        let got = cpus_of_each(&w);
+        w.shutdown();
+        let want: Vec<Vec<usize>> = allowed.iter().map(|&c| vec![c]).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn unpinned_workers_may_run_on_every_allowed_cpu() {
+        let allowed = affinity::allowed_cpus().unwrap();
+        let w = Workers::start(2, WorkerAffinity::Any).unwrap();
+        let got = cpus_of_each(&w);
+        w.shutdown();
+        assert_eq!(got, vec![allowed.clone(), allowed]);
     }
 }
