@@ -679,8 +679,17 @@ fn workers_are_pinned_one_per_cpu_unless_asked_not_to_be() {
     d.stop().unwrap();
     assert_eq!(status, 200, "a pinned xalb serves");
     assert!(!pinned.is_empty());
+    // A worker per allowed CPU, each on its own; fewer workers (a CPU quota)
+    // are left unpinned.
     let want: Vec<(String, String)> = (0..pinned.len())
-        .map(|i| (format!("xalb-worker-{i}"), cpus[i % cpus.len()].to_string()))
+        .map(|i| {
+            let cpu = if pinned.len() == cpus.len() {
+                cpus[i].to_string()
+            } else {
+                allowed.clone()
+            };
+            (format!("xalb-worker-{i}"), cpu)
+        })
         .collect();
     assert_eq!(pinned, want, "worker i runs on the i-th allowed CPU only");
 

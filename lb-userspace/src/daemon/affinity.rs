@@ -8,6 +8,8 @@
 //! i therefore stays on the i-th CPU the process may use, as nginx's
 //! `worker_cpu_affinity auto` or HAProxy's `cpu-map` would place them;
 //! whoever starts xalb under `taskset` or in a cpuset chooses those CPUs.
+//! Under a CPU quota smaller than that set there are fewer workers than
+//! CPUs, and the workers are left unpinned.
 
 use std::io;
 
@@ -56,14 +58,15 @@ pub fn pin_to(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// The CPU for each of `workers` workers under `affinity`: the allowed CPUs
-/// in turn, or none when the workers may run anywhere (or the allowed set
-/// cannot be read).
+/// The CPU for each of `workers` workers under `affinity`: one allowed CPU
+/// each when there is a worker per allowed CPU. Otherwise (fewer workers,
+/// as under a CPU quota, or the allowed set unknown) none: pinning would
+/// keep the workers off CPUs they could use.
 pub fn plan(affinity: WorkerAffinity, workers: usize, allowed: &[usize]) -> Vec<Option<usize>> {
     match affinity {
-        WorkerAffinity::Pinned if !allowed.is_empty() => (0..workers)
-            .map(|i| Some(allowed[i % allowed.len()]))
-            .collect(),
+        WorkerAffinity::Pinned if allowed.len() == workers => {
+            allowed.iter().copied().map(Some).collect()
+        }
         _ => vec![None; workers],
     }
 }
@@ -73,12 +76,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pinned_workers_take_the_allowed_cpus_in_turn() {
-        assert_eq!(
-            plan(WorkerAffinity::Pinned, 3, &[2, 5]),
-            [Some(2), Some(5), Some(2)]
-        );
+    fn pinned_workers_take_one_allowed_cpu_each() {
+        assert_eq!(plan(WorkerAffinity::Pinned, 2, &[2, 5]), [Some(2), Some(5)]);
         assert_eq!(plan(WorkerAffinity::Any, 2, &[0, 1]), [None, None]);
+        // Fewer workers than CPUs (a CPU quota): pinning would idle a CPU.
+        assert_eq!(plan(WorkerAffinity::Pinned, 1, &[0, 1]), [None]);
         assert_eq!(plan(WorkerAffinity::Pinned, 2, &[]), [None, None]);
     }
 
