@@ -621,7 +621,7 @@ fn connections_are_spread_evenly_over_the_workers_and_each_is_served() {
 
 /// `Cpus_allowed_list` of a task's status file, as the kernel prints it
 /// (e.g. `0-1`).
-fn cpus_allowed(status_path: &str) -> String {
+fn cpus_allowed(status_path: impl AsRef<std::path::Path>) -> String {
     std::fs::read_to_string(status_path)
         .unwrap()
         .lines()
@@ -650,11 +650,7 @@ fn worker_cpus(pid: u32) -> Vec<(String, String)> {
         let dir = task.unwrap().path();
         let name = std::fs::read_to_string(dir.join("comm")).unwrap();
         if name.starts_with("xalb-worker-") {
-            let status = dir.join("status");
-            out.push((
-                name.trim().to_string(),
-                cpus_allowed(status.to_str().unwrap()),
-            ));
+            out.push((name.trim().to_string(), cpus_allowed(dir.join("status"))));
         }
     }
     out.sort();

@@ -14,10 +14,10 @@
 use std::io;
 
 /// Where the workers may run (`xalb run --worker-affinity`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+/// The default is the command line's (`pinned`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum WorkerAffinity {
     /// Worker i stays on the i-th CPU the process may use.
-    #[default]
     Pinned,
     /// The scheduler places the workers, like any thread.
     Any,

@@ -23,10 +23,14 @@ impl Workers {
             stops: Vec::new(),
             threads: Vec::new(),
         };
-        let allowed = affinity::allowed_cpus().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the CPUs xalb may use; the workers are not pinned");
-            Vec::new()
-        });
+        // Only pinning needs the allowed set; without it nothing is pinned.
+        let allowed = match placement {
+            WorkerAffinity::Pinned => affinity::allowed_cpus().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the CPUs xalb may use; the workers are not pinned");
+                Vec::new()
+            }),
+            WorkerAffinity::Any => Vec::new(),
+        };
         let cpus = affinity::plan(placement, n.max(1), &allowed);
         for (i, cpu) in cpus.into_iter().enumerate() {
             let (stop, stopped) = oneshot::channel::<()>();
