@@ -24,12 +24,12 @@ fn xtask_bin() -> PathBuf {
     bin
 }
 
-/// req/s of the table row for `system` in the keep-alive scenario.
-fn keep_alive_rps(table: &str, system: &str) -> Option<f64> {
+/// req/s of the table row for `system` in `scenario`.
+fn rps(table: &str, scenario: &str, system: &str) -> Option<f64> {
     table.lines().find_map(|l| {
         let cells: Vec<&str> = l.split('|').map(str::trim).collect();
         // ["", scenario, system, req/s, ...]
-        if cells.len() > 4 && cells[1] == "HTTP/1.1 keep-alive" && cells[2] == system {
+        if cells.len() > 4 && cells[1] == scenario && cells[2] == system {
             cells[3].replace(',', "").parse().ok()
         } else {
             None
@@ -76,9 +76,17 @@ fn bench_smoke_prints_a_table_and_cleans_up() {
     );
 
     for system in ["xalb", "direct (no balancer)"] {
-        let rps = keep_alive_rps(&stdout, system)
+        let keep_alive = rps(&stdout, "HTTP/1.1 keep-alive", system)
             .unwrap_or_else(|| panic!("no keep-alive row for {system} in:\n{stdout}\n{stderr}"));
-        assert!(rps > 0.0, "{system}: {rps} req/s:\n{stdout}");
+        assert!(keep_alive > 0.0, "{system}: {keep_alive} req/s:\n{stdout}");
+        // The fixed-rate run is paced: served, and never above what was
+        // offered (30,000 req/s by default), unlike the saturating runs.
+        let fixed = rps(&stdout, "fixed rate, HTTP/1.1 keep-alive", system)
+            .unwrap_or_else(|| panic!("no fixed-rate row for {system} in:\n{stdout}\n{stderr}"));
+        assert!(
+            fixed > 0.0 && fixed <= 30_000.0 * 1.05,
+            "{system}: {fixed} req/s at a fixed 30,000:\n{stdout}"
+        );
     }
 
     let json: Vec<_> = std::fs::read_dir(&json_dir)

@@ -29,6 +29,10 @@ pub enum Kind {
     KeepAlive,
     ConnPerRequest,
     H2c,
+    /// HTTP/1.1 keep-alive at a fixed offered rate, the same for every
+    /// system: latency at equal load, where the other kinds saturate the
+    /// machine and so compare latency at each system's own throughput.
+    FixedRate,
 }
 
 impl Kind {
@@ -37,6 +41,9 @@ impl Kind {
             Kind::KeepAlive => "HTTP/1.1 keep-alive",
             Kind::ConnPerRequest => "HTTP/1.1 connection per request",
             Kind::H2c => "h2c (prior knowledge)",
+            // Not starting with "HTTP/1.1 keep-alive": the report finds that
+            // row by its prefix.
+            Kind::FixedRate => "fixed rate, HTTP/1.1 keep-alive",
         }
     }
 }
@@ -48,6 +55,8 @@ pub struct LoadOpts {
     pub duration: u64,
     /// h2load streams per connection.
     pub streams: u32,
+    /// Requests per second offered in total by the fixed-rate kind.
+    pub fixed_rps: u32,
 }
 
 pub fn run(
@@ -60,7 +69,8 @@ pub fn run(
     match kind {
         Kind::KeepAlive => wrk(client, target, o, false, dir),
         Kind::ConnPerRequest => wrk(client, target, o, true, dir),
-        Kind::H2c => h2load(client, target, o, dir),
+        Kind::H2c => h2load(client, target, o, None, dir),
+        Kind::FixedRate => h2load(client, target, o, Some(o.fixed_rps), dir),
     }
 }
 
@@ -88,14 +98,20 @@ fn wrk(
     parse_wrk(&out).with_context(|| format!("wrk printed:\n{out}"))
 }
 
-fn h2load(client: &Ns, target: SocketAddr, o: &LoadOpts, dir: &Path) -> Result<LoadResult> {
+/// h2load: h2c with `o.streams` streams per connection, or with `h1_rate`
+/// HTTP/1.1 keep-alive, one request at a time per connection, at that many
+/// requests per second in total.
+fn h2load(
+    client: &Ns,
+    target: SocketAddr,
+    o: &LoadOpts,
+    h1_rate: Option<u32>,
+    dir: &Path,
+) -> Result<LoadResult> {
     let log = dir.join("h2load-requests.tsv");
     let _ = std::fs::remove_file(&log);
     let mut cmd = client.command("h2load");
-    // http:// URIs mean h2c with prior knowledge to h2load.
-    cmd.arg(format!("-t{}", o.threads))
-        .arg(format!("-c{}", o.connections))
-        .arg(format!("-m{}", o.streams))
+    cmd.args(h2load_args(o, h1_rate))
         .arg(format!("-D{}", o.duration))
         .arg(format!("--log-file={}", log.display()))
         .arg(format!("http://{target}/"));
@@ -107,6 +123,55 @@ fn h2load(client: &Ns, target: SocketAddr, o: &LoadOpts, dir: &Path) -> Result<L
     let per_request = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     parse_h2load(&out, &per_request).with_context(|| format!("h2load printed:\n{out}"))
+}
+
+/// The command line of a `kind` run, as the report prints it.
+pub fn command(kind: Kind, o: &LoadOpts) -> String {
+    let wrk = format!(
+        "wrk -t{} -c{} -d{}s --latency",
+        o.threads, o.connections, o.duration
+    );
+    let h2load = |rate| {
+        format!(
+            "h2load {} -D{} --log-file=FILE http://TARGET/",
+            h2load_args(o, rate).join(" "),
+            o.duration
+        )
+    };
+    match kind {
+        Kind::KeepAlive => format!("{wrk} http://TARGET/   (keep-alive; client namespace)"),
+        Kind::ConnPerRequest => {
+            format!("{wrk} -H \"Connection: close\" http://TARGET/   (connection per request)")
+        }
+        Kind::H2c => format!(
+            "{}   (h2c prior knowledge; percentiles from the log)",
+            h2load(None)
+        ),
+        Kind::FixedRate => format!(
+            "{}   (fixed rate: {} req/s in all, HTTP/1.1 keep-alive; percentiles from the log)",
+            h2load(Some(o.fixed_rps)),
+            o.fixed_rps
+        ),
+    }
+}
+
+/// The load shape of an h2load run. Without `--h1`, http:// URIs mean h2c
+/// with prior knowledge to h2load.
+fn h2load_args(o: &LoadOpts, h1_rate: Option<u32>) -> Vec<String> {
+    let mut v = vec![format!("-t{}", o.threads), format!("-c{}", o.connections)];
+    match h1_rate {
+        // --rps is per connection; -m1: no pipelining.
+        Some(rate) => v.extend([
+            "--h1".into(),
+            "-m1".into(),
+            format!(
+                "--rps={}",
+                f64::from(rate) / f64::from(o.connections.max(1))
+            ),
+        ]),
+        None => v.push(format!("-m{}", o.streams)),
+    }
+    v
 }
 
 /// wrk prints times as a number and one of us, ms, s, m, h.
@@ -331,6 +396,22 @@ Transfer/sec:      4.75MB
         assert_eq!(parse_time_ms("1.50s"), Some(1500.0));
         assert_eq!(parse_time_ms("2.00m"), Some(120_000.0));
         assert!(parse_wrk("unable to connect").is_err());
+    }
+
+    #[test]
+    fn fixed_rate_spreads_the_rate_over_the_connections_one_request_at_a_time() {
+        let o = LoadOpts {
+            threads: 2,
+            connections: 64,
+            duration: 10,
+            streams: 10,
+            fixed_rps: 30_000,
+        };
+        assert_eq!(
+            h2load_args(&o, Some(30_000)),
+            ["-t2", "-c64", "--h1", "-m1", "--rps=468.75"]
+        );
+        assert_eq!(h2load_args(&o, None), ["-t2", "-c64", "-m10"]);
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub struct Args {
     /// Concurrent connections for wrk and h2load.
     #[arg(long)]
     connections: Option<u32>,
+    /// Requests per second offered, in total, by the fixed-rate run (HTTP/1.1
+    /// keep-alive, the same rate for every system): about half of what
+    /// each peer serves at saturation on a 2-core machine.
+    #[arg(long, default_value_t = 30_000)]
+    fixed_rps: u32,
     /// Interleaved rounds; the median is reported.
     #[arg(long)]
     repeat: Option<u32>,
@@ -90,14 +95,15 @@ impl Plan {
         let duration = a.duration.unwrap_or(duration);
         let repeat = a.repeat.unwrap_or(repeat);
         let connections = a.connections.unwrap_or(64);
-        if duration == 0 || repeat == 0 || connections == 0 {
-            bail!("--duration, --repeat and --connections must be at least 1");
+        if duration == 0 || repeat == 0 || connections == 0 || a.fixed_rps == 0 {
+            bail!("--duration, --repeat, --connections and --fixed-rps must be at least 1");
         }
         let load = LoadOpts {
             threads: 2,
             connections,
             duration,
             streams: 10,
+            fixed_rps: a.fixed_rps,
         };
         let scenarios = if !a.scenarios.is_empty() {
             a.scenarios.clone()
@@ -108,9 +114,14 @@ impl Plan {
             vec![Scenario::L7, Scenario::Kernel, Scenario::Idle]
         };
         let kinds = if a.smoke {
-            vec![Kind::KeepAlive]
+            vec![Kind::KeepAlive, Kind::FixedRate]
         } else {
-            vec![Kind::KeepAlive, Kind::ConnPerRequest, Kind::H2c]
+            vec![
+                Kind::KeepAlive,
+                Kind::ConnPerRequest,
+                Kind::H2c,
+                Kind::FixedRate,
+            ]
         };
         let l7 = scenarios.contains(&Scenario::L7).then(|| l7::L7Plan {
             systems: vec![System::Xalb, System::Nginx, System::Haproxy, System::Direct],
@@ -440,6 +451,7 @@ fn options(plan: &Plan) -> BTreeMap<String, String> {
     o.insert("mode".into(), plan.mode.into());
     o.insert("duration_s".into(), plan.load.duration.to_string());
     o.insert("connections".into(), plan.load.connections.to_string());
+    o.insert("fixed_rps".into(), plan.load.fixed_rps.to_string());
     if let Some(p) = &plan.l7 {
         o.insert("rounds".into(), p.repeat.to_string());
         o.insert("warmup_s".into(), p.warmup.to_string());
@@ -466,27 +478,13 @@ fn options(plan: &Plan) -> BTreeMap<String, String> {
 
 fn load_commands(plan: &Plan) -> Vec<String> {
     let o = &plan.load;
-    let mut v = vec![
-        format!(
-            "wrk -t{} -c{} -d{}s --latency http://TARGET/   (keep-alive; client namespace)",
-            o.threads, o.connections, o.duration
-        ),
-        format!(
-            "wrk -t{} -c{} -d{}s --latency -H \"Connection: close\" http://TARGET/   (connection per request)",
-            o.threads, o.connections, o.duration
-        ),
-        format!(
-            "h2load -t{} -c{} -m{} -D{} --log-file=FILE http://TARGET/   (h2c prior knowledge; percentiles from the log)",
-            o.threads, o.connections, o.streams, o.duration
-        ),
-        "TARGET: 10.231.1.1:80 for xalb, nginx and HAProxy (nginx h2c: :8080); 10.231.11.2:80 (h2c :8080) for direct".into(),
-    ];
-    if plan
+    let kinds = plan
         .l7
         .as_ref()
-        .is_some_and(|p| p.kinds == [Kind::KeepAlive])
-    {
-        v.truncate(1);
+        .map_or(&[Kind::KeepAlive][..], |p| &p.kinds);
+    let mut v: Vec<String> = kinds.iter().map(|&k| load::command(k, o)).collect();
+    if kinds != [Kind::KeepAlive] {
+        v.push("TARGET: 10.231.1.1:80 for xalb, nginx and HAProxy (nginx h2c: :8080); 10.231.11.2:80 (h2c :8080) for direct".into());
     }
     if let Some(i) = &plan.idle {
         v.push(format!(

@@ -356,6 +356,22 @@ impl Report {
                 ));
             }
         }
+        // Not one of the issue's targets: latency at the same load for all.
+        let fixed = super::load::Kind::FixedRate.scenario();
+        if let Some(xp) = self.l7_row(fixed, "xalb").and_then(|x| x.load.p99_ms) {
+            let lowest = ["nginx", "haproxy"]
+                .into_iter()
+                .filter_map(|n| Some((self.l7_row(fixed, n)?.load.p99_ms?, n)))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((bp, name)) = lowest {
+                t.push(format!(
+                    "at the same offered rate, keep-alive p99 no worse than either peer's (not an issue target): {} ({} vs {name}'s {})",
+                    verdict(xp <= bp),
+                    ms(Some(xp)),
+                    ms(Some(bp))
+                ));
+            }
+        }
         for r in self.kernel.iter().filter(|r| r.system == "xalb XDP") {
             let Some(x) = r.median.as_ref() else { continue };
             let get = |sys: &str| {
