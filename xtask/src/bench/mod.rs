@@ -31,7 +31,7 @@ use report::Report;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 pub enum Scenario {
-    /// HTTP through each balancer: wrk keep-alive and connection per request, h2load.
+    /// HTTP through each balancer: wrk keep-alive and connection per request, h2load h2c, and keep-alive at a fixed rate.
     L7,
     /// Packet drops by XDP, nftables and xdp-filter; XDP's cost on allowed traffic.
     Kernel,
@@ -44,7 +44,7 @@ pub struct Args {
     /// About two minutes (plus building xalb): 2 s runs, two rounds, 64-byte frames only.
     #[arg(long, conflicts_with = "smoke")]
     quick: bool,
-    /// A few seconds: one round of one-second keep-alive runs (the test suite's check).
+    /// A few seconds: one round of one-second keep-alive and fixed-rate runs (the test suite's check).
     #[arg(long)]
     smoke: bool,
     /// Which scenarios to run [default: l7,kernel,idle; with --smoke l7,kernel].
