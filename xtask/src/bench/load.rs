@@ -41,8 +41,6 @@ impl Kind {
             Kind::KeepAlive => "HTTP/1.1 keep-alive",
             Kind::ConnPerRequest => "HTTP/1.1 connection per request",
             Kind::H2c => "h2c (prior knowledge)",
-            // Not starting with "HTTP/1.1 keep-alive": the report finds that
-            // row by its prefix.
             Kind::FixedRate => "fixed rate, HTTP/1.1 keep-alive",
         }
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::load::LoadResult;
+use super::load::{Kind, LoadResult};
 use super::peers::Configs;
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -307,14 +307,31 @@ impl Report {
     fn l7_row(&self, scenario: &str, system: &str) -> Option<&L7Sample> {
         self.l7
             .iter()
-            .find(|r| r.scenario.starts_with(scenario) && r.system == system)?
+            .find(|r| r.scenario == scenario && r.system == system)?
             .median
             .as_ref()
     }
 
+    /// "`what`: met/NOT met (xalb's p99 vs the lower of the peers')" for
+    /// `scenario`. The tail is judged against each peer's own: the peer with
+    /// the most req/s need not have the lowest p99.
+    fn p99_check(&self, scenario: &str, what: &str) -> Option<String> {
+        let xp = self.l7_row(scenario, "xalb")?.load.p99_ms?;
+        let (bp, name) = ["nginx", "haproxy"]
+            .into_iter()
+            .filter_map(|n| Some((self.l7_row(scenario, n)?.load.p99_ms?, n)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))?;
+        Some(format!(
+            "{what}: {} ({} vs {name}'s {})",
+            verdict(xp <= bp),
+            ms(Some(xp)),
+            ms(Some(bp))
+        ))
+    }
+
     fn check_targets(&mut self) {
         let mut t = Vec::new();
-        let ka = "HTTP/1.1 keep-alive";
+        let ka = Kind::KeepAlive.scenario();
         if let Some(x) = self.l7_row(ka, "xalb") {
             let peers = [self.l7_row(ka, "nginx"), self.l7_row(ka, "haproxy")];
             if let Some(best) = peers
@@ -339,39 +356,13 @@ impl Report {
                     }
                 ));
             }
-            // The tail is judged against each peer's own: the peer with the
-            // most req/s need not have the lowest p99.
-            let names = ["nginx", "haproxy"];
-            let lowest = peers
-                .iter()
-                .zip(names)
-                .filter_map(|(p, n)| Some((p.as_ref()?.load.p99_ms?, n)))
-                .min_by(|a, b| a.0.total_cmp(&b.0));
-            if let (Some(xp), Some((bp, name))) = (x.load.p99_ms, lowest) {
-                t.push(format!(
-                    "keep-alive p99 no worse than either peer's: {} ({} vs {name}'s {})",
-                    verdict(xp <= bp),
-                    ms(Some(xp)),
-                    ms(Some(bp))
-                ));
-            }
         }
+        t.extend(self.p99_check(ka, "keep-alive p99 no worse than either peer's"));
         // Not one of the issue's targets: latency at the same load for all.
-        let fixed = super::load::Kind::FixedRate.scenario();
-        if let Some(xp) = self.l7_row(fixed, "xalb").and_then(|x| x.load.p99_ms) {
-            let lowest = ["nginx", "haproxy"]
-                .into_iter()
-                .filter_map(|n| Some((self.l7_row(fixed, n)?.load.p99_ms?, n)))
-                .min_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((bp, name)) = lowest {
-                t.push(format!(
-                    "at the same offered rate, keep-alive p99 no worse than either peer's (not an issue target): {} ({} vs {name}'s {})",
-                    verdict(xp <= bp),
-                    ms(Some(xp)),
-                    ms(Some(bp))
-                ));
-            }
-        }
+        t.extend(self.p99_check(
+            Kind::FixedRate.scenario(),
+            "at the same offered rate, keep-alive p99 no worse than either peer's (not an issue target)",
+        ));
         for r in self.kernel.iter().filter(|r| r.system == "xalb XDP") {
             let Some(x) = r.median.as_ref() else { continue };
             let get = |sys: &str| {
@@ -780,6 +771,40 @@ mod tests {
         assert_eq!(thousands(1234567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
         assert!(r.markdown().contains("| ka | xalb | 30 |"));
+    }
+
+    #[test]
+    fn each_p99_is_judged_against_the_lower_peer_p99_of_its_own_scenario() {
+        let mut r = Report::default();
+        let s = |rps: f64, p99: f64| L7Sample {
+            load: LoadResult {
+                rps,
+                p99_ms: Some(p99),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // The fixed-rate rows first: each check reads its own scenario's rows.
+        let fixed = Kind::FixedRate.scenario();
+        r.add_l7(fixed, "xalb", false, s(30.0, 2.0));
+        r.add_l7(fixed, "nginx", true, s(30.0, 3.0));
+        r.add_l7(fixed, "haproxy", true, s(30.0, 2.5));
+        let ka = Kind::KeepAlive.scenario();
+        r.add_l7(ka, "xalb", false, s(60.0, 2.6));
+        r.add_l7(ka, "nginx", true, s(62.0, 3.5));
+        r.add_l7(ka, "haproxy", true, s(55.0, 2.4));
+        r.finish();
+        let line = |start: &str| r.targets.iter().find(|t| t.starts_with(start)).cloned();
+        let ka_line = line("keep-alive p99").unwrap();
+        assert!(
+            ka_line.contains("NOT met") && ka_line.contains("haproxy's"),
+            "{ka_line}"
+        );
+        let fixed_line = line("at the same offered rate").unwrap();
+        assert!(
+            fixed_line.contains(": met") && fixed_line.contains("haproxy's"),
+            "{fixed_line}"
+        );
     }
 
     #[test]
