@@ -127,6 +127,21 @@ pub fn metrics(view: &AdminView) -> String {
                 open as f64,
             );
         }
+        for worker in 0..s.spread.workers() {
+            let moved = s.spread.load().moved(worker);
+            let worker = worker.to_string();
+            e.sample(
+                "xalb_worker_moved_connection_count",
+                "counter",
+                "Client connections a data-plane worker passed to a faster one between requests, per listening address",
+                &[
+                    ("load_balancer", s.lb.as_str()),
+                    ("address", addr.as_str()),
+                    ("worker", worker.as_str()),
+                ],
+                moved as f64,
+            );
+        }
     }
     for (lb, g) in &view.groups {
         let states: Vec<HealthState> = g

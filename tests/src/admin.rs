@@ -55,3 +55,16 @@ pub fn spawn_in<T: Send + 'static>(
     })
     .unwrap()
 }
+
+/// A per-worker metric's values for one listening address, in the order
+/// `/metrics` lists them (worker 0 first).
+pub fn per_worker_metric(metrics: &str, name: &str, addr: std::net::SocketAddr) -> Vec<usize> {
+    let prefix = format!("{name}{{");
+    let address = format!("address=\"{addr}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&address))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as usize)
+        .collect()
+}

@@ -148,3 +148,29 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// `Cpus_allowed_list` of a task's status file, as the kernel prints it
+/// (e.g. `0-1`).
+pub fn cpus_allowed(status_path: impl AsRef<std::path::Path>) -> String {
+    std::fs::read_to_string(status_path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The CPUs each of `pid`'s worker threads may run on, by worker name.
+pub fn worker_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap();
+        if name.starts_with("xalb-worker-") {
+            out.push((name.trim().to_string(), cpus_allowed(dir.join("status"))));
+        }
+    }
+    out.sort();
+    out
+}

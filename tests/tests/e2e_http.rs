@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use xalb_tests::admin::admin_get;
+use xalb_tests::admin::{admin_get, per_worker_metric};
 use xalb_tests::bed::{lb, HttpBed};
+use xalb_tests::daemon::{cpus_allowed, worker_cpus};
 use xalb_tests::http::{get, in_ns, raw, Client};
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
@@ -586,13 +587,7 @@ fn connections_are_spread_evenly_over_the_workers_and_each_is_served() {
     let mut per_worker = Vec::new();
     for _ in 0..50 {
         let text = String::from_utf8_lossy(&admin_get(&bed, "/metrics").body).into_owned();
-        per_worker = text
-            .lines()
-            .filter(|l| l.starts_with("xalb_worker_active_connection_count{"))
-            .filter(|l| l.contains(&format!("address=\"{}\"", lb())))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .map(|v| v as usize)
-            .collect();
+        per_worker = per_worker_metric(&text, "xalb_worker_active_connection_count", lb());
         if per_worker.iter().sum::<usize>() == N {
             break;
         }
@@ -619,18 +614,6 @@ fn connections_are_spread_evenly_over_the_workers_and_each_is_served() {
     drop(d);
 }
 
-/// `Cpus_allowed_list` of a task's status file, as the kernel prints it
-/// (e.g. `0-1`).
-fn cpus_allowed(status_path: impl AsRef<std::path::Path>) -> String {
-    std::fs::read_to_string(status_path)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// The CPUs in a list such as `0-2,5`.
 fn expand_cpu_list(list: &str) -> Vec<usize> {
     let mut out = Vec::new();
@@ -640,20 +623,6 @@ fn expand_cpu_list(list: &str) -> Vec<usize> {
             None => out.push(part.parse().unwrap()),
         }
     }
-    out
-}
-
-/// The CPUs each of `pid`'s worker threads may run on, by worker name.
-fn worker_cpus(pid: u32) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let dir = task.unwrap().path();
-        let name = std::fs::read_to_string(dir.join("comm")).unwrap();
-        if name.starts_with("xalb-worker-") {
-            out.push((name.trim().to_string(), cpus_allowed(dir.join("status"))));
-        }
-    }
-    out.sort();
     out
 }
 

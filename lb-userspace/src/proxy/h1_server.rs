@@ -29,6 +29,7 @@ use super::errors::ProxyBody;
 use super::framing::REJECT_HEADER;
 use super::h1_fields;
 use super::headers::{has_token, lists_token};
+use super::rebalance::ConnLoad;
 use super::server::{quiet_for, ConnLimits};
 use super::service::handle;
 use super::upstream::UpstreamBody;
@@ -40,13 +41,17 @@ pub enum Outcome<IO> {
     /// The rest is hyper's: the connection, and what was read off it and
     /// not used.
     Handoff(IO, BytesMut),
+    /// Between two requests, with nothing unread: the connection is to move
+    /// to this worker (`rebalance.rs`).
+    Migrate(IO, usize),
 }
 
 /// Response bytes gathered before a write; bodies beyond go out directly.
 const COALESCE: usize = 64 * 1024;
 
-/// Serves requests on `io` until it closes or needs hyper. `activity` is
-/// what the connection's [`super::meter::Metered`] socket bumps.
+/// Serves requests on `io` until it closes, needs hyper or is to move to
+/// another worker. `activity` is what the connection's
+/// [`super::meter::Metered`] socket bumps; `load` counts what it serves.
 pub async fn serve<IO>(
     mut io: IO,
     route: &super::server::ConnRoute,
@@ -54,6 +59,7 @@ pub async fn serve<IO>(
     limits: ConnLimits,
     shutdown: &mut watch::Receiver<bool>,
     activity: &AtomicU64,
+    load: &mut ConnLoad<'_>,
 ) -> io::Result<Outcome<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -109,6 +115,14 @@ where
         if close {
             let _ = io.shutdown().await;
             return Ok(Outcome::Closed);
+        }
+        load.served();
+        // The response is out and nothing of the next request was read: the
+        // moment a connection can change workers.
+        if buf.is_empty() {
+            if let Some(to) = load.take_move() {
+                return Ok(Outcome::Migrate(io, to));
+            }
         }
         // An idle connection keeps no large response buffer.
         if out.capacity() > 8 * 1024 {

@@ -61,6 +61,11 @@ impl<IO> Metered<IO> {
     pub fn new(io: IO, meter: Meter) -> Self {
         Self { io, meter }
     }
+
+    /// The socket, no longer counted.
+    pub fn into_inner(self) -> IO {
+        self.io
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {

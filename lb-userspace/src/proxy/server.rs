@@ -14,11 +14,14 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::metrics::ListenerMetrics;
+
 use super::framing::FramingGuard;
 use super::h1_server;
 use super::meter::{Meter, Metered};
+use super::rebalance::{self, Balancer};
 use super::service::{handle, ListenerCtx, Shared};
-use super::spread::{Inbox, Spread};
+use super::spread::{Inbox, Seat, Sent, Spread};
 
 /// Limits a connection's parser enforces.
 #[derive(Clone, Copy, Debug)]
@@ -177,11 +180,15 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
     // and listener): waiting on the shared one takes a lock every core
     // touches, once per request.
     let (local, local_rx) = watch::channel(false);
+    // One worker compares the workers' paces for this address.
+    let mut balancer = (me == 0 && spread.workers() > 1).then(|| Balancer::new(spread.workers()));
+    let mut period = tokio::time::interval(rebalance::PERIOD);
+    period.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (stream, peer, seat) = tokio::select! {
+        let (stream, peer, seat, migrated) = tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => match spread.place(stream, peer, me) {
-                    Some((stream, seat)) => (stream, peer, seat),
+                    Some((stream, seat)) => (stream, peer, seat, false),
                     None => continue,
                 },
                 Err(e) => {
@@ -193,66 +200,120 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
                 }
             },
             Some(a) = inbox.recv() => match TcpStream::from_std(a.stream) {
-                Ok(stream) => (stream, a.peer, a.seat),
+                Ok(stream) => (stream, a.peer, a.seat, a.migrated),
                 Err(e) => {
                     debug!(peer = %a.peer, error = %e, "cannot take a passed connection");
                     continue;
                 }
             },
+            _ = period.tick(), if balancer.is_some() => {
+                if let Some(b) = balancer.as_mut() {
+                    b.tick(spread.load(), &spread.open());
+                }
+                continue;
+            }
             _ = shutdown.changed() => break,
         };
-        let _ = stream.set_nodelay(true);
         let route = ConnRoute::new(slot.clone());
         let (limits, metrics) = {
             let r = route.get();
             (r.ctx.limits, r.ctx.metrics.clone())
         };
-        metrics.new_connections.incr();
-        metrics.active_connections.incr();
-        let mut conn_shutdown = local_rx.clone();
-        tokio::spawn(async move {
-            let _seat = seat;
-            // Counted at the socket, below everything that reads or writes it.
-            let meter = Meter::new(metrics.clone());
-            let activity = Arc::clone(&meter.activity);
-            let stream = Metered::new(stream, meter);
-            // Bodyless HTTP/1.1 requests first; hyper takes over for good at
-            // the first request that is anything else. The framing guard
-            // starts there: the fast path refuses every head with a body.
-            let fast =
-                h1_server::serve(stream, &route, peer, limits, &mut conn_shutdown, &activity).await;
-            let (io, read) = match fast {
-                Ok(h1_server::Outcome::Handoff(io, read)) => (io, read),
-                Ok(h1_server::Outcome::Closed) => {
-                    metrics.active_connections.decr();
-                    return;
-                }
-                Err(e) => {
-                    metrics.active_connections.decr();
-                    debug!(%peer, error = %e, "connection ended with an error");
-                    return;
-                }
-            };
-            // Boxed: a task is as large as its largest state, and hyper's
-            // connection would make every idle fast-path connection that much
-            // larger (10,000 idle connections must fit in 64 MiB).
-            let res = Box::pin(serve_with_hyper(
-                io,
-                read,
-                route,
-                peer,
-                limits,
-                activity,
-                conn_shutdown,
-            ))
-            .await;
-            metrics.active_connections.decr();
-            if let Err(e) = res {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        // A connection moved here from another worker was counted there.
+        if !migrated {
+            let _ = stream.set_nodelay(true);
+            metrics.new_connections.incr();
+            metrics.active_connections.incr();
+        }
+        let conn_shutdown = local_rx.clone();
+        let spread = Arc::clone(&spread);
+        tokio::spawn(serve_connection(
+            stream,
+            seat,
+            peer,
+            route,
+            limits,
+            metrics,
+            conn_shutdown,
+            spread,
+        ));
     }
     let _ = local.send(true);
+}
+
+/// One client connection on this worker, from its arrival until it closes
+/// or moves to another worker.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    mut stream: TcpStream,
+    mut seat: Seat,
+    peer: SocketAddr,
+    route: ConnRoute,
+    limits: ConnLimits,
+    metrics: Arc<ListenerMetrics>,
+    mut conn_shutdown: watch::Receiver<bool>,
+    spread: Arc<Spread>,
+) {
+    let (io, read, activity) = loop {
+        // Counted at the socket, below everything that reads or writes it.
+        let meter = Meter::new(metrics.clone());
+        let activity = Arc::clone(&meter.activity);
+        let mut load = spread.load().conn(seat.worker());
+        // Bodyless HTTP/1.1 requests first; hyper takes over for good at the
+        // first request that is anything else. The framing guard starts
+        // there: the fast path refuses every head with a body.
+        let fast = h1_server::serve(
+            Metered::new(stream, meter),
+            &route,
+            peer,
+            limits,
+            &mut conn_shutdown,
+            &activity,
+            &mut load,
+        )
+        .await;
+        match fast {
+            Ok(h1_server::Outcome::Handoff(io, read)) => break (io, read, activity),
+            Ok(h1_server::Outcome::Migrate(io, to)) => {
+                match spread.migrate(io.into_inner(), peer, seat, to) {
+                    // Still open, and counted, on the other worker.
+                    Sent::Moved => return,
+                    Sent::Back(s, back) => (stream, seat) = (s, back),
+                    Sent::Lost => {
+                        metrics.active_connections.decr();
+                        return;
+                    }
+                }
+            }
+            Ok(h1_server::Outcome::Closed) => {
+                metrics.active_connections.decr();
+                return;
+            }
+            Err(e) => {
+                metrics.active_connections.decr();
+                debug!(%peer, error = %e, "connection ended with an error");
+                return;
+            }
+        }
+    };
+    let _seat = seat;
+    // Boxed: a task is as large as its largest state, and hyper's
+    // connection would make every idle fast-path connection that much
+    // larger (10,000 idle connections must fit in 64 MiB).
+    let res = Box::pin(serve_with_hyper(
+        io,
+        read,
+        route,
+        peer,
+        limits,
+        activity,
+        conn_shutdown,
+    ))
+    .await;
+    metrics.active_connections.decr();
+    if let Err(e) = res {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// The rest of a connection handed over by the fast path: HTTP/1.1 behind

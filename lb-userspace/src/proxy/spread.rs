@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::rebalance::Load;
 use crate::worker::PerWorker;
 
 /// How many more connections than the least loaded worker a worker keeps
@@ -31,6 +32,9 @@ pub struct Spread {
     open: PerWorker<AtomicUsize>,
     /// One per worker, in order.
     inboxes: Box<[mpsc::UnboundedSender<Arrival>]>,
+    /// What each worker served, and which connections it is to move on
+    /// (`rebalance.rs`).
+    load: Load,
 }
 
 /// Connections passed to one worker by the others.
@@ -41,6 +45,18 @@ pub struct Arrival {
     pub stream: std::net::TcpStream,
     pub peer: SocketAddr,
     pub seat: Seat,
+    /// Moved from another worker after serving there (`rebalance.rs`): not
+    /// a new connection.
+    pub migrated: bool,
+}
+
+/// What became of a connection sent to another worker.
+pub enum Sent {
+    Moved,
+    /// That worker has stopped: the connection stays, seated here again.
+    Back(TcpStream, Seat),
+    /// The socket could not change hands (a failed epoll change): closed.
+    Lost,
 }
 
 /// A connection's place on a worker, counted until dropped.
@@ -82,6 +98,7 @@ impl Spread {
         let spread = Self {
             open: PerWorker::default(),
             inboxes: senders.into(),
+            load: Load::default(),
         };
         (Arc::new(spread), inboxes)
     }
@@ -130,29 +147,68 @@ impl Spread {
         seat: Seat,
         me: usize,
     ) -> Option<(TcpStream, Seat)> {
+        match self.send(stream, peer, seat, me, false) {
+            Sent::Back(stream, seat) => Some((stream, seat)),
+            Sent::Moved | Sent::Lost => None,
+        }
+    }
+
+    /// Moves a connection worker `me` has been serving to worker `to`,
+    /// between two of its requests (`rebalance.rs`). Gives it back if that
+    /// worker has stopped: it is then served on here.
+    pub fn migrate(&self, stream: TcpStream, peer: SocketAddr, mut seat: Seat, to: usize) -> Sent {
+        let me = seat.worker;
+        seat.move_to(to);
+        self.send(stream, peer, seat, me, true)
+    }
+
+    /// Sends a connection to the worker its seat names; back to `me` if that
+    /// worker has stopped.
+    fn send(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        seat: Seat,
+        me: usize,
+        migrated: bool,
+    ) -> Sent {
         // Leaves this worker's reactor; what the client already sent stays
         // in the socket for the next one.
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "cannot pass a connection on");
-                return None;
+                return Sent::Lost;
             }
         };
         let to = seat.worker;
-        let Err(mpsc::error::SendError(mut back)) =
-            self.inboxes[to].send(Arrival { stream, peer, seat })
-        else {
-            return None;
+        let arrival = Arrival {
+            stream,
+            peer,
+            seat,
+            migrated,
+        };
+        let Err(mpsc::error::SendError(mut back)) = self.inboxes[to].send(arrival) else {
+            return Sent::Moved;
         };
         back.seat.move_to(me);
         match TcpStream::from_std(back.stream) {
-            Ok(s) => Some((s, back.seat)),
+            Ok(s) => Sent::Back(s, back.seat),
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "cannot serve a connection");
-                None
+                Sent::Lost
             }
         }
+    }
+
+    /// What the workers serve, for the rebalancing.
+    pub fn load(&self) -> &Load {
+        &self.load
+    }
+
+    /// Workers sharing this listening address.
+    pub fn workers(&self) -> usize {
+        self.inboxes.len()
     }
 
     /// Open connections per worker, for the metrics.
