@@ -8,16 +8,17 @@
 //! Measured under wrk, pinned workers with 32 connections each served
 //! anywhere from the same number of requests to half as many as each
 //! other, and the slower one's connections made the p99. HAProxy's threads,
-//! which are not pinned, stayed within 5% of each other.
+//! which are not pinned, stayed within 3% of each other.
 //!
 //! So once per [`PERIOD`] one worker compares, per listener, the requests
 //! each worker's connections got through, per connection that was busy in
-//! the period. A worker more than [`SLOWER`] behind the fastest is told to
-//! pass some of its connections to it: each one goes at its next quiet
-//! moment (a response written, nothing unread), so no request is in flight
-//! and none is lost; the client sees nothing. Under light load every
-//! connection's pace is its client's, the workers look alike, and nothing
-//! moves.
+//! the period, averaged over about a second. A worker whose pace falls
+//! below [`SLOWER`] of the fastest worker's is told to pass some of its
+//! connections to it: each one goes at its next quiet moment (a response
+//! written, nothing unread), so no request is in flight and none is lost;
+//! the client sees nothing. It keeps a few, to be measured by. Under light
+//! load every connection's pace is its client's, the workers look alike,
+//! and nothing moves.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
