@@ -8,7 +8,7 @@
 //! Measured under wrk, pinned workers with 32 connections each served
 //! anywhere from the same number of requests to half as many as each
 //! other, and the slower one's connections made the p99. HAProxy's threads,
-//! which are not pinned, stayed within 3% of each other.
+//! which are not pinned, stayed within 4% of each other.
 //!
 //! So once per [`PERIOD`] one worker compares, per listener, the requests
 //! each worker's connections got through, per connection that was busy in
