@@ -112,8 +112,10 @@ fn connections_move_off_whichever_worker_is_short_of_cpu_and_no_request_is_lost(
         }
         statuses
     });
+    let text =
+        |bed: &HttpBed| String::from_utf8_lossy(&admin_get(bed, "/metrics").body).into_owned();
     let metrics = |bed: &HttpBed| {
-        let text = String::from_utf8_lossy(&admin_get(bed, "/metrics").body).into_owned();
+        let text = text(bed);
         (
             per_worker_metric(&text, "xalb_worker_active_connection_count", lb()),
             per_worker_metric(&text, "xalb_worker_moved_connection_count", lb()),
@@ -127,6 +129,20 @@ fn connections_move_off_whichever_worker_is_short_of_cpu_and_no_request_is_lost(
     done_rx.recv().expect("the load ran on");
     drop(hog);
     let (open_after, moved_after) = metrics(&bed);
+    // The listener's own counts: a moved connection is neither a new one
+    // nor counted twice.
+    let listener = text(&bed);
+    let total = |name: &str| -> f64 {
+        listener
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (active, new) = (
+        total("xalb_active_connection_count"),
+        total("xalb_new_connection_count_total"),
+    );
     let _ = go_tx.send(());
     let statuses = load.join().unwrap();
     eprintln!(
@@ -141,6 +157,7 @@ fn connections_move_off_whichever_worker_is_short_of_cpu_and_no_request_is_lost(
         statuses.len(),
         &bad[..bad.len().min(10)]
     );
+    assert_eq!((active, new), (CONNECTIONS as f64, CONNECTIONS as f64));
     assert_eq!(open_hogged.iter().sum::<usize>(), CONNECTIONS);
     assert_eq!(open_after.iter().sum::<usize>(), CONNECTIONS);
     // Worker 1, short of CPU, gave connections to worker 0 but kept a few

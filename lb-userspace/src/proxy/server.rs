@@ -219,12 +219,14 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
             let r = route.get();
             (r.ctx.limits, r.ctx.metrics.clone())
         };
-        // A connection moved here from another worker was counted there.
+        // A connection moved here from another worker is not a new one. It
+        // counts as active again: the worker it left stopped counting it, so
+        // that one lost on the way (this worker stopping) is not counted on.
         if !migrated {
             let _ = stream.set_nodelay(true);
             metrics.new_connections.incr();
-            metrics.active_connections.incr();
         }
+        metrics.active_connections.incr();
         let conn_shutdown = local_rx.clone();
         let spread = Arc::clone(&spread);
         tokio::spawn(serve_connection(
@@ -276,13 +278,12 @@ async fn serve_connection(
             Ok(h1_server::Outcome::Handoff(io, read)) => break (io, read, activity),
             Ok(h1_server::Outcome::Migrate(io, to)) => {
                 match spread.migrate(io.into_inner(), peer, seat, to) {
-                    // Still open, and counted, on the other worker.
-                    Sent::Moved => return,
-                    Sent::Back(s, back) => (stream, seat) = (s, back),
-                    Sent::Lost => {
+                    // Counted as active again where it arrives.
+                    Sent::Moved | Sent::Lost => {
                         metrics.active_connections.decr();
                         return;
                     }
+                    Sent::Back(s, back) => (stream, seat) = (s, back),
                 }
             }
             Ok(h1_server::Outcome::Closed) => {
