@@ -106,41 +106,53 @@ pub fn targets(view: &AdminView, group: Option<&str>) -> TargetsReply {
     TargetsReply { targets }
 }
 
+/// A metric family with a sample per listening address and worker: name,
+/// type, help, and how to read a worker's value.
+type PerWorkerFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Spread, usize) -> f64,
+);
+
 pub fn metrics(view: &AdminView) -> String {
     let mut e = Exposition::default();
     for l in &view.listeners {
         e.listener(&l.lb, &format!("{}:{}", l.lb, l.port), &l.metrics);
     }
-    for s in &view.sockets {
-        let addr = s.addr.to_string();
-        for (worker, open) in s.spread.open().into_iter().enumerate() {
-            let worker = worker.to_string();
-            e.sample(
-                "xalb_worker_active_connection_count",
-                "gauge",
-                "Open client connections per listening address and data-plane worker",
-                &[
-                    ("load_balancer", s.lb.as_str()),
-                    ("address", addr.as_str()),
-                    ("worker", worker.as_str()),
-                ],
-                open as f64,
-            );
-        }
-        for worker in 0..s.spread.workers() {
-            let moved = s.spread.load().moved(worker);
-            let worker = worker.to_string();
-            e.sample(
-                "xalb_worker_moved_connection_count",
-                "counter",
-                "Client connections a data-plane worker passed to a faster one between requests, per listening address",
-                &[
-                    ("load_balancer", s.lb.as_str()),
-                    ("address", addr.as_str()),
-                    ("worker", worker.as_str()),
-                ],
-                moved as f64,
-            );
+    // Per listening address and worker. One family at a time: the text
+    // format wants each family's samples together, whatever the address.
+    let per_worker: [PerWorkerFamily; 2] = [
+        (
+            "xalb_worker_active_connection_count",
+            "gauge",
+            "Open client connections per listening address and data-plane worker",
+            |spread, worker| spread.open_on(worker) as f64,
+        ),
+        (
+            "xalb_worker_moved_connection_count",
+            "counter",
+            "Client connections a data-plane worker passed to a faster one between requests, per listening address",
+            |spread, worker| spread.load().moved(worker) as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_worker {
+        for s in &view.sockets {
+            let addr = s.addr.to_string();
+            for worker in 0..s.spread.workers() {
+                let label = worker.to_string();
+                e.sample(
+                    name,
+                    kind,
+                    help,
+                    &[
+                        ("load_balancer", s.lb.as_str()),
+                        ("address", addr.as_str()),
+                        ("worker", label.as_str()),
+                    ],
+                    value(&s.spread, worker),
+                );
+            }
         }
     }
     for (lb, g) in &view.groups {

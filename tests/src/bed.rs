@@ -110,3 +110,16 @@ default_action = {default_action}
 "#
     )
 }
+
+/// Target group "web": the bed's two backend addresses (hosts 11 and 12) on
+/// port 80, for [`http_config`]'s `extra`.
+pub const WEB_GROUP: &str = r#"
+[[target_group]]
+name = "web"
+protocol = "HTTP"
+port = 80
+targets = [{ address = "10.231.2.11" }, { address = "10.231.2.12" }]
+"#;
+
+/// The action that forwards to [`WEB_GROUP`].
+pub const FORWARD_WEB: &str = r#"{ type = "forward", target_group = "web" }"#;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use xalb_tests::admin::{admin_get, per_worker_metric};
-use xalb_tests::bed::{lb, HttpBed};
+use xalb_tests::bed::{lb, HttpBed, FORWARD_WEB, WEB_GROUP};
 use xalb_tests::daemon::{cpus_allowed, worker_cpus};
 use xalb_tests::http::{get, in_ns, raw, Client};
 
@@ -13,19 +13,9 @@ fn config(extra: &str, default_action: &str) -> String {
     xalb_tests::bed::http_config("3s", extra, default_action)
 }
 
-const TWO: &str = r#"
-[[target_group]]
-name = "web"
-protocol = "HTTP"
-port = 80
-targets = [{ address = "10.231.2.11" }, { address = "10.231.2.12" }]
-"#;
-
-const FORWARD_WEB: &str = r#"{ type = "forward", target_group = "web" }"#;
-
 #[test]
 fn round_robin_alternates_and_headers_are_forwarded() {
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let a = bed.backend(11, 80, "a").unwrap();
     let b = bed.backend(12, 80, "b").unwrap();
     let d = bed.start().unwrap();
@@ -78,7 +68,7 @@ fn round_robin_alternates_and_headers_are_forwarded() {
 
 #[test]
 fn http2_prior_knowledge_and_ipv6_clients_are_served() {
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
@@ -208,7 +198,7 @@ action = { type = "forward", target_group = "garbage" }
 
 #[test]
 fn request_smuggling_is_refused_and_never_forwarded() {
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let a = bed.backend(11, 80, "a").unwrap();
     let b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
@@ -243,7 +233,7 @@ fn request_smuggling_is_refused_and_never_forwarded() {
 
 #[test]
 fn oversized_headers_get_431() {
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
@@ -266,7 +256,7 @@ fn oversized_headers_get_431() {
 
 #[test]
 fn large_bodies_stream_both_ways() {
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
@@ -289,7 +279,7 @@ fn large_bodies_stream_both_ways() {
 
 #[test]
 fn websocket_upgrades_pass_through() {
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
@@ -354,7 +344,7 @@ fn open_tunnel(bed: &HttpBed, read_timeout: std::time::Duration) -> std::net::Tc
 fn upgraded_connections_count_as_active_and_close_after_the_idle_timeout() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
@@ -406,7 +396,7 @@ fn upgraded_connections_count_as_active_and_close_after_the_idle_timeout() {
 fn a_shutdown_lets_an_open_tunnel_carry_on_and_ends_when_it_closes() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let d = bed.start().unwrap();
@@ -441,7 +431,7 @@ fn the_access_log_has_a_json_line_per_request_with_alb_fields() {
     let log = std::env::temp_dir().join(format!("xalb-access-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let extra = format!(
-        r#"{TWO}
+        r#"{WEB_GROUP}
 [access_log]
 enabled = true
 path = "{}"
@@ -508,7 +498,7 @@ action = {{ type = "fixed-response", status_code = 503, content_type = "text/pla
 
 #[test]
 fn idle_client_connections_close_after_the_idle_timeout() {
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
@@ -548,7 +538,7 @@ fn idle_client_connections_close_after_the_idle_timeout() {
 
 #[test]
 fn nothing_is_served_after_the_balancer_closes_a_connection() {
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let a = bed.backend(11, 80, "a").unwrap();
     let b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
@@ -572,7 +562,7 @@ fn nothing_is_served_after_the_balancer_closes_a_connection() {
 fn connections_are_spread_evenly_over_the_workers_and_each_is_served() {
     use std::io::{Read, Write};
     const N: usize = 40;
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let d = bed.start().unwrap();
@@ -631,7 +621,7 @@ fn workers_are_pinned_one_per_cpu_unless_asked_not_to_be() {
     // xalb inherits the CPUs this test may use.
     let allowed = cpus_allowed("/proc/self/status");
     let cpus = expand_cpu_list(&allowed);
-    let bed = HttpBed::new(&config(TWO, FORWARD_WEB)).unwrap();
+    let bed = HttpBed::new(&config(WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
 

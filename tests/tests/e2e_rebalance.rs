@@ -8,17 +8,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use xalb_tests::admin::{admin_get, per_worker_metric, spawn_in};
-use xalb_tests::bed::{lb, HttpBed};
+use xalb_tests::bed::{http_config, lb, HttpBed, FORWARD_WEB, WEB_GROUP};
 use xalb_tests::daemon::worker_cpus;
 use xalb_tests::http::Client;
-
-const TWO: &str = r#"
-[[target_group]]
-name = "web"
-protocol = "HTTP"
-port = 80
-targets = [{ address = "10.231.2.11" }, { address = "10.231.2.12" }]
-"#;
 
 /// Client connections, each sending one request after another.
 const CONNECTIONS: usize = 16;
@@ -57,12 +49,7 @@ impl Drop for Hog {
 
 #[test]
 fn connections_move_off_whichever_worker_is_short_of_cpu_and_no_request_is_lost() {
-    let bed = HttpBed::new(&xalb_tests::bed::http_config(
-        "3s",
-        TWO,
-        r#"{ type = "forward", target_group = "web" }"#,
-    ))
-    .unwrap();
+    let bed = HttpBed::new(&http_config("3s", WEB_GROUP, FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let d = bed.start().unwrap();
@@ -158,6 +145,23 @@ fn connections_move_off_whichever_worker_is_short_of_cpu_and_no_request_is_lost(
         &bad[..bad.len().min(10)]
     );
     assert_eq!((active, new), (CONNECTIONS as f64, CONNECTIONS as f64));
+    // Each per-worker family's samples stand together, as the text format
+    // wants, over both of the balancer's addresses.
+    for name in [
+        "xalb_worker_active_connection_count{",
+        "xalb_worker_moved_connection_count{",
+    ] {
+        let at: Vec<usize> = listener
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with(name))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            at.len() >= 4 && at.windows(2).all(|w| w[1] == w[0] + 1),
+            "{name} samples not together:\n{listener}"
+        );
+    }
     assert_eq!(open_hogged.iter().sum::<usize>(), CONNECTIONS);
     assert_eq!(open_after.iter().sum::<usize>(), CONNECTIONS);
     // Worker 1, short of CPU, gave connections to worker 0 but kept a few

@@ -123,7 +123,7 @@ impl Spread {
     fn seat(self: &Arc<Self>, me: usize) -> Seat {
         let workers = self.inboxes.len();
         let me = me.min(workers - 1);
-        let count = |w: usize| self.open.at(w).load(Relaxed);
+        let count = |w: usize| self.open_on(w);
         let least = (0..workers).min_by_key(|&w| count(w)).unwrap_or(me);
         let worker = if count(me) > count(least) + SLACK {
             least
@@ -211,11 +211,14 @@ impl Spread {
         self.inboxes.len()
     }
 
-    /// Open connections per worker, for the metrics.
+    /// Open connections per worker, in order.
     pub fn open(&self) -> Vec<usize> {
-        (0..self.inboxes.len())
-            .map(|w| self.open.at(w).load(Relaxed))
-            .collect()
+        (0..self.inboxes.len()).map(|w| self.open_on(w)).collect()
+    }
+
+    /// Open connections on `worker`.
+    pub fn open_on(&self, worker: usize) -> usize {
+        self.open.at(worker).load(Relaxed)
     }
 }
 
