@@ -46,6 +46,16 @@ fn scripts() -> Vec<Script> {
             "/two-lengths",
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         ),
+        // The target's own fields around ones the balancer reads or removes.
+        Script::new(
+            "/fields",
+            "HTTP/1.1 200 OK\r\nServer: scripted\r\nX-Many: 1\r\nContent-Length: 2\r\nX-Many: 2\r\nKeep-Alive: timeout=5\r\nETag:   \"v1\"  \r\nConnection: keep-alive\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\nok",
+        ),
+        // Connection naming a field: that field is hop-by-hop too.
+        Script::new(
+            "/named-hop",
+            "HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok",
+        ),
         Script::new("/garbage", "HTTTP/9 what\r\n\r\n"),
         Script::new("/silent-close", "").then_close(),
         // Answers, then closes without `Connection: close`: the balancer's
@@ -117,6 +127,51 @@ fn every_response_framing_is_read_and_forwarded() {
         "target connections are reused: {} for 8 requests",
         t.connections()
     );
+}
+
+#[test]
+fn the_targets_own_response_fields_reach_http1_and_http2_clients() {
+    let (bed, _t, _d) = start();
+    let (h1, h2, hop1, hop2) = in_ns(&bed.client, async || {
+        let mut h1 = Client::connect(lb(), false).await.unwrap();
+        let mut h2 = Client::connect(lb(), true).await.unwrap();
+        (
+            h1.get("/fields", &[]).await.unwrap(),
+            h2.get("/fields", &[]).await.unwrap(),
+            h1.get("/named-hop", &[]).await.unwrap(),
+            h2.get("/named-hop", &[]).await.unwrap(),
+        )
+    })
+    .unwrap();
+    for (r, client) in [(&h1, "HTTP/1.1"), (&h2, "HTTP/2")] {
+        let h = &r.headers;
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]), "{client}");
+        assert_eq!(h["server"], "scripted", "{client}");
+        assert_eq!(h["etag"], "\"v1\"", "{client}: value without its padding");
+        assert_eq!(
+            h.get_all("x-many").iter().collect::<Vec<_>>(),
+            ["1", "2"],
+            "{client}: repeated fields in order"
+        );
+        assert_eq!(
+            h.get_all("date").iter().collect::<Vec<_>>(),
+            ["Sun, 06 Nov 1994 08:49:37 GMT"],
+            "{client}: the target's Date, no second one"
+        );
+        assert!(
+            !h.contains_key("keep-alive"),
+            "{client}: hop-by-hop removed"
+        );
+    }
+    assert!(!h1.headers.contains_key("connection"));
+    for (r, client) in [(&hop1, "HTTP/1.1"), (&hop2, "HTTP/2")] {
+        assert_eq!(r.status, 200, "{client}");
+        assert!(
+            !r.headers.contains_key("x-hop"),
+            "{client}: named by Connection"
+        );
+        assert_eq!(r.headers["x-kept"], "1", "{client}");
+    }
 }
 
 #[test]

@@ -17,6 +17,24 @@ pub struct Span {
     value: (u32, u32),
 }
 
+impl Span {
+    pub fn name_in<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[range(self.name)]
+    }
+
+    pub fn value_in<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[range(self.value)]
+    }
+
+    /// The whole line, from the name to its CRLF included; `None` if it
+    /// ends in a bare LF.
+    pub fn line(&self, head: &[u8]) -> Option<(u32, u32)> {
+        let from = range(self.name).end;
+        let lf = from + head[from..].iter().position(|&b| b == b'\n')?;
+        (head[lf - 1] == b'\r').then_some((self.name.0, lf as u32 + 1))
+    }
+}
+
 /// Room for httparse's fields, left uninitialised: writing 4 KB of empty
 /// fields before every parse showed in profiles.
 pub type FieldSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_FIELDS];

@@ -31,7 +31,7 @@ use super::h1_fields;
 use super::headers::{has_token, lists_token};
 use super::rebalance::ConnLoad;
 use super::server::{quiet_for, ConnLimits};
-use super::service::handle;
+use super::service::{handle, take_raw_fields};
 use super::upstream::UpstreamBody;
 
 /// How a connection's fast path ended.
@@ -242,6 +242,11 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let h = &parts.headers;
+    // The target's fields the balancer did not read, as the target sent them.
+    let raw = take_raw_fields(&mut body);
+    if let Some(raw) = &raw {
+        raw.write_to(out);
+    }
     // RFC 9112 §6.3: these responses have no body whatever their fields say;
     // a HEAD response's Content-Length describes what a GET would get.
     let bodyless = head_request
@@ -260,7 +265,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
         body.size_hint().exact()
     };
     let chunked = !bodyless && length.is_none();
-    let mut has_date = false;
+    let mut has_date = raw.as_ref().is_some_and(|r| r.has_date);
     for (name, value) in h.iter() {
         if (!bodyless && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING))
             || (close && name == header::CONNECTION)

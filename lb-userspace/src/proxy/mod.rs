@@ -8,6 +8,7 @@ pub mod h1_fields;
 pub mod h1_server;
 pub mod headers;
 pub mod meter;
+pub mod raw_fields;
 pub mod rebalance;
 pub mod redirect;
 pub mod router;

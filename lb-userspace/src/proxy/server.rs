@@ -20,7 +20,7 @@ use super::framing::FramingGuard;
 use super::h1_server;
 use super::meter::{Meter, Metered};
 use super::rebalance::{self, Balancer};
-use super::service::{handle, ListenerCtx, Shared};
+use super::service::{handle, with_all_fields, ListenerCtx, Shared};
 use super::spread::{Inbox, Seat, Sent, Spread};
 
 /// Limits a connection's parser enforces.
@@ -336,7 +336,10 @@ async fn serve_with_hyper(
     ));
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let route = route.get();
-        async move { handle(&route, peer, req.map(http_body_util::Either::Left)).await }
+        async move {
+            let resp = handle(&route, peer, req.map(http_body_util::Either::Left)).await;
+            resp.map(with_all_fields)
+        }
     });
     let builder = builder(limits);
     let conn = builder.serve_connection_with_upgrades(io, svc);

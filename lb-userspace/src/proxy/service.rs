@@ -22,6 +22,7 @@ use super::errors::{plain, LbError, ProxyBody};
 use super::framing::{Refusal, REJECT_HEADER};
 use super::headers;
 use super::meter::{Meter, Metered};
+use super::raw_fields::RawFields;
 use super::redirect::{self, RedirectInput};
 use super::router::{RequestView, Router};
 use super::server::{quiet_for, Route};
@@ -527,6 +528,24 @@ async fn tunnel(
         }
     }
     metrics.active_connections.decr();
+}
+
+/// The fields of a target's response that are not in its map
+/// (`raw_fields.rs`), for whoever writes its head.
+pub fn take_raw_fields(body: &mut ProxyBody) -> Option<RawFields> {
+    match body {
+        Either::Left(tracked) => tracked.inner.take_raw_fields(),
+        Either::Right(_) => None,
+    }
+}
+
+/// `resp` with every field in its map, for a writer that only knows maps
+/// (hyper).
+pub fn with_all_fields(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    if let Some(raw) = take_raw_fields(resp.body_mut()) {
+        raw.into_map(resp.headers_mut());
+    }
+    resp
 }
 
 /// A target's response body that keeps the request counted as outstanding

@@ -72,6 +72,16 @@ pub enum TargetBody {
     H1(upstream_h1::ResponseBody),
 }
 
+impl TargetBody {
+    /// The fields not in the response's map (`raw_fields.rs`).
+    pub fn take_raw_fields(&mut self) -> Option<super::raw_fields::RawFields> {
+        match self {
+            TargetBody::Hyper(_) => None,
+            TargetBody::H1(b) => b.take_raw_fields(),
+        }
+    }
+}
+
 impl Body for TargetBody {
     type Data = Bytes;
     type Error = BoxError;

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 use super::h1_fields;
 use super::headers::has_token;
+use super::raw_fields::{self, RawFields};
 
 /// A response head larger than this is refused (502).
 const MAX_HEAD: usize = 64 * 1024;
@@ -146,6 +147,7 @@ impl Conn {
                 conn: Some(self),
                 framing,
                 pool: reusable.then_some(pool),
+                raw: head.raw,
             });
             *resp.status_mut() = head.status;
             *resp.version_mut() = head.version;
@@ -203,7 +205,9 @@ fn encode_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
 struct Head {
     status: StatusCode,
     version: Version,
+    /// The fields the balancer reads, or all of them when `raw` is `None`.
     headers: HeaderMap,
+    raw: Option<RawFields>,
     keep_alive: bool,
 }
 
@@ -236,6 +240,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     let mut spans = h1_fields::span_slots();
     let spans = h1_fields::spans(buf, r.headers, &mut spans);
     let head = buf.split_to(len).freeze();
+    let mut kept = h1_fields::span_slots();
+    let (raw, spans) = match raw_fields::split(&head, spans, &mut kept) {
+        Some((raw, kept)) => (Some(raw), kept),
+        None => (None, spans),
+    };
     // Stickiness cookies and Date may be added.
     let headers =
         h1_fields::header_map(&head, spans, 3).ok_or(H1Error::Invalid("invalid header field"))?;
@@ -248,6 +257,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
         status,
         version,
         headers,
+        raw,
         keep_alive,
     }))
 }
@@ -327,9 +337,16 @@ pub struct ResponseBody {
     framing: Framing,
     /// Where the connection goes at the end, if it can be reused.
     pool: Option<Arc<dyn Recycle>>,
+    /// The response's fields that are not in its map: whoever writes the
+    /// head takes them ([`Self::take_raw_fields`]).
+    raw: Option<RawFields>,
 }
 
 impl ResponseBody {
+    pub fn take_raw_fields(&mut self) -> Option<RawFields> {
+        self.raw.take()
+    }
+
     /// The body has ended: the connection goes back to the pool if it can
     /// carry another request, else it is closed.
     fn finish(&mut self) {
@@ -531,7 +548,16 @@ mod tests {
             .unwrap();
         assert_eq!(h.status, 200);
         assert!(h.keep_alive);
-        assert_eq!(h.headers["x-a"], "b");
+        // Content-Length in the map; X-A, which the balancer only passes on,
+        // as it came.
+        assert_eq!(h.headers.len(), 1);
+        assert_eq!(h.headers["content-length"], "3");
+        let mut passed = Vec::new();
+        h.raw
+            .as_ref()
+            .expect("passed-on fields")
+            .write_to(&mut passed);
+        assert_eq!(passed, b"X-A: b\r\n");
         let h = parse(b"HTTP/1.1 200 OK\r\nConnection: Close\r\n\r\n")
             .unwrap()
             .unwrap();
