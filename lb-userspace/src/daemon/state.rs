@@ -123,7 +123,7 @@ impl Running {
                 let (slot, stop_rx, addr) = (slot.clone(), stop_rx.clone(), b.addr);
                 let spread = spread.clone();
                 worker.spawn(async move {
-                    match tokio::net::TcpListener::from_std(l) {
+                    match crate::proxy::client_socket::Listener::new(l) {
                         Ok(listener) => {
                             let accept = server::Accept {
                                 listener,

@@ -2,6 +2,7 @@
 //! forwarding to targets over pooled keep-alive connections.
 
 pub mod access_log;
+pub mod client_socket;
 pub mod errors;
 pub mod framing;
 pub mod h1_fields;

@@ -10,12 +10,13 @@ use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::metrics::ListenerMetrics;
 
+use super::client_socket::{ClientSocket, Listener};
 use super::framing::FramingGuard;
 use super::h1_server;
 use super::meter::{Meter, Metered};
@@ -57,6 +58,7 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListene
             .map_err(err)?;
             socket.set_reuseaddr(true).map_err(err)?;
             socket.set_reuseport(true).map_err(err)?;
+            // Accepted connections inherit it: no call per connection.
             socket.set_nodelay(true).map_err(err)?;
             socket.bind(addr).map_err(err)?;
             let fd = socket.into_raw_fd();
@@ -160,7 +162,7 @@ impl ConnRoute {
 /// This worker's share of one listening address: its socket, the
 /// connections other workers pass to it, and the spread that decides.
 pub struct Accept {
-    pub listener: TcpListener,
+    pub listener: Listener,
     pub inbox: Inbox,
     pub spread: Arc<Spread>,
 }
@@ -199,13 +201,8 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
                     continue;
                 }
             },
-            Some(a) = inbox.recv() => match TcpStream::from_std(a.stream) {
-                Ok(stream) => (stream, a.peer, a.seat, a.migrated),
-                Err(e) => {
-                    debug!(peer = %a.peer, error = %e, "cannot take a passed connection");
-                    continue;
-                }
-            },
+            // Registered here once it has to be waited on.
+            Some(a) = inbox.recv() => (ClientSocket::Direct(a.stream), a.peer, a.seat, a.migrated),
             _ = period.tick(), if balancer.is_some() => {
                 if let Some(b) = balancer.as_mut() {
                     b.tick(spread.load(), &spread.open());
@@ -223,7 +220,6 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
         // counts as active again: the worker it left stopped counting it, so
         // that one lost on the way (this worker stopping) is not counted on.
         if !migrated {
-            let _ = stream.set_nodelay(true);
             metrics.new_connections.incr();
         }
         metrics.active_connections.incr();
@@ -247,7 +243,7 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
 /// or moves to another worker.
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection(
-    mut stream: TcpStream,
+    mut stream: ClientSocket,
     mut seat: Seat,
     peer: SocketAddr,
     route: ConnRoute,
@@ -320,7 +316,7 @@ async fn serve_connection(
 /// The rest of a connection handed over by the fast path: HTTP/1.1 behind
 /// the framing guard, or HTTP/2.
 async fn serve_with_hyper(
-    io: Metered<TcpStream>,
+    io: Metered<ClientSocket>,
     read: BytesMut,
     route: ConnRoute,
     peer: SocketAddr,

@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::client_socket::ClientSocket;
 use super::rebalance::Load;
 use crate::worker::PerWorker;
 
@@ -54,7 +54,7 @@ pub struct Arrival {
 pub enum Sent {
     Moved,
     /// That worker has stopped: the connection stays, seated here again.
-    Back(TcpStream, Seat),
+    Back(ClientSocket, Seat),
     /// The socket could not change hands (a failed epoll change): closed.
     Lost,
 }
@@ -107,10 +107,10 @@ impl Spread {
     /// to be served here, `None` when it was passed to another worker.
     pub fn place(
         self: &Arc<Self>,
-        stream: TcpStream,
+        stream: ClientSocket,
         peer: SocketAddr,
         me: usize,
-    ) -> Option<(TcpStream, Seat)> {
+    ) -> Option<(ClientSocket, Seat)> {
         let seat = self.seat(me);
         if seat.worker == me {
             return Some((stream, seat));
@@ -142,11 +142,11 @@ impl Spread {
     /// the connection is then served where it was accepted.
     fn pass(
         self: &Arc<Self>,
-        stream: TcpStream,
+        stream: ClientSocket,
         peer: SocketAddr,
         seat: Seat,
         me: usize,
-    ) -> Option<(TcpStream, Seat)> {
+    ) -> Option<(ClientSocket, Seat)> {
         match self.send(stream, peer, seat, me, false) {
             Sent::Back(stream, seat) => Some((stream, seat)),
             Sent::Moved | Sent::Lost => None,
@@ -156,7 +156,13 @@ impl Spread {
     /// Moves a connection worker `me` has been serving to worker `to`,
     /// between two of its requests (`rebalance.rs`). Gives it back if that
     /// worker has stopped: it is then served on here.
-    pub fn migrate(&self, stream: TcpStream, peer: SocketAddr, mut seat: Seat, to: usize) -> Sent {
+    pub fn migrate(
+        &self,
+        stream: ClientSocket,
+        peer: SocketAddr,
+        mut seat: Seat,
+        to: usize,
+    ) -> Sent {
         let me = seat.worker;
         seat.move_to(to);
         self.send(stream, peer, seat, me, true)
@@ -166,7 +172,7 @@ impl Spread {
     /// worker has stopped.
     fn send(
         &self,
-        stream: TcpStream,
+        stream: ClientSocket,
         peer: SocketAddr,
         seat: Seat,
         me: usize,
@@ -192,13 +198,7 @@ impl Spread {
             return Sent::Moved;
         };
         back.seat.move_to(me);
-        match TcpStream::from_std(back.stream) {
-            Ok(s) => Sent::Back(s, back.seat),
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "cannot serve a connection");
-                Sent::Lost
-            }
-        }
+        Sent::Back(ClientSocket::Direct(back.stream), back.seat)
     }
 
     /// What the workers serve, for the rebalancing.
@@ -233,6 +233,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     #[test]
     fn a_worker_passes_connections_on_once_it_is_ahead_by_more_than_the_slack() {
@@ -279,7 +280,9 @@ mod tests {
         let _second = spread.seat(0);
         let seat = spread.seat(0);
         assert_eq!(seat.worker(), 1);
-        assert!(spread.pass(accepted, peer, seat, 0).is_none());
+        assert!(spread
+            .pass(ClientSocket::Registered(accepted), peer, seat, 0)
+            .is_none());
         let arrival = inboxes[1].recv().await.unwrap();
         assert_eq!((arrival.peer, arrival.seat.worker()), (peer, 1));
         let mut stream = TcpStream::from_std(arrival.stream).unwrap();
@@ -302,7 +305,10 @@ mod tests {
         let _held = (spread.seat(0), spread.seat(0));
         let seat = spread.seat(0);
         assert_eq!(seat.worker(), 1);
-        let (_stream, seat) = spread.pass(accepted, peer, seat, 0).expect("given back");
+        let (stream, seat) = spread
+            .pass(ClientSocket::Registered(accepted), peer, seat, 0)
+            .expect("given back");
+        assert!(matches!(stream, ClientSocket::Direct(_)));
         assert_eq!(seat.worker(), 0);
         assert_eq!(spread.open(), vec![3, 0]);
     }
