@@ -90,25 +90,32 @@ where
             }
         };
         let head_request = req.method() == Method::HEAD;
-        // Boxed, like hyper does with a service's future: inline it would
-        // grow every connection, idle ones included, by its 1.6 KB.
-        let resp = match boxed(|| handle(route.refresh(&mut own_route), peer, req)).await {
-            Ok(r) => r,
-            Err(never) => match never {},
+        // The response lives only in this block, not across the write's
+        // await: a local kept over an await takes room in every idle
+        // connection's future, moved out or not.
+        let (write, close) = {
+            // Boxed, like hyper does with a service's future: inline it would
+            // grow every connection, idle ones included, by its 1.6 KB.
+            let resp = match boxed(|| handle(route.refresh(&mut own_route), peer, req)).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            let stopping = is_ready(stop.as_mut());
+            // The service may end the connection too (a 400 for a malformed head).
+            let close = close
+                || stopping
+                || resp
+                    .headers()
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .any(|v| has_token(v, "close"));
+            // Boxed for the same reason as the request's future.
+            let write = boxed(|| write_response(&mut io, &mut out, resp, head_request, close));
+            (write, close)
         };
-        let stopping = is_ready(stop.as_mut());
-        // The service may end the connection too (a 400 for a malformed head).
-        let close = close
-            || stopping
-            || resp
-                .headers()
-                .get_all(header::CONNECTION)
-                .iter()
-                .any(|v| has_token(v, "close"));
         tokio::select! {
             biased;
-            // Boxed for the same reason as the request's future.
-            r = boxed(|| write_response(&mut io, &mut out, resp, head_request, close)) => r?,
+            r = write => r?,
             // A client that stops reading is let go like an idle one.
             _ = &mut idle => return Ok(Outcome::Closed),
         }
