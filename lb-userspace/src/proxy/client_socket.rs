@@ -59,26 +59,44 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "client socket closed")
 }
 
+impl ClientSocket {
+    /// `direct` on the unregistered socket; once that would block (or if the
+    /// socket is registered already), `registered` on the registered one.
+    /// `arg` goes to whichever runs.
+    fn poll_io<A, T>(
+        &mut self,
+        mut arg: A,
+        direct: impl FnOnce(&mut std::net::TcpStream, &mut A) -> io::Result<T>,
+        registered: impl FnOnce(Pin<&mut TcpStream>, A) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let ClientSocket::Direct(s) = self {
+            match direct(s, &mut arg) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return Poll::Ready(done),
+            }
+        }
+        match self.registered() {
+            Ok(s) => registered(s, arg),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
 impl AsyncRead for ClientSocket {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let ClientSocket::Direct(s) = &mut *self {
-            match s.read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        match self.registered() {
-            Ok(s) => s.poll_read(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll_io(
+            buf,
+            |s, buf| {
+                let n = s.read(buf.initialize_unfilled())?;
+                buf.advance(n);
+                Ok(())
+            },
+            |s, buf| s.poll_read(cx, buf),
+        )
     }
 }
 
@@ -88,17 +106,11 @@ impl AsyncWrite for ClientSocket {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let ClientSocket::Direct(s) = &mut *self {
-            match s.write(data) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        match self.registered() {
-            Ok(s) => s.poll_write(cx, data),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll_io(
+            data,
+            |s, data| s.write(data),
+            |s, data| s.poll_write(cx, data),
+        )
     }
 
     fn poll_write_vectored(
@@ -106,17 +118,11 @@ impl AsyncWrite for ClientSocket {
         cx: &mut Context<'_>,
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let ClientSocket::Direct(s) = &mut *self {
-            match s.write_vectored(data) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        match self.registered() {
-            Ok(s) => s.poll_write_vectored(cx, data),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll_io(
+            data,
+            |s, data| s.write_vectored(data),
+            |s, data| s.poll_write_vectored(cx, data),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
