@@ -1,6 +1,7 @@
 //! One request, start to end: refuse what must be refused, route, and carry
 //! out the action — answer, redirect, or forward to a target with retries.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -65,7 +66,30 @@ pub async fn handle(
     ctx.metrics.requests.incr();
     let facts = ctx.access_log.as_ref().map(|_| RequestFacts::of(&req));
     let mut trace = Trace::default();
-    let resp = match route_and_act(ctx, shared, client, req, &mut trace).await {
+    // Routing is synchronous; only forwarding awaits, here rather than in
+    // another async fn: every level of async fn would copy `forward`'s
+    // future (about 4 KB, mostly unset) into its own once more per request.
+    // Nothing of the decision is kept across the await either.
+    let (group, cookie) = match decide(ctx, shared, client, &req, &mut trace) {
+        Ok(Decision::Forward(group, cookie)) => (group, cookie),
+        Ok(Decision::Respond(resp)) => {
+            return Ok(finish(ctx, client, facts, &mut trace, Ok(resp)));
+        }
+        Err(e) => return Ok(finish(ctx, client, facts, &mut trace, Err(e))),
+    };
+    let result = forward(ctx, shared, &group, client, req, cookie, &mut trace).await;
+    Ok(finish(ctx, client, facts, &mut trace, result))
+}
+
+/// The response the client gets, counted and logged.
+fn finish(
+    ctx: &ListenerCtx,
+    client: SocketAddr,
+    facts: Option<RequestFacts>,
+    trace: &mut Trace,
+    result: Result<Response<ProxyBody>, LbError>,
+) -> Response<ProxyBody> {
+    let resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             ctx.metrics.elb_response(e.status());
@@ -74,9 +98,9 @@ pub async fn handle(
         }
     };
     if let (Some(log), Some(facts)) = (&ctx.access_log, facts) {
-        log.write(&facts.entry(ctx, client, &trace, &resp));
+        log.write(&facts.entry(ctx, client, trace, &resp));
     }
-    Ok(resp)
+    resp
 }
 
 /// What the access log needs of a request, taken before it is forwarded.
@@ -207,13 +231,26 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-async fn route_and_act(
+/// What a request gets once its listener's rules have been evaluated.
+// Returned and taken apart at once, never stored: boxing the response would
+// only add an allocation to every fixed response and redirect.
+#[allow(clippy::large_enum_variant)]
+enum Decision<'a> {
+    /// Answered by the balancer (fixed response, redirect).
+    Respond(Response<ProxyBody>),
+    /// Forwarded to this group, with the group-stickiness cookie to set, if any.
+    Forward(Cow<'a, Arc<TargetGroupRuntime>>, Option<HeaderValue>),
+}
+
+/// Refuses what must be refused, evaluates the rules, and answers the
+/// actions that need no target.
+fn decide<'a>(
     ctx: &ListenerCtx,
-    shared: &Shared,
+    shared: &'a Shared,
     client: SocketAddr,
-    req: Request<UpstreamBody>,
+    req: &Request<UpstreamBody>,
     trace: &mut Trace,
-) -> Result<Response<ProxyBody>, LbError> {
+) -> Result<Decision<'a>, LbError> {
     trace.priority = -1;
     if let Some(code) = req.headers().get(REJECT_HEADER) {
         let why =
@@ -226,7 +263,7 @@ async fn route_and_act(
     if req.headers().get_all(header::HOST).iter().count() > 1 {
         return Err(LbError::BadRequest("repeated Host header"));
     }
-    let host = request_host(&req);
+    let host = request_host(req);
     let view = RequestView {
         method: req.method(),
         host,
@@ -249,7 +286,11 @@ async fn route_and_act(
                 .unwrap_or("text/plain; charset=utf-8");
             ctx.metrics.fixed_responses.incr();
             trace.action = "fixed-response";
-            Ok(plain(status, Bytes::from(message_body.clone()), ct))
+            Ok(Decision::Respond(plain(
+                status,
+                Bytes::from(message_body.clone()),
+                ct,
+            )))
         }
         Action::Redirect {
             status,
@@ -280,18 +321,16 @@ async fn route_and_act(
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            Ok(resp)
+            Ok(Decision::Respond(resp))
         }
         Action::Forward { target_group } => {
             let group = shared.groups.get(target_group).ok_or(LbError::NoTarget)?;
-            // Not boxed on its own: the servers box the whole request future
-            // already, and one large block costs less than two.
-            Ok(forward(ctx, shared, group, client, req, None, trace).await?)
+            Ok(Decision::Forward(Cow::Borrowed(group), None))
         }
         Action::WeightedForward { target_groups, .. } => {
             let weighted = routed.weighted.ok_or(LbError::NoTarget)?;
             let (group, cookie) = choose_group(shared, target_groups, weighted, req.headers())?;
-            Ok(forward(ctx, shared, &group, client, req, cookie, trace).await?)
+            Ok(Decision::Forward(Cow::Owned(group), cookie))
         }
     }
 }
@@ -394,7 +433,6 @@ async fn forward(
             req.headers().clone(),
         )
     });
-    let mut req = req;
     if ctx.access_log.is_some() {
         trace.group = Some(group.name().to_string());
         trace.request_id = req
