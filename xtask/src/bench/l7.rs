@@ -2,7 +2,7 @@
 //! on (A B C D, B C D A, ...), each started fresh for its slot, warmed up,
 //! then measured with every load kind.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
@@ -18,6 +18,8 @@ pub struct L7Plan {
     pub repeat: u32,
     /// Seconds of unrecorded keep-alive load before measuring (0: none).
     pub warmup: u64,
+    /// The binary `System::XalbB` runs.
+    pub xalb_b: Option<PathBuf>,
 }
 
 pub fn run(
@@ -41,7 +43,11 @@ pub fn run(
                 plan.repeat,
                 system.name()
             ));
-            let r = match peers::start(system, topo, dir, xalb_bin, configs, &configs.xalb) {
+            let bin = match (system, &plan.xalb_b) {
+                (System::XalbB, Some(b)) => b.as_path(),
+                _ => xalb_bin,
+            };
+            let r = match peers::start(system, topo, dir, bin, configs, &configs.xalb) {
                 Ok(r) => r,
                 Err(e) => {
                     report.note(format!(

@@ -70,6 +70,11 @@ pub struct Args {
     /// Use this xalb binary instead of building it (release) first.
     #[arg(long)]
     xalb: Option<PathBuf>,
+    /// Also run this second xalb binary, as "xalb B", in every L7 round: an
+    /// A/B comparison of two builds in one run, each round interleaved with
+    /// the others like any system.
+    #[arg(long)]
+    xalb_b: Option<PathBuf>,
     /// Where the JSON goes (default target/bench, or target/bench/smoke with --smoke).
     #[arg(long)]
     json_dir: Option<PathBuf>,
@@ -123,11 +128,26 @@ impl Plan {
                 Kind::FixedRate,
             ]
         };
-        let l7 = scenarios.contains(&Scenario::L7).then(|| l7::L7Plan {
-            systems: vec![System::Xalb, System::Nginx, System::Haproxy, System::Direct],
-            kinds,
-            repeat,
-            warmup,
+        let xalb_b = a
+            .xalb_b
+            .as_ref()
+            .map(|p| {
+                p.canonicalize()
+                    .with_context(|| format!("--xalb-b {}", p.display()))
+            })
+            .transpose()?;
+        let l7 = scenarios.contains(&Scenario::L7).then(|| {
+            let mut systems = vec![System::Xalb, System::Nginx, System::Haproxy, System::Direct];
+            if xalb_b.is_some() {
+                systems.insert(1, System::XalbB);
+            }
+            l7::L7Plan {
+                systems,
+                kinds,
+                repeat,
+                warmup,
+                xalb_b,
+            }
         });
         let kernel = scenarios
             .contains(&Scenario::Kernel)
@@ -455,6 +475,9 @@ fn options(plan: &Plan) -> BTreeMap<String, String> {
     if let Some(p) = &plan.l7 {
         o.insert("rounds".into(), p.repeat.to_string());
         o.insert("warmup_s".into(), p.warmup.to_string());
+        if let Some(b) = &p.xalb_b {
+            o.insert("xalb_b".into(), b.display().to_string());
+        }
     }
     if let Some(i) = &plan.idle {
         o.insert("rounds".into(), i.repeat.to_string());
@@ -527,5 +550,30 @@ mod tests {
         assert_eq!(only.idle.unwrap().connections, 500);
         let cli = Cli::parse_from(["bench", "--scenarios", "idle", "--idle-connections", "0"]);
         assert!(Plan::new(&cli.args).is_err());
+    }
+
+    #[test]
+    fn a_second_xalb_joins_the_l7_rounds_only() {
+        let bin = std::env::current_exe().unwrap();
+        let p = plan(&["--xalb-b", bin.to_str().unwrap()]);
+        let l7 = p.l7.unwrap();
+        assert_eq!(
+            l7.systems,
+            [
+                System::Xalb,
+                System::XalbB,
+                System::Nginx,
+                System::Haproxy,
+                System::Direct
+            ]
+        );
+        assert_eq!(
+            l7.xalb_b.as_deref(),
+            Some(bin.canonicalize().unwrap().as_path())
+        );
+        assert!(!p.idle.unwrap().systems.contains(&System::XalbB));
+        assert!(!plan(&[]).l7.unwrap().systems.contains(&System::XalbB));
+        let missing = Cli::parse_from(["bench", "--xalb-b", "/nonexistent/xalb"]);
+        assert!(Plan::new(&missing.args).is_err());
     }
 }

@@ -24,6 +24,8 @@ pub const NGINX_H2C_PORT: u16 = 8080;
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
 pub enum System {
     Xalb,
+    /// A second xalb binary in the same run (`--xalb-b`), for A/B comparisons.
+    XalbB,
     Nginx,
     Haproxy,
     Direct,
@@ -33,6 +35,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Xalb => "xalb",
+            System::XalbB => "xalb B",
             System::Nginx => "nginx",
             System::Haproxy => "haproxy",
             System::Direct => "direct (no balancer)",
@@ -366,8 +369,12 @@ pub fn start(
                 lb80,
             )
         }
-        System::Xalb => {
-            let d = dir.join("xalb");
+        System::Xalb | System::XalbB => {
+            let d = dir.join(if system == System::XalbB {
+                "xalb-b"
+            } else {
+                "xalb"
+            });
             let conf = d.join("xalb.toml");
             write(&conf, xalb_config)?;
             let mut cmd = ns.command(&xalb_bin.to_string_lossy());

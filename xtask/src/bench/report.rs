@@ -455,13 +455,14 @@ impl Report {
             if let Some(m) = &r.median {
                 if m.load.errors > 0 {
                     self.notes.push(format!(
-                        "anomaly: xalb had {} errors in \"{}\" (all repetitions)",
-                        m.load.errors, r.scenario
+                        "anomaly: {} had {} errors in \"{}\" (all repetitions)",
+                        r.system, m.load.errors, r.scenario
                     ));
                 }
                 if r.ratio.is_some_and(|x| x < 0.5) {
                     self.notes.push(format!(
-                        "anomaly: xalb reached only {:.2}× the best peer in \"{}\"",
+                        "anomaly: {} reached only {:.2}× the best peer in \"{}\"",
+                        r.system,
                         r.ratio.unwrap_or(0.0),
                         r.scenario
                     ));
