@@ -53,13 +53,7 @@ impl ClientSocket {
             _ => Err(closed()),
         }
     }
-}
 
-fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "client socket closed")
-}
-
-impl ClientSocket {
     /// `direct` on the unregistered socket; once that would block (or if the
     /// socket is registered already), `registered` on the registered one.
     /// `arg` goes to whichever runs.
@@ -80,6 +74,10 @@ impl ClientSocket {
             Err(e) => Poll::Ready(Err(e)),
         }
     }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "client socket closed")
 }
 
 impl AsyncRead for ClientSocket {

@@ -14,29 +14,27 @@
 //! into the map first ([`RawFields::into_map`]).
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::h1_fields::{Span, SpanSlots};
+use super::headers::HOP_BY_HOP;
 
 /// Runs of passed-on lines kept per response; a head whose passed-on fields
 /// are split into more runs goes into the map whole.
 const MAX_RUNS: usize = 6;
 
-/// Fields the balancer reads or changes in a target's response: framing,
-/// hop-by-hop (RFC 9110 §7.6.1), Upgrade, and Set-Cookie (app_cookie
-/// stickiness follows it).
-const READ_BY_THE_BALANCER: [&str; 10] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "set-cookie",
-];
+/// Fields the balancer reads or changes in a target's response besides the
+/// hop-by-hop ones (`headers::HOP_BY_HOP`): framing, Upgrade, and
+/// Set-Cookie (app_cookie stickiness follows it).
+const ALSO_READ: [HeaderName; 3] = [header::CONTENT_LENGTH, header::UPGRADE, header::SET_COOKIE];
+
+/// Whether the balancer reads or changes a response field called `name`.
+fn read_by_the_balancer(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .chain(&ALSO_READ)
+        .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+}
 
 /// Passed-on field lines of one response head, each run ending in CRLF.
 pub struct RawFields {
@@ -66,10 +64,7 @@ pub fn split<'k>(
     let mut count = 0;
     for s in spans {
         let name = s.name_in(head);
-        if READ_BY_THE_BALANCER
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
-        {
+        if read_by_the_balancer(name) {
             if name.eq_ignore_ascii_case(b"connection")
                 && !only_close_or_keep_alive(s.value_in(head))
             {

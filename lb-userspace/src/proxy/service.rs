@@ -1,7 +1,6 @@
 //! One request, start to end: refuse what must be refused, route, and carry
 //! out the action — answer, redirect, or forward to a target with retries.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -77,7 +76,7 @@ pub async fn handle(
         }
         Err(e) => return Ok(finish(ctx, client, facts, &mut trace, Err(e))),
     };
-    let result = forward(ctx, shared, &group, client, req, cookie, &mut trace).await;
+    let result = forward(ctx, shared, group, client, req, cookie, &mut trace).await;
     Ok(finish(ctx, client, facts, &mut trace, result))
 }
 
@@ -239,7 +238,7 @@ enum Decision<'a> {
     /// Answered by the balancer (fixed response, redirect).
     Respond(Response<ProxyBody>),
     /// Forwarded to this group, with the group-stickiness cookie to set, if any.
-    Forward(Cow<'a, Arc<TargetGroupRuntime>>, Option<HeaderValue>),
+    Forward(&'a Arc<TargetGroupRuntime>, Option<HeaderValue>),
 }
 
 /// Refuses what must be refused, evaluates the rules, and answers the
@@ -325,28 +324,28 @@ fn decide<'a>(
         }
         Action::Forward { target_group } => {
             let group = shared.groups.get(target_group).ok_or(LbError::NoTarget)?;
-            Ok(Decision::Forward(Cow::Borrowed(group), None))
+            Ok(Decision::Forward(group, None))
         }
         Action::WeightedForward { target_groups, .. } => {
             let weighted = routed.weighted.ok_or(LbError::NoTarget)?;
             let (group, cookie) = choose_group(shared, target_groups, weighted, req.headers())?;
-            Ok(Decision::Forward(Cow::Owned(group), cookie))
+            Ok(Decision::Forward(group, cookie))
         }
     }
 }
 
-fn choose_group(
-    shared: &Shared,
+fn choose_group<'a>(
+    shared: &'a Shared,
     groups: &[WeightedGroup],
     weighted: &WeightedGroups,
     headers: &http::HeaderMap,
-) -> Result<(Arc<TargetGroupRuntime>, Option<HeaderValue>), LbError> {
+) -> Result<(&'a Arc<TargetGroupRuntime>, Option<HeaderValue>), LbError> {
     let pick = weighted.pick(headers).ok_or(LbError::NoTarget)?;
     let group = shared
         .groups
         .get(&groups[pick.group].name)
         .ok_or(LbError::NoTarget)?;
-    Ok((group.clone(), pick.set_cookie))
+    Ok((group, pick.set_cookie))
 }
 
 /// Rewrites a client request into the form a target gets: origin-form URI,
