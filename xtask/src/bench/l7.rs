@@ -1,6 +1,6 @@
-//! The L7 scenario: every balancer in turn, each round starting one further
-//! on (A B C D, B C D A, ...), each started fresh for its slot, warmed up,
-//! then measured with every load kind.
+//! The L7 scenario, one load kind at a time: for each kind, every balancer
+//! in turn, each round starting one further on (A B C D, B C D A, ...), each
+//! started fresh for its run and warmed up before it.
 
 use std::path::{Path, PathBuf};
 
@@ -31,48 +31,52 @@ pub fn run(
     opts: &LoadOpts,
     report: &mut Report,
 ) -> Result<()> {
-    for rep in 0..plan.repeat {
-        // Each round starts one system further on, so no system always runs
-        // first (right after the previous round's direct run) or last.
-        let n = plan.systems.len().max(1);
-        let order = (0..n).map(|i| plan.systems[(i + rep as usize) % n]);
-        for system in order {
-            super::progress(format_args!(
-                "round {}/{}: {}",
-                rep + 1,
-                plan.repeat,
-                system.name()
-            ));
-            let bin = match (system, &plan.xalb_b) {
-                (System::XalbB, Some(b)) => b.as_path(),
-                _ => xalb_bin,
-            };
-            let r = match peers::start(system, topo, dir, bin, configs, &configs.xalb) {
-                Ok(r) => r,
-                Err(e) => {
+    // Kind-major: every system's runs of one kind are taken back to back, a
+    // few seconds apart, rather than a whole slot of all kinds apart. The
+    // host's fast and slow spells last from seconds to minutes and move every
+    // system's figures by up to a fifth, so runs compared with each other must
+    // be close together in time.
+    for &kind in &plan.kinds {
+        for rep in 0..plan.repeat {
+            // Each round starts one system further on, so no system always
+            // runs first (right after the previous round's direct run) or last.
+            let n = plan.systems.len().max(1);
+            let order = (0..n).map(|i| plan.systems[(i + rep as usize) % n]);
+            for system in order {
+                super::progress(format_args!(
+                    "{}, round {}/{}: {}",
+                    kind.scenario(),
+                    rep + 1,
+                    plan.repeat,
+                    system.name()
+                ));
+                let bin = match (system, &plan.xalb_b) {
+                    (System::XalbB, Some(b)) => b.as_path(),
+                    _ => xalb_bin,
+                };
+                let r = match peers::start(system, topo, dir, bin, configs, &configs.xalb) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        report.note(format!(
+                            "{} (round {}): did not start: {e:#}",
+                            system.name(),
+                            rep + 1
+                        ));
+                        continue;
+                    }
+                };
+                if let Err(e) = warm_up(&r, topo, opts, plan.warmup, dir) {
                     report.note(format!(
-                        "{} (round {}): did not start: {e:#}",
+                        "{} (round {}): warm-up failed: {e:#}",
                         system.name(),
                         rep + 1
                     ));
-                    continue;
                 }
-            };
-            if let Err(e) = warm_up(&r, topo, opts, plan.warmup, dir) {
-                report.note(format!(
-                    "{} (round {}): warm-up failed: {e:#}",
-                    system.name(),
-                    rep + 1
-                ));
-            }
-            for &kind in &plan.kinds {
                 match measure(&r, kind, topo, opts, dir) {
                     Ok(s) => {
                         super::progress(format_args!(
-                            "  {}: {:.0} req/s, {} errors",
-                            kind.scenario(),
-                            s.load.rps,
-                            s.load.errors
+                            "  {:.0} req/s, {} errors",
+                            s.load.rps, s.load.errors
                         ));
                         report.add_l7(kind.scenario(), system.name(), system.is_peer(), s)
                     }
@@ -83,8 +87,8 @@ pub fn run(
                         rep + 1
                     )),
                 }
+                note_slow_stop(system, r.stop(), report);
             }
-            note_slow_stop(system, r.stop(), report);
         }
     }
     Ok(())

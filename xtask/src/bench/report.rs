@@ -499,7 +499,7 @@ impl Report {
             .collect();
         let _ = writeln!(
             o,
-            "Settings: {}. Repetitions are interleaved (every system once per round, each round starting one system further on); medians shown, \
+            "Settings: {}. Repetitions are interleaved (one load kind at a time; every system once per round, each started fresh for its run, each round starting one system further on); medians shown, \
              max latency and errors over all rounds.\n",
             opts.join(", ")
         );
