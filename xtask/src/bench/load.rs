@@ -24,10 +24,13 @@ pub struct LoadResult {
     pub errors: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Kind {
+    /// wrk, HTTP/1.1 keep-alive.
     KeepAlive,
+    /// wrk, HTTP/1.1 with `Connection: close`.
     ConnPerRequest,
+    /// h2load, HTTP/2 without TLS (prior knowledge).
     H2c,
     /// HTTP/1.1 keep-alive at a fixed offered rate, the same for every
     /// system: latency at equal load, where the other kinds saturate the

@@ -50,6 +50,9 @@ pub struct Args {
     /// Which scenarios to run [default: l7,kernel,idle; with --smoke l7,kernel].
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
+    /// Which HTTP load kinds the l7 scenario runs [default: all four; with --smoke keep-alive,fixed-rate].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    kinds: Vec<Kind>,
     /// Idle client connections each balancer holds in the idle scenario.
     #[arg(long, default_value_t = 10_000)]
     idle_connections: u32,
@@ -118,7 +121,9 @@ impl Plan {
         } else {
             vec![Scenario::L7, Scenario::Kernel, Scenario::Idle]
         };
-        let kinds = if a.smoke {
+        let kinds = if !a.kinds.is_empty() {
+            a.kinds.clone()
+        } else if a.smoke {
             vec![Kind::KeepAlive, Kind::FixedRate]
         } else {
             vec![
@@ -575,5 +580,15 @@ mod tests {
         assert!(!plan(&[]).l7.unwrap().systems.contains(&System::XalbB));
         let missing = Cli::parse_from(["bench", "--xalb-b", "/nonexistent/xalb"]);
         assert!(Plan::new(&missing.args).is_err());
+    }
+
+    #[test]
+    fn kinds_choose_the_http_runs() {
+        assert_eq!(plan(&[]).l7.unwrap().kinds.len(), 4);
+        let p = plan(&["--kinds", "keep-alive,h2c"]);
+        assert_eq!(p.l7.unwrap().kinds, [Kind::KeepAlive, Kind::H2c]);
+        let p = plan(&["--smoke", "--kinds", "conn-per-request"]);
+        assert_eq!(p.l7.unwrap().kinds, [Kind::ConnPerRequest]);
+        assert!(Cli::try_parse_from(["bench", "--kinds", "pipelined"]).is_err());
     }
 }
