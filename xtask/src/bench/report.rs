@@ -329,6 +329,43 @@ impl Report {
         ))
     }
 
+    /// xalb against both peers round by round in `scenario`: a round's runs
+    /// are seconds apart, so these comparisons are the least touched by the
+    /// host's spells. None unless every system has one sample per round.
+    fn rounds_check(&self, scenario: &str) -> Option<String> {
+        let samples = |system: &str| {
+            self.l7
+                .iter()
+                .find(|r| r.scenario == scenario && r.system == system)
+                .map(|r| &r.samples)
+        };
+        let x = samples("xalb")?;
+        let peers: Vec<_> = ["nginx", "haproxy"]
+            .into_iter()
+            .filter_map(samples)
+            .collect();
+        let n = x.len();
+        if n < 2 || peers.is_empty() || peers.iter().any(|p| p.len() != n) {
+            return None;
+        }
+        let rps = (0..n)
+            .filter(|&i| peers.iter().all(|p| x[i].load.rps >= p[i].load.rps))
+            .count();
+        let p99 = (0..n)
+            .filter(|&i| {
+                x[i].load.p99_ms.is_some_and(|xp| {
+                    peers
+                        .iter()
+                        .all(|p| p[i].load.p99_ms.is_none_or(|pp| xp <= pp))
+                })
+            })
+            .count();
+        Some(format!(
+            "{scenario}, round by round (not an issue target): xalb's req/s at least both peers' in \
+             {rps} of {n} rounds, its p99 no worse than either's in {p99} of {n}"
+        ))
+    }
+
     fn check_targets(&mut self) {
         let mut t = Vec::new();
         let ka = Kind::KeepAlive.scenario();
@@ -358,6 +395,7 @@ impl Report {
             }
         }
         t.extend(self.p99_check(ka, "keep-alive p99 no worse than either peer's"));
+        t.extend(self.rounds_check(ka));
         // Not one of the issue's targets: latency at the same load for all.
         t.extend(self.p99_check(
             Kind::FixedRate.scenario(),
@@ -806,6 +844,48 @@ mod tests {
             fixed_line.contains(": met") && fixed_line.contains("haproxy's"),
             "{fixed_line}"
         );
+    }
+
+    #[test]
+    fn rounds_are_compared_one_by_one_when_every_system_has_each() {
+        let mut r = Report::default();
+        let s = |rps: f64, p99: f64| L7Sample {
+            load: LoadResult {
+                rps,
+                p99_ms: Some(p99),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let ka = Kind::KeepAlive.scenario();
+        // Round 1: xalb ahead on both; round 2: more req/s, worse p99 than
+        // HAProxy; round 3: behind nginx on req/s, p99 tied with HAProxy.
+        for (x, ng, hp) in [
+            ((50.0, 2.5), (48.0, 3.5), (49.0, 2.6)),
+            ((45.0, 3.0), (42.0, 3.9), (41.0, 2.9)),
+            ((44.0, 2.8), (46.0, 3.4), (43.0, 2.8)),
+        ] {
+            r.add_l7(ka, "xalb", false, s(x.0, x.1));
+            r.add_l7(ka, "nginx", true, s(ng.0, ng.1));
+            r.add_l7(ka, "haproxy", true, s(hp.0, hp.1));
+        }
+        r.finish();
+        let line = r
+            .targets
+            .iter()
+            .find(|t| t.contains("round by round"))
+            .unwrap();
+        assert!(
+            line.ends_with("in 2 of 3 rounds, its p99 no worse than either's in 2 of 3"),
+            "{line}"
+        );
+        // A system that missed a round leaves nothing to pair.
+        let mut r = Report::default();
+        r.add_l7(ka, "xalb", false, s(50.0, 2.5));
+        r.add_l7(ka, "xalb", false, s(50.0, 2.5));
+        r.add_l7(ka, "haproxy", true, s(40.0, 3.0));
+        r.finish();
+        assert!(!r.targets.iter().any(|t| t.contains("round by round")));
     }
 
     #[test]
