@@ -58,7 +58,8 @@ pub fn run(
                     Ok(r) => r,
                     Err(e) => {
                         report.note(format!(
-                            "{} (round {}): did not start: {e:#}",
+                            "{}, {} (round {}): did not start: {e:#}",
+                            kind.scenario(),
                             system.name(),
                             rep + 1
                         ));
@@ -67,7 +68,8 @@ pub fn run(
                 };
                 if let Err(e) = warm_up(&r, topo, opts, plan.warmup, dir) {
                     report.note(format!(
-                        "{} (round {}): warm-up failed: {e:#}",
+                        "{}, {} (round {}): warm-up failed: {e:#}",
+                        kind.scenario(),
                         system.name(),
                         rep + 1
                     ));

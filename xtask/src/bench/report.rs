@@ -305,11 +305,14 @@ impl Report {
     }
 
     fn l7_row(&self, scenario: &str, system: &str) -> Option<&L7Sample> {
+        self.l7_samples(scenario, system)?.median.as_ref()
+    }
+
+    /// The row of `system` in `scenario`: every round's sample and their median.
+    fn l7_samples(&self, scenario: &str, system: &str) -> Option<&Row<L7Sample>> {
         self.l7
             .iter()
-            .find(|r| r.scenario == scenario && r.system == system)?
-            .median
-            .as_ref()
+            .find(|r| r.scenario == scenario && r.system == system)
     }
 
     /// "`what`: met/NOT met (xalb's p99 vs the lower of the peers')" for
@@ -333,12 +336,7 @@ impl Report {
     /// are seconds apart, so these comparisons are the least touched by the
     /// host's spells. None unless every system has one sample per round.
     fn rounds_check(&self, scenario: &str) -> Option<String> {
-        let samples = |system: &str| {
-            self.l7
-                .iter()
-                .find(|r| r.scenario == scenario && r.system == system)
-                .map(|r| &r.samples)
-        };
+        let samples = |system: &str| self.l7_samples(scenario, system).map(|r| &r.samples);
         let x = samples("xalb")?;
         let peers: Vec<_> = ["nginx", "haproxy"]
             .into_iter()
@@ -788,6 +786,17 @@ pub fn utc_now() -> String {
 mod tests {
     use super::*;
 
+    fn sample(rps: f64, p99: f64) -> L7Sample {
+        L7Sample {
+            load: LoadResult {
+                rps,
+                p99_ms: Some(p99),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn medians_and_ratios() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
@@ -815,23 +824,15 @@ mod tests {
     #[test]
     fn each_p99_is_judged_against_the_lower_peer_p99_of_its_own_scenario() {
         let mut r = Report::default();
-        let s = |rps: f64, p99: f64| L7Sample {
-            load: LoadResult {
-                rps,
-                p99_ms: Some(p99),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
         // The fixed-rate rows first: each check reads its own scenario's rows.
         let fixed = Kind::FixedRate.scenario();
-        r.add_l7(fixed, "xalb", false, s(30.0, 2.0));
-        r.add_l7(fixed, "nginx", true, s(30.0, 3.0));
-        r.add_l7(fixed, "haproxy", true, s(30.0, 2.5));
+        r.add_l7(fixed, "xalb", false, sample(30.0, 2.0));
+        r.add_l7(fixed, "nginx", true, sample(30.0, 3.0));
+        r.add_l7(fixed, "haproxy", true, sample(30.0, 2.5));
         let ka = Kind::KeepAlive.scenario();
-        r.add_l7(ka, "xalb", false, s(60.0, 2.6));
-        r.add_l7(ka, "nginx", true, s(62.0, 3.5));
-        r.add_l7(ka, "haproxy", true, s(55.0, 2.4));
+        r.add_l7(ka, "xalb", false, sample(60.0, 2.6));
+        r.add_l7(ka, "nginx", true, sample(62.0, 3.5));
+        r.add_l7(ka, "haproxy", true, sample(55.0, 2.4));
         r.finish();
         let line = |start: &str| r.targets.iter().find(|t| t.starts_with(start)).cloned();
         let ka_line = line("keep-alive p99").unwrap();
@@ -849,14 +850,6 @@ mod tests {
     #[test]
     fn rounds_are_compared_one_by_one_when_every_system_has_each() {
         let mut r = Report::default();
-        let s = |rps: f64, p99: f64| L7Sample {
-            load: LoadResult {
-                rps,
-                p99_ms: Some(p99),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
         let ka = Kind::KeepAlive.scenario();
         // Round 1: xalb ahead on both; round 2: more req/s, worse p99 than
         // HAProxy; round 3: behind nginx on req/s, p99 tied with HAProxy.
@@ -865,9 +858,9 @@ mod tests {
             ((45.0, 3.0), (42.0, 3.9), (41.0, 2.9)),
             ((44.0, 2.8), (46.0, 3.4), (43.0, 2.8)),
         ] {
-            r.add_l7(ka, "xalb", false, s(x.0, x.1));
-            r.add_l7(ka, "nginx", true, s(ng.0, ng.1));
-            r.add_l7(ka, "haproxy", true, s(hp.0, hp.1));
+            r.add_l7(ka, "xalb", false, sample(x.0, x.1));
+            r.add_l7(ka, "nginx", true, sample(ng.0, ng.1));
+            r.add_l7(ka, "haproxy", true, sample(hp.0, hp.1));
         }
         r.finish();
         let line = r
@@ -881,9 +874,9 @@ mod tests {
         );
         // A system that missed a round leaves nothing to pair.
         let mut r = Report::default();
-        r.add_l7(ka, "xalb", false, s(50.0, 2.5));
-        r.add_l7(ka, "xalb", false, s(50.0, 2.5));
-        r.add_l7(ka, "haproxy", true, s(40.0, 3.0));
+        r.add_l7(ka, "xalb", false, sample(50.0, 2.5));
+        r.add_l7(ka, "xalb", false, sample(50.0, 2.5));
+        r.add_l7(ka, "haproxy", true, sample(40.0, 3.0));
         r.finish();
         assert!(!r.targets.iter().any(|t| t.contains("round by round")));
     }
