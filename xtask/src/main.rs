@@ -47,6 +47,9 @@ enum Cmd {
     /// Benchmark xalb against nginx, HAProxy, no balancer, nftables and
     /// xdp-filter in network namespaces (needs root; installs its tools).
     Bench(bench::Args),
+    /// The keep-alive targets over many bench runs: each run's verdicts and
+    /// margins, and how often each target was met (reads target/bench).
+    BenchTally(bench::tally::Args),
 }
 
 fn main() -> Result<()> {
@@ -60,6 +63,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => test(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::BenchTally(args) => bench::tally::run(args),
         Cmd::Demo => {
             let bin = build::all(true)?;
             toolchain::ensure_apt(&["iproute2"])?;

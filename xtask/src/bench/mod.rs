@@ -14,6 +14,7 @@ mod l7;
 mod load;
 mod peers;
 mod report;
+pub mod tally;
 mod topology;
 
 use std::collections::BTreeMap;
