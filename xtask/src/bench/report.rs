@@ -137,7 +137,7 @@ fn row<'a, S>(
     &mut rows[i]
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(super) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::load::Kind;
+use super::report::median;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -117,20 +118,11 @@ fn is_smoke(run: &Value) -> bool {
     run["options"]["mode"] == "smoke"
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn spread(v: Vec<f64>) -> String {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("median {:.2}, {lo:.2} to {hi:.2}", median(v))
+    let m = median(v).unwrap_or(f64::NAN);
+    format!("median {m:.2}, {lo:.2} to {hi:.2}")
 }
 
 /// How many of the non-zero `diffs` are positive, of how many, and the
@@ -289,8 +281,8 @@ mod tests {
     fn run(x: &[(f64, f64)], n: &[(f64, f64)], h: &[(f64, f64)]) -> Value {
         let row = |system: &str, s: &[(f64, f64)]| {
             let m = (
-                median(s.iter().map(|p| p.0).collect()),
-                median(s.iter().map(|p| p.1).collect()),
+                median(s.iter().map(|p| p.0).collect()).unwrap(),
+                median(s.iter().map(|p| p.1).collect()).unwrap(),
             );
             json!({
                 "scenario": Kind::KeepAlive.scenario(),
