@@ -142,6 +142,15 @@ fn sign_test(diffs: impl Iterator<Item = f64>) -> (usize, usize, f64) {
     (k, n, tail / 2f64.powi(n as i32))
 }
 
+/// "k of n (p = ...)" for a sign test's result.
+fn signs((k, n, p): (usize, usize, f64)) -> String {
+    if p < 0.001 {
+        format!("{k} of {n} (p < 0.001)")
+    } else {
+        format!("{k} of {n} (p = {p:.3})")
+    }
+}
+
 /// The table of runs and the summary under it, as Markdown.
 fn markdown(runs: &[RunFigures], skipped: &[(String, &str)]) -> String {
     let mut o = String::from(
@@ -187,9 +196,9 @@ fn markdown(runs: &[RunFigures], skipped: &[(String, &str)]) -> String {
     let p99 = sign_test(runs.iter().map(|r| r.peer_p99 - r.xalb_p99));
     o.push_str(&format!(
         "- sign test over the runs (ties left out; p: the chance of at least this many \
-         if neither system were ahead): xalb served more in {} of {} (p = {:.3}), \
-         had the lower p99 in {} of {} (p = {:.3})\n",
-        rps.0, rps.1, rps.2, p99.0, p99.1, p99.2,
+         if neither system were ahead): xalb served more in {}, had the lower p99 in {}\n",
+        signs(rps),
+        signs(p99),
     ));
     let paired: Vec<_> = runs
         .iter()
@@ -382,6 +391,8 @@ mod tests {
         assert!((p - 299.0 / 4096.0).abs() < 1e-12);
         // None positive: certain.
         assert_eq!(sign_test([-1.0].into_iter()).2, 1.0);
+        assert_eq!(signs((12, 12, 1.0 / 4096.0)), "12 of 12 (p < 0.001)");
+        assert_eq!(signs((9, 12, 299.0 / 4096.0)), "9 of 12 (p = 0.073)");
     }
 
     #[test]
