@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::load::{Kind, LoadResult};
 use super::peers::Configs;
 
-#[derive(Serialize, Clone, Debug, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(default)]
 pub struct L7Sample {
     #[serde(flatten)]
     pub load: LoadResult,
@@ -62,11 +63,12 @@ pub struct IdleSample {
     pub connect_s: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Row<S> {
     pub scenario: String,
     pub system: String,
     /// A peer the ratio is taken against.
+    #[serde(default)]
     pub reference: bool,
     pub samples: Vec<S>,
     pub median: Option<S>,
@@ -214,6 +216,85 @@ impl IdleSample {
     }
 }
 
+/// The systems xalb is compared with.
+pub(super) const PEERS: [&str; 2] = ["nginx", "haproxy"];
+
+/// xalb against the peers in one scenario, in numbers: what the target list
+/// words for one run, and what `bench-tally` counts over many.
+pub(super) struct Versus {
+    /// xalb's median req/s ÷ the higher of the peers' medians.
+    pub rps_ratio: Option<f64>,
+    /// xalb's median p99, the lower of the peers' median p99s, and whose.
+    pub p99: Option<(f64, f64, &'static str)>,
+    /// Round by round; None unless every system has a sample in every round.
+    pub rounds: Option<Rounds>,
+}
+
+pub(super) struct Rounds {
+    pub n: usize,
+    /// Rounds in which xalb served at least every peer's req/s.
+    pub rps: usize,
+    /// Rounds in which xalb's p99 was no worse than any peer's.
+    pub p99: usize,
+}
+
+/// None without an xalb row in `scenario`.
+pub(super) fn versus(rows: &[Row<L7Sample>], scenario: &str) -> Option<Versus> {
+    let row = |system: &str| {
+        rows.iter()
+            .find(|r| r.scenario == scenario && r.system == system)
+    };
+    let x = row("xalb")?;
+    let peers: Vec<(&'static str, &Row<L7Sample>)> = PEERS
+        .into_iter()
+        .filter_map(|n| Some((n, row(n)?)))
+        .collect();
+    let medians = || {
+        peers
+            .iter()
+            .filter_map(|(n, p)| Some((*n, &p.median.as_ref()?.load)))
+    };
+    let xm = x.median.as_ref().map(|m| &m.load);
+    let rps_ratio = xm.and_then(|xm| {
+        let best = medians().map(|(_, m)| m.rps).reduce(f64::max)?;
+        Some(xm.rps / best)
+    });
+    let p99 = xm.and_then(|xm| {
+        let xp = xm.p99_ms?;
+        let (bp, name) = medians()
+            .filter_map(|(n, m)| Some((m.p99_ms?, n)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))?;
+        Some((xp, bp, name))
+    });
+    let xs = &x.samples;
+    let n = xs.len();
+    let rounds = (n > 0 && !peers.is_empty() && peers.iter().all(|(_, p)| p.samples.len() == n))
+        .then(|| {
+            let all = |i: usize, ok: &dyn Fn(&LoadResult, &LoadResult) -> bool| {
+                peers
+                    .iter()
+                    .all(|(_, p)| ok(&xs[i].load, &p.samples[i].load))
+            };
+            Rounds {
+                n,
+                rps: (0..n).filter(|&i| all(i, &|x, p| x.rps >= p.rps)).count(),
+                p99: (0..n)
+                    .filter(|&i| {
+                        xs[i]
+                            .load
+                            .p99_ms
+                            .is_some_and(|xp| all(i, &|_, p| p.p99_ms.is_none_or(|pp| xp <= pp)))
+                    })
+                    .count(),
+            }
+        });
+    Some(Versus {
+        rps_ratio,
+        p99,
+        rounds,
+    })
+}
+
 fn sort_by_scenario<S>(rows: &mut [Row<S>]) {
     let mut order: Vec<String> = Vec::new();
     for r in rows.iter() {
@@ -304,26 +385,11 @@ impl Report {
         self.check_targets();
     }
 
-    fn l7_row(&self, scenario: &str, system: &str) -> Option<&L7Sample> {
-        self.l7_samples(scenario, system)?.median.as_ref()
-    }
-
-    /// The row of `system` in `scenario`: every round's sample and their median.
-    fn l7_samples(&self, scenario: &str, system: &str) -> Option<&Row<L7Sample>> {
-        self.l7
-            .iter()
-            .find(|r| r.scenario == scenario && r.system == system)
-    }
-
     /// "`what`: met/NOT met (xalb's p99 vs the lower of the peers')" for
     /// `scenario`. The tail is judged against each peer's own: the peer with
     /// the most req/s need not have the lowest p99.
     fn p99_check(&self, scenario: &str, what: &str) -> Option<String> {
-        let xp = self.l7_row(scenario, "xalb")?.load.p99_ms?;
-        let (bp, name) = ["nginx", "haproxy"]
-            .into_iter()
-            .filter_map(|n| Some((self.l7_row(scenario, n)?.load.p99_ms?, n)))
-            .min_by(|a, b| a.0.total_cmp(&b.0))?;
+        let (xp, bp, name) = versus(&self.l7, scenario)?.p99?;
         Some(format!(
             "{what}: {} ({} vs {name}'s {})",
             verdict(xp <= bp),
@@ -336,61 +402,35 @@ impl Report {
     /// are seconds apart, so these comparisons are the least touched by the
     /// host's spells. None unless every system has one sample per round.
     fn rounds_check(&self, scenario: &str) -> Option<String> {
-        let samples = |system: &str| self.l7_samples(scenario, system).map(|r| &r.samples);
-        let x = samples("xalb")?;
-        let peers: Vec<_> = ["nginx", "haproxy"]
-            .into_iter()
-            .filter_map(samples)
-            .collect();
-        let n = x.len();
-        if n < 2 || peers.is_empty() || peers.iter().any(|p| p.len() != n) {
-            return None;
-        }
-        let rps = (0..n)
-            .filter(|&i| peers.iter().all(|p| x[i].load.rps >= p[i].load.rps))
-            .count();
-        let p99 = (0..n)
-            .filter(|&i| {
-                x[i].load.p99_ms.is_some_and(|xp| {
-                    peers
-                        .iter()
-                        .all(|p| p[i].load.p99_ms.is_none_or(|pp| xp <= pp))
-                })
-            })
-            .count();
+        let r = versus(&self.l7, scenario)?.rounds.filter(|r| r.n >= 2)?;
         Some(format!(
             "{scenario}, round by round (not an issue target): xalb's req/s at least both peers' in \
-             {rps} of {n} rounds, its p99 no worse than either's in {p99} of {n}"
+             {} of {n} rounds, its p99 no worse than either's in {} of {n}",
+            r.rps,
+            r.p99,
+            n = r.n
         ))
     }
 
     fn check_targets(&mut self) {
         let mut t = Vec::new();
         let ka = Kind::KeepAlive.scenario();
-        if let Some(x) = self.l7_row(ka, "xalb") {
-            let peers = [self.l7_row(ka, "nginx"), self.l7_row(ka, "haproxy")];
-            if let Some(best) = peers
-                .iter()
-                .flatten()
-                .max_by(|a, b| a.load.rps.total_cmp(&b.load.rps))
-            {
-                let ratio = x.load.rps / best.load.rps;
-                t.push(format!(
-                    "keep-alive req/s at least both peers': {} ({:.2}× the better)",
-                    verdict(ratio >= 1.0),
-                    ratio
-                ));
-                t.push(format!(
-                    "keep-alive req/s ≥ 1.2× the better peer: {} ({:.2}×{})",
-                    verdict(ratio >= 1.2),
-                    ratio,
-                    if ratio >= 1.2 {
-                        String::new()
-                    } else {
-                        format!(", short by {:.0}%", (1.2 - ratio) / 1.2 * 100.0)
-                    }
-                ));
-            }
+        if let Some(ratio) = versus(&self.l7, ka).and_then(|v| v.rps_ratio) {
+            t.push(format!(
+                "keep-alive req/s at least both peers': {} ({:.2}× the better)",
+                verdict(ratio >= 1.0),
+                ratio
+            ));
+            t.push(format!(
+                "keep-alive req/s ≥ 1.2× the better peer: {} ({:.2}×{})",
+                verdict(ratio >= 1.2),
+                ratio,
+                if ratio >= 1.2 {
+                    String::new()
+                } else {
+                    format!(", short by {:.0}%", (1.2 - ratio) / 1.2 * 100.0)
+                }
+            ));
         }
         t.extend(self.p99_check(ka, "keep-alive p99 no worse than either peer's"));
         t.extend(self.rounds_check(ka));

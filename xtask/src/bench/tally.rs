@@ -9,10 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
 
 use super::load::Kind;
-use super::report::median;
+use super::report::{median, versus, L7Sample, Row, PEERS};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -54,68 +56,49 @@ impl RunFigures {
     }
 }
 
-/// What a run's JSON says of keep-alive, or why it has nothing to count.
-fn figures(run: &Value) -> Result<RunFigures, &'static str> {
-    let scenario = Kind::KeepAlive.scenario();
-    let row = |system: &str| {
-        run["l7"].as_array().and_then(|rows| {
-            rows.iter()
-                .find(|r| r["scenario"] == scenario && r["system"] == system)
-        })
-    };
-    let point = |s: &Value| Some((s["rps"].as_f64()?, s["p99_ms"].as_f64()?));
-    let (Some(x), Some(n), Some(h)) = (row("xalb"), row("nginx"), row("haproxy")) else {
-        return Err("no keep-alive row for xalb, nginx and HAProxy");
-    };
-    let (Some(xm), Some(nm), Some(hm)) = (
-        point(&x["median"]),
-        point(&n["median"]),
-        point(&h["median"]),
-    ) else {
-        return Err("a keep-alive median without req/s or p99");
-    };
-    let (peer_p99, peer) = if nm.1 <= hm.1 {
-        (nm.1, "nginx")
-    } else {
-        (hm.1, "HAProxy")
-    };
-    let samples = |r: &Value| -> Option<Vec<(f64, f64)>> {
-        r["samples"].as_array()?.iter().map(point).collect()
-    };
-    let rounds = [samples(x), samples(n), samples(h)];
-    let (mut rounds_rps, mut rounds_p99) = (None, None);
-    if let [Some(xs), Some(ns), Some(hs)] = &rounds {
-        if xs.len() == ns.len() && xs.len() == hs.len() {
-            let each = |i: usize, ok: &dyn Fn((f64, f64), (f64, f64)) -> bool| {
-                ok(xs[i], ns[i]) && ok(xs[i], hs[i])
-            };
-            rounds_rps = Some(
-                (0..xs.len())
-                    .filter(|&i| each(i, &|x, p| x.0 >= p.0))
-                    .count(),
-            );
-            rounds_p99 = Some(
-                (0..xs.len())
-                    .filter(|&i| each(i, &|x, p| x.1 <= p.1))
-                    .count(),
-            );
-        }
-    }
-    Ok(RunFigures {
-        started: run["started_utc"].as_str().unwrap_or("?").to_string(),
-        mode: run["options"]["mode"].as_str().unwrap_or("?").to_string(),
-        rounds: rounds[0].as_ref().map_or(0, Vec::len),
-        rps_ratio: xm.0 / nm.0.max(hm.0),
-        xalb_p99: xm.1,
-        peer_p99,
-        peer: peer.to_string(),
-        rounds_rps,
-        rounds_p99,
-    })
+/// The part of a bench run's JSON the tally reads.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SavedRun {
+    started_utc: String,
+    options: BTreeMap<String, String>,
+    l7: Vec<Row<L7Sample>>,
 }
 
-fn is_smoke(run: &Value) -> bool {
-    run["options"]["mode"] == "smoke"
+impl SavedRun {
+    /// "full", "quick" or "smoke".
+    fn mode(&self) -> &str {
+        self.options.get("mode").map_or("?", String::as_str)
+    }
+}
+
+/// What a run says of keep-alive, or why it has nothing to count.
+fn figures(run: &SavedRun) -> Result<RunFigures, &'static str> {
+    let scenario = Kind::KeepAlive.scenario();
+    let row = |system: &str| {
+        run.l7
+            .iter()
+            .find(|r| r.scenario == scenario && r.system == system)
+    };
+    const MISSING: &str = "no keep-alive row for xalb, nginx and HAProxy";
+    let x = row("xalb")
+        .filter(|_| PEERS.iter().all(|p| row(p).is_some()))
+        .ok_or(MISSING)?;
+    let v = versus(&run.l7, scenario).ok_or(MISSING)?;
+    let (Some(rps_ratio), Some((xalb_p99, peer_p99, peer))) = (v.rps_ratio, v.p99) else {
+        return Err("a keep-alive median without req/s or p99");
+    };
+    Ok(RunFigures {
+        started: run.started_utc.clone(),
+        mode: run.mode().to_string(),
+        rounds: x.samples.len(),
+        rps_ratio,
+        xalb_p99,
+        peer_p99,
+        peer: if peer == "haproxy" { "HAProxy" } else { peer }.to_string(),
+        rounds_rps: v.rounds.as_ref().map(|r| r.rps),
+        rounds_p99: v.rounds.as_ref().map(|r| r.p99),
+    })
 }
 
 fn spread(v: Vec<f64>) -> String {
@@ -254,10 +237,10 @@ pub fn run(args: Args) -> Result<()> {
     for f in &files {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        let run: Value = serde_json::from_str(&text)
+        let run: SavedRun = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a bench report (JSON)", f.display()))?;
         let name = f.display().to_string();
-        if is_smoke(&run) && !args.include_smoke {
+        if run.mode() == "smoke" && !args.include_smoke {
             skipped.push((name, "a --smoke run"));
             continue;
         }
@@ -279,7 +262,11 @@ pub fn run(args: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn saved(v: Value) -> SavedRun {
+        serde_json::from_value(v).unwrap()
+    }
 
     fn point(rps: f64, p99: f64) -> Value {
         json!({ "rps": rps, "p99_ms": p99 })
@@ -309,11 +296,11 @@ mod tests {
 
     #[test]
     fn a_run_is_judged_by_its_medians_and_round_by_round() {
-        let r = figures(&run(
+        let r = figures(&saved(run(
             &[(46_000.0, 3.5), (48_000.0, 2.9), (44_000.0, 2.8)],
             &[(43_000.0, 4.9), (48_000.0, 3.7), (42_000.0, 4.2)],
             &[(42_000.0, 3.3), (49_000.0, 2.7), (41_000.0, 3.0)],
-        ))
+        )))
         .unwrap();
         assert_eq!(r.rounds, 3);
         // Medians: xalb 46,000 against nginx's 43,000 and HAProxy's 42,000.
@@ -331,11 +318,11 @@ mod tests {
 
     #[test]
     fn a_miss_is_a_miss_and_unpaired_rounds_are_not_paired() {
-        let r = figures(&run(
+        let r = figures(&saved(run(
             &[(40_000.0, 3.1), (41_000.0, 3.0)],
             &[(42_000.0, 4.0), (43_000.0, 4.0)],
             &[(39_000.0, 2.9)],
-        ))
+        )))
         .unwrap();
         assert!(!r.rps_met());
         assert!(!r.p99_met());
@@ -347,16 +334,20 @@ mod tests {
     fn runs_without_all_three_keep_alive_rows_are_not_counted() {
         let mut v = run(&[(1.0, 1.0)], &[(1.0, 1.0)], &[(1.0, 1.0)]);
         v["l7"].as_array_mut().unwrap().remove(2);
+        let v = saved(v);
         assert!(figures(&v).is_err());
-        assert!(figures(&json!({})).is_err());
-        assert!(!is_smoke(&v));
-        assert!(is_smoke(&json!({ "options": { "mode": "smoke" } })));
+        assert!(figures(&saved(json!({}))).is_err());
+        assert!(v.mode() != "smoke");
+        assert_eq!(
+            saved(json!({ "options": { "mode": "smoke" } })).mode(),
+            "smoke"
+        );
     }
 
     #[test]
     fn the_summary_counts_each_target_and_the_margins() {
-        let met = figures(&run(&[(50.0, 2.0)], &[(40.0, 3.0)], &[(45.0, 2.5)])).unwrap();
-        let missed = figures(&run(&[(40.0, 3.0)], &[(40.0, 3.5)], &[(50.0, 2.5)])).unwrap();
+        let met = figures(&saved(run(&[(50.0, 2.0)], &[(40.0, 3.0)], &[(45.0, 2.5)]))).unwrap();
+        let missed = figures(&saved(run(&[(40.0, 3.0)], &[(40.0, 3.5)], &[(50.0, 2.5)]))).unwrap();
         let md = markdown(
             &[met.clone(), missed, met],
             &[("a.json".into(), "a --smoke run")],
