@@ -151,11 +151,19 @@ pub struct LoadBalancer {
     pub addresses: Vec<IpAddr>,
     pub security_groups: Vec<String>,
     pub idle_timeout: Duration,
+    /// A request head must arrive whole within this long of its first byte
+    /// (408 otherwise), as nginx's `client_header_timeout`. An extension of
+    /// the contract: 1s-4000s, default 60s or `idle_timeout` if shorter.
+    pub request_head_timeout: Duration,
     /// Request line plus header fields, in bytes; larger requests get 431.
     /// An extension of the contract: 8192 to 1 MiB, default 65536 (the ALB's 64 KiB).
     pub max_header_bytes: usize,
     /// Header fields per request; more get 431. 16-1000, default 100.
     pub max_headers: usize,
+    /// Keep a client's `X-Request-Id` instead of replacing it. An extension
+    /// of the contract, default false: a client could otherwise choose the
+    /// id that targets and logs correlate by.
+    pub trust_request_id: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

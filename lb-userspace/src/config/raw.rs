@@ -130,8 +130,10 @@ pub(crate) struct RawLoadBalancer {
     pub addresses: S<Vec<S<String>>>,
     pub security_groups: S<Vec<S<String>>>,
     pub idle_timeout: Option<S<String>>,
+    pub request_head_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<i64>>,
     pub max_headers: Option<S<i64>>,
+    pub trust_request_id: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -911,6 +911,12 @@ impl Checker<'_> {
             secs(60),
             &IDLE_TIMEOUT,
         );
+        let request_head_timeout = self.duration(
+            lb.request_head_timeout.as_ref(),
+            &format!("{p}.request_head_timeout"),
+            idle_timeout.min(secs(60)),
+            &IDLE_TIMEOUT,
+        );
         // The ALB's limits: 64 KiB of request line and header fields, 100 fields.
         let max_header_bytes = lb
             .max_header_bytes
@@ -931,8 +937,10 @@ impl Checker<'_> {
             addresses,
             security_groups,
             idle_timeout,
+            request_head_timeout,
             max_header_bytes,
             max_headers,
+            trust_request_id: lb.trust_request_id.unwrap_or(false),
         }
     }
 

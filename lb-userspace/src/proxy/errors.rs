@@ -12,6 +12,13 @@ pub type ProxyBody = Either<super::service::Tracked, Full<Bytes>>;
 pub enum LbError {
     /// Malformed request, or framing that could smuggle a second request.
     BadRequest(&'static str),
+    /// The client closed the connection (or reset its stream) before its
+    /// request body's end; logged as the client's doing, never the target's.
+    ClientClosed,
+    /// A request head that did not arrive whole within `request_head_timeout`.
+    RequestTimeout,
+    /// A method the balancer does not serve (CONNECT: it is no forward proxy).
+    MethodNotAllowed(&'static str),
     /// No registered target in the group.
     NoTarget,
     /// Every target tried refused or failed to connect.
@@ -25,7 +32,10 @@ pub enum LbError {
 impl LbError {
     pub fn status(self) -> StatusCode {
         match self {
-            LbError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            // The ALB answers 400 to a body the client did not finish.
+            LbError::BadRequest(_) | LbError::ClientClosed => StatusCode::BAD_REQUEST,
+            LbError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            LbError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             LbError::NoTarget => StatusCode::SERVICE_UNAVAILABLE,
             LbError::TargetConnect | LbError::BadResponse => StatusCode::BAD_GATEWAY,
             LbError::TargetTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -34,7 +44,11 @@ impl LbError {
 
     pub fn cause(self) -> &'static str {
         match self {
-            LbError::BadRequest(why) => why,
+            LbError::BadRequest(why) | LbError::MethodNotAllowed(why) => why,
+            LbError::ClientClosed => {
+                "the client closed the connection before sending the whole request body"
+            }
+            LbError::RequestTimeout => "the request head did not arrive in time",
             LbError::NoTarget => "no healthy target is available",
             LbError::TargetConnect => "could not connect to a target",
             LbError::BadResponse => "the target sent an invalid response",
@@ -51,8 +65,15 @@ impl LbError {
             self.cause()
         );
         let mut resp = plain(status, Bytes::from(body), "text/plain; charset=utf-8");
-        if matches!(self, LbError::BadRequest(_)) {
-            // The connection's framing can no longer be trusted.
+        if matches!(
+            self,
+            LbError::BadRequest(_)
+                | LbError::ClientClosed
+                | LbError::RequestTimeout
+                | LbError::MethodNotAllowed(_)
+        ) {
+            // The connection's framing can no longer be trusted (or, for
+            // CONNECT, whatever follows is meant for a tunnel).
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

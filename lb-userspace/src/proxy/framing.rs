@@ -8,22 +8,60 @@
 //! layer sees each request head as sent, follows the body framing to find the
 //! next head, and replaces a head it refuses with a marker request that the
 //! service answers with 400 and `Connection: close`; nothing after it is read.
-//! HTTP/2 (prior knowledge) and upgraded connections pass through untouched.
+//! Chunk-size and trailer lines are held to hyper's own rules, and wherever
+//! the two could read a body differently (a bare LF, a size hyper would
+//! overflow on) the guard ends the body with an error instead of passing the
+//! bytes on: the request is refused and its connection closed. A request head
+//! that trickles in for longer than `request_head_timeout` is replaced with a
+//! marker too, answered 408. HTTP/2 (prior knowledge) passes through
+//! untouched, and so does a connection once its protocol has switched (the
+//! service says so through [`Switch`], on a 101): a request that merely asks
+//! for an upgrade is judged like any other, and so is the next one if the
+//! target declines.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// The header a refused head is replaced with; its value is the reason. A
 /// client sending it itself only gets its own request refused.
 pub const REJECT_HEADER: &str = "x-xalb-framing-rejected";
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Longest chunk-size or trailer line followed before giving up guarding.
-const MAX_LINE: usize = 4096;
+/// hyper's limit on the chunk extensions of one body, in bytes: it refuses
+/// the body at this many.
+const MAX_EXTENSIONS: usize = 16 * 1024;
+/// Longest chunk-size line: room for hyper's whole extension allowance.
+const MAX_CHUNK_LINE: usize = MAX_EXTENSIONS + 1024;
+/// hyper's limit on a body's trailer section, in bytes.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Most significant hex digits in a chunk size: 2^60 bytes is no real chunk,
+/// and fewer digits than hyper's 16 leave no doubt about overflow.
+const MAX_SIZE_DIGITS: usize = 15;
+
+/// Set by the service when a response switched the connection's protocol
+/// (101): from then on the bytes belong to the new protocol and pass
+/// through unjudged.
+#[derive(Clone, Default)]
+pub struct Switch(Arc<AtomicBool>);
+
+impl Switch {
+    pub fn switched(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_switched(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 /// Why a head was refused; the marker carries the code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,16 +72,19 @@ pub enum Refusal {
     RepeatedTransferEncoding,
     UnsupportedTransferEncoding,
     TransferEncodingInHttp10,
+    /// Not a framing fault: the head did not arrive in time (408).
+    HeadTimeout,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 6] = [
+    const ALL: [Refusal; 7] = [
         Refusal::BothLengthAndChunked,
         Refusal::RepeatedContentLength,
         Refusal::InvalidContentLength,
         Refusal::RepeatedTransferEncoding,
         Refusal::UnsupportedTransferEncoding,
         Refusal::TransferEncodingInHttp10,
+        Refusal::HeadTimeout,
     ];
 
     pub fn code(self) -> &'static str {
@@ -54,6 +95,7 @@ impl Refusal {
             Refusal::RepeatedTransferEncoding => "te-repeated",
             Refusal::UnsupportedTransferEncoding => "te-invalid",
             Refusal::TransferEncodingInHttp10 => "te-http10",
+            Refusal::HeadTimeout => "head-timeout",
         }
     }
 
@@ -76,6 +118,7 @@ impl Refusal {
                 "unsupported Transfer-Encoding (only \"chunked\" is accepted)"
             }
             Refusal::TransferEncodingInHttp10 => "Transfer-Encoding is not allowed in HTTP/1.0",
+            Refusal::HeadTimeout => "the request head did not arrive in time",
         }
     }
 }
@@ -93,10 +136,14 @@ enum State {
     ChunkCrlf,
     /// Trailer lines until an empty one.
     Trailers,
-    /// No more guarding: HTTP/2, an upgrade, or input the parser will refuse.
+    /// No more guarding: HTTP/2, a switched protocol, or a head the parser
+    /// will refuse (and then close the connection).
     Passthrough,
     /// A marker was handed over; nothing more is read.
     Refused,
+    /// A body's framing was refused: the parser gets what came before it,
+    /// then this error, and answers 400.
+    Broken(&'static str),
 }
 
 /// Wraps a client connection; see the module documentation.
@@ -106,32 +153,53 @@ pub struct FramingGuard<IO> {
     pending: BytesMut,
     judged: usize,
     state: State,
-    max_head: usize,
-    max_headers: usize,
+    limits: GuardLimits,
     eof: bool,
+    /// Chunk-extension and trailer bytes of the current body so far.
+    extensions: usize,
+    trailers: usize,
+    trailer_fields: usize,
+    switch: Switch,
+    /// Armed while a head is arriving in pieces; boxed so that a
+    /// connection whose heads come whole (nearly all) carries no timer.
+    head_deadline: Option<Pin<Box<Sleep>>>,
+}
+
+/// What the guard holds requests to.
+#[derive(Clone, Copy, Debug)]
+pub struct GuardLimits {
+    /// Past this many bytes without a complete head the parser gets them as
+    /// they are (and answers 431).
+    pub max_head: usize,
+    /// At least the parser's limit, so that every head the parser accepts is
+    /// judged here.
+    pub max_headers: usize,
+    /// A head must arrive whole this long after its first byte.
+    pub head_timeout: Duration,
 }
 
 impl<IO> FramingGuard<IO> {
-    /// `max_head`: past this many bytes without a complete head the parser
-    /// gets them as they are (and answers 431); `max_headers` must be at least
-    /// the parser's limit, so that every head the parser accepts is judged here.
-    pub fn new(io: IO, max_head: usize, max_headers: usize) -> Self {
+    pub fn new(io: IO, limits: GuardLimits, switch: Switch) -> Self {
         Self {
             io,
             pending: BytesMut::new(),
             judged: 0,
             state: State::Head,
-            max_head,
-            max_headers,
+            limits,
             eof: false,
+            extensions: 0,
+            trailers: 0,
+            trailer_fields: 0,
+            switch,
+            head_deadline: None,
         }
     }
 
     /// A guard over `io` whose first bytes, `read`, were already taken off
     /// it (by the fast path, before it handed the connection over): they are
     /// judged first, as if just read.
-    pub fn resume(io: IO, read: BytesMut, max_head: usize, max_headers: usize) -> Self {
-        let mut guard = Self::new(io, max_head, max_headers);
+    pub fn resume(io: IO, read: BytesMut, limits: GuardLimits, switch: Switch) -> Self {
+        let mut guard = Self::new(io, limits, switch);
         guard.pending = read;
         guard.process();
         guard
@@ -145,7 +213,7 @@ impl<IO> FramingGuard<IO> {
                     self.judged = self.pending.len();
                     false
                 }
-                State::Refused => {
+                State::Refused | State::Broken(_) => {
                     self.pending.truncate(self.judged);
                     false
                 }
@@ -160,21 +228,34 @@ impl<IO> FramingGuard<IO> {
                     };
                     true
                 }
-                State::ChunkSize => match self.line() {
-                    Some(len) => {
-                        let line = &self.unjudged()[..len];
-                        let line = line.strip_suffix(b"\n").unwrap_or(line);
-                        let line = line.strip_suffix(b"\r").unwrap_or(line);
-                        let size = line.split(|&b| b == b';').next().unwrap_or_default();
-                        match parse_hex(size) {
-                            Some(0) => self.state = State::Trailers,
-                            Some(n) => self.state = State::ChunkData(n),
-                            None => self.state = State::Passthrough,
+                State::ChunkSize => match self.line(MAX_CHUNK_LINE) {
+                    Ok(Some(len)) => {
+                        match chunk_size_line(&self.unjudged()[..len]) {
+                            Ok((size, extensions)) => {
+                                self.extensions += extensions;
+                                if self.extensions >= MAX_EXTENSIONS {
+                                    self.break_body("chunk extensions over the limit");
+                                    return;
+                                }
+                                self.state = if size == 0 {
+                                    State::Trailers
+                                } else {
+                                    State::ChunkData(size)
+                                };
+                                self.release(len);
+                            }
+                            Err(why) => {
+                                self.break_body(why);
+                                return;
+                            }
                         }
-                        self.release(len);
                         true
                     }
-                    None => false,
+                    Ok(None) => false,
+                    Err(why) => {
+                        self.break_body(why);
+                        return;
+                    }
                 },
                 State::ChunkData(n) => {
                     let take = (n.min(self.unjudged().len() as u64)) as usize;
@@ -187,31 +268,50 @@ impl<IO> FramingGuard<IO> {
                     take > 0
                 }
                 State::ChunkCrlf => {
-                    if self.unjudged().len() < 2 {
+                    let unjudged = self.unjudged();
+                    let seen = &unjudged[..unjudged.len().min(2)];
+                    if !b"\r\n".starts_with(seen) {
+                        self.break_body("chunk data longer than its size, or not ended by CRLF");
+                        return;
+                    }
+                    if seen.len() < 2 {
                         false
                     } else {
-                        if &self.unjudged()[..2] != b"\r\n" {
-                            self.state = State::Passthrough;
-                        } else {
-                            self.state = State::ChunkSize;
-                        }
+                        self.state = State::ChunkSize;
                         self.release(2);
                         true
                     }
                 }
-                State::Trailers => match self.line() {
-                    Some(len) => {
-                        if len <= 2
-                            && self.unjudged()[..len]
-                                .iter()
-                                .all(|&b| b == b'\r' || b == b'\n')
-                        {
+                State::Trailers => match self.line(MAX_TRAILERS) {
+                    Ok(Some(len)) => {
+                        let line = &self.unjudged()[..len];
+                        if !is_crlf_line(line) {
+                            self.break_body("bare CR or LF in the trailer section");
+                            return;
+                        }
+                        if len == 2 {
                             self.state = State::Head;
+                            self.extensions = 0;
+                            self.trailers = 0;
+                            self.trailer_fields = 0;
+                        } else {
+                            self.trailers += len;
+                            self.trailer_fields += 1;
+                            if self.trailers > MAX_TRAILERS
+                                || self.trailer_fields > self.limits.max_headers
+                            {
+                                self.break_body("trailer section over the limit");
+                                return;
+                            }
                         }
                         self.release(len);
                         true
                     }
-                    None => false,
+                    Ok(None) => false,
+                    Err(why) => {
+                        self.break_body(why);
+                        return;
+                    }
                 },
             };
             if !progressed {
@@ -229,23 +329,36 @@ impl<IO> FramingGuard<IO> {
         self.judged += n;
     }
 
-    /// Length of the next line including its `\n`, if complete. A line too
-    /// long to be a chunk header ends the guarding (the parser refuses it).
-    fn line(&mut self) -> Option<usize> {
-        match self
-            .unjudged()
-            .iter()
-            .take(MAX_LINE)
-            .position(|&b| b == b'\n')
-        {
-            Some(i) => Some(i + 1),
-            None => {
-                if self.unjudged().len() >= MAX_LINE {
-                    self.state = State::Passthrough;
-                }
-                None
-            }
+    /// Ends the body here: what was judged goes to the parser, then an error.
+    fn break_body(&mut self, why: &'static str) {
+        self.pending.truncate(self.judged);
+        self.state = State::Broken(why);
+    }
+
+    /// Length of the next line including its `\n`, if complete; an error
+    /// when none ends within `max` bytes.
+    fn line(&self, max: usize) -> Result<Option<usize>, &'static str> {
+        match self.unjudged().iter().take(max).position(|&b| b == b'\n') {
+            Some(i) => Ok(Some(i + 1)),
+            None if self.unjudged().len() >= max => Err("chunk-size or trailer line too long"),
+            None => Ok(None),
         }
+    }
+
+    /// Replaces everything unjudged with a marker request carrying
+    /// `refusal`; nothing after it is read.
+    fn refuse(&mut self, refusal: Refusal) {
+        self.pending.truncate(self.judged);
+        self.pending.extend_from_slice(
+            format!(
+                "GET / HTTP/1.1\r\nhost: refused\r\n{REJECT_HEADER}: {}\r\nconnection: close\r\n\r\n",
+                refusal.code()
+            )
+            .as_bytes(),
+        );
+        self.judged = self.pending.len();
+        self.state = State::Refused;
+        self.head_deadline = None;
     }
 
     /// Judges a complete head at the start of `pending`; true if it did.
@@ -264,41 +377,32 @@ impl<IO> FramingGuard<IO> {
         }
         let mut on_stack = [httparse::EMPTY_HEADER; 128];
         let mut on_heap;
-        let headers: &mut [httparse::Header<'_>] = if self.max_headers <= on_stack.len() {
+        let headers: &mut [httparse::Header<'_>] = if self.limits.max_headers <= on_stack.len() {
             &mut on_stack
         } else {
-            on_heap = vec![httparse::EMPTY_HEADER; self.max_headers];
+            on_heap = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
             &mut on_heap
         };
         let mut req = httparse::Request::new(headers);
         let len = match req.parse(unjudged) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
-                if unjudged.len() > self.max_head {
+                if unjudged.len() > self.limits.max_head {
                     self.state = State::Passthrough;
                     return true;
                 }
                 return false;
             }
-            // Malformed or too many headers: the parser answers it.
+            // Malformed or too many headers: the parser answers it, and
+            // closes the connection.
             Err(_) => {
                 self.state = State::Passthrough;
                 return true;
             }
         };
+        self.head_deadline = None;
         match judge(&req) {
-            Err(refusal) => {
-                self.pending.truncate(self.judged);
-                self.pending.extend_from_slice(
-                    format!(
-                        "GET / HTTP/1.1\r\nhost: refused\r\n{REJECT_HEADER}: {}\r\nconnection: close\r\n\r\n",
-                        refusal.code()
-                    )
-                    .as_bytes(),
-                );
-                self.judged = self.pending.len();
-                self.state = State::Refused;
-            }
+            Err(refusal) => self.refuse(refusal),
             Ok(next) => {
                 self.release(len);
                 self.state = next;
@@ -306,6 +410,62 @@ impl<IO> FramingGuard<IO> {
         }
         true
     }
+
+    /// Whether a head has been arriving for longer than its deadline; arms
+    /// the deadline at the first look at a partial head.
+    fn head_overdue(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.state != State::Head || self.judged == self.pending.len() {
+            self.head_deadline = None;
+            return false;
+        }
+        let timeout = self.limits.head_timeout;
+        let deadline = self
+            .head_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// hyper's chunk-size line, `\n` included: hex digits, optional spaces or
+/// tabs, an optional `;` extension, then CRLF. The size, and how many
+/// extension bytes (which hyper counts over the whole body).
+fn chunk_size_line(line: &[u8]) -> Result<(u64, usize), &'static str> {
+    if !is_crlf_line(line) {
+        return Err("bare CR or LF in a chunk-size line");
+    }
+    let line = &line[..line.len() - 2];
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err("invalid chunk size");
+    }
+    let significant = line[..digits].iter().skip_while(|&&b| b == b'0').count();
+    if significant > MAX_SIZE_DIGITS {
+        return Err("chunk size too large");
+    }
+    let rest = &line[digits..];
+    let lws = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let extensions = match &rest[lws..] {
+        [] => 0,
+        [b';', ext @ ..] => ext.len(),
+        _ => return Err("invalid chunk size"),
+    };
+    let mut size = 0u64;
+    for &b in &line[digits - significant..digits] {
+        size = size * 16 + u64::from((b as char).to_digit(16).unwrap_or(0));
+    }
+    Ok((size, extensions))
+}
+
+/// A line that ends in CRLF and has no other CR or LF: where hyper and any
+/// lenient reader agree on where it ends.
+fn is_crlf_line(line: &[u8]) -> bool {
+    line.ends_with(b"\r\n")
+        && !line[..line.len() - 2]
+            .iter()
+            .any(|&b| b == b'\r' || b == b'\n')
 }
 
 /// The state after an acceptable head, or why it is refused.
@@ -314,7 +474,6 @@ fn judge(req: &httparse::Request<'_, '_>) -> Result<State, Refusal> {
     let mut lengths = 0;
     let mut chunked = false;
     let mut encodings = 0;
-    let mut upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             lengths += 1;
@@ -326,8 +485,6 @@ fn judge(req: &httparse::Request<'_, '_>) -> Result<State, Refusal> {
                 return Err(Refusal::UnsupportedTransferEncoding);
             }
             chunked = true;
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
         }
     }
     if encodings > 0 && lengths > 0 {
@@ -342,11 +499,9 @@ fn judge(req: &httparse::Request<'_, '_>) -> Result<State, Refusal> {
     if chunked && req.version == Some(0) {
         return Err(Refusal::TransferEncodingInHttp10);
     }
-    if upgrade || req.method == Some("CONNECT") {
-        // Whatever follows is the upgraded protocol's, or the parser's again
-        // if the upgrade is declined; either way no longer ours to follow.
-        return Ok(State::Passthrough);
-    }
+    // An Upgrade request is framed like any other: what follows is still
+    // HTTP until a 101 says otherwise (`Switch`). CONNECT is refused (405)
+    // and its connection closed, so nothing after it is served.
     Ok(match (chunked, length) {
         (true, _) => State::ChunkSize,
         (false, Some(n)) if n > 0 => State::Body(n),
@@ -375,14 +530,6 @@ fn parse_decimal(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-fn parse_hex(v: &[u8]) -> Option<u64> {
-    let v = trim(v);
-    if v.is_empty() || v.len() > 15 || !v.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
-    u64::from_str_radix(std::str::from_utf8(v).ok()?, 16).ok()
-}
-
 impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -390,6 +537,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.state != State::Passthrough && this.switch.is_switched() {
+            this.state = State::Passthrough;
+            this.judged = this.pending.len();
+            this.head_deadline = None;
+        }
         loop {
             if this.judged > 0 {
                 let n = this.judged.min(buf.remaining());
@@ -397,6 +549,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 this.pending.advance(n);
                 this.judged -= n;
                 return Poll::Ready(Ok(()));
+            }
+            if let State::Broken(why) = this.state {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
             }
             if this.eof {
                 return Poll::Ready(Ok(()));
@@ -460,7 +615,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
             let spare = this.pending.spare_capacity_mut();
             let mut rb = ReadBuf::uninit(spare);
             match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if this.head_overdue(cx) {
+                        this.refuse(Refusal::HeadTimeout);
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
                     let n = rb.filled().len();
@@ -510,7 +671,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
 
     /// A peer that sends its bytes a few at a time, so heads and chunk lines
     /// arrive split.
@@ -530,34 +690,62 @@ mod tests {
         }
     }
 
-    /// What the parser behind the guard reads, with input in one piece and
-    /// trickled three bytes at a time (the two must agree).
-    async fn through(parts: &[&[u8]]) -> Vec<u8> {
-        // After a refusal the guard never yields more (nor EOF): stop waiting.
-        let wait = std::time::Duration::from_millis(100);
-        let mut whole = Vec::new();
-        let mut g = FramingGuard::new(std::io::Cursor::new(parts.concat()), 64 * 1024, 100);
-        let _ = tokio::time::timeout(wait, g.read_to_end(&mut whole)).await;
-        let mut trickled = Vec::new();
-        let mut g = FramingGuard::new(Trickle(parts.concat(), 0, 3), 64 * 1024, 100);
-        let _ = tokio::time::timeout(wait, g.read_to_end(&mut trickled)).await;
-        assert_eq!(whole, trickled);
-        // Bytes read before the guard took over are judged the same way.
+    const LIMITS: GuardLimits = GuardLimits {
+        max_head: 64 * 1024,
+        max_headers: 100,
+        head_timeout: Duration::from_secs(60),
+    };
+
+    /// Everything the guard yields, and the error it ended with, if any:
+    /// read until end of stream, an error, or until it holds back (after a
+    /// refusal it never yields more). Small reads, as a parser's may be.
+    fn drain<IO: AsyncRead + Unpin>(mut g: FramingGuard<IO>) -> (Vec<u8>, Option<String>) {
+        let mut out = Vec::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut chunk = [0u8; 61];
+        loop {
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut g).poll_read(&mut cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return (out, None),
+                Poll::Ready(Ok(())) => out.extend_from_slice(rb.filled()),
+                Poll::Ready(Err(e)) => return (out, Some(e.to_string())),
+                Poll::Pending => return (out, None),
+            }
+        }
+    }
+
+    /// What the parser behind the guard reads, and the error it gets if the
+    /// guard ends a body, with the input in one piece, trickled three bytes
+    /// at a time, and partly read before the guard took over (all must
+    /// agree).
+    fn judged(parts: &[&[u8]]) -> (Vec<u8>, Option<String>) {
         let input = parts.concat();
+        let whole = drain(FramingGuard::new(
+            std::io::Cursor::new(input.clone()),
+            LIMITS,
+            Switch::default(),
+        ));
+        let trickled = drain(FramingGuard::new(
+            Trickle(input.clone(), 0, 3),
+            LIMITS,
+            Switch::default(),
+        ));
+        assert_eq!(whole, trickled);
         for k in [1, 17, input.len() / 2, input.len()] {
             let k = k.min(input.len());
-            let read = BytesMut::from(&input[..k]);
-            let mut g = FramingGuard::resume(
+            let resumed = drain(FramingGuard::resume(
                 std::io::Cursor::new(input[k..].to_vec()),
-                read,
-                64 * 1024,
-                100,
-            );
-            let mut resumed = Vec::new();
-            let _ = tokio::time::timeout(wait, g.read_to_end(&mut resumed)).await;
+                BytesMut::from(&input[..k]),
+                LIMITS,
+                Switch::default(),
+            ));
             assert_eq!(whole, resumed, "{k} bytes read before");
         }
         whole
+    }
+
+    async fn through(parts: &[&[u8]]) -> Vec<u8> {
+        judged(parts).0
     }
 
     fn refused(out: &[u8]) -> Option<String> {

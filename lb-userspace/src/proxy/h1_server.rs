@@ -25,7 +25,7 @@ use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::errors::ProxyBody;
+use super::errors::{LbError, ProxyBody};
 use super::framing::REJECT_HEADER;
 use super::h1_fields;
 use super::headers::{has_token, lists_token};
@@ -71,6 +71,9 @@ where
     let mut idle = pin!(quiet_for(activity, limits.idle_timeout));
     let mut stop = pin!(shutdown.changed());
     loop {
+        // Armed only for a head that does not arrive in one read: a timer
+        // per request would cost every request.
+        let mut head_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let (req, close) = loop {
             match parse_request(&mut buf, limits) {
                 Parsed::Request(req, close) => break (req, close),
@@ -79,11 +82,18 @@ where
                     return Ok(Outcome::Handoff(io, buf));
                 }
             }
+            if !buf.is_empty() && head_deadline.is_none() {
+                head_deadline = Some(Box::pin(tokio::time::sleep(limits.request_head_timeout)));
+            }
             let n = tokio::select! {
                 biased;
                 r = read_more(&mut io, &mut buf) => r?,
                 _ = &mut stop => return Ok(Outcome::Closed),
                 _ = &mut idle => return Ok(Outcome::Closed),
+                _ = async { head_deadline.as_mut().expect("armed").await }, if head_deadline.is_some() => {
+                    head_timed_out(&mut io, &mut out, route.refresh(&mut own_route)).await;
+                    return Ok(Outcome::Closed);
+                }
             };
             if n == 0 {
                 return Ok(Outcome::Closed);
@@ -135,6 +145,23 @@ where
         if out.capacity() > 8 * 1024 {
             out = Vec::new();
         }
+    }
+}
+
+/// A head that trickled in for longer than `request_head_timeout`: 408,
+/// and the connection is closed (as nginx's `client_header_timeout`).
+async fn head_timed_out<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    route: &super::server::Route,
+) {
+    let e = LbError::RequestTimeout;
+    route.ctx.metrics.elb_response(e.status());
+    if write_response(io, out, e.response(), false, true)
+        .await
+        .is_ok()
+    {
+        let _ = io.shutdown().await;
     }
 }
 
@@ -383,6 +410,7 @@ mod tests {
         max_header_bytes: 1024,
         max_headers: 16,
         idle_timeout: Duration::from_secs(60),
+        request_head_timeout: Duration::from_secs(60),
     };
 
     fn parse(raw: &str) -> (Parsed, BytesMut) {

@@ -49,7 +49,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         for v in first.iter().chain(&rest) {
             for token in v.to_str().unwrap_or("").split(',') {
                 let token = token.trim();
-                let kept = keep_upgrade && token.eq_ignore_ascii_case("upgrade");
+                // Host is the request's, never the connection's: a target
+                // must not get a request without it.
+                let kept = (keep_upgrade && token.eq_ignore_ascii_case("upgrade"))
+                    || token.eq_ignore_ascii_case("host");
                 if !token.is_empty() && !kept {
                     h.remove(token);
                 }
@@ -154,11 +157,12 @@ fn write_decimal(out: &mut [u8], n: u8) -> usize {
     3 - skip
 }
 
-/// A request id unique within this process and unlikely to repeat across
-/// restarts: a random prefix per worker thread and that thread's counter (no
-/// counter shared between cores).
-pub fn ensure_request_id(h: &mut HeaderMap) {
-    if h.contains_key(&X_REQUEST_ID) {
+/// Sets X-Request-Id to an id unique within this process and unlikely to
+/// repeat across restarts: a random prefix per worker thread and that
+/// thread's counter (no counter shared between cores). A client's own id
+/// is replaced unless `keep_client_id` (`trust_request_id`).
+pub fn set_request_id(h: &mut HeaderMap, keep_client_id: bool) {
+    if keep_client_id && h.contains_key(&X_REQUEST_ID) {
         return;
     }
     thread_local! {
@@ -237,11 +241,11 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_added_once_and_differ() {
+    fn request_ids_are_added_once_differ_and_replace_a_clients_unless_trusted() {
         let mut a = HeaderMap::new();
-        ensure_request_id(&mut a);
+        set_request_id(&mut a, false);
         let mut b = HeaderMap::new();
-        ensure_request_id(&mut b);
+        set_request_id(&mut b, false);
         assert_ne!(a[&X_REQUEST_ID], b[&X_REQUEST_ID]);
         let id = a[&X_REQUEST_ID].to_str().unwrap();
         assert_eq!(id.len(), 33);
@@ -249,7 +253,10 @@ mod tests {
         assert!(id.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()));
         let mut c = HeaderMap::new();
         c.insert(&X_REQUEST_ID, HeaderValue::from_static("mine"));
-        ensure_request_id(&mut c);
-        assert_eq!(c[&X_REQUEST_ID], "mine");
+        set_request_id(&mut c, true);
+        assert_eq!(c[&X_REQUEST_ID], "mine", "kept when trusted");
+        set_request_id(&mut c, false);
+        assert_ne!(c[&X_REQUEST_ID], "mine", "replaced otherwise");
+        assert_eq!(c.get_all(&X_REQUEST_ID).iter().count(), 1);
     }
 }

@@ -2,6 +2,7 @@
 //! forwarding to targets over pooled keep-alive connections.
 
 pub mod access_log;
+pub mod client_body;
 pub mod client_socket;
 pub mod errors;
 pub mod framing;

@@ -118,7 +118,9 @@ pub fn plan(
                 max_header_bytes: lb.max_header_bytes,
                 max_headers: lb.max_headers,
                 idle_timeout: lb.idle_timeout,
+                request_head_timeout: lb.request_head_timeout,
             },
+            trust_request_id: lb.trust_request_id,
             access_log: access_log.clone(),
         });
         for &ip in &lb.addresses {

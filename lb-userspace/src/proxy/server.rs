@@ -16,8 +16,9 @@ use tracing::{debug, warn};
 
 use crate::metrics::ListenerMetrics;
 
+use super::client_body::ClientBody;
 use super::client_socket::{ClientSocket, Listener};
-use super::framing::FramingGuard;
+use super::framing::{FramingGuard, GuardLimits, Switch};
 use super::h1_server;
 use super::meter::{Meter, Metered};
 use super::rebalance::{self, Balancer};
@@ -32,6 +33,18 @@ pub struct ConnLimits {
     pub max_headers: usize,
     /// A connection with no request in flight is closed after this long.
     pub idle_timeout: Duration,
+    /// A request head must arrive whole this long after its first byte.
+    pub request_head_timeout: Duration,
+}
+
+impl ConnLimits {
+    fn guard(&self) -> GuardLimits {
+        GuardLimits {
+            max_head: self.max_header_bytes,
+            max_headers: self.max_headers,
+            head_timeout: self.request_head_timeout,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,16 +337,34 @@ async fn serve_with_hyper(
     activity: Arc<AtomicU64>,
     mut conn_shutdown: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let switch = Switch::default();
+    // The address the client reached: the Host an HTTP/1.0 request without
+    // one is forwarded with, as the ALB uses its own name.
+    let local = io.get_ref().local_addr().ok();
     let io = TokioIo::new(FramingGuard::resume(
         io,
         read,
-        limits.max_header_bytes,
-        limits.max_headers,
+        limits.guard(),
+        switch.clone(),
     ));
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let route = route.get();
+        let switch = switch.clone();
+        let mut req = req.map(|b| http_body_util::Either::Left(ClientBody::new(b)));
+        if req.version() == http::Version::HTTP_10
+            && !req.headers().contains_key(http::header::HOST)
+        {
+            if let Some(host) = local.and_then(|a| host_value(a, route.ctx.port)) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         async move {
-            let resp = handle(&route, peer, req.map(http_body_util::Either::Left)).await;
+            let resp = handle(&route, peer, req).await;
+            if let Ok(r) = &resp {
+                if r.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    switch.switched();
+                }
+            }
             resp.map(with_all_fields)
         }
     });
@@ -359,6 +390,24 @@ async fn serve_with_hyper(
             }
         }
     }
+}
+
+/// `addr` as a Host field value: the address, and the port unless it is
+/// HTTP's default.
+fn host_value(addr: SocketAddr, port: u16) -> Option<http::HeaderValue> {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("[{v6}]"),
+        },
+    };
+    let host = if port == 80 {
+        ip
+    } else {
+        format!("{ip}:{port}")
+    };
+    http::HeaderValue::from_str(&host).ok()
 }
 
 /// Ticks per idle period: a connection is closed between 1 and 1.25 idle

@@ -18,6 +18,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tracing::debug;
 
 use super::access_log::{self, AccessLog, Entry};
+use super::client_body::BodyEnd;
 use super::errors::{plain, LbError, ProxyBody};
 use super::framing::{Refusal, REJECT_HEADER};
 use super::headers;
@@ -44,6 +45,8 @@ pub struct ListenerCtx {
     pub metrics: Arc<ListenerMetrics>,
     pub limits: super::server::ConnLimits,
     pub access_log: Option<AccessLog>,
+    /// Keep a client's X-Request-Id rather than replace it.
+    pub trust_request_id: bool,
 }
 
 /// Target groups by name, looked up on every forwarded request: a fast hash
@@ -252,15 +255,38 @@ fn decide<'a>(
 ) -> Result<Decision<'a>, LbError> {
     trace.priority = -1;
     if let Some(code) = req.headers().get(REJECT_HEADER) {
-        let why =
-            Refusal::from_code(code.as_bytes()).map_or("malformed request framing", Refusal::cause);
-        return Err(LbError::BadRequest(why));
+        return Err(match Refusal::from_code(code.as_bytes()) {
+            Some(Refusal::HeadTimeout) => LbError::RequestTimeout,
+            Some(r) => LbError::BadRequest(r.cause()),
+            None => LbError::BadRequest("malformed request framing"),
+        });
     }
-    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
-        return Err(LbError::BadRequest("missing Host header"));
+    if req.method() == Method::CONNECT {
+        return Err(LbError::MethodNotAllowed(
+            "CONNECT is not served: the balancer is not a forward proxy",
+        ));
     }
-    if req.headers().get_all(header::HOST).iter().count() > 1 {
-        return Err(LbError::BadRequest("repeated Host header"));
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(LbError::BadRequest("repeated Host header")),
+        (None, None) if req.version() == Version::HTTP_11 => {
+            return Err(LbError::BadRequest("missing Host header"))
+        }
+        (Some(h), None) if h.is_empty() && req.version() != Version::HTTP_2 => {
+            return Err(LbError::BadRequest("empty Host header"))
+        }
+        _ => {}
+    }
+    // RFC 9110 §4.2.4: userinfo in an http(s) URI is deprecated, and a
+    // target that took it for credentials would be fooled.
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Err(LbError::BadRequest(
+            "userinfo is not allowed in the request target",
+        ));
     }
     let host = request_host(req);
     let view = RequestView {
@@ -389,12 +415,19 @@ fn prepare(ctx: &ListenerCtx, client: SocketAddr, req: &mut Request<UpstreamBody
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h, upgrade);
     headers::add_forwarded(h, client.ip(), ctx.scheme, ctx.port);
-    headers::ensure_request_id(h);
+    headers::set_request_id(h, ctx.trust_request_id);
 }
 
+/// A WebSocket handshake: the one protocol switch the balancer carries. Any
+/// other Upgrade (`h2c`, say) is stripped, and the request is forwarded as an
+/// ordinary one: a tunnel would skip every rule and the access log.
 fn is_upgrade(req: &Request<UpstreamBody>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .any(|v| headers::has_token(v, "websocket"))
         && req
             .headers()
             .get_all(header::CONNECTION)
@@ -414,6 +447,10 @@ async fn forward(
     trace.action = "forward";
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let body = match req.body() {
+        Either::Left(b) => b.watch(),
+        Either::Right(_) => None,
+    };
     prepare(ctx, client, &mut req, upgrade);
     let tls = group.config().protocol == TargetProtocol::Https;
     // A bodyless idempotent request can be sent again, once, if a target
@@ -454,21 +491,50 @@ async fn forward(
         let sent = Instant::now();
         let attempt = shared.upstreams.send(addr, tls, req);
         tokio::pin!(attempt);
-        // A request that outlives its deregistered target's draining time
-        // gets 502, as on the ALB. Watching for that costs a waiter
-        // registration, so only requests slower than a second pay it; the
-        // first second's timer doubles as the response timeout's.
-        let deadline = tokio::time::Instant::from_std(sent) + ctx.target_timeout;
-        let first = deadline.min(tokio::time::Instant::from_std(sent) + Duration::from_secs(1));
-        let outcome = match tokio::time::timeout_at(first, &mut attempt).await {
-            Ok(r) => r,
-            Err(_) if first == deadline => Err(AttemptError::Timeout),
-            Err(_) => tokio::select! {
-                r = &mut attempt => r,
-                _ = tokio::time::sleep_until(deadline) => Err(AttemptError::Timeout),
-                _ = pick.target().drained() => return Err(LbError::BadResponse),
+        // The response deadline runs from the request's end: an upload may
+        // take longer than `idle_timeout` (a stalled one is bounded by the
+        // client connection's idle timeout). The target may answer early.
+        let early = match &body {
+            Some(b) if b.end() == BodyEnd::Streaming => tokio::select! {
+                biased;
+                r = &mut attempt => Some(r),
+                _ = b.ended() => None,
             },
+            _ => None,
         };
+        let outcome = match early {
+            Some(r) => r,
+            None => {
+                // A request that outlives its deregistered target's
+                // draining time gets 502, as on the ALB. Watching for that
+                // costs a waiter registration, so only requests slower than
+                // a second pay it; the first second's timer doubles as the
+                // response timeout's.
+                let from = tokio::time::Instant::now();
+                let deadline = from + ctx.target_timeout;
+                let first = deadline.min(from + Duration::from_secs(1));
+                match tokio::time::timeout_at(first, &mut attempt).await {
+                    Ok(r) => r,
+                    Err(_) if first == deadline => Err(AttemptError::Timeout),
+                    Err(_) => tokio::select! {
+                        r = &mut attempt => r,
+                        _ = tokio::time::sleep_until(deadline) => Err(AttemptError::Timeout),
+                        _ = pick.target().drained() => return Err(LbError::BadResponse),
+                    },
+                }
+            }
+        };
+        // A body the client broke fails the attempt too: the client's
+        // doing, never counted against the target.
+        if let Err(AttemptError::Failed(..) | AttemptError::Timeout) = &outcome {
+            match body.as_ref().map(|b| b.end()) {
+                Some(BodyEnd::Aborted) => return Err(LbError::ClientClosed),
+                Some(BodyEnd::Malformed) => {
+                    return Err(LbError::BadRequest("malformed request body framing"))
+                }
+                _ => {}
+            }
+        }
         match outcome {
             Ok(resp) => {
                 let elapsed = sent.elapsed();
@@ -512,7 +578,13 @@ async fn forward(
 
     let status = resp.status();
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        let Some(client_upgrade) = client_upgrade else {
+            // A switch nobody asked for: the target is not speaking HTTP.
+            debug!(addr = %pick.target().addr(), "target switched protocols unasked");
+            health::passive_failure(group, pick.target());
+            return Err(LbError::BadResponse);
+        };
+        {
             let target_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(tunnel(
                 client_upgrade,

@@ -23,13 +23,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::client_body::ClientBody;
 use super::h1_fields;
 use super::upstream_h1::{self, H1Error};
 use crate::worker::PerWorker;
 
-/// What goes upstream: the client's request body, streamed, or nothing (a
-/// bodyless request replayed on another target).
-pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>;
+/// What goes upstream: the client's request body, streamed and watched, or
+/// nothing (a bodyless request, or one replayed on another target).
+pub type UpstreamBody = http_body_util::Either<ClientBody, http_body_util::Empty<bytes::Bytes>>;
 type Sender = http1::SendRequest<UpstreamBody>;
 
 /// Idle connections kept per target.
@@ -342,7 +343,9 @@ impl Upstreams {
         for fresh in [false, true] {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    if !upgrade {
+                    // A connection that switched protocols unasked is no
+                    // longer HTTP: it is not used again.
+                    if !upgrade && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                         pool.give_back(sender);
                     }
                     return Ok(resp);
@@ -378,6 +381,8 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::Builder::new()
+        // The same response-head limit as the plain path's.
+        .max_buf_size(upstream_h1::MAX_HEAD)
         .handshake(io)
         .await
         .map_err(|e| ConnectFailure::Other(e.to_string()))?;

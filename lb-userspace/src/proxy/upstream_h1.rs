@@ -26,7 +26,7 @@ use super::headers::has_token;
 use super::raw_fields::{self, RawFields};
 
 /// A response head larger than this is refused (502).
-const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024;
 /// A chunk-size or trailer line longer than this is refused.
 const MAX_LINE: usize = 4 * 1024;
 /// Bytes asked of the socket per read.
@@ -221,6 +221,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
         buf,
         &mut fields,
     ) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return Err(H1Error::Invalid("response head too large"))
+        }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
