@@ -821,4 +821,253 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
             assert_eq!(Refusal::from_code(r.code().as_bytes()), Some(r));
         }
     }
+
+    const CHUNKED_HEAD: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const SMUGGLED: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    #[test]
+    fn chunk_lines_hyper_accepts_pass_unchanged() {
+        let ext = format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(MAX_EXTENSIONS - 1));
+        for body in [
+            &b"0005\r\nhello\r\n0\r\n\r\n"[..],
+            b"000000000000000000005\r\nhello\r\n00\r\n\r\n",
+            b"5 \t;a=b;c\r\nhello\r\n0 ;x\r\n\r\n",
+            b"fFfFfFfFfFfFfFf\r\n",
+            ext.as_bytes(),
+            b"5\r\nhello\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n",
+        ] {
+            let (out, err) = judged(&[CHUNKED_HEAD, body, SMUGGLED]);
+            assert_eq!(err, None, "{}", String::from_utf8_lossy(body));
+            let mut expected = [CHUNKED_HEAD, body].concat();
+            // A body whose last chunk is still open keeps the next bytes
+            // as its data; one that ended lets the next head be judged.
+            expected.extend_from_slice(SMUGGLED);
+            assert_eq!(out, expected, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn chunk_framing_hyper_could_read_otherwise_ends_the_body_with_an_error() {
+        let two_extensions = format!(
+            "1;{}\r\na\r\n1;{}\r\nb\r\n0\r\n\r\n",
+            "e".repeat(MAX_EXTENSIONS / 2),
+            "e".repeat(MAX_EXTENSIONS / 2)
+        );
+        let long_line = format!("5{}\r\n", " ".repeat(MAX_CHUNK_LINE));
+        let cases: [(&[u8], &[u8]); 14] = [
+            (b"+5\r\nhello\r\n0\r\n\r\n", b""),
+            (b"-5\r\nhello\r\n0\r\n\r\n", b""),
+            (b"0x5\r\nhello\r\n0\r\n\r\n", b""),
+            (b" 5\r\nhello\r\n0\r\n\r\n", b""),
+            (b"1000000000000000\r\n", b""),
+            (b"5\nhello\r\n0\r\n\r\n", b""),
+            (b"5;ext\nhello\r\n0\r\n\r\n", b""),
+            (b"5\r\r\nhello\r\n0\r\n\r\n", b""),
+            (b"5 5\r\nhello\r\n0\r\n\r\n", b""),
+            (b"5\r\nhello!\r\n0\r\n\r\n", b"5\r\nhello"),
+            (
+                b"5\r\nhello\r\n0\r\nX: 1\nY: 2\r\n\r\n",
+                b"5\r\nhello\r\n0\r\n",
+            ),
+            (
+                b"5\r\nhello\r\n0\r\nX: 1\r\n\n",
+                b"5\r\nhello\r\n0\r\nX: 1\r\n",
+            ),
+            (two_extensions.as_bytes(), b"1;"),
+            (long_line.as_bytes(), b""),
+        ];
+        for (body, passed) in cases {
+            let (out, err) = judged(&[CHUNKED_HEAD, body, SMUGGLED]);
+            let shown = String::from_utf8_lossy(body);
+            assert!(err.is_some(), "not refused: {shown}");
+            assert!(
+                out.starts_with(CHUNKED_HEAD),
+                "the head goes through: {shown}"
+            );
+            let body_out = &out[CHUNKED_HEAD.len()..];
+            assert!(
+                body_out.len() <= body.len() && body.starts_with(body_out),
+                "only bytes before the fault go on: {shown}"
+            );
+            assert!(
+                body_out.starts_with(passed),
+                "what came before the fault goes on: {shown}"
+            );
+            assert!(
+                !String::from_utf8_lossy(&out).contains("smuggled"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_request_after_a_body_with_trailers_is_judged() {
+        let input = [
+            CHUNKED_HEAD,
+            b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        ];
+        let out = judged(&input).0;
+        assert!(out.starts_with(&input[..2].concat()));
+        assert_eq!(refused(&out).as_deref(), Some("cl-repeated"));
+    }
+
+    #[test]
+    fn a_request_that_only_asks_for_an_upgrade_does_not_end_the_judging() {
+        for upgrade in [
+            &b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: upgrade, http2-settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+        ] {
+            let out = judged(&[
+                upgrade,
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                SMUGGLED,
+            ])
+            .0;
+            assert!(out.starts_with(upgrade));
+            assert_eq!(refused(&out).as_deref(), Some("cl-te"));
+            assert!(!String::from_utf8_lossy(&out).contains("smuggled"));
+        }
+    }
+
+    #[tokio::test]
+    async fn once_the_protocol_switched_bytes_pass_at_once() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4096);
+        let switch = Switch::default();
+        let mut g = FramingGuard::new(server, LIMITS, switch.clone());
+        let head =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        client.write_all(head).await.unwrap();
+        let mut got = vec![0u8; head.len()];
+        g.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..], &head[..]);
+        // Tunnel bytes that look like the start of a head: held while the
+        // target may still decline the upgrade...
+        client.write_all(b"GET /still-a-head").await.unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut buf = [0u8; 64];
+        let mut rb = ReadBuf::new(&mut buf);
+        assert!(Pin::new(&mut g).poll_read(&mut cx, &mut rb).is_pending());
+        // ...and passed on as soon as the protocol has switched, with no
+        // end of stream needed.
+        switch.switched();
+        let n = g.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /still-a-head");
+        client.write_all(b"\x81\x05hello").await.unwrap();
+        let n = g.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"\x81\x05hello");
+    }
+
+    #[tokio::test]
+    async fn a_head_that_trickles_past_its_deadline_becomes_a_timeout_marker() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4096);
+        let limits = GuardLimits {
+            head_timeout: Duration::from_millis(20),
+            ..LIMITS
+        };
+        let mut g = FramingGuard::new(server, limits, Switch::default());
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /slow HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        // The complete head goes through; the partial one is held until its
+        // deadline, then replaced by the marker.
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        while refused(&out).is_none() {
+            let n = g.read(&mut buf).await.unwrap();
+            assert!(n > 0, "no end of stream before the marker");
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert!(out.starts_with(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n"));
+        assert_eq!(refused(&out).as_deref(), Some("head-timeout"));
+        assert!(!String::from_utf8_lossy(&out).contains("/slow"));
+    }
+
+    /// A request as a client may frame it: no body, a length, or chunks
+    /// with hyper-valid size lines (leading zeros, spaces, extensions) and
+    /// trailers.
+    fn request() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let chunk = (
+            1usize..40,
+            0usize..3,
+            prop::option::of("[a-z=;\" ]{0,12}"),
+            any::<bool>(),
+        )
+            .prop_map(|(len, zeros, ext, upper)| {
+                let size = if upper {
+                    format!("{len:X}")
+                } else {
+                    format!("{len:x}")
+                };
+                let mut line = format!("{}{size}", "0".repeat(zeros));
+                if let Some(ext) = ext {
+                    line.push_str(" ;");
+                    line.push_str(&ext);
+                }
+                format!("{line}\r\n{}\r\n", "d".repeat(len))
+            });
+        let body = prop_oneof![
+            Just(String::new()).prop_map(|_| (String::new(), String::new())),
+            (0usize..60).prop_map(|n| (format!("Content-Length: {n}\r\n"), "b".repeat(n))),
+            (
+                prop::collection::vec(chunk, 0..4),
+                prop::collection::vec("[A-Za-z-]{1,8}: [a-z0-9 ]{0,8}", 0..3)
+            )
+                .prop_map(|(chunks, trailers)| {
+                    let mut body = chunks.concat();
+                    body.push_str("0\r\n");
+                    for t in trailers {
+                        body.push_str(&t);
+                        body.push_str("\r\n");
+                    }
+                    body.push_str("\r\n");
+                    ("Transfer-Encoding: chunked\r\n".to_string(), body)
+                }),
+        ];
+        ("[a-z/]{1,10}", body).prop_map(|(path, (framing, body))| {
+            format!("POST /{path} HTTP/1.1\r\nHost: a\r\n{framing}\r\n{body}").into_bytes()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn valid_requests_pass_unchanged_and_a_smuggled_head_after_them_is_refused(
+            requests in proptest::collection::vec(request(), 1..5),
+        ) {
+            let input = requests.concat();
+            proptest::prop_assert_eq!(judged(&[&input]), (input.clone(), None));
+            let (out, err) = judged(&[
+                &input,
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                SMUGGLED,
+            ]);
+            proptest::prop_assert_eq!(err, None);
+            proptest::prop_assert!(out.starts_with(&input));
+            let why = refused(&out);
+            proptest::prop_assert_eq!(why.as_deref(), Some("cl-te"));
+        }
+
+        #[test]
+        fn any_bytes_pass_as_they_are_or_stop_at_a_refusal(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            prefix in request(),
+        ) {
+            // Behind a valid request, so that the bytes are judged as a head
+            // or a body rather than passed to the parser at once.
+            let input = [prefix, input].concat();
+            let (out, _) = judged(&[&input]);
+            let marker = out.windows(REJECT_HEADER.len()).any(|w| w == REJECT_HEADER.as_bytes());
+            proptest::prop_assert!(
+                input.starts_with(&out) || marker,
+                "the guard adds nothing but a marker"
+            );
+        }
+    }
 }
