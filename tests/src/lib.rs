@@ -11,6 +11,7 @@ pub mod http;
 pub mod interrupt;
 pub mod netns;
 pub mod packet;
+pub mod recording;
 pub mod scripted;
 pub mod tcp;
 
