@@ -1731,6 +1731,48 @@ fn idle_timeout_range() {
     }
 }
 
+#[test]
+fn request_head_timeout_defaults_to_60s_or_the_idle_timeout_and_has_its_range() {
+    let lb = |text: &str| {
+        parse(text)
+            .unwrap()
+            .load_balancer("web-alb")
+            .unwrap()
+            .clone()
+    };
+    let with = |fields: &str| {
+        base_with(
+            "name = \"web-alb\"\n",
+            &format!("name = \"web-alb\"\n{fields}\n"),
+        )
+    };
+    assert_eq!(lb(BASE).request_head_timeout, Duration::from_secs(60));
+    assert!(!lb(BASE).trust_request_id);
+    assert_eq!(
+        lb(&with("idle_timeout = \"10s\"")).request_head_timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        lb(&with("idle_timeout = \"600s\"")).request_head_timeout,
+        Duration::from_secs(60)
+    );
+    let set = lb(&with(
+        "idle_timeout = \"10s\"\nrequest_head_timeout = \"30s\"\ntrust_request_id = true",
+    ));
+    assert_eq!(set.request_head_timeout, Duration::from_secs(30));
+    assert!(set.trust_request_id);
+    for v in ["0s", "4001s", "500ms"] {
+        assert_error(
+            &with(&format!("request_head_timeout = \"{v}\"")),
+            "request_head_timeout",
+            "load_balancer[0].request_head_timeout",
+            &[&format!(
+                "request_head_timeout must be 1s-4000s, got \"{v}\""
+            )],
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Rules, conditions, actions.
 

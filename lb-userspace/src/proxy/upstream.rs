@@ -343,6 +343,16 @@ impl Upstreams {
         for fresh in [false, true] {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
+                    // hyper's buffer limit catches a head far too large,
+                    // but not one just past the limit that arrived in the
+                    // same read as its end: the plain path's limit, applied
+                    // to the head as hyper parsed it.
+                    if head_len(&resp) > upstream_h1::MAX_HEAD {
+                        return Err(AttemptError::Failed(
+                            Box::new(H1Error::Invalid("response head too large")),
+                            None,
+                        ));
+                    }
                     // A connection that switched protocols unasked is no
                     // longer HTTP: it is not used again.
                     if !upgrade && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -372,6 +382,25 @@ impl Upstreams {
         }
         unreachable!("the loop returns on its second pass")
     }
+}
+
+/// The length of a response head as sent in the usual form: status line,
+/// `name: value` fields, CRLFs (hyper drops the optional whitespace around
+/// values, so a head padded with it counts a little short).
+fn head_len<B>(resp: &Response<B>) -> usize {
+    let status = resp.status();
+    let reason = resp
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map_or(status.canonical_reason().unwrap_or("").len(), |r| {
+            r.as_bytes().len()
+        });
+    let fields: usize = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    "HTTP/1.1 200 ".len() + reason + 2 + fields + 2
 }
 
 /// HTTP/1.1 over an established connection (plain or TLS), driven by its
