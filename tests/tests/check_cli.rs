@@ -79,3 +79,58 @@ fn a_broken_file_exits_1_naming_file_line_column_and_field() {
     assert!(stderr.contains("missing.toml"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An HTTPS listener passes no check until HTTPS is served (it would be left
+/// unbound), and its certificates are still checked in the same run.
+#[test]
+fn an_https_listener_is_refused_with_its_certificate_problems() {
+    let dir = std::env::temp_dir().join(format!("xalb-check-https-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Certificate A with the key of B: a mismatched pair.
+    let a = rcgen::generate_simple_self_signed(vec!["a.example".to_string()]).unwrap();
+    let b = rcgen::generate_simple_self_signed(vec!["b.example".to_string()]).unwrap();
+    std::fs::write(dir.join("a.pem"), a.cert.pem()).unwrap();
+    std::fs::write(dir.join("b-key.pem"), b.key_pair.serialize_pem()).unwrap();
+    let seed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-alb.toml"),
+    )
+    .unwrap();
+    let text = format!(
+        "{seed}\n[[listener]]\nload_balancer = \"web-alb\"\nprotocol = \"HTTPS\"\nport = 443\n\
+         certificates = [{{ cert = \"a.pem\", key = \"b-key.pem\" }}]\n\
+         default_action = {{ type = \"forward\", target_group = \"web\" }}\n"
+    );
+    let f = dir.join("https.toml");
+    std::fs::write(&f, &text).unwrap();
+    let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+
+    let (code, stdout, stderr) = check(&f);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let protocol = format!(
+        "https.toml:{}:12: listener \"web-alb:443\".protocol: HTTPS listeners are not served yet (planned); use HTTP",
+        line("protocol = \"HTTPS\"")
+    );
+    assert!(stderr.contains(&protocol), "{stderr}");
+    let mismatch = format!(
+        "https.toml:{}:41: listener \"web-alb:443\".certificates[0].key: key {} does not match certificate {}",
+        line("b-key.pem"),
+        dir.join("b-key.pem").display(),
+        dir.join("a.pem").display()
+    );
+    assert!(stderr.contains(&mismatch), "{stderr}");
+    assert!(!stdout.contains("OK"), "{stdout}");
+
+    // TCP likewise.
+    let tcp = format!(
+        "{seed}\n[[listener]]\nload_balancer = \"web-alb\"\nprotocol = \"TCP\"\nport = 5432\n\
+         default_action = {{ type = \"forward\", target_group = \"web\" }}\n"
+    );
+    std::fs::write(&f, &tcp).unwrap();
+    let (code, stdout, stderr) = check(&f);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("listener \"web-alb:5432\".protocol: TCP listeners are not served yet (planned); use HTTP"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -39,7 +39,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates configuration text. `file_name` labels diagnostics,
 /// and its directory resolves relative certificate paths (which must exist:
-/// this function checks that certificate files are readable).
+/// this function reads and parses certificate and key files).
 pub fn parse_str(text: &str, file_name: &str) -> Result<Config, ConfigError> {
     let raw = raw::parse(text, file_name)?;
     let base_dir = Path::new(file_name).parent().unwrap_or(Path::new(""));
