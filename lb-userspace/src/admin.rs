@@ -155,22 +155,34 @@ pub fn metrics(view: &AdminView) -> String {
             }
         }
     }
+    let draining = view.draining.lock().unwrap();
     for (lb, g) in &view.groups {
         let states: Vec<HealthState> = g
             .targets()
             .iter()
+            .chain(
+                draining
+                    .iter()
+                    .filter(|d| d.group == g.name())
+                    .map(|d| &d.target),
+            )
             .map(|t| t.health.lock().unwrap().state)
             .collect();
-        let healthy = states
+        let count = |s: HealthState| states.iter().filter(|&&x| x == s).count();
+        let by_state: Vec<(&'static str, usize)> = HealthState::ALL
             .iter()
-            .filter(|s| **s == HealthState::Healthy)
-            .count();
-        let unhealthy = states
-            .iter()
-            .filter(|s| **s == HealthState::Unhealthy)
-            .count();
-        e.group(lb, g.name(), &g.metrics, healthy, unhealthy);
+            .map(|&s| (s.as_str(), count(s)))
+            .collect();
+        e.group(
+            lb,
+            g.name(),
+            &g.metrics,
+            count(HealthState::Healthy),
+            count(HealthState::Unhealthy),
+            &by_state,
+        );
     }
+    drop(draining);
     if let Some(dp) = &view.datapath {
         if let Ok(rows) = dp.lock().unwrap().maps.read_counters(&view.lb_rows) {
             for r in rows {

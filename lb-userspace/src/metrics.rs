@@ -273,6 +273,7 @@ impl Exposition {
         m: &GroupMetrics,
         healthy: usize,
         unhealthy: usize,
+        by_state: &[(&str, usize)],
     ) {
         let l = [("load_balancer", lb), ("target_group", group)];
         let c = |a: &Counter| a.get() as f64;
@@ -290,6 +291,15 @@ impl Exposition {
             &l,
             unhealthy as f64,
         );
+        for (state, n) in by_state {
+            self.sample(
+                "xalb_target_state_count",
+                "gauge",
+                "Targets per health state (initial, healthy, unhealthy, draining, unused, unavailable)",
+                &[("load_balancer", lb), ("target_group", group), ("state", state)],
+                *n as f64,
+            );
+        }
         self.sample(
             "xalb_httpcode_target_2xx_count_total",
             "counter",

@@ -58,6 +58,7 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    checks: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -72,14 +73,18 @@ fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
 async fn backend_service(
     name: Arc<str>,
     count: Arc<AtomicU64>,
+    checks: Arc<AtomicU64>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    // Health checks are not traffic: tests count what clients sent.
+    // Health checks are not traffic: tests count what clients sent, and the
+    // checks apart.
     let is_check = req
         .headers()
         .get(http::header::USER_AGENT)
         .is_some_and(|v| v.as_bytes().starts_with(b"xalb-HealthChecker"));
-    if !is_check {
+    if is_check {
+        checks.fetch_add(1, Ordering::Relaxed);
+    } else {
         count.fetch_add(1, Ordering::Relaxed);
     }
     if name.starts_with("slow-") {
@@ -197,6 +202,8 @@ impl Backend {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let requests = Arc::new(AtomicU64::new(0));
         let count = requests.clone();
+        let checks = Arc::new(AtomicU64::new(0));
+        let check_count = checks.clone();
         let name_arc: Arc<str> = Arc::from(name);
         let thread = ns.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -216,9 +223,10 @@ impl Backend {
                         _ = &mut stop_rx => break,
                         Ok((stream, _)) = listener.accept() => {
                             let (name, count) = (name_arc.clone(), count.clone());
+                            let check_count = check_count.clone();
                             let acceptor = acceptor.clone();
                             tokio::spawn(async move {
-                                let svc = service_fn(move |req| backend_service(name.clone(), count.clone(), req));
+                                let svc = service_fn(move |req| backend_service(name.clone(), count.clone(), check_count.clone(), req));
                                 let http = hyper::server::conn::http1::Builder::new();
                                 match acceptor {
                                     None => {
@@ -243,6 +251,7 @@ impl Backend {
             name: name.to_string(),
             addr,
             requests,
+            checks,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -251,6 +260,12 @@ impl Backend {
     /// Requests served so far, health checks not counted.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Health-check requests received so far (counted on arrival, before
+    /// the answer).
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
     }
 }
 

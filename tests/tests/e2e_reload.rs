@@ -156,7 +156,7 @@ const MAINT: &str = "down for maintenance";
 fn reload_under_load_adds_a_target_and_a_rule_with_no_failed_request() {
     let bed = HttpBed::new(&config(&web(&[11], "5s"), FORWARD_WEB)).unwrap();
     let _a = bed.backend(11, 80, "a").unwrap();
-    let _b = bed.backend(12, 80, "b").unwrap();
+    let b = bed.backend(12, 80, "b").unwrap();
     let d = bed.start().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -194,15 +194,19 @@ fn reload_under_load_adds_a_target_and_a_rule_with_no_failed_request() {
         "{}",
         text(&out.stdout)
     );
-    // A new target starts in initial (two checks 5 s apart before anything
-    // else); the one that stays is kept.
+    // A new target starts in initial, and stays there until its first check
+    // (which may already have come: one pass makes it healthy); the one that
+    // stays is kept.
     let rows = targets(&bed, "?target_group=web");
     let b_row = rows.iter().find(|r| r.address == "10.231.2.12");
-    assert_eq!(
-        b_row.map(|r| (r.state.as_str(), r.reason.as_str())),
-        Some(("initial", "Elb.InitialHealthChecking")),
-        "{rows:#?}"
-    );
+    let b_state = b_row.map(|r| (r.state.as_str(), r.reason.as_str()));
+    if b_state != Some(("healthy", "")) || b.checks() == 0 {
+        assert_eq!(
+            b_state,
+            Some(("initial", "Elb.InitialHealthChecking")),
+            "{rows:#?}"
+        );
+    }
     assert!(rows.iter().any(|r| r.address == "10.231.2.11"), "{rows:#?}");
 
     // b takes requests (as soon as it is healthy, or at once while a is
@@ -390,7 +394,7 @@ fn sighup_reloads_and_an_invalid_file_on_sighup_changes_nothing() {
 fn a_removed_target_drains_its_in_flight_request_and_takes_no_new_ones() {
     let bed = HttpBed::new(&config(&web(&[11], "5s"), FORWARD_WEB)).unwrap();
     let a = bed.backend(11, 80, "a").unwrap();
-    let _b = bed.backend(12, 80, "b").unwrap();
+    let b = bed.backend(12, 80, "b").unwrap();
     let d = bed.start().unwrap();
 
     let before = a.requests();
@@ -439,7 +443,10 @@ fn a_removed_target_drains_its_in_flight_request_and_takes_no_new_ones() {
         ("draining", "Target.DeregistrationInProgress")
     );
     let b_row = rows.iter().find(|r| r.address == "10.231.2.12").unwrap();
-    assert_eq!(b_row.state, "initial", "{rows:#?}");
+    // Initial until its first check, which alone may make it healthy.
+    if b_row.state != "healthy" || b.checks() == 0 {
+        assert_eq!(b_row.state, "initial", "{rows:#?}");
+    }
 
     // New requests go to b only, while a's slow request is still running.
     let a_before = a.requests();

@@ -16,7 +16,8 @@ use super::affinity::WorkerAffinity;
 use super::backends::BackendSync;
 use super::workers::Workers;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
-use crate::config::{self, model::Config};
+use crate::config;
+use crate::config::model::{Action, Config, Listener};
 use crate::kernel::{self, Datapath, LbSlots, XdpModeChoice};
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::runtime::{self, Binding};
@@ -150,15 +151,19 @@ impl Running {
         );
     }
 
+    /// Checks the groups a listener uses; the others are `unused`.
     fn start_checkers(&mut self) {
         for c in self.checkers.drain(..) {
             c.abort();
         }
+        let cfg = &self.cfg;
         self.checkers = self
             .shared
             .groups
-            .values()
-            .flat_map(|g| health::spawn_checkers(g.clone()))
+            .iter()
+            .flat_map(|(name, g)| {
+                health::spawn_checkers(g.clone(), listener_of_group(cfg, name).is_some())
+            })
             .collect();
     }
 
@@ -380,10 +385,9 @@ fn check_host(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// The balancer whose listener or rule forwards to `group` (ALB: a target
-/// group belongs to one load balancer); empty if none does.
-fn lb_of_group(cfg: &Config, group: &str) -> String {
-    use crate::config::model::Action;
+/// The first listener whose default action or a rule forwards to `group`
+/// (alone or weighted); `None` when no listener uses the group.
+fn listener_of_group<'c>(cfg: &'c Config, group: &str) -> Option<&'c Listener> {
     let uses = |a: &Action| match a {
         Action::Forward { target_group } => target_group == group,
         Action::WeightedForward { target_groups, .. } => {
@@ -394,6 +398,80 @@ fn lb_of_group(cfg: &Config, group: &str) -> String {
     cfg.listeners
         .iter()
         .find(|l| uses(&l.default_action) || l.rules.iter().any(|r| uses(&r.action)))
+}
+
+/// The balancer whose listener or rule forwards to `group` (ALB: a target
+/// group belongs to one load balancer); empty if none does.
+fn lb_of_group(cfg: &Config, group: &str) -> String {
+    listener_of_group(cfg, group)
         .map(|l| l.load_balancer.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_in_use_when_a_listener_forwards_to_it() {
+        let cfg = crate::config::parse_str(
+            r#"
+[[security_group]]
+name = "sg"
+ingress = [{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }]
+
+[[target_group]]
+name = "by-default"
+protocol = "HTTP"
+port = 80
+
+[[target_group]]
+name = "by-rule"
+protocol = "HTTP"
+port = 80
+
+[[target_group]]
+name = "weighted"
+protocol = "HTTP"
+port = 80
+
+[[target_group]]
+name = "spare"
+protocol = "HTTP"
+port = 80
+
+[[load_balancer]]
+name = "edge"
+interfaces = ["eth0"]
+addresses = ["10.0.0.10"]
+security_groups = ["sg"]
+
+[[listener]]
+load_balancer = "edge"
+protocol = "HTTP"
+port = 80
+default_action = { type = "forward", target_group = "by-default" }
+
+[[rule]]
+listener = "edge:80"
+priority = 1
+conditions = [{ field = "path-pattern", values = ["/a"] }]
+action = { type = "forward", target_group = "by-rule" }
+
+[[rule]]
+listener = "edge:80"
+priority = 2
+conditions = [{ field = "path-pattern", values = ["/b"] }]
+action = { type = "forward", target_groups = [{ name = "by-default", weight = 1 }, { name = "weighted", weight = 0 }] }
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        for used in ["by-default", "by-rule", "weighted"] {
+            assert!(listener_of_group(&cfg, used).is_some(), "{used}");
+            assert_eq!(lb_of_group(&cfg, used), "edge");
+        }
+        assert!(listener_of_group(&cfg, "spare").is_none());
+        assert_eq!(lb_of_group(&cfg, "spare"), "");
+    }
 }

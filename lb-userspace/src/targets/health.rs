@@ -1,6 +1,12 @@
 //! Target health as the ALB keeps it: states with reason codes, active checks
 //! on a schedule per target, and failed requests counted between checks.
 //!
+//! A new target needs one passing check to turn healthy; after that it
+//! leaves service after `unhealthy_threshold` consecutive failures and comes
+//! back after `healthy_threshold` consecutive successes (the ALB's rule).
+//! Groups no listener forwards to are `unused` and not checked; groups with
+//! checks disabled are `unavailable` and all their targets take traffic.
+//!
 //! Routing follows from the states of a whole group ([`refresh_usable`]):
 //! healthy targets take traffic; with none healthy, targets still in their
 //! initial checks do; with none of either the group fails open (the selector
@@ -27,9 +33,21 @@ pub enum HealthState {
     Unhealthy,
     Draining,
     Unused,
+    /// Health checks are disabled: not checked, and taking traffic.
+    Unavailable,
 }
 
 impl HealthState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [HealthState; 6] = [
+        HealthState::Initial,
+        HealthState::Healthy,
+        HealthState::Unhealthy,
+        HealthState::Draining,
+        HealthState::Unused,
+        HealthState::Unavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             HealthState::Initial => "initial",
@@ -37,6 +55,7 @@ impl HealthState {
             HealthState::Unhealthy => "unhealthy",
             HealthState::Draining => "draining",
             HealthState::Unused => "unused",
+            HealthState::Unavailable => "unavailable",
         }
     }
 }
@@ -51,6 +70,7 @@ pub enum Reason {
     DeregistrationInProgress,
     HealthCheckDisabled,
     NotRegistered,
+    NotInUse,
 }
 
 impl Reason {
@@ -63,6 +83,7 @@ impl Reason {
             Reason::DeregistrationInProgress => "Target.DeregistrationInProgress",
             Reason::HealthCheckDisabled => "Target.HealthCheckDisabled",
             Reason::NotRegistered => "Target.NotRegistered",
+            Reason::NotInUse => "Target.NotInUse",
         }
     }
 
@@ -75,6 +96,9 @@ impl Reason {
             Reason::DeregistrationInProgress => "Target deregistration is in progress",
             Reason::HealthCheckDisabled => "Health checks are disabled",
             Reason::NotRegistered => "Target is not registered to the target group",
+            Reason::NotInUse => {
+                "Target group is not configured to receive traffic from the load balancer"
+            }
         }
     }
 }
@@ -102,14 +126,26 @@ impl Health {
                 consecutive_failed: 0,
             }
         } else {
-            // Without checks a target is taken as able to serve.
+            // Without checks a target is taken as able to serve
+            // ([`refresh_usable`]); the ALB reports it as unavailable.
             Self {
-                state: HealthState::Healthy,
+                state: HealthState::Unavailable,
                 reason: Some(Reason::HealthCheckDisabled),
                 last_code: None,
                 consecutive_ok: 0,
                 consecutive_failed: 0,
             }
+        }
+    }
+
+    /// A target of a group no listener forwards to.
+    pub fn unused() -> Self {
+        Self {
+            state: HealthState::Unused,
+            reason: Some(Reason::NotInUse),
+            last_code: None,
+            consecutive_ok: 0,
+            consecutive_failed: 0,
         }
     }
 
@@ -137,14 +173,21 @@ pub enum Outcome {
 }
 
 /// Applies one outcome (a check, or a failed request); true if the state
-/// changed. Draining and unused targets are past checking.
+/// changed. Draining, unused and unavailable targets are not checked.
+///
+/// An `initial` target turns healthy on its first passing check, and
+/// unhealthy after `unhealthy_threshold` consecutive failures; an unhealthy
+/// one needs `healthy_threshold` consecutive passes to come back.
 pub fn record(
     h: &mut Health,
     outcome: Outcome,
     healthy_threshold: u32,
     unhealthy_threshold: u32,
 ) -> bool {
-    if matches!(h.state, HealthState::Draining | HealthState::Unused) {
+    if matches!(
+        h.state,
+        HealthState::Draining | HealthState::Unused | HealthState::Unavailable
+    ) {
         return false;
     }
     let before = h.state;
@@ -152,7 +195,12 @@ pub fn record(
         Outcome::Ok => {
             h.consecutive_ok += 1;
             h.consecutive_failed = 0;
-            if h.state != HealthState::Healthy && h.consecutive_ok >= healthy_threshold {
+            let needed = if h.state == HealthState::Initial {
+                1
+            } else {
+                healthy_threshold
+            };
+            if h.state != HealthState::Healthy && h.consecutive_ok >= needed {
                 h.state = HealthState::Healthy;
                 h.reason = None;
                 h.last_code = None;
@@ -187,10 +235,12 @@ pub fn refresh_usable(group: &TargetGroupRuntime) {
         .iter()
         .map(|t| t.health.lock().unwrap().state)
         .collect();
-    let any_healthy = states.contains(&HealthState::Healthy);
+    // Unavailable (checks disabled) serves like healthy: nothing says otherwise.
+    let serving = |s: HealthState| matches!(s, HealthState::Healthy | HealthState::Unavailable);
+    let any_healthy = states.iter().any(|&s| serving(s));
     for (t, s) in group.targets().iter().zip(states) {
         let usable = if any_healthy {
-            s == HealthState::Healthy
+            serving(s)
         } else {
             s == HealthState::Initial
         };
@@ -309,16 +359,34 @@ fn slow_start(group: &Arc<TargetGroupRuntime>, i: usize) {
     });
 }
 
-/// Runs the checks of every target of `group` until the handles are aborted.
-/// Each target's schedule starts at a random point of the interval, so
-/// checks of many targets do not arrive together.
-pub fn spawn_checkers(group: Arc<TargetGroupRuntime>) -> Vec<JoinHandle<()>> {
+/// Sets the states that follow from whether any listener forwards to `group`:
+/// all `unused` if none does; if one does, targets the group's last
+/// configuration left `unused` start over (`initial`, or `unavailable` with
+/// checks disabled).
+pub fn set_in_use(group: &TargetGroupRuntime, in_use: bool) {
+    let enabled = group.config().health_check.enabled;
+    for t in group.targets() {
+        let mut h = t.health.lock().unwrap();
+        if !in_use {
+            *h = Health::unused();
+        } else if h.state == HealthState::Unused {
+            *h = Health::initial(enabled);
+        }
+    }
+    refresh_usable(group);
+}
+
+/// Sets `group`'s states from `in_use` ([`set_in_use`]) and runs the checks
+/// of every target until the handles are aborted: none when no listener uses
+/// the group (the ALB checks only groups a rule references) or its checks are
+/// disabled. Each target's schedule starts at a random point of the
+/// interval, so checks of many targets do not arrive together.
+pub fn spawn_checkers(group: Arc<TargetGroupRuntime>, in_use: bool) -> Vec<JoinHandle<()>> {
+    set_in_use(&group, in_use);
     let hc = group.config().health_check.clone();
-    if !hc.enabled {
-        refresh_usable(&group);
+    if !hc.enabled || !in_use {
         return Vec::new();
     }
-    refresh_usable(&group);
     (0..group.targets().len())
         .map(|i| {
             let group = group.clone();
@@ -367,17 +435,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn thresholds_are_counted_exactly() {
+    fn a_new_target_is_healthy_after_one_pass() {
+        // healthy_threshold 10 does not apply to a target in its initial checks.
         let mut h = Health::initial(true);
-        assert!(!record(&mut h, Outcome::Ok, 3, 2));
-        assert!(!record(&mut h, Outcome::Ok, 3, 2));
-        assert_eq!(h.state, HealthState::Initial);
         assert!(
-            record(&mut h, Outcome::Ok, 3, 2),
-            "third success makes it healthy"
+            record(&mut h, Outcome::Ok, 10, 2),
+            "the first pass makes it healthy"
         );
         assert_eq!((h.state, h.reason), (HealthState::Healthy, None));
+        assert_eq!(h.description(), "");
+        // One failure short of unhealthy_threshold, then a pass: still the
+        // initial checks, so one pass is enough.
+        let mut h = Health::initial(true);
+        assert!(!record(&mut h, Outcome::Failed, 10, 3));
+        assert!(!record(&mut h, Outcome::Timeout, 10, 3));
+        assert_eq!(
+            (h.state, h.reason),
+            (HealthState::Initial, Some(Reason::InitialHealthChecking))
+        );
+        assert!(record(&mut h, Outcome::Ok, 10, 3));
+        assert_eq!(h.state, HealthState::Healthy);
+    }
+
+    #[test]
+    fn a_new_target_failing_unhealthy_threshold_checks_is_unhealthy() {
+        let mut h = Health::initial(true);
+        assert!(!record(&mut h, Outcome::Failed, 3, 3));
+        assert!(!record(&mut h, Outcome::Failed, 3, 3));
+        assert!(
+            record(&mut h, Outcome::Failed, 3, 3),
+            "third failure makes it unhealthy"
+        );
+        assert_eq!(
+            (h.state, h.reason),
+            (HealthState::Unhealthy, Some(Reason::FailedHealthChecks))
+        );
+        // Past the initial checks: healthy_threshold passes to come back.
+        assert!(!record(&mut h, Outcome::Ok, 3, 3));
+        assert!(!record(&mut h, Outcome::Ok, 3, 3));
+        assert_eq!(h.state, HealthState::Unhealthy);
+        assert!(record(&mut h, Outcome::Ok, 3, 3));
+        assert_eq!((h.state, h.reason), (HealthState::Healthy, None));
+    }
+
+    #[test]
+    fn thresholds_are_counted_exactly_after_the_initial_checks() {
+        let mut h = Health::initial(true);
+        assert!(record(&mut h, Outcome::Ok, 3, 2));
+        // Healthy: unhealthy_threshold consecutive failures take it out...
         assert!(!record(&mut h, Outcome::Timeout, 3, 2));
+        assert_eq!(h.state, HealthState::Healthy, "one failure is not enough");
         assert!(
             record(&mut h, Outcome::Timeout, 3, 2),
             "second failure makes it unhealthy"
@@ -386,12 +493,26 @@ mod tests {
             (h.state, h.reason),
             (HealthState::Unhealthy, Some(Reason::Timeout))
         );
-        // A success in between resets the count.
-        let mut h = Health::initial(true);
-        record(&mut h, Outcome::Failed, 2, 2);
-        record(&mut h, Outcome::Ok, 2, 2);
-        record(&mut h, Outcome::Failed, 2, 2);
-        assert_eq!(h.state, HealthState::Initial);
+        // ...and healthy_threshold consecutive passes bring it back; a
+        // failure in between starts the count over.
+        assert!(!record(&mut h, Outcome::Ok, 3, 2));
+        assert!(!record(&mut h, Outcome::Ok, 3, 2));
+        assert!(!record(&mut h, Outcome::Failed, 3, 2));
+        assert_eq!(h.state, HealthState::Unhealthy);
+        assert!(!record(&mut h, Outcome::Ok, 3, 2));
+        assert!(!record(&mut h, Outcome::Ok, 3, 2));
+        assert_eq!(
+            h.state,
+            HealthState::Unhealthy,
+            "two passes since the failure"
+        );
+        assert!(record(&mut h, Outcome::Ok, 3, 2), "the third in a row");
+        assert_eq!((h.state, h.reason), (HealthState::Healthy, None));
+        // A pass in between resets the failure count too.
+        record(&mut h, Outcome::Failed, 3, 2);
+        record(&mut h, Outcome::Ok, 3, 2);
+        record(&mut h, Outcome::Failed, 3, 2);
+        assert_eq!(h.state, HealthState::Healthy);
     }
 
     #[test]
@@ -428,7 +549,7 @@ mod tests {
 
     fn group(toml_targets: &str, extra: &str) -> Arc<TargetGroupRuntime> {
         let text = format!(
-            "[[target_group]]\nname = \"g\"\nprotocol = \"HTTP\"\nport = 80\n{extra}\ntargets = [{toml_targets}]\n"
+            "[[target_group]]\nname = \"g\"\nprotocol = \"HTTP\"\nport = 80\ntargets = [{toml_targets}]\n{extra}\n"
         );
         let cfg = crate::config::parse_str(&text, "t.toml").unwrap();
         Arc::new(TargetGroupRuntime::new(&cfg.target_groups[0]))
@@ -503,11 +624,96 @@ mod tests {
     }
 
     #[test]
-    fn disabled_checks_count_as_healthy() {
+    fn disabled_checks_are_unavailable_and_take_traffic() {
         let h = Health::initial(false);
         assert_eq!(
-            (h.state, h.reason),
-            (HealthState::Healthy, Some(Reason::HealthCheckDisabled))
+            (h.state.as_str(), h.reason.map(Reason::code)),
+            ("unavailable", Some("Target.HealthCheckDisabled"))
         );
+        assert_eq!(h.description(), "Health checks are disabled");
+        let mut after = h.clone();
+        assert!(!record(&mut after, Outcome::Failed, 2, 2));
+        assert!(!record(&mut after, Outcome::Failed, 2, 2));
+        assert_eq!(after, h, "not checked, so nothing changes it");
+
+        let g = group(
+            "{ address = \"10.0.0.1\" }, { address = \"10.0.0.2\" }",
+            "[target_group.health_check]\nenabled = false\n",
+        );
+        assert!(spawn_checkers(g.clone(), true).is_empty(), "no checkers");
+        for t in g.targets() {
+            assert_eq!(t.health.lock().unwrap().state, HealthState::Unavailable);
+            assert!(t.is_usable(), "every registered target takes traffic");
+        }
+        assert!(!g.fail_open());
+        assert_eq!(share_of_first(&g, 20), 10);
+        // A failed request does not take an unchecked target out either.
+        passive_failure(&g, &g.targets()[0]);
+        passive_failure(&g, &g.targets()[0]);
+        assert!(g.targets()[0].is_usable());
+    }
+
+    #[test]
+    fn unused_groups_are_not_checked_and_say_why() {
+        let h = Health::unused();
+        assert_eq!(
+            (h.state.as_str(), h.reason.map(Reason::code)),
+            ("unused", Some("Target.NotInUse"))
+        );
+        assert_eq!(
+            h.description(),
+            "Target group is not configured to receive traffic from the load balancer"
+        );
+        for extra in ["", "[target_group.health_check]\nenabled = false\n"] {
+            let g = group("{ address = \"10.0.0.1\" }", extra);
+            assert!(
+                spawn_checkers(g.clone(), false).is_empty(),
+                "no checker, so no probe"
+            );
+            let h = g.targets()[0].health.lock().unwrap().clone();
+            assert_eq!(h, Health::unused(), "{extra}");
+        }
+        let mut h = Health::unused();
+        assert!(!record(&mut h, Outcome::Ok, 2, 2));
+        assert_eq!(h, Health::unused());
+    }
+
+    #[test]
+    fn a_group_that_becomes_used_starts_over_in_initial() {
+        let g = group("{ address = \"10.0.0.1\" }", "");
+        set_in_use(&g, false);
+        assert_eq!(
+            g.targets()[0].health.lock().unwrap().state,
+            HealthState::Unused
+        );
+        set_in_use(&g, true);
+        assert_eq!(
+            *g.targets()[0].health.lock().unwrap(),
+            Health::initial(true)
+        );
+        // A used group keeps the health it has (carried over by a reload).
+        record(
+            &mut g.targets()[0].health.lock().unwrap(),
+            Outcome::Ok,
+            5,
+            2,
+        );
+        set_in_use(&g, true);
+        assert_eq!(
+            g.targets()[0].health.lock().unwrap().state,
+            HealthState::Healthy
+        );
+        // Checks disabled: from unused to unavailable.
+        let g = group(
+            "{ address = \"10.0.0.1\" }",
+            "[target_group.health_check]\nenabled = false\n",
+        );
+        set_in_use(&g, false);
+        set_in_use(&g, true);
+        assert_eq!(
+            *g.targets()[0].health.lock().unwrap(),
+            Health::initial(false)
+        );
+        assert!(g.targets()[0].is_usable());
     }
 }

@@ -102,7 +102,7 @@ fn main() -> Result<()> {
         "balancer host opens a connection to the client: replies pass",
     )?;
 
-    println!("\n-- target health (checks every 5 s, healthy after 2 passes):");
+    println!("\n-- target health (checks every 5 s, a new target healthy after 1 pass):");
     wait_for(&lb, "10.0.1.10", "healthy")?;
     wait_for(&lb, "10.0.2.10", "healthy")?;
     describe(&lb)?;
@@ -113,7 +113,7 @@ fn main() -> Result<()> {
     wait_for(&lb, "10.0.1.10", "unhealthy")?;
     describe(&lb)?;
 
-    println!("\n-- web-1 starts again:");
+    println!("\n-- web-1 starts again (healthy after 2 passes):");
     let _w1 = Backend::start(&web1, "10.0.1.10:80".parse()?, "web-1")?;
     wait_for(&lb, "10.0.1.10", "healthy")?;
     describe(&lb)?;
