@@ -34,13 +34,18 @@ const FORWARD: &str = r#"{ type = "forward", target_group = "web" }"#;
 struct Setup {
     bed: HttpBed,
     target: RecordingTarget,
-    _daemon: Daemon,
+    daemon: Option<Daemon>,
 }
 
 /// The bed with `idle_timeout` and `extra_lb` lines in the load balancer
 /// section, the recording target, and the daemon, once the target is healthy.
 fn start(idle_timeout: &str, extra_lb: &str) -> Setup {
-    let config = http_config(idle_timeout, GROUP, FORWARD).replace(
+    start_with(idle_timeout, extra_lb, "")
+}
+
+/// [`start`] with `extra` sections in the configuration.
+fn start_with(idle_timeout: &str, extra_lb: &str, extra: &str) -> Setup {
+    let config = http_config(idle_timeout, &format!("{GROUP}\n{extra}"), FORWARD).replace(
         &format!("idle_timeout = \"{idle_timeout}\"\n"),
         &format!("idle_timeout = \"{idle_timeout}\"\n{extra_lb}\n"),
     );
@@ -50,7 +55,7 @@ fn start(idle_timeout: &str, extra_lb: &str) -> Setup {
     let s = Setup {
         bed,
         target,
-        _daemon: daemon,
+        daemon: Some(daemon),
     };
     s.wait_state("healthy");
     s
@@ -158,7 +163,16 @@ fn malformed_chunked_bodies_get_400_and_never_fail_the_target() {
 
 #[test]
 fn aborted_uploads_are_the_clients_doing_and_never_fail_the_target() {
-    let s = start("5s", "");
+    let log = std::env::temp_dir().join(format!("xalb-aborts-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut s = start_with(
+        "5s",
+        "",
+        &format!(
+            "[access_log]\nenabled = true\npath = \"{}\"\n",
+            log.display()
+        ),
+    );
     let before = s.elb_4xx();
     for _ in 0..3 {
         // Half the declared body, then the client closes.
@@ -190,6 +204,27 @@ fn aborted_uploads_are_the_clients_doing_and_never_fail_the_target() {
         "client aborts counted against the target"
     );
     s.assert_target_serves();
+    // Logged as the client's doing, with no target status.
+    s.daemon.take().unwrap().stop().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let aborts: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["request"].as_str().unwrap_or("").contains("/upload"))
+        .collect();
+    assert_eq!(aborts.len(), 3, "{text}");
+    for e in aborts {
+        assert_eq!(e["elb_status_code"], 400, "{e}");
+        assert_eq!(e["target_status_code"], "-", "{e}");
+        assert!(
+            e["error_reason"]
+                .as_str()
+                .unwrap()
+                .contains("client closed the connection"),
+            "{e}"
+        );
+    }
 }
 
 #[test]
