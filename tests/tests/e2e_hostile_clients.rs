@@ -92,6 +92,18 @@ impl Setup {
     /// `gap` after the previous one), half-closes if `half_close`, and reads
     /// until the balancer closes the connection.
     fn exchange(&self, parts: &[&[u8]], gap: Duration, half_close: bool) -> String {
+        self.exchange_until_closed(parts, gap, half_close)
+            .expect("the balancer closed the connection")
+    }
+
+    /// [`Self::exchange`]; `None` if the balancer kept the connection open
+    /// (for a minute, a guard against a hang far above any expected wait).
+    fn exchange_until_closed(
+        &self,
+        parts: &[&[u8]],
+        gap: Duration,
+        half_close: bool,
+    ) -> Option<String> {
         let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
         in_ns(&self.bed.client, async move || {
             let mut s = TcpStream::connect(lb()).await.unwrap();
@@ -108,9 +120,10 @@ impl Setup {
                 let _ = s.shutdown().await;
             }
             let mut out = Vec::new();
-            // A guard against a hang, far above any expected answer time.
-            let _ = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out)).await;
-            String::from_utf8_lossy(&out).into_owned()
+            let closed = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out))
+                .await
+                .is_ok();
+            closed.then(|| String::from_utf8_lossy(&out).into_owned())
         })
         .unwrap()
     }
@@ -238,6 +251,28 @@ fn an_upload_slower_than_the_idle_timeout_is_not_cut() {
     let reply = s.exchange(&parts, Duration::from_millis(300), false);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("body-bytes: 100"), "{reply}");
+}
+
+#[test]
+fn a_stalled_upload_is_closed_after_the_idle_timeout_and_fails_no_target() {
+    let s = start("1s", "");
+    // A tenth of the body, then nothing: the client neither sends nor
+    // closes. The idle timeout between reads bounds it.
+    let reply = s.exchange_until_closed(
+        &[b"POST /stalled HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789"],
+        Duration::ZERO,
+        false,
+    );
+    let reply = reply.expect("the balancer closed the stalled upload");
+    assert!(!reply.contains("HTTP/1.1 5"), "{reply}");
+    let seen = s.target.requests_for("/stalled");
+    assert!(seen.iter().all(|r| !r.complete), "{seen:?}");
+    assert_eq!(
+        s.state(),
+        "healthy",
+        "a stalled client counted against the target"
+    );
+    s.assert_target_serves();
 }
 
 #[test]
