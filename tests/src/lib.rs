@@ -4,6 +4,7 @@
 //! Everything made here has a unique name and is removed on drop, also when a
 //! test fails. XDP is only ever attached inside namespaces made here.
 
+pub mod acceptor;
 pub mod admin;
 pub mod bed;
 pub mod daemon;

@@ -10,15 +10,13 @@
 //! - anything else (health checks included): 200 with the request head as
 //!   received and `body-bytes: N` as its body (any Upgrade is declined).
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use crate::acceptor::Acceptor;
 use crate::netns::Netns;
 
 /// One request as the target read it.
@@ -58,40 +56,17 @@ struct Log {
 
 /// Stopped on drop.
 pub struct RecordingTarget {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
     log: Arc<Mutex<Log>>,
 }
 
 impl RecordingTarget {
     pub fn start(ns: &Netns, addr: SocketAddr) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Log::default()));
-        let listener = ns.run(move || -> std::io::Result<TcpListener> {
-            let l = TcpListener::bind(addr)?;
-            l.set_nonblocking(true)?;
-            Ok(l)
-        })?;
-        let listener = listener.with_context(|| format!("binding {addr}"))?;
-        let (flag, shared) = (stop.clone(), log.clone());
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        let log = shared.clone();
-                        std::thread::spawn(move || serve(s, &log));
-                    }
-                    // The accept loop polls only so that it can stop.
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
+        let shared = log.clone();
+        let acceptor = Acceptor::start(ns, addr, move |s| serve(s, &shared))?;
         Ok(Self {
-            stop,
-            thread: Some(thread),
+            _acceptor: acceptor,
             log,
         })
     }
@@ -119,15 +94,6 @@ impl RecordingTarget {
             .into_iter()
             .filter(|r| r.path() == path)
             .collect()
-    }
-}
-
-impl Drop for RecordingTarget {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -210,7 +176,6 @@ impl Conn<'_> {
 }
 
 fn serve(s: TcpStream, log: &Mutex<Log>) {
-    let _ = s.set_nonblocking(false);
     let mut c = Conn {
         s,
         buf: Vec::new(),

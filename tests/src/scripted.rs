@@ -3,15 +3,15 @@
 //! interim responses, bodiless statuses, invalid heads) and a target that
 //! closes its keep-alive connections behind the balancer's back.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use crate::acceptor::Acceptor;
 use crate::netns::Netns;
 
 /// What to send for one path.
@@ -40,43 +40,22 @@ impl Script {
 
 /// Stopped on drop.
 pub struct ScriptedTarget {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
     connections: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
 }
 
 impl ScriptedTarget {
     pub fn start(ns: &Netns, addr: SocketAddr, scripts: Vec<Script>) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
-        let listener = ns.run(move || -> std::io::Result<TcpListener> {
-            let l = TcpListener::bind(addr)?;
-            l.set_nonblocking(true)?;
-            Ok(l)
+        let (conns, reqs) = (connections.clone(), requests.clone());
+        let acceptor = Acceptor::start(ns, addr, move |s| {
+            conns.fetch_add(1, Ordering::Relaxed);
+            serve(s, &scripts, &reqs);
         })?;
-        let listener = listener.with_context(|| format!("binding {addr}"))?;
-        let (flag, conns, reqs) = (stop.clone(), connections.clone(), requests.clone());
-        let scripts = Arc::new(scripts);
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        conns.fetch_add(1, Ordering::Relaxed);
-                        let (scripts, reqs) = (scripts.clone(), reqs.clone());
-                        std::thread::spawn(move || serve(s, &scripts, &reqs));
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
         Ok(Self {
-            stop,
-            thread: Some(thread),
+            _acceptor: acceptor,
             connections,
             requests,
         })
@@ -96,7 +75,6 @@ impl ScriptedTarget {
 /// Answers request heads (bodyless requests only) until the peer closes or
 /// a script says to close.
 fn serve(mut s: TcpStream, scripts: &[Script], requests: &AtomicU64) {
-    let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -122,15 +100,6 @@ fn serve(mut s: TcpStream, scripts: &[Script], requests: &AtomicU64) {
         };
         if s.write_all(reply).is_err() || close {
             return;
-        }
-    }
-}
-
-impl Drop for ScriptedTarget {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

@@ -1,71 +1,36 @@
 //! Small real TCP peers for the tests and the demo.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use crate::acceptor::Acceptor;
 use crate::netns::Netns;
 
 /// A TCP server in a namespace that answers each connection by writing
 /// `greeting` and then echoing what it reads. Stopped on drop.
 pub struct Server {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl Server {
     pub fn start(ns: &Netns, addr: SocketAddr, greeting: &str) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
         let greeting = greeting.as_bytes().to_vec();
-        let listener = ns.run(move || -> std::io::Result<TcpListener> {
-            let l = TcpListener::bind(addr)?;
-            l.set_nonblocking(true)?;
-            Ok(l)
-        })?;
-        let listener = listener.with_context(|| format!("binding {addr}"))?;
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        let greeting = greeting.clone();
-                        std::thread::spawn(move || {
-                            let _ = s.set_nonblocking(false);
-                            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                            let _ = s.write_all(&greeting);
-                            let mut buf = [0u8; 4096];
-                            while let Ok(n) = s.read(&mut buf) {
-                                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Err(_) => break,
+        let acceptor = Acceptor::start(ns, addr, move |mut s: TcpStream| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(&greeting);
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
                 }
             }
-        });
+        })?;
         Ok(Self {
-            stop,
-            thread: Some(thread),
+            _acceptor: acceptor,
         })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -140,6 +140,21 @@ async fn load(stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<Sample>>>, limit: Durati
     }
 }
 
+/// Six GETs of `/` on one kept-alive connection: each reply's status and
+/// the backend that answered it.
+fn six_gets(bed: &HttpBed) -> Vec<(u16, String)> {
+    in_ns(&bed.client, async || {
+        let mut c = Client::connect(lb(), false).await.unwrap();
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            let r = c.get("/", &[]).await.unwrap();
+            out.push((r.status, backend_of(&r)));
+        }
+        out
+    })
+    .unwrap()
+}
+
 /// The value of one series (`name{labels}`) in a Prometheus text exposition.
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {
@@ -214,16 +229,7 @@ fn states_and_reasons_as_the_alb_and_describe_target_health() {
     );
 
     // Only the healthy target takes requests.
-    let answered = in_ns(&bed.client, async || {
-        let mut c = Client::connect(lb(), false).await.unwrap();
-        let mut out = Vec::new();
-        for _ in 0..6 {
-            let r = c.get("/", &[]).await.unwrap();
-            out.push((r.status, backend_of(&r)));
-        }
-        out
-    })
-    .unwrap();
+    let answered = six_gets(&bed);
     assert!(
         answered.iter().all(|a| *a == (200, "ok".to_string())),
         "{answered:?}"
@@ -825,16 +831,7 @@ enabled = false
         );
     }
     // Every registered target takes traffic: round robin over both.
-    let names = in_ns(&bed.client, async || {
-        let mut c = Client::connect(lb(), false).await.unwrap();
-        let mut out = Vec::new();
-        for _ in 0..6 {
-            let r = c.get("/", &[]).await.unwrap();
-            out.push((r.status, backend_of(&r)));
-        }
-        out
-    })
-    .unwrap();
+    let names = six_gets(&bed);
     let count = |n: &str| names.iter().filter(|x| **x == (200, n.to_string())).count();
     assert_eq!((count("a"), count("b")), (3, 3), "{names:?}");
     assert_eq!((a.requests(), b.requests()), (3, 3));
