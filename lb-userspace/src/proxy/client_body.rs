@@ -177,3 +177,132 @@ impl Body for ClientBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+
+    /// The body of the one request `bytes` carry, as hyper's server hands
+    /// it over, read to its end through [`ClientBody`]: how the watch saw
+    /// it end (`None`: nothing to watch), and what `ended` resolved to.
+    /// `close` ends the client's side after the bytes.
+    async fn body_end(bytes: &'static [u8], close: bool) -> Option<(BodyEnd, BodyEnd)> {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let tx = tx.lock().unwrap().take();
+            async move {
+                let mut body = ClientBody::new(req.into_body());
+                let watch = body.watch();
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+                let seen = match watch {
+                    Some(w) => Some((w.end(), w.ended().await)),
+                    None => None,
+                };
+                if let Some(tx) = tx {
+                    let _ = tx.send(seen);
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(
+                    http_body_util::Empty::<Bytes>::new(),
+                ))
+            }
+        });
+        let server = tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(server), svc),
+        );
+        client.write_all(bytes).await.unwrap();
+        // Unless it is to close, the client stays until the body is judged.
+        let open = (!close).then_some(client);
+        let seen = rx.await.unwrap();
+        drop(open);
+        let _ = server.await;
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_is_complete() {
+        let complete = Some((BodyEnd::Complete, BodyEnd::Complete));
+        assert_eq!(
+            body_end(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", false).await,
+            complete
+        );
+        assert_eq!(
+            body_end(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                false
+            )
+            .await,
+            complete
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bodyless_request_has_nothing_to_watch() {
+        assert_eq!(body_end(b"GET / HTTP/1.1\r\n\r\n", false).await, None);
+        assert_eq!(
+            body_end(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", false).await,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_mid_body_aborted_it() {
+        let aborted = Some((BodyEnd::Aborted, BodyEnd::Aborted));
+        assert_eq!(
+            body_end(b"POST / HTTP/1.1\r\nContent-Length: 50\r\n\r\nhello", true).await,
+            aborted
+        );
+        assert_eq!(
+            body_end(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+                true
+            )
+            .await,
+            aborted
+        );
+    }
+
+    #[tokio::test]
+    async fn chunked_framing_the_client_got_wrong_is_malformed() {
+        let malformed = Some((BodyEnd::Malformed, BodyEnd::Malformed));
+        for bytes in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello!!\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(body_end(bytes, false).await, malformed);
+        }
+    }
+
+    #[test]
+    fn client_faults_are_the_aborted_and_malformed_ends() {
+        assert!(!BodyEnd::Streaming.is_client_fault());
+        assert!(!BodyEnd::Complete.is_client_fault());
+        assert!(BodyEnd::Aborted.is_client_fault());
+        assert!(BodyEnd::Malformed.is_client_fault());
+        for end in [
+            BodyEnd::Streaming,
+            BodyEnd::Complete,
+            BodyEnd::Aborted,
+            BodyEnd::Malformed,
+        ] {
+            assert_eq!(BodyEnd::from_u8(end.as_u8()), end);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_end_is_the_one_that_counts() {
+        let w = BodyWatch::default();
+        assert_eq!(w.end(), BodyEnd::Streaming);
+        w.set(BodyEnd::Aborted);
+        w.set(BodyEnd::Complete);
+        assert_eq!(w.ended().await, BodyEnd::Aborted);
+    }
+}
