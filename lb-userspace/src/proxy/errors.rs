@@ -92,3 +92,40 @@ pub fn plain(status: StatusCode, body: Bytes, content_type: &str) -> Response<Pr
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_status_and_client_faults_close_the_connection() {
+        let cases = [
+            (LbError::BadRequest("bad framing"), 400, true),
+            (LbError::ClientClosed, 400, true),
+            (LbError::RequestTimeout, 408, true),
+            (LbError::MethodNotAllowed("no CONNECT"), 405, true),
+            (LbError::NoTarget, 503, false),
+            (LbError::TargetConnect, 502, false),
+            (LbError::BadResponse, 502, false),
+            (LbError::TargetTimeout, 504, false),
+        ];
+        for (e, status, closes) in cases {
+            let resp = e.response();
+            assert_eq!(resp.status().as_u16(), status, "{e:?}");
+            assert_eq!(e.status(), resp.status());
+            assert_eq!(
+                resp.headers().get(header::CONNECTION).is_some(),
+                closes,
+                "{e:?}"
+            );
+            let body = match resp.into_body() {
+                Either::Right(full) => format!("{full:?}"),
+                Either::Left(_) => unreachable!("the balancer's own body"),
+            };
+            assert!(body.contains(e.cause()), "{e:?}: {body}");
+        }
+        assert_eq!(LbError::BadRequest("bad framing").cause(), "bad framing");
+        assert!(LbError::ClientClosed.cause().contains("client closed"));
+        assert!(LbError::RequestTimeout.cause().contains("in time"));
+    }
+}

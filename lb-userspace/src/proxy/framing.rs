@@ -853,7 +853,8 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
             "e".repeat(MAX_EXTENSIONS / 2),
             "e".repeat(MAX_EXTENSIONS / 2)
         );
-        let long_line = format!("5{}\r\n", " ".repeat(MAX_CHUNK_LINE));
+        // Spaces hyper would take; a line this long is refused all the same.
+        let long_line = format!("5{}\r\n", " ".repeat(20 * 1024));
         let cases: [(&[u8], &[u8]); 14] = [
             (b"+5\r\nhello\r\n0\r\n\r\n", b""),
             (b"-5\r\nhello\r\n0\r\n\r\n", b""),
@@ -898,6 +899,88 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
                 "{shown}"
             );
         }
+    }
+
+    #[test]
+    fn the_trailer_section_is_held_to_hypers_limits() {
+        let body = |fields: usize, len: usize| {
+            let mut b = b"5\r\nhello\r\n0\r\n".to_vec();
+            for i in 0..fields {
+                // `len` bytes a field, CRLF included.
+                let name = format!("X-{i:05}: ");
+                b.extend_from_slice(name.as_bytes());
+                b.extend(std::iter::repeat_n(b'v', len - name.len() - 2));
+                b.extend_from_slice(b"\r\n");
+            }
+            b.extend_from_slice(b"\r\n");
+            b
+        };
+        // At the limits: 100 fields (max_headers), 16 KiB in all.
+        for ok in [body(LIMITS.max_headers, 20), body(4, MAX_TRAILERS / 4)] {
+            let (out, err) = judged(&[CHUNKED_HEAD, &ok, SMUGGLED]);
+            assert_eq!(err, None);
+            assert_eq!(out, [CHUNKED_HEAD, &ok, SMUGGLED].concat());
+        }
+        // One past either.
+        for over in [
+            body(LIMITS.max_headers + 1, 20),
+            body(4, MAX_TRAILERS / 4 + 1),
+        ] {
+            let (out, err) = judged(&[CHUNKED_HEAD, &over, SMUGGLED]);
+            assert!(err.is_some(), "{} bytes", over.len());
+            assert!(!String::from_utf8_lossy(&out).contains("smuggled"));
+        }
+    }
+
+    #[test]
+    fn heads_with_more_fields_than_fit_on_the_stack_are_judged_too() {
+        let limits = GuardLimits {
+            max_headers: 200,
+            ..LIMITS
+        };
+        let mut head = b"POST / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..150 {
+            head.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let (out, _) = drain(FramingGuard::new(
+            std::io::Cursor::new(head),
+            limits,
+            Switch::default(),
+        ));
+        assert_eq!(refused(&out).as_deref(), Some("cl-te"));
+    }
+
+    #[test]
+    fn a_partial_head_past_the_size_limit_goes_to_the_parser_as_it_is() {
+        // The parser answers 431; nothing is held back waiting for more.
+        let limits = GuardLimits {
+            max_head: 64,
+            ..LIMITS
+        };
+        for len in [65, 200] {
+            let mut head = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+            head.resize(len, b'a');
+            let (out, err) = drain(FramingGuard::new(
+                Trickle(head.clone(), 0, 1),
+                limits,
+                Switch::default(),
+            ));
+            assert_eq!((out, err), (head, None));
+        }
+    }
+
+    #[test]
+    fn every_refusal_says_why() {
+        let causes: Vec<&str> = Refusal::ALL.iter().map(|r| r.cause()).collect();
+        for (r, cause) in Refusal::ALL.iter().zip(&causes) {
+            assert!(cause.len() > 10, "{r:?}");
+            assert_eq!(causes.iter().filter(|c| *c == cause).count(), 1, "{r:?}");
+        }
+        assert!(Refusal::BothLengthAndChunked
+            .cause()
+            .contains("both Content-Length and Transfer-Encoding"));
+        assert!(Refusal::HeadTimeout.cause().contains("in time"));
     }
 
     #[test]
