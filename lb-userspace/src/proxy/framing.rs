@@ -699,7 +699,7 @@ mod tests {
     /// Everything the guard yields, and the error it ended with, if any:
     /// read until end of stream, an error, or until it holds back (after a
     /// refusal it never yields more). Small reads, as a parser's may be.
-    fn drain<IO: AsyncRead + Unpin>(mut g: FramingGuard<IO>) -> (Vec<u8>, Option<String>) {
+    fn drain<G: AsyncRead + Unpin>(mut g: G) -> (Vec<u8>, Option<String>) {
         let mut out = Vec::new();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut chunk = [0u8; 61];
@@ -967,6 +967,24 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
                 Switch::default(),
             ));
             assert_eq!((out, err), (head, None));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partial_head_at_the_size_limit_is_held_for_more() {
+        use tokio::io::AsyncWriteExt;
+        let limits = GuardLimits {
+            max_head: 64,
+            ..LIMITS
+        };
+        for (len, held) in [(64, true), (65, false)] {
+            let (mut client, server) = tokio::io::duplex(4096);
+            let mut g = FramingGuard::new(server, limits, Switch::default());
+            let mut head = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+            head.resize(len, b'a');
+            client.write_all(&head).await.unwrap();
+            let (out, _) = drain(&mut g);
+            assert_eq!(out.is_empty(), held, "{len} bytes");
         }
     }
 
