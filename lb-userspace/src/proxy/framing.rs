@@ -855,7 +855,12 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
         );
         // Spaces hyper would take; a line this long is refused all the same.
         let long_line = format!("5{}\r\n", " ".repeat(20 * 1024));
-        let cases: [(&[u8], &[u8]); 14] = [
+        let cases: [(&[u8], &[u8]); 16] = [
+            (b"5;a\rb\r\nhello\r\n0\r\n\r\n", b""),
+            (
+                b"5\r\nhello\r\n0\r\nX: a\rb\r\n\r\n",
+                b"5\r\nhello\r\n0\r\n",
+            ),
             (b"+5\r\nhello\r\n0\r\n\r\n", b""),
             (b"-5\r\nhello\r\n0\r\n\r\n", b""),
             (b"0x5\r\nhello\r\n0\r\n\r\n", b""),
@@ -1059,6 +1064,28 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
         client.write_all(b"\x81\x05hello").await.unwrap();
         let n = g.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"\x81\x05hello");
+    }
+
+    #[tokio::test]
+    async fn no_head_deadline_is_armed_between_requests_or_inside_a_body() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(4096);
+        let mut g = FramingGuard::new(server, LIMITS, Switch::default());
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        drain(&mut g);
+        assert!(g.head_deadline.is_none(), "idle between requests");
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf")
+            .await
+            .unwrap();
+        drain(&mut g);
+        assert!(g.head_deadline.is_none(), "inside a body");
+        client.write_all(b"-body!GET / HT").await.unwrap();
+        drain(&mut g);
+        assert!(g.head_deadline.is_some(), "a head arriving in pieces");
     }
 
     #[tokio::test]
