@@ -210,11 +210,32 @@ mod tests {
     #[test]
     fn upgrades_keep_upgrade_and_connection() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, x-private"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-private", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");
+        assert!(!h.contains_key("x-private"), "{h:?}");
+    }
+
+    #[test]
+    fn connection_naming_host_never_removes_host() {
+        for keep_upgrade in [false, true] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONNECTION,
+                HeaderValue::from_static("Host, upgrade, close"),
+            );
+            h.insert(header::HOST, HeaderValue::from_static("a.example"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            strip_hop_by_hop(&mut h, keep_upgrade);
+            assert_eq!(h[header::HOST], "a.example");
+            assert_eq!(h.contains_key(header::UPGRADE), keep_upgrade);
+        }
     }
 
     #[test]

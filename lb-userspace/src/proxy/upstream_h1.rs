@@ -573,6 +573,26 @@ mod tests {
     }
 
     #[test]
+    fn a_response_head_may_be_max_head_long_and_no_longer() {
+        let head = |len: usize| {
+            let fixed = "HTTP/1.1 200 OK\r\nX-Pad: \r\n\r\n".len();
+            let mut h = format!(
+                "HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n",
+                "p".repeat(len - fixed)
+            );
+            assert_eq!(h.len(), len);
+            h.push_str("body");
+            h
+        };
+        assert!(parse(head(MAX_HEAD).as_bytes()).unwrap().is_some());
+        assert!(matches!(
+            parse(head(MAX_HEAD + 1).as_bytes()),
+            Err(H1Error::Invalid("response head too large"))
+        ));
+        assert_eq!(MAX_HEAD, 65536, "the ALB's 64 KiB");
+    }
+
+    #[test]
     fn framing_follows_rfc_9112() {
         assert_eq!(
             frame("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap(),
