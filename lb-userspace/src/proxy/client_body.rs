@@ -195,7 +195,21 @@ mod tests {
         let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let tx = tx.lock().unwrap().take();
             async move {
+                // A length the head declares (none for chunked; 0 without one).
+                let chunked = req.headers().contains_key(http::header::TRANSFER_ENCODING);
+                let declared = (!chunked).then(|| {
+                    req.headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .unwrap_or(0)
+                });
                 let mut body = ClientBody::new(req.into_body());
+                // The upstream writer frames the body by these.
+                assert_eq!(body.size_hint().exact(), declared);
+                assert_eq!(
+                    body.is_end_stream(),
+                    declared == Some(0) || body.watch().is_none()
+                );
                 let watch = body.watch();
                 while let Some(frame) = body.frame().await {
                     if frame.is_err() {
