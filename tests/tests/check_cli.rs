@@ -18,19 +18,12 @@ fn check(path: &Path) -> (i32, String, String) {
 
 fn examples() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut files = Vec::new();
-    // The project's own copies, and the shared examples beside the checkout.
-    for dir in [root.join("examples"), root.join("../shared/examples")] {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            files.extend(
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "toml")),
-            );
-        }
-    }
-    files
+    std::fs::read_dir(root.join("examples"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect()
 }
 
 #[test]

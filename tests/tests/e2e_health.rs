@@ -851,26 +851,11 @@ enabled = false
 /// One target on `hosts`, checked every 20 s with healthy_threshold 10: under
 /// the old rule it took 10 passes (over three minutes) to turn healthy.
 fn slow_group(hosts: &[u8]) -> String {
-    let targets: Vec<String> = hosts
-        .iter()
-        .map(|h| format!(r#"{{ address = "10.231.2.{h}" }}"#))
-        .collect();
-    format!(
-        r#"
-[[target_group]]
-name = "web"
-protocol = "HTTP"
-port = 80
-targets = [{}]
-
-[target_group.health_check]
-interval = "20s"
-timeout = "2s"
-healthy_threshold = 10
-unhealthy_threshold = 2
-"#,
-        targets.join(", ")
-    )
+    let slow = group("web", hosts)
+        .replacen("interval = \"5s\"", "interval = \"20s\"", 1)
+        .replacen("\nhealthy_threshold = 2", "\nhealthy_threshold = 10", 1);
+    assert!(slow.contains("interval = \"20s\"") && slow.contains("\nhealthy_threshold = 10"));
+    slow
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The `xalb` configuration: one TOML file, as specified in
-//! `/work/shared/spec/config.md`.
+//! The `xalb` configuration: one TOML file, in AWS ELBv2 terms (the README's
+//! Configuration section; `examples/seed-alb.toml`).
 //!
 //! Loading is two steps, each in its own module:
 //! 1. [`raw`]: text → serde structs that mirror the file (syntax errors,

@@ -1,6 +1,5 @@
 //! Raw file → validated [`Config`]: defaults, ranges, names, references and
-//! protocol compatibility, following ELBv2 semantics (see
-//! `/work/shared/spec/config.md`).
+//! protocol compatibility, following ELBv2 semantics.
 //!
 //! The checker never stops at the first problem: every check pushes a
 //! diagnostic and carries on with a placeholder value, so one `xalb check`

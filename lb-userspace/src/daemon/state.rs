@@ -109,10 +109,13 @@ impl Running {
 
     /// Starts accepting on `listeners` (one per worker) for binding `b`.
     fn serve(&mut self, listeners: Vec<std::net::TcpListener>, b: &Binding) {
-        let slot = Slot::new(Route {
-            ctx: b.ctx.clone(),
-            shared: self.shared.clone(),
-        });
+        let slot = Slot::new(
+            b.addr,
+            Route {
+                ctx: b.ctx.clone(),
+                shared: self.shared.clone(),
+            },
+        );
         let (stop, stop_rx) = watch::channel(false);
         info!(addr = %b.addr, lb = %b.ctx.lb, workers = listeners.len(), "HTTP listener");
         let (spread, inboxes) = Spread::new(self.workers.len());

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 
+use super::errors::LbError;
+
 /// How a request body ended, as far as the client's side goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyEnd {
@@ -49,9 +51,14 @@ impl BodyEnd {
         }
     }
 
-    /// Whether the body ended by the client's fault.
-    pub fn is_client_fault(self) -> bool {
-        matches!(self, BodyEnd::Aborted | BodyEnd::Malformed)
+    /// The client's answer when the body ended by its fault: 400 either
+    /// way (the ALB's for an unfinished body), logged with the cause.
+    pub fn client_fault(self) -> Option<LbError> {
+        match self {
+            BodyEnd::Aborted => Some(LbError::ClientClosed),
+            BodyEnd::Malformed => Some(LbError::BadRequest("malformed request body framing")),
+            BodyEnd::Streaming | BodyEnd::Complete => None,
+        }
     }
 }
 
@@ -297,10 +304,13 @@ mod tests {
 
     #[test]
     fn client_faults_are_the_aborted_and_malformed_ends() {
-        assert!(!BodyEnd::Streaming.is_client_fault());
-        assert!(!BodyEnd::Complete.is_client_fault());
-        assert!(BodyEnd::Aborted.is_client_fault());
-        assert!(BodyEnd::Malformed.is_client_fault());
+        assert_eq!(BodyEnd::Streaming.client_fault(), None);
+        assert_eq!(BodyEnd::Complete.client_fault(), None);
+        assert_eq!(BodyEnd::Aborted.client_fault(), Some(LbError::ClientClosed));
+        assert!(matches!(
+            BodyEnd::Malformed.client_fault(),
+            Some(LbError::BadRequest(why)) if why.contains("malformed")
+        ));
         for end in [
             BodyEnd::Streaming,
             BodyEnd::Complete,

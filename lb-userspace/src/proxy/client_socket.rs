@@ -31,15 +31,6 @@ pub enum ClientSocket {
 }
 
 impl ClientSocket {
-    /// The local address the client connected to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            ClientSocket::Direct(s) => s.local_addr(),
-            ClientSocket::Registered(s) => s.local_addr(),
-            ClientSocket::Closed => Err(closed()),
-        }
-    }
-
     /// The socket out of this worker's reactor, for another worker.
     pub fn into_std(self) -> io::Result<std::net::TcpStream> {
         match self {

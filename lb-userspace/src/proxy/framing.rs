@@ -31,6 +31,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::errors::LbError;
+
 /// The header a refused head is replaced with; its value is the reason. A
 /// client sending it itself only gets its own request refused.
 pub const REJECT_HEADER: &str = "x-xalb-framing-rejected";
@@ -103,7 +105,16 @@ impl Refusal {
         Self::ALL.into_iter().find(|r| r.code().as_bytes() == code)
     }
 
-    /// What the 400 response says.
+    /// How the service answers the marker: 408 for a head that did not
+    /// arrive in time, 400 with the cause for the rest.
+    pub fn error(self) -> LbError {
+        match self {
+            Refusal::HeadTimeout => LbError::RequestTimeout,
+            r => LbError::BadRequest(r.cause()),
+        }
+    }
+
+    /// What the response says.
     pub fn cause(self) -> &'static str {
         match self {
             Refusal::BothLengthAndChunked => {

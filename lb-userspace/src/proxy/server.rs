@@ -103,6 +103,8 @@ pub struct Route {
 pub struct Slot(Arc<SlotInner>);
 
 struct SlotInner {
+    /// The address the socket listens on: the one its clients reached.
+    addr: SocketAddr,
     route: RwLock<Arc<Route>>,
     /// Bumped on every replacement. A connection keeps its own copy of the
     /// route and only re-reads it when this moved: per request that is one
@@ -112,8 +114,9 @@ struct SlotInner {
 }
 
 impl Slot {
-    pub fn new(route: Route) -> Self {
+    pub fn new(addr: SocketAddr, route: Route) -> Self {
         Slot(Arc::new(SlotInner {
+            addr,
             route: RwLock::new(Arc::new(route)),
             generation: AtomicU64::new(0),
         }))
@@ -161,6 +164,11 @@ impl ConnRoute {
             *own = self.slot.current();
         }
         &own.1
+    }
+
+    /// The balancer address and port the client connected to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.slot.0.addr
     }
 
     /// The route, for a caller that cannot keep its own copy (hyper's
@@ -340,7 +348,7 @@ async fn serve_with_hyper(
     let switch = Switch::default();
     // The address the client reached: the Host an HTTP/1.0 request without
     // one is forwarded with, as the ALB uses its own name.
-    let local = io.get_ref().local_addr().ok();
+    let local = route.local_addr();
     let io = TokioIo::new(FramingGuard::resume(
         io,
         read,
@@ -354,7 +362,7 @@ async fn serve_with_hyper(
         if req.version() == http::Version::HTTP_10
             && !req.headers().contains_key(http::header::HOST)
         {
-            if let Some(host) = local.and_then(|a| host_value(a, route.ctx.port)) {
+            if let Some(host) = host_value(local) {
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }
@@ -394,7 +402,8 @@ async fn serve_with_hyper(
 
 /// `addr` as a Host field value: the address, and the port unless it is
 /// HTTP's default.
-fn host_value(addr: SocketAddr, port: u16) -> Option<http::HeaderValue> {
+fn host_value(addr: SocketAddr) -> Option<http::HeaderValue> {
+    let port = addr.port();
     let ip = match addr.ip() {
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

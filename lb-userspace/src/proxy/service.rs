@@ -255,11 +255,10 @@ fn decide<'a>(
 ) -> Result<Decision<'a>, LbError> {
     trace.priority = -1;
     if let Some(code) = req.headers().get(REJECT_HEADER) {
-        return Err(match Refusal::from_code(code.as_bytes()) {
-            Some(Refusal::HeadTimeout) => LbError::RequestTimeout,
-            Some(r) => LbError::BadRequest(r.cause()),
-            None => LbError::BadRequest("malformed request framing"),
-        });
+        return Err(Refusal::from_code(code.as_bytes()).map_or(
+            LbError::BadRequest("malformed request framing"),
+            Refusal::error,
+        ));
     }
     if req.method() == Method::CONNECT {
         return Err(LbError::MethodNotAllowed(
@@ -527,12 +526,8 @@ async fn forward(
         // A body the client broke fails the attempt too: the client's
         // doing, never counted against the target.
         if let Err(AttemptError::Failed(..) | AttemptError::Timeout) = &outcome {
-            match body.as_ref().map(|b| b.end()) {
-                Some(BodyEnd::Aborted) => return Err(LbError::ClientClosed),
-                Some(BodyEnd::Malformed) => {
-                    return Err(LbError::BadRequest("malformed request body framing"))
-                }
-                _ => {}
+            if let Some(e) = body.as_ref().and_then(|b| b.end().client_fault()) {
+                return Err(e);
             }
         }
         match outcome {
