@@ -20,7 +20,7 @@ use tracing::debug;
 use crate::daemon::ReloadRequest;
 use crate::kernel::Datapath;
 use crate::metrics::{Exposition, ListenerMetrics};
-use crate::proxy::spread::Spread;
+use crate::proxy::conn::spread::Spread;
 use crate::targets::health::HealthState;
 use crate::targets::{TargetGroupRuntime, TargetState};
 

@@ -5,12 +5,12 @@
 //! load, attach, counters), [`daemon`] (the `xalb run` process).
 
 pub mod admin;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod daemon;
 pub mod kernel;
 pub mod memory;
-pub mod metrics;
-pub mod proxy;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
 pub mod targets;
-pub mod worker;
+pub(crate) mod worker;

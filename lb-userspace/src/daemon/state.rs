@@ -20,10 +20,10 @@ use crate::config;
 use crate::config::model::{Action, Config, Listener};
 use crate::kernel::{self, Datapath, LbSlots, XdpModeChoice};
 use crate::proxy::access_log::AccessLog;
-use crate::proxy::runtime::{self, Binding};
-use crate::proxy::server::{self, Route, Slot};
+use crate::proxy::conn::listener::{self, Route, Slot};
+use crate::proxy::conn::spread::Spread;
+use crate::proxy::plan::{self, Binding};
 use crate::proxy::service::Shared;
-use crate::proxy::spread::Spread;
 use crate::targets::health::{self, HealthState, Reason};
 
 struct Served {
@@ -67,7 +67,7 @@ impl Running {
         let access_log = AccessLog::open(&cfg.access_log)
             .await
             .with_context(|| format!("cannot open the access log {}", cfg.access_log.path))?;
-        let plan = runtime::plan(&cfg, None, access_log.clone());
+        let plan = plan::plan(&cfg, None, access_log.clone());
         // Bind every listener before touching the kernel: a port in use is a
         // clear error at start, with nothing attached.
         let workers = Workers::start(
@@ -77,7 +77,7 @@ impl Running {
         .context("cannot start the worker threads")?;
         let mut listeners = Vec::new();
         for b in &plan.bindings {
-            listeners.push(server::bind(b.addr, workers.len())?);
+            listeners.push(listener::bind(b.addr, workers.len())?);
         }
         let mut dp = Datapath::load()?;
         dp.apply(&kcfg)?;
@@ -127,14 +127,14 @@ impl Running {
                 let (slot, stop_rx, addr) = (slot.clone(), stop_rx.clone(), b.addr);
                 let spread = spread.clone();
                 worker.spawn(async move {
-                    match crate::proxy::client_socket::Listener::new(l) {
+                    match crate::proxy::conn::socket::Listener::new(l) {
                         Ok(listener) => {
-                            let accept = server::Accept {
+                            let accept = listener::Accept {
                                 listener,
                                 inbox,
                                 spread,
                             };
-                            server::serve(accept, slot, stop_rx).await
+                            listener::serve(accept, slot, stop_rx).await
                         }
                         Err(e) => {
                             tracing::error!(%addr, error = %e, "cannot serve a listening socket")
@@ -255,7 +255,7 @@ impl Running {
                 .await
                 .with_context(|| format!("cannot open the access log {}", cfg.access_log.path))?
         };
-        let plan = runtime::plan(
+        let plan = plan::plan(
             &cfg,
             Some((&self.shared, &self.bindings)),
             access_log.clone(),
@@ -267,7 +267,7 @@ impl Running {
             .iter()
             .filter(|b| !self.served.contains_key(&b.addr))
         {
-            fresh.push((server::bind(b.addr, self.workers.len())?, b));
+            fresh.push((listener::bind(b.addr, self.workers.len())?, b));
         }
         {
             let mut dp = self.datapath.lock().unwrap();

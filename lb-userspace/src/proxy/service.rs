@@ -18,18 +18,18 @@ use hyper::body::{Body, Frame, SizeHint};
 use tracing::debug;
 
 use super::access_log::{self, AccessLog, Entry};
-use super::client_body::BodyEnd;
 use super::errors::{plain, LbError, ProxyBody};
-use super::framing::{Refusal, REJECT_HEADER};
 use super::headers;
-use super::meter::{Meter, Metered};
-use super::raw_fields::RawFields;
-use super::redirect::{self, RedirectInput};
-use super::router::{RequestView, Router};
-use super::server::{quiet_for, Route};
-use super::upstream::{AttemptError, BoxError, TargetBody, UpstreamBody, Upstreams};
 use crate::config::model::{Action, TargetProtocol, WeightedGroup};
 use crate::metrics::ListenerMetrics;
+use crate::proxy::conn::listener::{quiet_for, Route};
+use crate::proxy::conn::meter::{Meter, Metered};
+use crate::proxy::h1::guard::{Refusal, REJECT_HEADER};
+use crate::proxy::h1::raw_fields::RawFields;
+use crate::proxy::route::redirect::{self, RedirectInput};
+use crate::proxy::route::router::{RequestView, Router};
+use crate::proxy::upstream::body::BodyEnd;
+use crate::proxy::upstream::pool::{AttemptError, BoxError, TargetBody, UpstreamBody, Upstreams};
 use crate::targets::{health, Outstanding, TargetGroupRuntime, WeightedGroups};
 
 /// What one listener needs per request.
@@ -43,7 +43,7 @@ pub struct ListenerCtx {
     /// idle timeout, as the ALB).
     pub target_timeout: Duration,
     pub metrics: Arc<ListenerMetrics>,
-    pub limits: super::server::ConnLimits,
+    pub limits: crate::proxy::conn::listener::ConnLimits,
     pub access_log: Option<AccessLog>,
     /// Keep a client's X-Request-Id rather than replace it.
     pub trust_request_id: bool,
@@ -635,7 +635,7 @@ async fn tunnel(
 }
 
 /// The fields of a target's response that are not in its map
-/// (`raw_fields.rs`), for whoever writes its head.
+/// ([`crate::proxy::h1::raw_fields`]), for whoever writes its head.
 pub fn take_raw_fields(body: &mut ProxyBody) -> Option<RawFields> {
     match body {
         Either::Left(tracked) => tracked.inner.take_raw_fields(),

@@ -282,7 +282,8 @@ pub async fn check(hc: &HealthCheck, target: &TargetState) -> Outcome {
         match hc.protocol {
             TargetProtocol::Tcp => Outcome::Ok,
             TargetProtocol::Http => http_check(hc, TokioIo::new(stream), addr).await,
-            TargetProtocol::Https => match crate::proxy::tls::connect(stream, addr).await {
+            TargetProtocol::Https => match crate::proxy::upstream::tls::connect(stream, addr).await
+            {
                 Ok(tls) => http_check(hc, TokioIo::new(tls), addr).await,
                 Err(_) => Outcome::Failed,
             },

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::client_socket::ClientSocket;
-use super::rebalance::Load;
+use crate::proxy::conn::rebalance::Load;
+use crate::proxy::conn::socket::ClientSocket;
 use crate::worker::PerWorker;
 
 /// How many more connections than the least loaded worker a worker keeps
@@ -33,7 +33,7 @@ pub struct Spread {
     /// One per worker, in order.
     inboxes: Box<[mpsc::UnboundedSender<Arrival>]>,
     /// What each worker served, and which connections it is to move on
-    /// (`rebalance.rs`).
+    /// ([`super::rebalance`]).
     load: Load,
 }
 
@@ -45,7 +45,7 @@ pub struct Arrival {
     pub stream: std::net::TcpStream,
     pub peer: SocketAddr,
     pub seat: Seat,
-    /// Moved from another worker after serving there (`rebalance.rs`): not
+    /// Moved from another worker after serving there ([`super::rebalance`]): not
     /// a new connection.
     pub migrated: bool,
 }
@@ -154,7 +154,7 @@ impl Spread {
     }
 
     /// Moves a connection worker `me` has been serving to worker `to`,
-    /// between two of its requests (`rebalance.rs`). Gives it back if that
+    /// between two of its requests ([`super::rebalance`]). Gives it back if that
     /// worker has stopped: it is then served on here.
     pub fn migrate(
         &self,

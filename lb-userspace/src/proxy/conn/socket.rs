@@ -182,7 +182,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn listener() -> Listener {
-        let l = crate::proxy::server::bind("127.0.0.1:0".parse().unwrap(), 1)
+        let l = crate::proxy::conn::listener::bind("127.0.0.1:0".parse().unwrap(), 1)
             .unwrap()
             .pop()
             .unwrap();

@@ -7,7 +7,7 @@
 //! several task wake-ups and allocations per request; here the connection is
 //! a plain value that moves from the pool into the response body and back.
 //! Requests with a body, upgrades and TLS targets still go through hyper
-//! (`upstream.rs`), which writes a body while reading an early response.
+//! ([`crate::proxy::upstream::pool`]), which writes a body while reading an early response.
 
 use std::io;
 use std::pin::Pin;
@@ -21,9 +21,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::h1_fields;
-use super::headers::has_token;
-use super::raw_fields::{self, RawFields};
+use crate::proxy::h1::head;
+use crate::proxy::h1::raw_fields::{self, RawFields};
+use crate::proxy::headers::has_token;
 
 /// A response head larger than this is refused (502).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -214,7 +214,7 @@ struct Head {
 /// A complete response head at the front of `buf`, taken off it; `None`
 /// when more bytes are needed.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
-    let mut fields = h1_fields::field_slots();
+    let mut fields = head::field_slots();
     let mut r = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut r,
@@ -240,17 +240,17 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     } else {
         Version::HTTP_10
     };
-    let mut spans = h1_fields::span_slots();
-    let spans = h1_fields::spans(buf, r.headers, &mut spans);
+    let mut spans = head::span_slots();
+    let spans = head::spans(buf, r.headers, &mut spans);
     let head = buf.split_to(len).freeze();
-    let mut kept = h1_fields::span_slots();
+    let mut kept = head::span_slots();
     let (raw, spans) = match raw_fields::split(&head, spans, &mut kept) {
         Some((raw, kept)) => (Some(raw), kept),
         None => (None, spans),
     };
     // Stickiness cookies and Date may be added.
     let headers =
-        h1_fields::header_map(&head, spans, 3).ok_or(H1Error::Invalid("invalid header field"))?;
+        head::header_map(&head, spans, 3).ok_or(H1Error::Invalid("invalid header field"))?;
     let keep_alive = version == Version::HTTP_11
         && !headers
             .get_all(header::CONNECTION)

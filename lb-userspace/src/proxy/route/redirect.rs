@@ -7,8 +7,8 @@ use std::net::Ipv6Addr;
 
 use http::StatusCode;
 
-use super::router::strip_port;
 use crate::config::model::RedirectStatus;
+use crate::proxy::route::router::strip_port;
 
 /// The parts of the received request that templates may refer to.
 #[derive(Debug, Clone, Copy)]

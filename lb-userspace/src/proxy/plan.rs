@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::access_log::AccessLog;
-use super::router::Router;
-use super::server::ConnLimits;
 use super::service::{ListenerCtx, Shared};
-use super::upstream::Upstreams;
 use crate::config::model::{Config, ListenerProtocol};
 use crate::metrics::ListenerMetrics;
+use crate::proxy::conn::listener::ConnLimits;
+use crate::proxy::route::router::Router;
+use crate::proxy::upstream::pool::Upstreams;
 use crate::targets::{TargetGroupRuntime, TargetState};
 
 /// How long connecting to a target may take (the ALB's is 10 s).

@@ -1,7 +1,7 @@
 //! Moves kept-alive connections off a worker whose connections are served
 //! more slowly than another worker's.
 //!
-//! A connection lives on one worker, and `spread.rs` keeps the counts even
+//! A connection lives on one worker, and [`super::spread`] keeps the counts even
 //! at accept. Even counts are not even service, though: a worker can get
 //! less of its CPU than the others (other threads on that core, or a host
 //! that runs the core slower), and every request on it then waits longer.
@@ -120,7 +120,7 @@ impl ConnLoad<'_> {
 }
 
 /// The comparison, run by one worker each [`PERIOD`].
-pub struct Balancer {
+pub struct PaceComparator {
     workers: usize,
     /// Each worker's `served` at the last period.
     last: Vec<u64>,
@@ -130,7 +130,7 @@ pub struct Balancer {
     busy: Vec<f64>,
 }
 
-impl Balancer {
+impl PaceComparator {
     pub fn new(workers: usize) -> Self {
         Self {
             workers,
@@ -277,41 +277,41 @@ mod tests {
     }
 
     #[test]
-    fn the_balancer_hands_out_moves_that_connections_take_once_each() {
+    fn the_comparator_hands_out_moves_that_connections_take_once_each() {
         let load = Load::default();
-        let mut balancer = Balancer::new(2);
+        let mut pace = PaceComparator::new(2);
         // Worker 0's four connections each serve 200 requests; worker 1's
         // four, 100 each.
         let mut conns: Vec<ConnLoad<'_>> = (0..8).map(|i| load.conn(i / 4)).collect();
         period(&mut conns, |i| if i < 4 { 200 } else { 100 });
-        balancer.tick(&load, &[8, 8]);
+        pace.tick(&load, &[8, 8]);
         assert_eq!(conns[4].take_move(), Some(0));
         assert_eq!(conns[5].take_move(), None, "one move only");
         assert_eq!(conns[0].take_move(), None);
         assert_eq!((load.moved(0), load.moved(1)), (0, 1));
         // Quiet from now on: nothing moves.
-        balancer.tick(&load, &[8, 8]);
+        pace.tick(&load, &[8, 8]);
         assert_eq!(conns[6].take_move(), None);
     }
 
     #[test]
     fn a_slow_period_is_noise_and_a_slow_spell_is_not() {
         let load = Load::default();
-        let mut balancer = Balancer::new(2);
+        let mut pace = PaceComparator::new(2);
         let mut conns: Vec<ConnLoad<'_>> = (0..16).map(|i| load.conn(i / 8)).collect();
         for _ in 0..10 {
             period(&mut conns, |_| 100);
-            balancer.tick(&load, &[8, 8]);
+            pace.tick(&load, &[8, 8]);
         }
         // Worker 1 gets half as far in one period: the average barely moves.
         period(&mut conns, |i| if i < 8 { 100 } else { 50 });
-        balancer.tick(&load, &[8, 8]);
+        pace.tick(&load, &[8, 8]);
         assert_eq!(conns[8].take_move(), None);
         // It stays that slow: within a few periods it gives connections away.
         let mut moved_after = None;
         for p in 1..=10 {
             period(&mut conns, |i| if i < 8 { 100 } else { 50 });
-            balancer.tick(&load, &[8, 8]);
+            pace.tick(&load, &[8, 8]);
             if conns[8].take_move() == Some(0) {
                 moved_after = Some(p);
                 break;

@@ -1,6 +1,6 @@
 //! Where a client connection's traffic is accounted: the listener's
 //! processed bytes, and the activity the idle watcher
-//! ([`super::server::quiet_for`]) looks at. [`Metered`] wraps the socket
+//! ([`crate::proxy::conn::listener::quiet_for`]) looks at. [`Metered`] wraps the socket
 //! itself, so the fast path and hyper (after a handoff) count through the
 //! same layer, each byte once.
 

@@ -6,7 +6,7 @@
 //! intact, to be retried on another target: connecting is a separate step, and
 //! `try_send_request` hands the request back when a pooled connection turned
 //! out to be closed. Bodyless requests to plain-HTTP targets (most of them)
-//! take the leaner path of `upstream_h1.rs`.
+//! take the leaner path of [`crate::proxy::h1::client`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,9 +23,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::client_body::ClientBody;
-use super::h1_fields;
-use super::upstream_h1::{self, H1Error};
+use crate::proxy::h1::client::{self, H1Error};
+use crate::proxy::h1::head;
+use crate::proxy::upstream::body::ClientBody;
 use crate::worker::PerWorker;
 
 /// What goes upstream: the client's request body, streamed and watched, or
@@ -70,12 +70,12 @@ impl std::fmt::Display for ConnectFailure {
 /// A target's response body, from either kind of connection.
 pub enum TargetBody {
     Hyper(Incoming),
-    H1(upstream_h1::ResponseBody),
+    H1(client::ResponseBody),
 }
 
 impl TargetBody {
-    /// The fields not in the response's map (`raw_fields.rs`).
-    pub fn take_raw_fields(&mut self) -> Option<super::raw_fields::RawFields> {
+    /// The fields not in the response's map ([`crate::proxy::h1::raw_fields`]).
+    pub fn take_raw_fields(&mut self) -> Option<crate::proxy::h1::raw_fields::RawFields> {
         match self {
             TargetBody::Hyper(_) => None,
             TargetBody::H1(b) => b.take_raw_fields(),
@@ -116,7 +116,7 @@ struct Pool {
     /// hyper's, for requests with a body, upgrades and TLS.
     idle: Mutex<Vec<Sender>>,
     /// Ours, for bodyless requests to plain-HTTP targets; newest at the back.
-    plain: Mutex<std::collections::VecDeque<upstream_h1::Conn>>,
+    plain: Mutex<std::collections::VecDeque<client::Conn>>,
 }
 
 impl Pool {
@@ -148,7 +148,7 @@ impl Pool {
     }
 
     /// The most recently used plain connection the target has not closed.
-    fn take_plain(&self) -> Option<upstream_h1::Conn> {
+    fn take_plain(&self) -> Option<client::Conn> {
         let mut plain = self.plain.lock().unwrap();
         while let Some(c) = plain.pop_back() {
             if c.is_reusable() {
@@ -159,8 +159,8 @@ impl Pool {
     }
 }
 
-impl upstream_h1::Recycle for Pool {
-    fn recycle(&self, conn: upstream_h1::Conn) {
+impl client::Recycle for Pool {
+    fn recycle(&self, conn: client::Conn) {
         // Bytes past the response: the connection is out of step. (Whether
         // the target closed it is asked when it is taken again.)
         if conn.has_leftovers() {
@@ -238,11 +238,13 @@ impl Upstreams {
     ) -> Result<Sender, ConnectFailure> {
         let stream = self.connect_tcp(addr).await?;
         if tls {
-            let stream =
-                tokio::time::timeout(self.connect_timeout, super::tls::connect(stream, addr))
-                    .await
-                    .map_err(|_| ConnectFailure::Timeout)?
-                    .map_err(|e| ConnectFailure::Other(format!("TLS: {e}")))?;
+            let stream = tokio::time::timeout(
+                self.connect_timeout,
+                crate::proxy::upstream::tls::connect(stream, addr),
+            )
+            .await
+            .map_err(|_| ConnectFailure::Timeout)?
+            .map_err(|e| ConnectFailure::Other(format!("TLS: {e}")))?;
             handshake(TokioIo::new(stream), addr, upgrades).await
         } else {
             handshake(TokioIo::new(stream), addr, upgrades).await
@@ -275,7 +277,7 @@ impl Upstreams {
         req: Request<UpstreamBody>,
     ) -> Result<Response<TargetBody>, AttemptError> {
         let pool = self.pool(addr, false);
-        let recycle: Arc<dyn upstream_h1::Recycle> = pool.clone();
+        let recycle: Arc<dyn client::Recycle> = pool.clone();
         let idempotent = matches!(
             *req.method(),
             Method::GET
@@ -292,13 +294,13 @@ impl Upstreams {
             let (conn, was_pooled) = match pooled.take() {
                 Some(c) => (c, true),
                 None => match Box::pin(self.connect_tcp(addr)).await {
-                    Ok(s) => (upstream_h1::Conn::new(s), false),
+                    Ok(s) => (client::Conn::new(s), false),
                     Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
                 },
             };
             let err = match conn.send(&req, recycle.clone()).await {
                 Ok(resp) => {
-                    h1_fields::recycle(req.into_parts().0.headers);
+                    head::recycle(req.into_parts().0.headers);
                     return Ok(resp.map(TargetBody::H1));
                 }
                 Err(e) => e,
@@ -347,7 +349,7 @@ impl Upstreams {
                     // but not one just past the limit that arrived in the
                     // same read as its end: the plain path's limit, applied
                     // to the head as hyper parsed it.
-                    if head_len(&resp) > upstream_h1::MAX_HEAD {
+                    if head_len(&resp) > client::MAX_HEAD {
                         return Err(AttemptError::Failed(
                             Box::new(H1Error::Invalid("response head too large")),
                             None,
@@ -411,7 +413,7 @@ where
 {
     let (sender, conn) = http1::Builder::new()
         // The same response-head limit as the plain path's.
-        .max_buf_size(upstream_h1::MAX_HEAD)
+        .max_buf_size(client::MAX_HEAD)
         .handshake(io)
         .await
         .map_err(|e| ConnectFailure::Other(e.to_string()))?;

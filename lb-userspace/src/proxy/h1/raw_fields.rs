@@ -16,8 +16,8 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::h1_fields::{Span, SpanSlots};
-use super::headers::HOP_BY_HOP;
+use crate::proxy::h1::head::{Span, SpanSlots};
+use crate::proxy::headers::HOP_BY_HOP;
 
 /// Runs of passed-on lines kept per response; a head whose passed-on fields
 /// are split into more runs goes into the map whole.
@@ -130,7 +130,7 @@ impl RawFields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::h1_fields;
+    use crate::proxy::h1::head;
 
     /// Parses a response head and splits its fields.
     fn split_head(head: &str) -> (Bytes, Vec<Span>, Option<RawFields>) {
@@ -138,9 +138,9 @@ mod tests {
         let mut fields = [httparse::EMPTY_HEADER; 32];
         let mut r = httparse::Response::new(&mut fields);
         assert!(r.parse(&head).unwrap().is_complete());
-        let mut slots = h1_fields::span_slots();
-        let spans = h1_fields::spans(&head, r.headers, &mut slots).to_vec();
-        let mut kept = h1_fields::span_slots();
+        let mut slots = head::span_slots();
+        let spans = head::spans(&head, r.headers, &mut slots).to_vec();
+        let mut kept = head::span_slots();
         match split(&head, &spans, &mut kept) {
             Some((raw, kept)) => (head.clone(), kept.to_vec(), Some(raw)),
             None => (head.clone(), Vec::new(), None),

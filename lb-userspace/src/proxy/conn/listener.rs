@@ -16,14 +16,14 @@ use tracing::{debug, warn};
 
 use crate::metrics::ListenerMetrics;
 
-use super::client_body::ClientBody;
-use super::client_socket::{ClientSocket, Listener};
-use super::framing::{FramingGuard, GuardLimits, Switch};
-use super::h1_server;
-use super::meter::{Meter, Metered};
-use super::rebalance::{self, Balancer};
-use super::service::{handle, with_all_fields, ListenerCtx, Shared};
-use super::spread::{Inbox, Seat, Sent, Spread};
+use crate::proxy::conn::meter::{Meter, Metered};
+use crate::proxy::conn::rebalance::{self, PaceComparator};
+use crate::proxy::conn::socket::{ClientSocket, Listener};
+use crate::proxy::conn::spread::{Inbox, Seat, Sent, Spread};
+use crate::proxy::h1::guard::{FramingGuard, GuardLimits, Switch};
+use crate::proxy::h1::server;
+use crate::proxy::service::{handle, with_all_fields, ListenerCtx, Shared};
+use crate::proxy::upstream::body::ClientBody;
 
 /// Limits a connection's parser enforces.
 #[derive(Clone, Copy, Debug)]
@@ -190,7 +190,7 @@ pub struct Accept {
 
 /// Accepts until `shutdown` turns true; each connection runs on its own task,
 /// on this worker or, when this worker holds more than its share, on the
-/// least loaded one (`spread.rs`). In-flight requests then finish; idle
+/// least loaded one ([`super::spread`]). In-flight requests then finish; idle
 /// kept-alive connections are closed.
 pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<bool>) {
     let Accept {
@@ -204,7 +204,7 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
     // touches, once per request.
     let (local, local_rx) = watch::channel(false);
     // One worker compares the workers' paces for this address.
-    let mut balancer = (me == 0 && spread.workers() > 1).then(|| Balancer::new(spread.workers()));
+    let mut pace = (me == 0 && spread.workers() > 1).then(|| PaceComparator::new(spread.workers()));
     let mut period = tokio::time::interval(rebalance::PERIOD);
     period.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -224,8 +224,8 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
             },
             // Registered here once it has to be waited on.
             Some(a) = inbox.recv() => (ClientSocket::Direct(a.stream), a.peer, a.seat, a.migrated),
-            _ = period.tick(), if balancer.is_some() => {
-                if let Some(b) = balancer.as_mut() {
+            _ = period.tick(), if pace.is_some() => {
+                if let Some(b) = pace.as_mut() {
                     b.tick(spread.load(), &spread.open());
                 }
                 continue;
@@ -281,7 +281,7 @@ async fn serve_connection(
         // Bodyless HTTP/1.1 requests first; hyper takes over for good at the
         // first request that is anything else. The framing guard starts
         // there: the fast path refuses every head with a body.
-        let fast = h1_server::serve(
+        let fast = server::serve(
             Metered::new(stream, meter),
             &route,
             peer,
@@ -292,8 +292,8 @@ async fn serve_connection(
         )
         .await;
         match fast {
-            Ok(h1_server::Outcome::Handoff(io, read)) => break (io, read, activity),
-            Ok(h1_server::Outcome::Migrate(io, to)) => {
+            Ok(server::Outcome::Handoff(io, read)) => break (io, read, activity),
+            Ok(server::Outcome::Migrate(io, to)) => {
                 match spread.migrate(io.into_inner(), peer, seat, to) {
                     // Counted as active again where it arrives.
                     Sent::Moved | Sent::Lost => {
@@ -303,7 +303,7 @@ async fn serve_connection(
                     Sent::Back(s, back) => (stream, seat) = (s, back),
                 }
             }
-            Ok(h1_server::Outcome::Closed) => {
+            Ok(server::Outcome::Closed) => {
                 metrics.active_connections.decr();
                 return;
             }

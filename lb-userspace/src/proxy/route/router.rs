@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use http::header::HeaderName;
 use ipnet::{IpNet, Ipv4Net};
 
-use super::wildcard::Pattern;
 use crate::config::model::{Action, Condition, Listener, QueryMatch, Rule};
+use crate::proxy::route::wildcard::Pattern;
 use crate::targets::WeightedGroups;
 
 /// What routing needs from a request, borrowed so the caller allocates nothing.

@@ -31,7 +31,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use super::errors::LbError;
+use crate::proxy::errors::LbError;
 
 /// The header a refused head is replaced with; its value is the reason. A
 /// client sending it itself only gets its own request refused.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 
-use super::errors::LbError;
+use crate::proxy::errors::LbError;
 
 /// How a request body ended, as far as the client's side goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

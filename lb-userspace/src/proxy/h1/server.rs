@@ -25,14 +25,14 @@ use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::errors::{LbError, ProxyBody};
-use super::framing::REJECT_HEADER;
-use super::h1_fields;
-use super::headers::{has_token, lists_token};
-use super::rebalance::ConnLoad;
-use super::server::{quiet_for, ConnLimits};
-use super::service::{handle, take_raw_fields};
-use super::upstream::UpstreamBody;
+use crate::proxy::conn::listener::{quiet_for, ConnLimits};
+use crate::proxy::conn::rebalance::ConnLoad;
+use crate::proxy::errors::{LbError, ProxyBody};
+use crate::proxy::h1::guard::REJECT_HEADER;
+use crate::proxy::h1::head;
+use crate::proxy::headers::{has_token, lists_token};
+use crate::proxy::service::{handle, take_raw_fields};
+use crate::proxy::upstream::pool::UpstreamBody;
 
 /// How a connection's fast path ended.
 pub enum Outcome<IO> {
@@ -42,7 +42,7 @@ pub enum Outcome<IO> {
     /// not used.
     Handoff(IO, BytesMut),
     /// Between two requests, with nothing unread: the connection is to move
-    /// to this worker (`rebalance.rs`).
+    /// to this worker ([`crate::proxy::conn::rebalance`]).
     Migrate(IO, usize),
 }
 
@@ -51,10 +51,10 @@ const COALESCE: usize = 64 * 1024;
 
 /// Serves requests on `io` until it closes, needs hyper or is to move to
 /// another worker. `activity` is what the connection's
-/// [`super::meter::Metered`] socket bumps; `load` counts what it serves.
+/// [`crate::proxy::conn::meter::Metered`] socket bumps; `load` counts what it serves.
 pub async fn serve<IO>(
     mut io: IO,
-    route: &super::server::ConnRoute,
+    route: &crate::proxy::conn::listener::ConnRoute,
     peer: SocketAddr,
     limits: ConnLimits,
     shutdown: &mut watch::Receiver<bool>,
@@ -153,7 +153,7 @@ where
 async fn head_timed_out<IO: AsyncWrite + Unpin>(
     io: &mut IO,
     out: &mut Vec<u8>,
-    route: &super::server::Route,
+    route: &crate::proxy::conn::listener::Route,
 ) {
     let e = LbError::RequestTimeout;
     route.ctx.metrics.elb_response(e.status());
@@ -200,7 +200,7 @@ enum Parsed {
 }
 
 fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
-    let mut fields = h1_fields::field_slots();
+    let mut fields = head::field_slots();
     let mut r = httparse::Request::new(&mut []);
     let len = match r.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -238,12 +238,12 @@ fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
         return Parsed::Unusual;
     };
     let path_span = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
-    let mut spans = h1_fields::span_slots();
-    let spans = h1_fields::spans(buf, r.headers, &mut spans);
+    let mut spans = head::span_slots();
+    let spans = head::spans(buf, r.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path_span.0..path_span.0 + path_span.1));
     // X-Forwarded-For, -Proto, -Port and X-Request-Id are added.
-    let headers = h1_fields::header_map(&head, spans, 4);
+    let headers = head::header_map(&head, spans, 4);
     let (Ok(uri), Some(headers)) = (uri, headers) else {
         // Rare: the bytes go back in front for hyper to refuse.
         let mut back = BytesMut::with_capacity(head.len() + buf.len());
@@ -326,7 +326,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
         push_field(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    h1_fields::recycle(parts.headers);
+    head::recycle(parts.headers);
     if bodyless {
         return io.write_all(out).await;
     }
@@ -486,7 +486,7 @@ mod tests {
     #[tokio::test]
     async fn responses_are_framed_by_their_body() {
         let ok = || {
-            super::super::errors::plain(StatusCode::OK, bytes::Bytes::from("hello"), "text/plain")
+            crate::proxy::errors::plain(StatusCode::OK, bytes::Bytes::from("hello"), "text/plain")
         };
         let text = written(ok(), false, false).await;
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
