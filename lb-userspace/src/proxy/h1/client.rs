@@ -14,21 +14,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::chunked::{ChunkError, Decoder, Step};
+use super::framing::{BodyFraming, FramingError, FramingFields};
 use crate::proxy::h1::head;
 use crate::proxy::h1::raw_fields::{self, RawFields};
 use crate::proxy::headers::has_token;
 
 /// A response head larger than this is refused (502).
 pub const MAX_HEAD: usize = 64 * 1024;
-/// A chunk-size or trailer line longer than this is refused.
-const MAX_LINE: usize = 4 * 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -49,6 +49,10 @@ pub enum H1Error {
     Closed,
     #[error("invalid response: {0}")]
     Invalid(&'static str),
+    #[error("invalid response: {0}")]
+    Framing(#[from] FramingError),
+    #[error("invalid response body: {0}")]
+    Chunked(#[from] ChunkError),
 }
 
 /// One keep-alive connection to a target.
@@ -209,23 +213,19 @@ struct Head {
     headers: HeaderMap,
     raw: Option<RawFields>,
     keep_alive: bool,
+    framing: FramingFields,
 }
 
 /// A complete response head at the front of `buf`, taken off it; `None`
 /// when more bytes are needed.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     let mut fields = head::field_slots();
-    let mut r = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut r,
-        buf,
-        &mut fields,
-    ) {
-        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+    let (len, r) = match head::parse_response(buf, &mut fields) {
+        Ok(Some((n, _))) if n > MAX_HEAD => {
             return Err(H1Error::Invalid("response head too large"))
         }
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(H1Error::Invalid("too many header fields"))
         }
@@ -240,6 +240,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     } else {
         Version::HTTP_10
     };
+    let framing = FramingFields::of(r.headers);
     let mut spans = head::span_slots();
     let spans = head::spans(buf, r.headers, &mut spans);
     let head = buf.split_to(len).freeze();
@@ -262,75 +263,29 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
         headers,
         raw,
         keep_alive,
+        framing,
     }))
 }
 
-/// How the response body is delimited (RFC 9112 §6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the response body is delimited, and how far it has been read.
+#[derive(Debug, Clone)]
 enum Framing {
+    /// This many bytes left; `Length(0)` once the body has ended.
     Length(u64),
-    Chunked(Chunk),
+    Chunked(Decoder),
     /// Until the target closes the connection.
     Close,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// This many data bytes left in the chunk.
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// Trailer lines, until an empty one.
-    Trailers,
-}
-
 fn framing(head: &Head, head_request: bool) -> Result<Framing, H1Error> {
-    let s = head.status.as_u16();
-    if head_request || s == 204 || s == 304 {
-        return Ok(Framing::Length(0));
-    }
-    let h = &head.headers;
-    if h.contains_key(header::TRANSFER_ENCODING) {
-        let last = h
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        if h.contains_key(header::CONTENT_LENGTH) {
-            return Err(H1Error::Invalid(
-                "both Content-Length and Transfer-Encoding",
-            ));
-        }
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
-            _ => Framing::Close,
-        });
-    }
-    let mut length = None;
-    for v in h.get_all(header::CONTENT_LENGTH) {
-        for part in v
-            .to_str()
-            .map_err(|_| H1Error::Invalid("invalid Content-Length"))?
-            .split(',')
-        {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(H1Error::Invalid("invalid Content-Length"));
-            }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| H1Error::Invalid("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Invalid("conflicting Content-Length"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length.map_or(Framing::Close, Framing::Length))
+    Ok(
+        match head.framing.response(head.status.as_u16(), head_request)? {
+            BodyFraming::None => Framing::Length(0),
+            BodyFraming::Length(n) => Framing::Length(n),
+            BodyFraming::Chunked => Framing::Chunked(Decoder::new(head::MAX_FIELDS)),
+            BodyFraming::Close => Framing::Close,
+        },
+    )
 }
 
 /// A target's response body, read off its connection as the client takes it.
@@ -363,15 +318,15 @@ impl ResponseBody {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match self.framing {
+            match &mut self.framing {
                 Framing::Length(0) => {
                     self.finish();
                     return Poll::Ready(None);
                 }
                 Framing::Length(left) => {
                     if !conn.buf.is_empty() {
-                        let take = left.min(conn.buf.len() as u64);
-                        self.framing = Framing::Length(left - take);
+                        let take = (*left).min(conn.buf.len() as u64);
+                        *left -= take;
                         return Poll::Ready(Some(Ok(conn.buf.split_to(take as usize).freeze())));
                     }
                     if ready!(conn.poll_fill(cx)).map_err(H1Error::Read)? == 0 {
@@ -387,13 +342,11 @@ impl ResponseBody {
                         return Poll::Ready(None);
                     }
                 }
-                Framing::Chunked(state) => match chunk_step(state, &mut conn.buf)? {
-                    Step::Data(bytes, next) => {
-                        self.framing = Framing::Chunked(next);
-                        return Poll::Ready(Some(Ok(bytes)));
-                    }
-                    Step::Next(next) => self.framing = Framing::Chunked(next),
-                    Step::End => {
+                Framing::Chunked(decoder) => match decoder.step(&conn.buf)? {
+                    Step::Data(n) => return Poll::Ready(Some(Ok(conn.buf.split_to(n).freeze()))),
+                    Step::Framing(n) => conn.buf.advance(n),
+                    Step::End(n) => {
+                        conn.buf.advance(n);
                         self.framing = Framing::Length(0);
                     }
                     Step::More => {
@@ -407,85 +360,6 @@ impl ResponseBody {
             }
         }
     }
-}
-
-enum Step {
-    Data(Bytes, Chunk),
-    Next(Chunk),
-    End,
-    /// More input needed.
-    More,
-}
-
-/// One step of chunked decoding over `buf` (RFC 9112 §7.1).
-fn chunk_step(state: Chunk, buf: &mut BytesMut) -> Result<Step, H1Error> {
-    let line = |buf: &mut BytesMut| -> Result<Option<BytesMut>, H1Error> {
-        match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => Ok(Some(buf.split_to(i + 1))),
-            None if buf.len() > MAX_LINE => Err(H1Error::Invalid("chunk line too long")),
-            None => Ok(None),
-        }
-    };
-    Ok(match state {
-        Chunk::Size => {
-            let Some(l) = line(buf)? else {
-                return Ok(Step::More);
-            };
-            let size = l[..]
-                .split(|&b| b == b';' || b == b'\r' || b == b'\n')
-                .next()
-                .unwrap_or_default();
-            let size = std::str::from_utf8(size)
-                .ok()
-                .map(|s| s.trim_end_matches([' ', '\t']))
-                .filter(|s| !s.is_empty() && s.len() <= 16)
-                .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-                .ok_or(H1Error::Invalid("invalid chunk size"))?;
-            // A bare CR ends nothing: the line must end in (CR)LF.
-            if l.len() > 1 && l[..l.len() - 1].contains(&b'\r') && !l.ends_with(b"\r\n") {
-                return Err(H1Error::Invalid("invalid chunk size line"));
-            }
-            Step::Next(if size == 0 {
-                Chunk::Trailers
-            } else {
-                Chunk::Data(size)
-            })
-        }
-        Chunk::Data(left) => {
-            if buf.is_empty() {
-                return Ok(Step::More);
-            }
-            let take = left.min(buf.len() as u64);
-            let data = buf.split_to(take as usize).freeze();
-            let next = if take == left {
-                Chunk::DataEnd
-            } else {
-                Chunk::Data(left - take)
-            };
-            Step::Data(data, next)
-        }
-        Chunk::DataEnd => {
-            let Some(l) = line(buf)? else {
-                return Ok(Step::More);
-            };
-            if l.as_ref() != b"\r\n" && l.as_ref() != b"\n" {
-                return Err(H1Error::Invalid("missing CRLF after chunk data"));
-            }
-            Step::Next(Chunk::Size)
-        }
-        Chunk::Trailers => {
-            let Some(l) = line(buf)? else {
-                return Ok(Step::More);
-            };
-            // Trailer fields are dropped: the ALB does not forward them.
-            if l.as_ref() == b"\r\n" || l.as_ref() == b"\n" {
-                Step::End
-            } else {
-                Step::Next(Chunk::Trailers)
-            }
-        }
-    })
 }
 
 impl Body for ResponseBody {
@@ -510,7 +384,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.conn.is_none() || self.framing == Framing::Length(0)
+        self.conn.is_none() || matches!(self.framing, Framing::Length(0))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -526,7 +400,7 @@ impl Drop for ResponseBody {
         // Whatever the client did not take ends the body where it stands; a
         // body read to its end left the connection already, an unfinished one
         // is closed here (its leftover bytes would poison the next response).
-        if self.framing == Framing::Length(0) {
+        if matches!(self.framing, Framing::Length(0)) {
             self.finish();
         }
     }
@@ -594,46 +468,47 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        assert_eq!(
-            frame("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap(),
-            Framing::Length(5)
-        );
-        assert_eq!(
-            frame("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap(),
-            Framing::Length(0)
-        );
-        assert_eq!(
-            frame("HTTP/1.1 204 No Content\r\n\r\n", false).unwrap(),
-            Framing::Length(0)
-        );
-        assert_eq!(
-            frame(
+        for (raw, head, framing) in [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                "length 5",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                "length 0",
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", false, "length 0"),
+            (
                 "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
-                false
-            )
-            .unwrap(),
-            Framing::Length(0)
-        );
-        assert_eq!(
-            frame(
+                false,
+                "length 0",
+            ),
+            (
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-                false
-            )
-            .unwrap(),
-            Framing::Chunked(Chunk::Size)
-        );
-        assert_eq!(
-            frame("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).unwrap(),
-            Framing::Close
-        );
-        assert_eq!(
-            frame("HTTP/1.1 200 OK\r\n\r\n", false).unwrap(),
-            Framing::Close
-        );
-        assert_eq!(
-            frame("HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n", false).unwrap(),
-            Framing::Length(4)
-        );
+                false,
+                "chunked",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                "close",
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false, "close"),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n",
+                false,
+                "length 4",
+            ),
+        ] {
+            let got = match frame(raw, head).unwrap() {
+                Framing::Length(n) => format!("length {n}"),
+                Framing::Chunked(_) => "chunked".to_string(),
+                Framing::Close => "close".to_string(),
+            };
+            assert_eq!(got, framing, "{raw}");
+        }
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
@@ -641,36 +516,5 @@ mod tests {
         ] {
             assert!(frame(bad, false).is_err(), "{bad}");
         }
-    }
-
-    /// Decodes a whole chunked body held in `raw`.
-    fn dechunk(raw: &[u8]) -> Result<(Vec<u8>, usize), H1Error> {
-        let mut buf = BytesMut::from(raw);
-        let mut state = Chunk::Size;
-        let mut out = Vec::new();
-        loop {
-            match chunk_step(state, &mut buf)? {
-                Step::Data(d, next) => {
-                    out.extend_from_slice(&d);
-                    state = next;
-                }
-                Step::Next(next) => state = next,
-                Step::End => return Ok((out, buf.len())),
-                Step::More => return Err(H1Error::Invalid("incomplete")),
-            }
-        }
-    }
-
-    #[test]
-    fn chunked_bodies_decode_and_stop_at_their_end() {
-        let (body, left) =
-            dechunk(b"4;ext=1\r\nWiki\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nNEXT").unwrap();
-        assert_eq!(body, b"Wiki0123456789");
-        assert_eq!(left, 4, "the next response's bytes stay");
-        assert!(dechunk(b"zz\r\n").is_err());
-        assert!(dechunk(b"4\r\nWikiXX0\r\n\r\n").is_err());
-        assert!(dechunk(b"11111111111111111\r\n").is_err());
-        assert!(dechunk(b"+5\r\nhello\r\n0\r\n\r\n").is_err());
-        assert!(dechunk(b"5\rX\nhello\r\n0\r\n\r\n").is_err());
     }
 }

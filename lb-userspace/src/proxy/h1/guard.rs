@@ -6,21 +6,22 @@
 //! `Transfer-Encoding` by dropping the length; the header map it hands over no
 //! longer shows the conflict. The ALB answers 400 instead, and so does xalb: this
 //! layer sees each request head as sent, follows the body framing to find the
-//! next head, and replaces a head it refuses with a marker request that the
-//! service answers with 400 and `Connection: close`; nothing after it is read.
-//! Chunk-size and trailer lines are held to hyper's own rules, and wherever
-//! the two could read a body differently (a bare LF, a size hyper would
-//! overflow on) the guard ends the body with an error instead of passing the
-//! bytes on: the request is refused and its connection closed. A request head
-//! that trickles in for longer than `request_head_timeout` is replaced with a
-//! marker too, answered 408. HTTP/2 (prior knowledge) passes through
-//! untouched, and so does a connection once its protocol has switched (the
-//! service says so through [`Switch`], on a 101): a request that merely asks
-//! for an upgrade is judged like any other, and so is the next one if the
-//! target declines.
+//! next head ([`super::framing`], [`super::chunked`]), and replaces a head it
+//! refuses with a marker request that the service answers with 400 and
+//! `Connection: close`; nothing after it is read. Wherever hyper and the
+//! chunked decoder could read a body differently the guard ends the body with
+//! an error instead of passing the bytes on: the request is refused and its
+//! connection closed. A request head that trickles in for longer than
+//! `request_head_timeout` is replaced with a marker too, answered 408.
+//! HTTP/2 (prior knowledge) passes through untouched, and so does a
+//! connection once its protocol has switched (the service says so through
+//! [`Switch`], on a 101): a request that merely asks for an upgrade is judged
+//! like any other, and so is the next one if the target declines.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::chunked::{ChunkError, Decoder, Step};
+use super::framing::{BodyFraming, FramingError, FramingFields};
+use super::head;
 use crate::proxy::errors::LbError;
 
 /// The header a refused head is replaced with; its value is the reason. A
@@ -38,16 +42,6 @@ use crate::proxy::errors::LbError;
 pub const REJECT_HEADER: &str = "x-xalb-framing-rejected";
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// hyper's limit on the chunk extensions of one body, in bytes: it refuses
-/// the body at this many.
-const MAX_EXTENSIONS: usize = 16 * 1024;
-/// Longest chunk-size line: room for hyper's whole extension allowance.
-const MAX_CHUNK_LINE: usize = MAX_EXTENSIONS + 1024;
-/// hyper's limit on a body's trailer section, in bytes.
-const MAX_TRAILERS: usize = 16 * 1024;
-/// Most significant hex digits in a chunk size: 2^60 bytes is no real chunk,
-/// and fewer digits than hyper's 16 leave no doubt about overflow.
-const MAX_SIZE_DIGITS: usize = 15;
 
 /// Set by the service when a response switched the connection's protocol
 /// (101): from then on the bytes belong to the new protocol and pass
@@ -68,41 +62,54 @@ impl Switch {
 /// Why a head was refused; the marker carries the code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    BothLengthAndChunked,
-    RepeatedContentLength,
-    InvalidContentLength,
-    RepeatedTransferEncoding,
-    UnsupportedTransferEncoding,
-    TransferEncodingInHttp10,
+    /// Its framing fields could be read two ways (400).
+    Framing(FramingError),
     /// Not a framing fault: the head did not arrive in time (408).
     HeadTimeout,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 7] = [
-        Refusal::BothLengthAndChunked,
-        Refusal::RepeatedContentLength,
-        Refusal::InvalidContentLength,
-        Refusal::RepeatedTransferEncoding,
-        Refusal::UnsupportedTransferEncoding,
-        Refusal::TransferEncodingInHttp10,
+    #[cfg(test)]
+    const ALL: [Refusal; 8] = [
+        Refusal::Framing(FramingError::BothLengthAndChunked),
+        Refusal::Framing(FramingError::RepeatedContentLength),
+        Refusal::Framing(FramingError::ConflictingContentLength),
+        Refusal::Framing(FramingError::InvalidContentLength),
+        Refusal::Framing(FramingError::RepeatedTransferEncoding),
+        Refusal::Framing(FramingError::UnsupportedTransferEncoding),
+        Refusal::Framing(FramingError::TransferEncodingInHttp10),
         Refusal::HeadTimeout,
     ];
 
     pub fn code(self) -> &'static str {
         match self {
-            Refusal::BothLengthAndChunked => "cl-te",
-            Refusal::RepeatedContentLength => "cl-repeated",
-            Refusal::InvalidContentLength => "cl-invalid",
-            Refusal::RepeatedTransferEncoding => "te-repeated",
-            Refusal::UnsupportedTransferEncoding => "te-invalid",
-            Refusal::TransferEncodingInHttp10 => "te-http10",
+            Refusal::Framing(e) => match e {
+                FramingError::BothLengthAndChunked => "cl-te",
+                FramingError::RepeatedContentLength => "cl-repeated",
+                FramingError::ConflictingContentLength => "cl-conflicting",
+                FramingError::InvalidContentLength => "cl-invalid",
+                FramingError::RepeatedTransferEncoding => "te-repeated",
+                FramingError::UnsupportedTransferEncoding => "te-invalid",
+                FramingError::TransferEncodingInHttp10 => "te-http10",
+            },
             Refusal::HeadTimeout => "head-timeout",
         }
     }
 
     pub fn from_code(code: &[u8]) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.code().as_bytes() == code)
+        use FramingError::*;
+        let framing = match code {
+            b"cl-te" => BothLengthAndChunked,
+            b"cl-repeated" => RepeatedContentLength,
+            b"cl-conflicting" => ConflictingContentLength,
+            b"cl-invalid" => InvalidContentLength,
+            b"te-repeated" => RepeatedTransferEncoding,
+            b"te-invalid" => UnsupportedTransferEncoding,
+            b"te-http10" => TransferEncodingInHttp10,
+            b"head-timeout" => return Some(Refusal::HeadTimeout),
+            _ => return None,
+        };
+        Some(Refusal::Framing(framing))
     }
 
     /// How the service answers the marker: 408 for a head that did not
@@ -117,20 +124,15 @@ impl Refusal {
     /// What the response says.
     pub fn cause(self) -> &'static str {
         match self {
-            Refusal::BothLengthAndChunked => {
-                "ambiguous message framing: both Content-Length and Transfer-Encoding"
-            }
-            Refusal::RepeatedContentLength => "ambiguous message framing: repeated Content-Length",
-            Refusal::InvalidContentLength => "invalid Content-Length",
-            Refusal::RepeatedTransferEncoding => {
-                "ambiguous message framing: repeated Transfer-Encoding"
-            }
-            Refusal::UnsupportedTransferEncoding => {
-                "unsupported Transfer-Encoding (only \"chunked\" is accepted)"
-            }
-            Refusal::TransferEncodingInHttp10 => "Transfer-Encoding is not allowed in HTTP/1.0",
+            Refusal::Framing(e) => e.cause(),
             Refusal::HeadTimeout => "the request head did not arrive in time",
         }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.cause())
     }
 }
 
@@ -140,13 +142,8 @@ enum State {
     Head,
     /// A body of known length: this many bytes remain.
     Body(u64),
-    /// Chunked body: expecting a chunk-size line.
-    ChunkSize,
-    /// Chunk data: this many bytes remain, then CRLF.
-    ChunkData(u64),
-    ChunkCrlf,
-    /// Trailer lines until an empty one.
-    Trailers,
+    /// A chunked body, followed by the guard's [`Decoder`].
+    Chunked,
     /// No more guarding: HTTP/2, a switched protocol, or a head the parser
     /// will refuse (and then close the connection).
     Passthrough,
@@ -154,7 +151,7 @@ enum State {
     Refused,
     /// A body's framing was refused: the parser gets what came before it,
     /// then this error, and answers 400.
-    Broken(&'static str),
+    Broken(ChunkError),
 }
 
 /// Wraps a client connection; see the module documentation.
@@ -164,12 +161,10 @@ pub struct FramingGuard<IO> {
     pending: BytesMut,
     judged: usize,
     state: State,
+    /// The current chunked body's decoder.
+    chunks: Decoder,
     limits: GuardLimits,
     eof: bool,
-    /// Chunk-extension and trailer bytes of the current body so far.
-    extensions: usize,
-    trailers: usize,
-    trailer_fields: usize,
     switch: Switch,
     /// Armed while a head is arriving in pieces; boxed so that a
     /// connection whose heads come whole (nearly all) carries no timer.
@@ -196,11 +191,9 @@ impl<IO> FramingGuard<IO> {
             pending: BytesMut::new(),
             judged: 0,
             state: State::Head,
+            chunks: Decoder::new(limits.max_headers),
             limits,
             eof: false,
-            extensions: 0,
-            trailers: 0,
-            trailer_fields: 0,
             switch,
             head_deadline: None,
         }
@@ -239,88 +232,19 @@ impl<IO> FramingGuard<IO> {
                     };
                     true
                 }
-                State::ChunkSize => match self.line(MAX_CHUNK_LINE) {
-                    Ok(Some(len)) => {
-                        match chunk_size_line(&self.unjudged()[..len]) {
-                            Ok((size, extensions)) => {
-                                self.extensions += extensions;
-                                if self.extensions >= MAX_EXTENSIONS {
-                                    self.break_body("chunk extensions over the limit");
-                                    return;
-                                }
-                                self.state = if size == 0 {
-                                    State::Trailers
-                                } else {
-                                    State::ChunkData(size)
-                                };
-                                self.release(len);
-                            }
-                            Err(why) => {
-                                self.break_body(why);
-                                return;
-                            }
-                        }
+                State::Chunked => match self.chunks.step(&self.pending[self.judged..]) {
+                    Ok(Step::Framing(n) | Step::Data(n)) => {
+                        self.release(n);
                         true
                     }
-                    Ok(None) => false,
-                    Err(why) => {
-                        self.break_body(why);
-                        return;
-                    }
-                },
-                State::ChunkData(n) => {
-                    let take = (n.min(self.unjudged().len() as u64)) as usize;
-                    self.release(take);
-                    self.state = if n == take as u64 {
-                        State::ChunkCrlf
-                    } else {
-                        State::ChunkData(n - take as u64)
-                    };
-                    take > 0
-                }
-                State::ChunkCrlf => {
-                    let unjudged = self.unjudged();
-                    let seen = &unjudged[..unjudged.len().min(2)];
-                    if !b"\r\n".starts_with(seen) {
-                        self.break_body("chunk data longer than its size, or not ended by CRLF");
-                        return;
-                    }
-                    if seen.len() < 2 {
-                        false
-                    } else {
-                        self.state = State::ChunkSize;
-                        self.release(2);
+                    Ok(Step::End(n)) => {
+                        self.release(n);
+                        self.state = State::Head;
                         true
                     }
-                }
-                State::Trailers => match self.line(MAX_TRAILERS) {
-                    Ok(Some(len)) => {
-                        let line = &self.unjudged()[..len];
-                        if !is_crlf_line(line) {
-                            self.break_body("bare CR or LF in the trailer section");
-                            return;
-                        }
-                        if len == 2 {
-                            self.state = State::Head;
-                            self.extensions = 0;
-                            self.trailers = 0;
-                            self.trailer_fields = 0;
-                        } else {
-                            self.trailers += len;
-                            self.trailer_fields += 1;
-                            if self.trailers > MAX_TRAILERS
-                                || self.trailer_fields > self.limits.max_headers
-                            {
-                                self.break_body("trailer section over the limit");
-                                return;
-                            }
-                        }
-                        self.release(len);
-                        true
-                    }
-                    Ok(None) => false,
-                    Err(why) => {
-                        self.break_body(why);
+                    Ok(Step::More) => false,
+                    Err(e) => {
+                        self.break_body(e);
                         return;
                     }
                 },
@@ -341,19 +265,9 @@ impl<IO> FramingGuard<IO> {
     }
 
     /// Ends the body here: what was judged goes to the parser, then an error.
-    fn break_body(&mut self, why: &'static str) {
+    fn break_body(&mut self, why: ChunkError) {
         self.pending.truncate(self.judged);
         self.state = State::Broken(why);
-    }
-
-    /// Length of the next line including its `\n`, if complete; an error
-    /// when none ends within `max` bytes.
-    fn line(&self, max: usize) -> Result<Option<usize>, &'static str> {
-        match self.unjudged().iter().take(max).position(|&b| b == b'\n') {
-            Some(i) => Ok(Some(i + 1)),
-            None if self.unjudged().len() >= max => Err("chunk-size or trailer line too long"),
-            None => Ok(None),
-        }
     }
 
     /// Replaces everything unjudged with a marker request carrying
@@ -386,18 +300,21 @@ impl<IO> FramingGuard<IO> {
             }
             return false;
         }
-        let mut on_stack = [httparse::EMPTY_HEADER; 128];
+        let mut on_stack = head::field_slots();
         let mut on_heap;
-        let headers: &mut [httparse::Header<'_>] = if self.limits.max_headers <= on_stack.len() {
-            &mut on_stack
-        } else {
-            on_heap = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
-            &mut on_heap
-        };
-        let mut req = httparse::Request::new(headers);
-        let len = match req.parse(unjudged) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => {
+        let slots: &mut [MaybeUninit<httparse::Header<'_>>] =
+            if self.limits.max_headers <= on_stack.len() {
+                &mut on_stack
+            } else {
+                on_heap = vec![MaybeUninit::uninit(); self.limits.max_headers];
+                &mut on_heap
+            };
+        let (len, framing) = match head::parse_request(unjudged, slots) {
+            Ok(Some((len, req))) => (
+                len,
+                FramingFields::of(req.headers).request(req.version == Some(0)),
+            ),
+            Ok(None) => {
                 if unjudged.len() > self.limits.max_head {
                     self.state = State::Passthrough;
                     return true;
@@ -412,11 +329,20 @@ impl<IO> FramingGuard<IO> {
             }
         };
         self.head_deadline = None;
-        match judge(&req) {
-            Err(refusal) => self.refuse(refusal),
-            Ok(next) => {
+        // CONNECT is refused (405) and its connection closed, so nothing
+        // after it is served.
+        match framing {
+            Err(e) => self.refuse(Refusal::Framing(e)),
+            Ok(framing) => {
                 self.release(len);
-                self.state = next;
+                self.state = match framing {
+                    BodyFraming::Chunked => {
+                        self.chunks = Decoder::new(self.limits.max_headers);
+                        State::Chunked
+                    }
+                    BodyFraming::Length(n) if n > 0 => State::Body(n),
+                    _ => State::Head,
+                };
             }
         }
         true
@@ -435,110 +361,6 @@ impl<IO> FramingGuard<IO> {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         deadline.as_mut().poll(cx).is_ready()
     }
-}
-
-/// hyper's chunk-size line, `\n` included: hex digits, optional spaces or
-/// tabs, an optional `;` extension, then CRLF. The size, and how many
-/// extension bytes (which hyper counts over the whole body).
-fn chunk_size_line(line: &[u8]) -> Result<(u64, usize), &'static str> {
-    if !is_crlf_line(line) {
-        return Err("bare CR or LF in a chunk-size line");
-    }
-    let line = &line[..line.len() - 2];
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return Err("invalid chunk size");
-    }
-    let significant = line[..digits].iter().skip_while(|&&b| b == b'0').count();
-    if significant > MAX_SIZE_DIGITS {
-        return Err("chunk size too large");
-    }
-    let rest = &line[digits..];
-    let lws = rest
-        .iter()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count();
-    let extensions = match &rest[lws..] {
-        [] => 0,
-        [b';', ext @ ..] => ext.len(),
-        _ => return Err("invalid chunk size"),
-    };
-    let mut size = 0u64;
-    for &b in &line[digits - significant..digits] {
-        size = size * 16 + u64::from((b as char).to_digit(16).unwrap_or(0));
-    }
-    Ok((size, extensions))
-}
-
-/// A line that ends in CRLF and has no other CR or LF: where hyper and any
-/// lenient reader agree on where it ends.
-fn is_crlf_line(line: &[u8]) -> bool {
-    line.ends_with(b"\r\n")
-        && !line[..line.len() - 2]
-            .iter()
-            .any(|&b| b == b'\r' || b == b'\n')
-}
-
-/// The state after an acceptable head, or why it is refused.
-fn judge(req: &httparse::Request<'_, '_>) -> Result<State, Refusal> {
-    let mut length: Option<u64> = None;
-    let mut lengths = 0;
-    let mut chunked = false;
-    let mut encodings = 0;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-            length = Some(parse_decimal(h.value).ok_or(Refusal::InvalidContentLength)?);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            encodings += 1;
-            let v = trim(h.value);
-            if !v.eq_ignore_ascii_case(b"chunked") {
-                return Err(Refusal::UnsupportedTransferEncoding);
-            }
-            chunked = true;
-        }
-    }
-    if encodings > 0 && lengths > 0 {
-        return Err(Refusal::BothLengthAndChunked);
-    }
-    if lengths > 1 {
-        return Err(Refusal::RepeatedContentLength);
-    }
-    if encodings > 1 {
-        return Err(Refusal::RepeatedTransferEncoding);
-    }
-    if chunked && req.version == Some(0) {
-        return Err(Refusal::TransferEncodingInHttp10);
-    }
-    // An Upgrade request is framed like any other: what follows is still
-    // HTTP until a 101 says otherwise (`Switch`). CONNECT is refused (405)
-    // and its connection closed, so nothing after it is served.
-    Ok(match (chunked, length) {
-        (true, _) => State::ChunkSize,
-        (false, Some(n)) if n > 0 => State::Body(n),
-        _ => State::Head,
-    })
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |i| i + 1);
-    &v[start..end]
-}
-
-/// Digits only, as RFC 9110 requires: no sign, no spaces inside, no list.
-fn parse_decimal(v: &[u8]) -> Option<u64> {
-    let v = trim(v);
-    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
@@ -578,7 +400,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
             if this.pending.is_empty() {
                 let limit = match this.state {
                     State::Passthrough => Some(usize::MAX),
-                    State::Body(n) | State::ChunkData(n) => Some(n.min(usize::MAX as u64) as usize),
+                    State::Body(n) => Some(n.min(usize::MAX as u64) as usize),
+                    State::Chunked => this
+                        .chunks
+                        .data_left()
+                        .map(|n| n.min(usize::MAX as u64) as usize),
                     _ => None,
                 };
                 if let Some(limit) = limit {
@@ -603,13 +429,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                                 State::Body(left - n as u64)
                             }
                         }
-                        State::ChunkData(left) if n > 0 => {
-                            this.state = if left == n as u64 {
-                                State::ChunkCrlf
-                            } else {
-                                State::ChunkData(left - n as u64)
-                            }
-                        }
+                        State::Chunked => this.chunks.data_taken(n as u64),
                         _ => {}
                     }
                     return res;
@@ -682,6 +502,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::h1::chunked::{MAX_EXTENSIONS, MAX_TRAILERS};
 
     /// A peer that sends its bytes a few at a time, so heads and chunk lines
     /// arrive split.
@@ -1011,7 +832,7 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
             assert!(cause.len() > 10, "{r:?}");
             assert_eq!(causes.iter().filter(|c| *c == cause).count(), 1, "{r:?}");
         }
-        assert!(Refusal::BothLengthAndChunked
+        assert!(Refusal::Framing(FramingError::BothLengthAndChunked)
             .cause()
             .contains("both Content-Length and Transfer-Encoding"));
         assert!(Refusal::HeadTimeout.cause().contains("in time"));

@@ -1,5 +1,6 @@
-//! Header fields parsed by httparse, turned into a `HeaderMap` whose values
-//! are slices of the message head's own bytes (no copy per value).
+//! HTTP/1 message heads: parsed by httparse into uninitialised field slots,
+//! then turned into a `HeaderMap` whose values are slices of the head's own
+//! bytes (no copy per value). Every HTTP/1 path parses its heads here.
 
 use std::mem::MaybeUninit;
 
@@ -47,6 +48,35 @@ pub const fn field_slots<'b>() -> FieldSlots<'b> {
 
 pub const fn span_slots() -> SpanSlots {
     [const { MaybeUninit::uninit() }; MAX_FIELDS]
+}
+
+/// A request head at the front of `buf`: its length and parts; `None`
+/// while it is incomplete. `fields` bounds how many fields it may have.
+pub fn parse_request<'h, 'b>(
+    buf: &'b [u8],
+    fields: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(usize, httparse::Request<'h, 'b>)>, httparse::Error> {
+    let mut r = httparse::Request::new(&mut []);
+    Ok(match r.parse_with_uninit_headers(buf, fields)? {
+        httparse::Status::Complete(len) => Some((len, r)),
+        httparse::Status::Partial => None,
+    })
+}
+
+/// A response head at the front of `buf`, as [`parse_request`].
+pub fn parse_response<'h, 'b>(
+    buf: &'b [u8],
+    fields: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(usize, httparse::Response<'h, 'b>)>, httparse::Error> {
+    let mut r = httparse::Response::new(&mut []);
+    Ok(
+        match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut r, buf, fields)?
+        {
+            httparse::Status::Complete(len) => Some((len, r)),
+            httparse::Status::Partial => None,
+        },
+    )
 }
 
 /// Records where `fields` lie relative to `base`, the start of the buffer

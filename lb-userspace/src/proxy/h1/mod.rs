@@ -4,7 +4,9 @@
 //! for bodyless requests ([`server`]) and the fast client path to plain-HTTP
 //! targets ([`client`]).
 
+pub mod chunked;
 pub mod client;
+pub mod framing;
 pub mod guard;
 pub mod head;
 pub mod raw_fields;

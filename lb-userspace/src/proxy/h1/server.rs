@@ -19,12 +19,14 @@ use std::task::{Context, Waker};
 
 use bytes::BytesMut;
 use http::header;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::chunked;
+use super::framing::{self, BodyFraming, FramingFields};
 use crate::proxy::conn::listener::{quiet_for, ConnLimits};
 use crate::proxy::conn::rebalance::ConnLoad;
 use crate::proxy::errors::{LbError, ProxyBody};
@@ -201,10 +203,9 @@ enum Parsed {
 
 fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
     let mut fields = head::field_slots();
-    let mut r = httparse::Request::new(&mut []);
-    let len = match r.parse_with_uninit_headers(buf, &mut fields) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
+    let (len, r) = match head::parse_request(buf, &mut fields) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Parsed::Partial,
         Err(_) => return Parsed::Unusual,
     };
     if len > limits.max_header_bytes || r.headers.len() > limits.max_headers || r.version != Some(1)
@@ -218,13 +219,15 @@ fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
         return Parsed::Unusual;
     }
     let mut close = false;
+    let mut framing = FramingFields::default();
     for f in r.headers.iter() {
         let n = f.name;
-        // A body in any form, a protocol switch, or the framing guard's
-        // refusal marker: hyper's (and the service's) to judge.
-        if n.eq_ignore_ascii_case("content-length")
-            || n.eq_ignore_ascii_case("transfer-encoding")
-            || n.eq_ignore_ascii_case("upgrade")
+        if framing.field(n.as_bytes(), f.value) {
+            continue;
+        }
+        // A protocol switch, or the framing guard's refusal marker: hyper's
+        // (and the service's) to judge.
+        if n.eq_ignore_ascii_case("upgrade")
             || n.eq_ignore_ascii_case("expect")
             || n.eq_ignore_ascii_case(REJECT_HEADER)
         {
@@ -233,6 +236,10 @@ fn parse_request(buf: &mut BytesMut, limits: ConnLimits) -> Parsed {
         if n.eq_ignore_ascii_case("connection") {
             close |= lists_token(f.value, "close");
         }
+    }
+    // A body in any form, well framed or not, is hyper's to read.
+    if framing.request(false) != Ok(BodyFraming::None) {
+        return Parsed::Unusual;
     }
     let Some(path) = r.path else {
         return Parsed::Unusual;
@@ -283,10 +290,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     }
     // RFC 9112 §6.3: these responses have no body whatever their fields say;
     // a HEAD response's Content-Length describes what a GET would get.
-    let bodyless = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let bodyless = framing::response_is_bodyless(status.as_u16(), head_request);
     // The framing and connection fields the balancer writes itself; the
     // response's own ones are skipped. Written straight into the head, not
     // into the map: no value is allocated.
@@ -298,7 +302,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     } else {
         body.size_hint().exact()
     };
-    let chunked = !bodyless && length.is_none();
+    let is_chunked = !bodyless && length.is_none();
     let mut has_date = raw.as_ref().is_some_and(|r| r.has_date);
     for (name, value) in h.iter() {
         if (!bodyless && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING))
@@ -316,7 +320,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
             itoa::Buffer::new().format(n).as_bytes(),
         );
     }
-    if chunked {
+    if is_chunked {
         push_field(out, b"transfer-encoding", b"chunked");
     }
     if !has_date {
@@ -343,8 +347,8 @@ async fn write_response<IO: AsyncWrite + Unpin>(
         if data.is_empty() {
             continue;
         }
-        if chunked {
-            push_chunk_size(out, data.len());
+        if is_chunked {
+            chunked::write_size(out, data.len());
         }
         if out.len() + data.len() <= COALESCE {
             out.extend_from_slice(&data);
@@ -353,8 +357,8 @@ async fn write_response<IO: AsyncWrite + Unpin>(
             out.clear();
             io.write_all(&data).await?;
         }
-        if chunked {
-            out.extend_from_slice(b"\r\n");
+        if is_chunked {
+            out.extend_from_slice(chunked::DATA_END);
         }
         // More may take a while: what the client has so far goes out now.
         if !body.is_end_stream() {
@@ -362,8 +366,8 @@ async fn write_response<IO: AsyncWrite + Unpin>(
             out.clear();
         }
     }
-    if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
+    if is_chunked {
+        out.extend_from_slice(chunked::LAST_CHUNK);
     }
     if !out.is_empty() {
         io.write_all(out).await?;
@@ -378,33 +382,10 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A chunk-size line: `len` in hexadecimal, then CRLF.
-fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..digits).rev() {
-        out.push(b"0123456789abcdef"[(len >> (4 * i)) & 0xf]);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn chunk_sizes_are_hexadecimal() {
-        for (len, line) in [
-            (0, "0\r\n"),
-            (15, "f\r\n"),
-            (16, "10\r\n"),
-            (0x1a2b3, "1a2b3\r\n"),
-        ] {
-            let mut out = Vec::new();
-            push_chunk_size(&mut out, len);
-            assert_eq!(out, line.as_bytes());
-        }
-    }
 
     const LIMITS: ConnLimits = ConnLimits {
         max_header_bytes: 1024,
@@ -486,7 +467,11 @@ mod tests {
     #[tokio::test]
     async fn responses_are_framed_by_their_body() {
         let ok = || {
-            crate::proxy::errors::plain(StatusCode::OK, bytes::Bytes::from("hello"), "text/plain")
+            crate::proxy::errors::plain(
+                http::StatusCode::OK,
+                bytes::Bytes::from("hello"),
+                "text/plain",
+            )
         };
         let text = written(ok(), false, false).await;
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
