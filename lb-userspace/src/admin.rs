@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use crate::daemon::ReloadRequest;
+use crate::daemon::{Refusal, ReloadRequest};
 use crate::kernel::Datapath;
 use crate::metrics::{Exposition, ListenerMetrics};
 use crate::proxy::conn::spread::Spread;
@@ -242,29 +242,7 @@ async fn handle(
             let json = serde_json::to_string_pretty(&t).unwrap_or_default();
             reply(StatusCode::OK, "application/json", json)
         }
-        (&Method::POST, "/reload") => {
-            let (tx, rx) = oneshot::channel();
-            if reloads.send(tx).await.is_err() {
-                return Ok(reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "shutting down\n",
-                ));
-            }
-            match rx.await {
-                Ok(Ok(summary)) => reply(
-                    StatusCode::OK,
-                    "text/plain",
-                    format!("reloaded: {summary}\n"),
-                ),
-                Ok(Err(e)) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
-                Err(_) => reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "shutting down\n",
-                ),
-            }
-        }
+        (&Method::POST, "/reload") => reload(&reloads).await,
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -272,6 +250,24 @@ async fn handle(
             "not found: /metrics, /targets, /healthz, POST /reload\n",
         ),
     })
+}
+
+/// Asks the control loop to reload and answers with what it applied, or why
+/// it applied nothing (see `daemon::ApplyError::http_status`), as JSON.
+async fn reload(reloads: &mpsc::Sender<ReloadRequest>) -> Response<Full<Bytes>> {
+    let (tx, rx) = oneshot::channel();
+    let answer = match reloads.send(tx).await {
+        Ok(()) => rx.await.unwrap_or_else(|_| Err(Refusal::shutting_down())),
+        Err(_) => Err(Refusal::shutting_down()),
+    };
+    let (status, json) = match answer {
+        Ok(applied) => (StatusCode::OK, serde_json::to_string_pretty(&applied)),
+        Err(refusal) => (
+            StatusCode::from_u16(refusal.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            serde_json::to_string_pretty(&refusal),
+        ),
+    };
+    reply(status, "application/json", json.unwrap_or_default() + "\n")
 }
 
 pub async fn serve(

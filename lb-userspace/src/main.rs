@@ -120,31 +120,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Check { config } => match xalb::config::load(&config) {
-            Ok(cfg) => {
-                match xalb::kernel::compile(&cfg, &xalb::kernel::LbSlots::for_config(&cfg)) {
-                    Ok(_) => {
-                        println!("{}: OK", config.display());
-                        println!("{}", cfg.summary());
-                        Ok(())
-                    }
-                    Err(e) => Err(anyhow::anyhow!("{}: {e}", config.display())),
-                }
-            }
-            Err(e) => Err(e.into()),
-        },
-        Cmd::Reload { admin } => admin.addr().and_then(|a| {
-            let (status, body) = admin_request(a, "POST", "/reload")?;
-            if status == 200 {
-                print!("{body}");
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!(
-                    "the configuration was not reloaded; the running one stays:\n{}",
-                    body.trim_end()
-                ))
-            }
-        }),
+        Cmd::Check { config } => check(&config),
+        Cmd::Reload { admin } => admin.addr().and_then(reload),
         Cmd::DescribeTargetHealth {
             target_group,
             admin,
@@ -163,14 +140,71 @@ fn main() -> ExitCode {
             worker_affinity,
             stats_interval: Duration::from_secs(stats_interval),
             state_dir,
+        })
+        .map_err(|e| match e {
+            xalb::daemon::RunError::Apply(xalb::daemon::ApplyError::Config(c))
+                if !c.diagnostics().is_empty() =>
+            {
+                print_diagnostics(c.diagnostics())
+            }
+            e => e.into(),
         }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Reported>() => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("xalb: error: {e:#}");
+            // Every error's message already names its cause.
+            eprintln!("xalb: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A failure already printed, line by line; only the exit status is left.
+#[derive(Debug, thiserror::Error)]
+#[error("reported")]
+struct Reported;
+
+/// One `xalb: error:` line per located problem, the way compilers print them.
+fn print_diagnostics<T: std::fmt::Display>(located: &[T]) -> anyhow::Error {
+    for d in located {
+        eprintln!("xalb: error: {d}");
+    }
+    Reported.into()
+}
+
+fn check(config: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = match xalb::config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) if !e.diagnostics().is_empty() => return Err(print_diagnostics(e.diagnostics())),
+        Err(e) => return Err(e.into()),
+    };
+    xalb::kernel::compile(&cfg, &xalb::kernel::LbSlots::for_config(&cfg))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    println!("{}: OK", config.display());
+    println!("{}", cfg.summary());
+    Ok(())
+}
+
+/// `POST /reload`, printing what was applied, or why nothing was with the
+/// same lines `xalb check` prints.
+fn reload(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let (status, body) = admin_request(addr, "POST", "/reload")?;
+    if status == 200 {
+        let applied: xalb::daemon::Applied = serde_json::from_str(&body)
+            .map_err(|e| anyhow::anyhow!("unexpected answer from {addr}: {e}: {body}"))?;
+        println!("reloaded: {}", applied.summary);
+        return Ok(());
+    }
+    eprintln!("xalb: the configuration was not reloaded; the running one stays");
+    match serde_json::from_str::<xalb::daemon::Refusal>(&body) {
+        Ok(r) if !r.errors.is_empty() => Err(print_diagnostics(&r.errors)),
+        Ok(r) => Err(anyhow::anyhow!("{}", r.message)),
+        Err(_) => Err(anyhow::anyhow!(
+            "admin endpoint answered {status}: {}",
+            body.trim_end()
+        )),
     }
 }
 

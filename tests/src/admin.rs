@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 pub use xalb::admin::TargetHealthRow as Row;
 
 use crate::bed::{HttpBed, ADMIN};
-use crate::http::{get, in_ns, Reply};
+use crate::http::{get, in_ns, Client, Reply};
 use crate::netns::Netns;
 
 /// A GET on the admin endpoint, from inside the balancer's namespace.
@@ -13,6 +13,21 @@ pub fn admin_get(bed: &HttpBed, path: &str) -> Reply {
     let path = path.to_string();
     in_ns(&bed.lb, async move || {
         get(ADMIN.parse().unwrap(), &path, &[]).await
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("admin endpoint: {e:#}"))
+}
+
+/// A POST with an empty body on the admin endpoint (`/reload`), from inside
+/// the balancer's namespace.
+pub fn admin_post(bed: &HttpBed, path: &str) -> Reply {
+    let path = path.to_string();
+    in_ns(&bed.lb, async move || {
+        let mut c = Client::connect(ADMIN.parse().unwrap(), false).await?;
+        let req = http::Request::post(path)
+            .header("host", "admin")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+        c.send(req).await
     })
     .unwrap()
     .unwrap_or_else(|e| panic!("admin endpoint: {e:#}"))

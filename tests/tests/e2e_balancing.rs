@@ -3,7 +3,6 @@
 //! and app_cookie stickiness, a cookie for a target that is gone, HTTP/1.1
 //! pipelining and HTTP/2 multiplexing.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -495,16 +494,7 @@ fn a_cookie_for_a_target_that_is_gone_still_gets_an_answer() {
         ),
     )
     .unwrap();
-    let reloaded = in_ns(&bed.lb, async || {
-        let admin: SocketAddr = "127.0.0.1:9901".parse().unwrap();
-        let mut c = Client::connect(admin, false).await.unwrap();
-        let req = Request::post("/reload")
-            .header("host", "admin")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        c.send(req).await.unwrap()
-    })
-    .unwrap();
+    let reloaded = xalb_tests::admin::admin_post(&bed, "/reload");
     assert_eq!(reloaded.status, 200, "reload: {:?}", reloaded.body);
     let before = a.requests();
     let replies = get_with_cookies(

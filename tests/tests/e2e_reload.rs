@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use xalb_tests::admin::{spawn_in, targets, wait_for};
+use xalb_tests::admin::{admin_post, spawn_in, targets, wait_for};
 use xalb_tests::bed::{lb, HttpBed, ADMIN};
 use xalb_tests::http::{get, in_ns, Client, Reply};
 
@@ -327,9 +327,32 @@ fn an_invalid_reload_is_rejected_with_checks_errors_and_routing_stays() {
             "file:line:column: {diag}"
         );
         assert!(
-            reload_err.contains(diag),
+            reload_err.contains(&format!("xalb: error: {diag}\n")),
             "xalb reload prints what xalb check prints.\ncheck: {check_err}\nreload: {reload_err}"
         );
+    }
+
+    // The admin endpoint answers the same refusal as JSON, one entry per
+    // located problem, each the line `xalb check` printed.
+    let answer = admin_post(&bed, "/reload");
+    assert_eq!(answer.status, 400, "{}", text(&answer.body));
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(
+        (&json["status"], &json["kind"]),
+        (&"error".into(), &"config".into())
+    );
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), diagnostics.len(), "{json:#}");
+    for (e, diag) in errors.iter().zip(&diagnostics) {
+        let line = format!(
+            "{}:{}:{}: {}: {}",
+            e["file"].as_str().unwrap(),
+            e["line"],
+            e["column"],
+            e["field"].as_str().unwrap(),
+            e["message"].as_str().unwrap()
+        );
+        assert_eq!(&line, diag);
     }
 
     // Nothing of the file applied: still a alone, default action unchanged.
@@ -343,6 +366,54 @@ fn an_invalid_reload_is_rejected_with_checks_errors_and_routing_stays() {
         let (status, backend, _) = one(&bed, "/x");
         assert_eq!((status, backend.as_str()), (200, "a"));
     }
+    drop(d);
+}
+
+#[test]
+fn a_valid_file_the_host_cannot_serve_is_refused_as_a_conflict() {
+    let bed = HttpBed::new(&config(&web(&[11], "5s"), FORWARD_WEB)).unwrap();
+    let _a = bed.backend(11, 80, "a").unwrap();
+    let d = bed.start().unwrap();
+    assert_eq!(one(&bed, "/x").1, "a");
+
+    // A second balancer on an address no interface of the host carries.
+    let extra = r#"
+[[load_balancer]]
+name = "elsewhere"
+interfaces = ["eth0"]
+addresses = ["10.231.0.99"]
+security_groups = ["web"]
+"#;
+    std::fs::write(
+        &bed.config,
+        config(&format!("{}{extra}", web(&[11], "5s")), FORWARD_WEB),
+    )
+    .unwrap();
+    let path = bed.config.to_string_lossy().into_owned();
+    let check = xalb(&bed, &["check", "-c", &path]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+
+    let answer = admin_post(&bed, "/reload");
+    assert_eq!(answer.status, 409, "{}", text(&answer.body));
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(json["kind"], "host", "{json:#}");
+    assert_eq!(json["errors"], serde_json::json!([]), "{json:#}");
+    let message = json["message"].as_str().unwrap();
+    assert!(
+        message.contains("address 10.231.0.99 is not configured on this host"),
+        "{message}"
+    );
+
+    let out = reload(&bed);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("xalb: the configuration was not reloaded; the running one stays\n")
+            && stderr.contains("xalb: error: the host does not match the configuration")
+            && stderr.contains("10.231.0.99"),
+        "{stderr}"
+    );
+    assert_eq!(one(&bed, "/x").1, "a", "the running configuration stays");
     drop(d);
 }
 

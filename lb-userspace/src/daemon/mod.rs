@@ -3,6 +3,7 @@
 
 mod affinity;
 pub mod backends;
+mod error;
 mod slice;
 mod state;
 pub mod sticky_key;
@@ -12,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
@@ -21,6 +21,7 @@ use crate::admin;
 use crate::config;
 use crate::kernel::{counters::CounterRow, Datapath, XdpModeChoice};
 pub use affinity::WorkerAffinity;
+pub use error::{Applied, ApplyError, Located, Refusal, RunError};
 use state::Running;
 
 /// How long in-flight requests may take to finish after SIGTERM.
@@ -36,12 +37,12 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
 }
 
-/// A reload request from the admin endpoint; answered with a summary or the
-/// reasons it was refused.
-pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+/// A reload request from the admin endpoint; answered with what was applied
+/// or why nothing was.
+pub type ReloadRequest = oneshot::Sender<Result<Applied, Refusal>>;
 
-pub fn run(opts: RunOptions) -> Result<()> {
-    let cfg = config::load(&opts.config)?;
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let cfg = config::load(&opts.config).map_err(ApplyError::from)?;
     // Before any target group is built: their cookie values come from it.
     match sticky_key::load_or_create(&opts.state_dir) {
         Ok(key) => {
@@ -55,7 +56,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(RunError::Runtime)?;
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let mut running = rt.block_on(Running::start(
         cfg,
@@ -67,7 +68,10 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let admin_addr = running.cfg.admin.listen;
     let admin_listener = rt
         .block_on(tokio::net::TcpListener::bind(admin_addr))
-        .with_context(|| format!("cannot listen on the admin address {admin_addr}"))?;
+        .map_err(|source| RunError::Admin {
+            addr: admin_addr,
+            source,
+        })?;
     rt.spawn(admin::serve(
         admin_listener,
         running.admin_view(),
@@ -101,10 +105,10 @@ async fn main_loop(
     running: &mut Running,
     mut reloads: mpsc::Receiver<ReloadRequest>,
     stats_interval: Duration,
-) -> Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+) -> Result<(), RunError> {
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let period = if stats_interval.is_zero() {
         Duration::from_secs(3600)
     } else {
@@ -119,17 +123,17 @@ async fn main_loop(
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
             _ = sighup.recv() => {
                 match running.reload().await {
-                    Ok(summary) => info!("SIGHUP: configuration reloaded: {summary}"),
+                    Ok(applied) => info!("SIGHUP: configuration reloaded: {}", applied.summary),
                     Err(e) => error!("SIGHUP: configuration not reloaded; the running one stays:\n{e}"),
                 }
             }
             Some(reply) = reloads.recv() => {
                 let res = running.reload().await;
                 match &res {
-                    Ok(summary) => info!("configuration reloaded: {summary}"),
+                    Ok(applied) => info!("configuration reloaded: {}", applied.summary),
                     Err(e) => error!("configuration not reloaded; the running one stays:\n{e}"),
                 }
-                let _ = reply.send(res.map_err(|e| format!("{e:#}")));
+                let _ = reply.send(res.map_err(|e| e.report()));
             }
             _ = sync.tick() => running.sync_kernel_backends(),
             _ = stats.tick(), if !stats_interval.is_zero() => {

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
 use super::affinity::WorkerAffinity;
 use super::backends::BackendSync;
+use super::error::{Applied, ApplyError};
 use super::workers::Workers;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
 use crate::config;
@@ -59,14 +59,11 @@ impl Running {
         path: PathBuf,
         xdp_mode: XdpModeChoice,
         worker_affinity: WorkerAffinity,
-    ) -> Result<Self> {
+    ) -> Result<Self, ApplyError> {
         let slots = LbSlots::for_config(&cfg);
-        let kcfg = kernel::compile(&cfg, &slots)
-            .context("configuration does not fit the kernel tables")?;
+        let kcfg = kernel::compile(&cfg, &slots)?;
         check_host(&cfg)?;
-        let access_log = AccessLog::open(&cfg.access_log)
-            .await
-            .with_context(|| format!("cannot open the access log {}", cfg.access_log.path))?;
+        let access_log = open_access_log(&cfg).await?;
         let plan = plan::plan(&cfg, None, access_log.clone());
         // Bind every listener before touching the kernel: a port in use is a
         // clear error at start, with nothing attached.
@@ -74,7 +71,7 @@ impl Running {
             std::thread::available_parallelism().map_or(2, |n| n.get()),
             worker_affinity,
         )
-        .context("cannot start the worker threads")?;
+        .map_err(ApplyError::Workers)?;
         let mut listeners = Vec::new();
         for b in &plan.bindings {
             listeners.push(listener::bind(b.addr, workers.len())?);
@@ -240,20 +237,17 @@ impl Running {
     }
 
     /// Re-reads the configuration file and applies it whole, or nothing.
-    pub async fn reload(&mut self) -> Result<String> {
-        let cfg = config::load(&self.path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    pub async fn reload(&mut self) -> Result<Applied, ApplyError> {
+        let cfg = config::load(&self.path)?;
         let (slots, new_rows) = self
             .slots
             .next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
-        let kcfg = kernel::compile(&cfg, &slots)
-            .context("configuration does not fit the kernel tables")?;
+        let kcfg = kernel::compile(&cfg, &slots)?;
         check_host(&cfg)?;
         let access_log = if cfg.access_log == self.cfg.access_log {
             self.access_log.clone()
         } else {
-            AccessLog::open(&cfg.access_log)
-                .await
-                .with_context(|| format!("cannot open the access log {}", cfg.access_log.path))?
+            open_access_log(&cfg).await?
         };
         let plan = plan::plan(
             &cfg,
@@ -274,7 +268,9 @@ impl Running {
             dp.attach_all(interfaces(&cfg), self.xdp_mode)?;
             // A new balancer's row may hold a removed one's counts; nothing
             // counts into it until the new bank is active.
-            dp.maps.zero_counters(&new_rows)?;
+            dp.maps
+                .zero_counters(&new_rows)
+                .map_err(kernel::DatapathError::from)?;
             dp.apply(&kcfg)?;
         }
         self.slots = slots;
@@ -321,8 +317,7 @@ impl Running {
                 });
             }
         }
-        let summary = format!(
-            "{} listener sockets ({} new, {} closed), {} target groups, {} targets draining",
+        let summary = Applied::new(
             plan.bindings.len(),
             plan.bindings.len()
                 - self
@@ -332,7 +327,7 @@ impl Running {
                     .count(),
             gone.len(),
             plan.shared.groups.len(),
-            plan.removed.len()
+            plan.removed.len(),
         );
         self.bindings = plan.bindings;
         self.cfg = cfg;
@@ -376,16 +371,22 @@ fn interfaces(cfg: &Config) -> impl Iterator<Item = &str> {
         .flat_map(|lb| lb.interfaces.iter().map(String::as_str))
 }
 
-fn check_host(cfg: &Config) -> Result<()> {
+fn check_host(cfg: &Config) -> Result<(), ApplyError> {
     let errors = kernel::host::check(cfg);
-    if !errors.is_empty() {
-        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        bail!(
-            "the host does not match the configuration:\n  {}",
-            lines.join("\n  ")
-        );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::Host(errors))
     }
-    Ok(())
+}
+
+async fn open_access_log(cfg: &Config) -> Result<Option<AccessLog>, ApplyError> {
+    AccessLog::open(&cfg.access_log)
+        .await
+        .map_err(|source| ApplyError::AccessLog {
+            path: cfg.access_log.path.clone(),
+            source,
+        })
 }
 
 /// The first listener whose default action or a rule forwards to `group`
