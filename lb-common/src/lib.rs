@@ -288,16 +288,26 @@ pub struct Counter {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), contain only integers and arrays of
-    // integers, and have no implicit padding.
+    // Each of these is repr(C), holds only integers and arrays of integers,
+    // and has no implicit padding: any bit pattern is a valid value.
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::LbAddr {}
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::AddrKeyV4 {}
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::AddrKeyV6 {}
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::SrcKeyV4 {}
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::SrcKeyV6 {}
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::PortRange {}
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::SgRules {}
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::Backend {}
+    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::BackendSet {}
 }

@@ -42,9 +42,6 @@ pub fn xalb_bin() -> PathBuf {
 /// obscurely.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test needs root (network namespaces and BPF)"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test needs root (network namespaces and BPF)");
 }

@@ -36,7 +36,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build everything and run the whole test suite (needs root: namespaces, XDP).
+    /// Build everything, check formatting and clippy, and run the whole test
+    /// suite (needs root: namespaces, XDP).
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -88,6 +89,23 @@ fn main() -> Result<()> {
 
 fn test(args: Vec<String>) -> Result<()> {
     build::all(false)?;
+    // The habits the project keeps: formatted, and clippy-clean with the
+    // workspace lints (documented unsafe blocks among them).
+    toolchain::ensure_fmt_and_clippy()?;
+    let cargo = || {
+        let mut c = Command::new(env!("CARGO"));
+        c.current_dir(workspace_root());
+        c
+    };
+    run_status(cargo().args(["fmt", "--all", "--check"]))?;
+    run_status(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     toolchain::ensure_apt(&["iproute2"])?;
     // Echo cargo's output and add up its per-binary results into one closing
     // line, so the run's verdict is not the last binary's (often empty) line.

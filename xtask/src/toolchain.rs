@@ -45,6 +45,22 @@ pub fn ensure_nightly_rust_src() -> Result<()> {
     ]))
 }
 
+/// rustfmt and clippy on the toolchain that builds the workspace, for the
+/// checks `cargo xtask test` runs first.
+pub fn ensure_fmt_and_clippy() -> Result<()> {
+    let has = |tool: &str| {
+        Command::new(env!("CARGO"))
+            .args([tool, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has("fmt") && has("clippy") {
+        return Ok(());
+    }
+    eprintln!("xtask: installing rustfmt and clippy");
+    run_status(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+}
+
 /// The LLVM major version the nightly compiler was built with; bpf-linker must match it.
 fn nightly_llvm_major() -> Result<String> {
     let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
