@@ -70,7 +70,8 @@ pub async fn handle(
     let mut trace = Trace::default();
     // Routing is synchronous; only forwarding awaits, here rather than in
     // another async fn: every level of async fn would copy `forward`'s
-    // future (about 4 KB, mostly unset) into its own once more per request.
+    // future (about 4 KB of the request's 5, mostly unset) into its own once
+    // more per request.
     // Nothing of the decision is kept across the await either.
     let (group, cookie) = match decide(ctx, shared, client, &req, &mut trace) {
         Ok(Decision::Forward(group, cookie)) => (group, cookie),

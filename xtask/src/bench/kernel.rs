@@ -4,8 +4,8 @@
 //! and what XDP costs allowed traffic (wrk through xalb with the program
 //! attached, then detached).
 //!
-//! On veth the generator, not the filter, limits the rate (see
-//! shared/reference/measuring.md), so each filter is also measured by its
+//! On veth the generator, not the filter, limits the rate (docs/benchmarks.md,
+//! "How to read them"), so each filter is also measured by its
 //! cost per packet: the program's own run_time_ns / run_cnt (BPF stats),
 //! BPF_PROG_TEST_RUN on the same frame, and the host's busy CPU time per
 //! generated packet (the only measure that includes nftables).

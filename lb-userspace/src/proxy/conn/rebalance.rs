@@ -4,11 +4,10 @@
 //! A connection lives on one worker, and [`super::spread`] keeps the counts even
 //! at accept. Even counts are not even service, though: a worker can get
 //! less of its CPU than the others (other threads on that core, or a host
-//! that runs the core slower), and every request on it then waits longer.
-//! Measured under wrk, pinned workers with 32 connections each served
-//! anywhere from the same number of requests to half as many as each
-//! other, and the slower one's connections made the p99. HAProxy's threads,
-//! which are not pinned, stayed within 4% of each other.
+//! that runs the core slower), and every request on it then waits longer:
+//! under wrk, pinned workers with 32 connections each served up to twice as
+//! many requests as each other, and the slower one's connections made the
+//! p99.
 //!
 //! So once per [`PERIOD`] one worker compares, per listener, the requests
 //! each worker's connections got through, per connection that was busy in

@@ -1,9 +1,9 @@
 //! Keeps one listening address's connections even across the workers.
 //!
 //! SO_REUSEPORT gives each connection to a worker by a hash of its addresses.
-//! Over a few dozen long-lived connections that is far from even (wrk's 64
-//! came out 39 to 27 here), and every request on the busier worker waits
-//! behind more others: the tail latency. So a worker that accepts a
+//! Over a few dozen long-lived connections that is far from even (64 can
+//! split 39 to 27 over two workers), and every request on the busier worker
+//! waits behind more others: the tail latency. So a worker that accepts a
 //! connection while it holds more than the least loaded worker passes the
 //! connection on, as HAProxy balances accepted connections across threads.
 //! Only the accept is shared; the connection then lives on one worker.

@@ -4,14 +4,13 @@
 //! Most fields of a response (Server, Date, Content-Type, ETag, ...) are
 //! read by no rule of the balancer. Building a map entry for each (a name
 //! lookup, a hash, a shared-buffer reference) and writing each back out
-//! field by field showed as several percent of xalb's CPU on keep-alive
-//! GETs; passing them on cut its user time per request by 4-8% in
-//! alternating runs. The fields the balancer does read or change
-//! (framing, hop-by-hop, Set-Cookie for stickiness) still go into the map;
-//! the others stay in the response head as runs of whole lines, and the
-//! fast path copies each run out in one piece. Whoever writes the response
-//! otherwise (hyper: HTTP/2 clients and handed-over connections) moves them
-//! into the map first ([`RawFields::into_map`]).
+//! field by field cost several percent of xalb's CPU on keep-alive GETs.
+//! The fields the balancer does read or change (framing, hop-by-hop,
+//! Set-Cookie for stickiness) still go into the map; the others stay in the
+//! response head as runs of whole lines, and the fast path copies each run
+//! out in one piece. Whoever writes the response otherwise (hyper: HTTP/2
+//! clients and handed-over connections) moves them into the map first
+//! ([`RawFields::into_map`]).
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
