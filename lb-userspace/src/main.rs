@@ -48,6 +48,10 @@ enum Cmd {
         /// cookie key).
         #[arg(long, default_value = "/var/lib/xalb")]
         state_dir: PathBuf,
+        /// Log every XDP verdict on a balancer's packets (target `xalb::xdp`,
+        /// INFO). Off, the XDP program carries no logging at all.
+        #[arg(long)]
+        xdp_log: bool,
     },
     /// Ask a running xalb to re-read its configuration (as SIGHUP does) and
     /// say whether it was applied.
@@ -157,13 +161,19 @@ fn main() -> ExitCode {
             worker_affinity,
             stats_interval,
             state_dir,
-        } => xalb::daemon::run(xalb::daemon::RunOptions {
-            config,
-            xdp_mode,
-            worker_affinity,
-            stats_interval: Duration::from_secs(stats_interval),
-            state_dir,
-        }),
+            xdp_log,
+        } => {
+            if xdp_log {
+                xalb::kernel::verdict_log::request();
+            }
+            xalb::daemon::run(xalb::daemon::RunOptions {
+                config,
+                xdp_mode,
+                worker_affinity,
+                stats_interval: Duration::from_secs(stats_interval),
+                state_dir,
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
