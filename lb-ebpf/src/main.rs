@@ -340,8 +340,7 @@ fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
     let ihl = ip.ihl() as usize;
     let total = ip.tot_len() as usize;
     let pkt_len = ctx.data_end() - ctx.data();
-    let l4off = if ip.version() != 4 || ihl < Ipv4Hdr::LEN || total < ihl || off + total > pkt_len
-    {
+    let l4off = if ip.version() != 4 || ihl < Ipv4Hdr::LEN || total < ihl || off + total > pkt_len {
         Err(Reason::DropMalformed)
     } else {
         Ok(off + ihl)
