@@ -79,7 +79,7 @@ impl log::Log for Lines {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -137,7 +137,7 @@ enum Reader {
     /// A task of the runtime the datapath was loaded in, as records arrive.
     Task(JoinHandle<()>),
     /// Nobody until [`VerdictLog::flush`] (loaded outside a runtime).
-    Held(EbpfLogger<Lines>),
+    Held(Box<EbpfLogger<Lines>>),
 }
 
 /// The reading side of the verdict log of one loaded XDP program.
@@ -174,7 +174,7 @@ impl VerdictLog {
                     }
                 }))
             }
-            Err(_) => Reader::Held(logger),
+            Err(_) => Reader::Held(Box::new(logger)),
         };
         Ok(Self {
             names,
