@@ -90,6 +90,53 @@ pub struct AddrKeyV6 {
 /// The XDP program's name in the object file.
 pub const XDP_PROGRAM: &str = "xalb_xdp";
 
+/// The XDP program's load-time switch for the verdict log (`xalb run
+/// --xdp-log`): a read-only global (a `u8`, 0 = off) the loader sets before
+/// the verifier runs. Off, the verifier knows the value and prunes the
+/// logging branch, so it costs nothing per packet.
+pub const XDP_LOG_GLOBAL: &str = "XDP_LOG";
+
+/// One verdict on a packet addressed to a balancer, as the XDP program logs
+/// it (through aya-log, as the hex of these bytes) when the verdict log is on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerdictRecord {
+    /// The balancer's counter row.
+    pub lb_id: u32,
+    /// [`Reason`] as its number.
+    pub reason: u8,
+    /// IP protocol of the transport header (0 when not reached).
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: u8,
+    /// Ports for TCP and UDP (0 for a fragment or another protocol).
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv4 in the first four bytes when `family` is 4.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+/// Size of a [`VerdictRecord`] in the log.
+pub const VERDICT_RECORD_LEN: usize = core::mem::size_of::<VerdictRecord>();
+
+impl VerdictRecord {
+    #[inline(always)]
+    pub fn as_bytes(&self) -> &[u8; VERDICT_RECORD_LEN] {
+        // SAFETY: repr(C), integers and byte arrays only, no implicit padding.
+        unsafe { &*(self as *const Self as *const [u8; VERDICT_RECORD_LEN]) }
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != VERDICT_RECORD_LEN {
+            return None;
+        }
+        // SAFETY: the length is checked; every bit pattern is a valid record.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const Self) })
+    }
+}
+
 /// Most load balancers one daemon serves; ids are `0..MAX_LBS`.
 pub const MAX_LBS: u32 = 64;
 /// Counter slot for packets that belong to no balancer (host traffic, non-IP, ...).
@@ -264,6 +311,11 @@ impl Reason {
         }
     }
 
+    /// The reason numbered `n` (as in [`VerdictRecord::reason`]).
+    pub fn from_index(n: u32) -> Option<Reason> {
+        Reason::ALL.get(n as usize).copied()
+    }
+
     pub const fn is_drop(self) -> bool {
         (self as u32) >= Reason::DropInternal as u32
     }
@@ -310,4 +362,32 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::BackendSet {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_record_round_trips_through_its_bytes() {
+        let r = VerdictRecord {
+            lb_id: 3,
+            reason: Reason::DropDenied as u8,
+            proto: proto::UDP,
+            family: 6,
+            _pad: 0,
+            sport: 40312,
+            dport: 53,
+            src: [1; 16],
+            dst: [2; 16],
+        };
+        assert_eq!(VERDICT_RECORD_LEN, 44, "no implicit padding");
+        assert_eq!(VerdictRecord::from_bytes(r.as_bytes()), Some(r));
+        assert_eq!(VerdictRecord::from_bytes(&r.as_bytes()[1..]), None);
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(Reason::from_index(i as u32), Some(*reason));
+            assert_eq!(*reason as usize, i);
+        }
+        assert_eq!(Reason::from_index(NUM_REASONS), None);
+    }
 }

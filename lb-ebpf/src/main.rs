@@ -6,6 +6,10 @@
 //! groups, and finally the stateful check (replies to connections this host
 //! opened). Every verdict is counted by reason and balancer.
 //!
+//! Headers are read through `network-types` structures. Once the L3 header is
+//! parsed, both families share one tail (transport header, source lookups,
+//! rules, verdict log), generic over what differs: address size and maps.
+//!
 //! Map layouts live in `lb-common`; the daemon fills the inactive bank and flips
 //! `ACTIVE_BANK`, so one packet always sees one whole configuration.
 #![no_std]
@@ -19,12 +23,26 @@ use aya_ebpf::{
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
+    Global,
 };
+use aya_log_ebpf::info;
 use lb_common::{
     counter_index, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, LbAddr, Reason,
-    SgRules, SrcKeyV4, SrcKeyV6, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_GROUPS, MAX_PREFIXES,
-    NO_LB, NUM_COUNTERS,
+    SgRules, SrcKeyV4, SrcKeyV6, VerdictRecord, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS,
+    MAX_GROUPS, MAX_PREFIXES, NO_LB, NUM_COUNTERS,
 };
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+
+/// The verdict log switch (`lb_common::XDP_LOG_GLOBAL`), set by the loader.
+/// Read-only: when it is 0 the verifier removes the logging branch.
+#[unsafe(no_mangle)]
+static XDP_LOG: Global<u8> = Global::new(0);
 
 #[map(name = "ACTIVE_BANK")]
 static ACTIVE_BANK: Array<u32> = Array::with_max_entries(1, 0);
@@ -55,11 +73,11 @@ static BACKENDS: HashMap<u32, BackendSet> = HashMap::with_max_entries(MAX_GROUPS
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
+// Ether types as `EthHdr::ether_type` holds them (network byte order).
+const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
+const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
+const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
+const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
 /// VLAN tags followed (QinQ is two).
 const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers followed before giving up (and dropping).
@@ -68,8 +86,8 @@ const MAX_EXT_HEADERS: usize = 8;
 /// (dropped as unparsed); keeps every offset bounded for the verifier.
 const MAX_L4_OFFSET: usize = 1024;
 const BPF_TCP_LISTEN: u32 = 10;
-const TCP_SYN: u8 = 0x02;
-const TCP_SYN_ACK: u8 = 0x12;
+/// More-fragments, in `Ipv4Hdr::frag_flags`.
+const IP_MF: u8 = 1;
 
 #[xdp]
 pub fn xalb_xdp(ctx: XdpContext) -> u32 {
@@ -104,30 +122,29 @@ fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
     Some((start + off) as *const T)
 }
 
+/// A copy of the `T` at `off`; each header is copied in one bounds-checked
+/// read: separate reads let the compiler merge the checks in ways the
+/// verifier cannot follow.
 #[inline(always)]
 fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
     ptr_at::<T>(ctx, off).map(|p| unsafe { p.read_unaligned() })
 }
 
-#[inline(always)]
-fn read_be16(ctx: &XdpContext, off: usize) -> Option<u16> {
-    read::<[u8; 2]>(ctx, off).map(u16::from_be_bytes)
-}
-
 fn classify(ctx: &XdpContext) -> (u32, Reason) {
-    let Some(mut ethertype) = read_be16(ctx, 12) else {
+    let Some(eth) = read::<EthHdr>(ctx, 0) else {
         return (NO_LB, Reason::DropMalformed);
     };
-    let mut off = ETH_HLEN;
+    let mut ethertype = eth.ether_type;
+    let mut off = EthHdr::LEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
-        let Some(inner) = read_be16(ctx, off + 2) else {
+        let Some(tag) = read::<VlanHdr>(ctx, off) else {
             return (NO_LB, Reason::DropMalformed);
         };
-        ethertype = inner;
-        off += 4;
+        ethertype = tag.ether_type;
+        off += VlanHdr::LEN;
     }
     match ethertype {
         ETH_P_IP => ipv4(ctx, off),
@@ -143,8 +160,9 @@ fn active_bank() -> u32 {
     ACTIVE_BANK.get(0).copied().unwrap_or(0)
 }
 
-/// What the transport header says, as far as the rules need it.
-struct L4 {
+/// What the rules (and the verdict log) need of a packet, whatever its family.
+#[derive(Default)]
+struct Flow {
     proto: u8,
     /// Destination port for TCP/UDP, 0 otherwise.
     dport: u16,
@@ -156,55 +174,44 @@ struct L4 {
     opens: bool,
 }
 
-/// Reads what the rules need of the transport header at `off`: (source port,
-/// destination port, TCP flags or ICMP type); `None` if truncated. Each header is copied in
-/// one bounds-checked read: separate reads let the compiler merge the checks
-/// in ways the verifier cannot follow.
+/// Reads what the rules need of the transport header at `off` into `flow`;
+/// returns the ICMP type (0 for other protocols), `None` if truncated.
 #[inline(always)]
-fn transport(ctx: &XdpContext, off: usize, proto: u8) -> Option<(u16, u16, u8)> {
-    match proto {
+fn transport(ctx: &XdpContext, off: usize, flow: &mut Flow) -> Option<u8> {
+    match flow.proto {
         proto::TCP => {
-            let h = read::<[u8; 20]>(ctx, off)?;
+            let h = read::<TcpHdr>(ctx, off)?;
             // The data offset must at least cover the fixed header.
-            if h[12] >> 4 < 5 {
+            if h.doff() < 5 {
                 return None;
             }
-            Some((
-                u16::from_be_bytes([h[0], h[1]]),
-                u16::from_be_bytes([h[2], h[3]]),
-                h[13],
-            ))
+            flow.sport = u16::from_be_bytes(h.source);
+            flow.dport = u16::from_be_bytes(h.dest);
+            flow.opens = h.syn() != 0 && h.ack() == 0;
+            Some(0)
         }
         proto::UDP => {
-            let h = read::<[u8; 8]>(ctx, off)?;
-            Some((
-                u16::from_be_bytes([h[0], h[1]]),
-                u16::from_be_bytes([h[2], h[3]]),
-                0,
-            ))
+            let h = read::<UdpHdr>(ctx, off)?;
+            flow.sport = h.src_port();
+            flow.dport = h.dst_port();
+            Some(0)
         }
         proto::ICMP | proto::ICMPV6 => {
+            // Type, code and checksum: all an ICMP message must have (the
+            // `network-types` ICMP headers add the four bytes after them).
             let h = read::<[u8; 4]>(ctx, off)?;
-            Some((0, 0, h[0]))
+            Some(h[0])
         }
-        _ => Some((0, 0, 0)),
+        _ => Some(0),
     }
 }
 
-/// The 5-tuple as `bpf_sk_lookup_*` wants it, IPv4 form.
+/// The 5-tuple as `bpf_sk_lookup_*` wants it: `struct bpf_sock_tuple`'s
+/// IPv4 or IPv6 half, by the address type `A`.
 #[repr(C)]
-struct TupleV4 {
-    saddr: [u8; 4],
-    daddr: [u8; 4],
-    sport: [u8; 2],
-    dport: [u8; 2],
-}
-
-/// The 5-tuple as `bpf_sk_lookup_*` wants it, IPv6 form.
-#[repr(C)]
-struct TupleV6 {
-    saddr: [u8; 16],
-    daddr: [u8; 16],
+struct Tuple<A> {
+    saddr: A,
+    daddr: A,
     sport: [u8; 2],
     dport: [u8; 2],
 }
@@ -214,11 +221,11 @@ struct TupleV6 {
 /// before). A listening or unconnected socket never counts, so this cannot open
 /// a listener port.
 #[inline(always)]
-fn is_reply(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: u32, l4: &L4) -> bool {
+fn is_reply(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: u32, flow: &Flow) -> bool {
     let netns = BPF_F_CURRENT_NETNS as u64;
     let ctx_ptr = ctx.ctx as *mut _;
     unsafe {
-        let sk: *mut bpf_sock = match l4.proto {
+        let sk: *mut bpf_sock = match flow.proto {
             proto::TCP => bpf_sk_lookup_tcp(ctx_ptr, tuple, size, netns, 0),
             proto::UDP => bpf_sk_lookup_udp(ctx_ptr, tuple, size, netns, 0),
             _ => return false,
@@ -226,7 +233,7 @@ fn is_reply(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: u32, l4: &L4) ->
         if sk.is_null() {
             return false;
         }
-        let connected = if l4.proto == proto::TCP {
+        let connected = if flow.proto == proto::TCP {
             (*sk).state != BPF_TCP_LISTEN
         } else {
             // A connected UDP socket has a remote port; a bound-only one has none.
@@ -237,140 +244,161 @@ fn is_reply(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: u32, l4: &L4) ->
     }
 }
 
+/// What differs between the families once the L3 header is parsed: the
+/// address type, and the tries and key layout that follow from it.
+trait Family {
+    type Addr: Copy;
+    type SrcKey;
+    /// 4 or 6, as in [`VerdictRecord::family`].
+    const FAMILY: u8;
+    const ADDR_BITS: u32;
+    fn src_key(lb_id: [u8; 4], src: Self::Addr) -> Self::SrcKey;
+    fn inside_internal_networks(key: &Key<Self::SrcKey>) -> bool;
+    fn rules(key: &Key<Self::SrcKey>) -> Option<&'static SgRules>;
+    /// The address in 16 bytes, IPv4 in the first four.
+    fn wide(addr: &Self::Addr) -> [u8; 16];
+}
+
+struct V4;
+
+impl Family for V4 {
+    type Addr = [u8; 4];
+    type SrcKey = SrcKeyV4;
+    const FAMILY: u8 = 4;
+    const ADDR_BITS: u32 = 32;
+
+    #[inline(always)]
+    fn src_key(lb_id: [u8; 4], addr: [u8; 4]) -> SrcKeyV4 {
+        SrcKeyV4 { lb_id, addr }
+    }
+
+    #[inline(always)]
+    fn inside_internal_networks(key: &Key<SrcKeyV4>) -> bool {
+        INTERNAL_V4.get(key).is_some()
+    }
+
+    #[inline(always)]
+    fn rules(key: &Key<SrcKeyV4>) -> Option<&'static SgRules> {
+        SG_V4.get(key)
+    }
+
+    #[inline(always)]
+    fn wide(addr: &[u8; 4]) -> [u8; 16] {
+        let mut w = [0u8; 16];
+        w[..4].copy_from_slice(addr);
+        w
+    }
+}
+
+struct V6;
+
+impl Family for V6 {
+    type Addr = [u8; 16];
+    type SrcKey = SrcKeyV6;
+    const FAMILY: u8 = 6;
+    const ADDR_BITS: u32 = 128;
+
+    #[inline(always)]
+    fn src_key(lb_id: [u8; 4], addr: [u8; 16]) -> SrcKeyV6 {
+        SrcKeyV6 { lb_id, addr }
+    }
+
+    #[inline(always)]
+    fn inside_internal_networks(key: &Key<SrcKeyV6>) -> bool {
+        INTERNAL_V6.get(key).is_some()
+    }
+
+    #[inline(always)]
+    fn rules(key: &Key<SrcKeyV6>) -> Option<&'static SgRules> {
+        SG_V6.get(key)
+    }
+
+    #[inline(always)]
+    fn wide(addr: &[u8; 16]) -> [u8; 16] {
+        *addr
+    }
+}
+
 fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
-    let Some(hdr) = read::<[u8; 20]>(ctx, off) else {
+    let Some(ip) = read::<Ipv4Hdr>(ctx, off) else {
         return (NO_LB, Reason::DropMalformed);
     };
-    let dst = [hdr[16], hdr[17], hdr[18], hdr[19]];
     let bank = active_bank();
-    let Some(lb) = (unsafe { LB_ADDRS_V4.get(AddrKeyV4 { bank, addr: dst }) }).copied() else {
+    let key = AddrKeyV4 {
+        bank,
+        addr: ip.dst_addr,
+    };
+    let Some(lb) = (unsafe { LB_ADDRS_V4.get(key) }).copied() else {
         return (NO_LB, Reason::PassNotBalancer);
     };
-    let slot = lb.lb_id;
-    let src = [hdr[12], hdr[13], hdr[14], hdr[15]];
-
-    let ihl = (hdr[0] & 0x0f) as usize * 4;
-    let total = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
-    let pkt_len = ctx.data_end() - ctx.data();
-    if hdr[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > pkt_len {
-        return (slot, Reason::DropMalformed);
-    }
-    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
-    let mut l4 = L4 {
-        proto: hdr[9],
-        dport: 0,
-        sport: 0,
+    let flow = Flow {
+        proto: ip.proto,
         // More-fragments flag or a non-zero offset.
-        fragment: frag & 0x3fff != 0,
-        opens: false,
+        fragment: ip.frag_flags() & IP_MF != 0 || ip.frag_offset() != 0,
+        ..Flow::default()
     };
-    let l4off = off + ihl;
-    if !l4.fragment {
-        match transport(ctx, l4off, l4.proto) {
-            Some((s, d, extra)) => {
-                l4.sport = s;
-                l4.dport = d;
-                l4.opens = l4.proto == proto::TCP && extra & TCP_SYN_ACK == TCP_SYN;
-            }
-            None => return (slot, Reason::DropMalformed),
-        }
-    }
-
-    let id = trie_id(bank, lb.lb_id);
-    let key = Key::new(
-        LB_ID_BITS + 32,
-        SrcKeyV4 {
-            lb_id: id,
-            addr: src,
-        },
-    );
-    let mut tuple = TupleV4 {
-        saddr: src,
-        daddr: dst,
-        sport: l4.sport.to_be_bytes(),
-        dport: l4.dport.to_be_bytes(),
+    let ihl = ip.ihl() as usize;
+    let total = ip.tot_len() as usize;
+    let pkt_len = ctx.data_end() - ctx.data();
+    let l4off = if ip.version() != 4 || ihl < Ipv4Hdr::LEN || total < ihl || off + total > pkt_len {
+        Err(Reason::DropMalformed)
+    } else {
+        Ok(off + ihl)
     };
-    let tuple_ptr = &mut tuple as *mut TupleV4 as *mut bpf_sock_tuple;
-    let inside = lb.flags & LB_FLAG_INTERNAL == 0 || INTERNAL_V4.get(&key).is_some();
-    let reason = decide(
-        ctx,
-        &l4,
-        inside,
-        SG_V4.get(&key),
-        tuple_ptr,
-        size_of::<TupleV4>() as u32,
-    );
-    (slot, reason)
+    let reason = balancer::<V4>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4off);
+    (lb.lb_id, reason)
 }
-
-/// The rules in order, once the packet is parsed and its source looked up:
-/// the internal scheme, the security groups, fragments, then the stateful
-/// check (done last: a socket lookup costs more than the trie).
-#[inline(always)]
-fn decide(
-    ctx: &XdpContext,
-    l4: &L4,
-    inside_internal_networks: bool,
-    rules: Option<&SgRules>,
-    tuple: *mut bpf_sock_tuple,
-    tuple_size: u32,
-) -> Reason {
-    let may_be_reply = !l4.fragment && !l4.opens;
-    if !inside_internal_networks {
-        if may_be_reply && is_reply(ctx, tuple, tuple_size, l4) {
-            return Reason::PassReply;
-        }
-        return Reason::DropInternal;
-    }
-    if rules.is_some_and(|r| r.allows(l4.proto, l4.dport, l4.fragment)) {
-        return Reason::PassAllowed;
-    }
-    if l4.fragment {
-        return Reason::DropFragment;
-    }
-    if may_be_reply && is_reply(ctx, tuple, tuple_size, l4) {
-        return Reason::PassReply;
-    }
-    Reason::DropDenied
-}
-
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
 
 fn ipv6(ctx: &XdpContext, off: usize) -> (u32, Reason) {
-    let Some(hdr) = read::<[u8; 40]>(ctx, off) else {
+    let Some(ip) = read::<Ipv6Hdr>(ctx, off) else {
         return (NO_LB, Reason::DropMalformed);
     };
-    let mut dst = [0u8; 16];
-    dst.copy_from_slice(&hdr[24..40]);
     let bank = active_bank();
-    let Some(lb) = (unsafe { LB_ADDRS_V6.get(AddrKeyV6 { bank, addr: dst }) }).copied() else {
+    let key = AddrKeyV6 {
+        bank,
+        addr: ip.dst_addr,
+    };
+    let Some(lb) = (unsafe { LB_ADDRS_V6.get(key) }).copied() else {
         return (NO_LB, Reason::PassNotBalancer);
     };
-    let slot = lb.lb_id;
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&hdr[8..24]);
+    let mut flow = Flow {
+        proto: ip.next_hdr,
+        ..Flow::default()
+    };
+    let l4off = ipv6_transport_offset(ctx, off, &ip, &mut flow);
+    let reason = balancer::<V6>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4off);
+    (lb.lb_id, reason)
+}
 
-    let payload = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
+const IPPROTO_HOPOPTS: u8 = IpProto::HopOpt as u8;
+const IPPROTO_ROUTING: u8 = IpProto::Ipv6Route as u8;
+const IPPROTO_FRAGMENT: u8 = IpProto::Ipv6Frag as u8;
+const IPPROTO_AH: u8 = IpProto::Ah as u8;
+const IPPROTO_DSTOPTS: u8 = IpProto::Ipv6Opts as u8;
+
+/// Checks the IPv6 header `ip` (at `off`) and walks its extension headers to
+/// the transport header: its offset, with `flow`'s protocol and fragment flag
+/// set, or the verdict on a packet that cannot be parsed. The extension
+/// headers are read as bytes: `network-types` has no structures for them.
+#[inline(always)]
+fn ipv6_transport_offset(
+    ctx: &XdpContext,
+    off: usize,
+    ip: &Ipv6Hdr,
+    flow: &mut Flow,
+) -> Result<usize, Reason> {
+    let payload = ip.payload_len() as usize;
     let pkt_len = ctx.data_end() - ctx.data();
     // Payload length 0 means a jumbogram, which xalb does not accept.
-    if hdr[0] >> 4 != 6 || payload == 0 || off + 40 + payload > pkt_len {
-        return (slot, Reason::DropMalformed);
+    if ip.version() != 6 || payload == 0 || off + Ipv6Hdr::LEN + payload > pkt_len {
+        return Err(Reason::DropMalformed);
     }
-
-    // Walk the extension headers to the transport header.
-    let mut next = hdr[6];
-    let mut l4off = off + 40;
-    let mut fragment = false;
+    let mut next = ip.next_hdr;
+    let mut l4off = off + Ipv6Hdr::LEN;
     for _ in 0..MAX_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH => {
-                let Some(ext) = read::<[u8; 2]>(ctx, l4off) else {
-                    return (slot, Reason::DropMalformed);
-                };
+                let ext = read::<[u8; 2]>(ctx, l4off).ok_or(Reason::DropMalformed)?;
                 let len = if next == IPPROTO_AH {
                     (ext[1] as usize + 2) * 4
                 } else {
@@ -380,82 +408,147 @@ fn ipv6(ctx: &XdpContext, off: usize) -> (u32, Reason) {
                 l4off += len;
             }
             IPPROTO_FRAGMENT => {
-                let Some(ext) = read::<[u8; 8]>(ctx, l4off) else {
-                    return (slot, Reason::DropMalformed);
-                };
+                let ext = read::<[u8; 8]>(ctx, l4off).ok_or(Reason::DropMalformed)?;
                 next = ext[0];
                 // Any fragment header marks a fragment, even offset 0 without
                 // the M flag (an atomic fragment): its ports are not trusted.
-                fragment = true;
+                flow.fragment = true;
                 l4off += 8;
             }
             _ => break,
         }
         if l4off > MAX_L4_OFFSET {
-            return (slot, Reason::DropUnparsed);
+            return Err(Reason::DropUnparsed);
         }
     }
+    flow.proto = next;
     if matches!(
         next,
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
     ) || l4off > MAX_L4_OFFSET
     {
-        return (slot, Reason::DropUnparsed);
+        return Err(Reason::DropUnparsed);
     }
-    if l4off > off + 40 + payload {
-        return (slot, Reason::DropMalformed);
+    if l4off > off + Ipv6Hdr::LEN + payload {
+        return Err(Reason::DropMalformed);
     }
+    Ok(l4off)
+}
 
-    let mut l4 = L4 {
-        proto: next,
-        dport: 0,
-        sport: 0,
-        fragment,
-        opens: false,
+/// The verdict on a packet to balancer `lb` once its L3 header is parsed
+/// (`l4off`: the transport header's offset, or the verdict the L3 checks
+/// reached), then the verdict log. Shared by both families.
+#[inline(always)]
+fn balancer<F: Family>(
+    ctx: &XdpContext,
+    bank: u32,
+    lb: &LbAddr,
+    src: &F::Addr,
+    dst: &F::Addr,
+    mut flow: Flow,
+    l4off: Result<usize, Reason>,
+) -> Reason {
+    let reason = match l4off {
+        Ok(l4off) => rules::<F>(ctx, bank, lb, src, dst, &mut flow, l4off),
+        Err(reason) => reason,
     };
-    if !fragment {
-        match transport(ctx, l4off, next) {
-            Some((s, d, extra)) => {
-                l4.sport = s;
-                l4.dport = d;
-                l4.opens = next == proto::TCP && extra & TCP_SYN_ACK == TCP_SYN;
-                let icmp_type = extra;
-                // Neighbour discovery (router/neighbour solicitation and
-                // advertisement, redirect) must never be black-holed,
-                // whatever the rules and scheme.
-                if next == proto::ICMPV6 && (133..=137).contains(&icmp_type) {
-                    return (slot, Reason::PassNeighbour);
-                }
-            }
-            None => return (slot, Reason::DropMalformed),
+    if XDP_LOG.load() != 0 {
+        let record = VerdictRecord {
+            lb_id: lb.lb_id,
+            reason: reason as u8,
+            proto: flow.proto,
+            family: F::FAMILY,
+            _pad: 0,
+            sport: flow.sport,
+            dport: flow.dport,
+            src: F::wide(src),
+            dst: F::wide(dst),
+        };
+        log_verdict(ctx, &record);
+    }
+    reason
+}
+
+/// Out of line: the packet path keeps its registers and size when the log is on.
+#[inline(never)]
+fn log_verdict(ctx: &XdpContext, record: &VerdictRecord) {
+    info!(ctx, "{:x}", record.as_bytes());
+}
+
+/// The transport header, neighbour discovery, the source lookups and the
+/// rules, for a packet whose transport header is at `l4off`.
+#[inline(always)]
+fn rules<F: Family>(
+    ctx: &XdpContext,
+    bank: u32,
+    lb: &LbAddr,
+    src: &F::Addr,
+    dst: &F::Addr,
+    flow: &mut Flow,
+    l4off: usize,
+) -> Reason {
+    if !flow.fragment {
+        let Some(icmp_type) = transport(ctx, l4off, flow) else {
+            return Reason::DropMalformed;
+        };
+        // Neighbour discovery (router/neighbour solicitation and
+        // advertisement, redirect) must never be black-holed, whatever the
+        // rules and scheme.
+        if F::FAMILY == 6 && flow.proto == proto::ICMPV6 && (133..=137).contains(&icmp_type) {
+            return Reason::PassNeighbour;
         }
     }
-
-    let id = trie_id(bank, lb.lb_id);
     let key = Key::new(
-        LB_ID_BITS + 128,
-        SrcKeyV6 {
-            lb_id: id,
-            addr: src,
-        },
+        LB_ID_BITS + F::ADDR_BITS,
+        F::src_key(trie_id(bank, lb.lb_id), *src),
     );
-    let mut tuple = TupleV6 {
-        saddr: src,
-        daddr: dst,
-        sport: l4.sport.to_be_bytes(),
-        dport: l4.dport.to_be_bytes(),
+    let mut tuple = Tuple {
+        saddr: *src,
+        daddr: *dst,
+        sport: flow.sport.to_be_bytes(),
+        dport: flow.dport.to_be_bytes(),
     };
-    let tuple_ptr = &mut tuple as *mut TupleV6 as *mut bpf_sock_tuple;
-    let inside = lb.flags & LB_FLAG_INTERNAL == 0 || INTERNAL_V6.get(&key).is_some();
-    let reason = decide(
+    let tuple_ptr = &mut tuple as *mut Tuple<F::Addr> as *mut bpf_sock_tuple;
+    let inside = lb.flags & LB_FLAG_INTERNAL == 0 || F::inside_internal_networks(&key);
+    decide(
         ctx,
-        &l4,
+        flow,
         inside,
-        SG_V6.get(&key),
+        F::rules(&key),
         tuple_ptr,
-        size_of::<TupleV6>() as u32,
-    );
-    (slot, reason)
+        size_of::<Tuple<F::Addr>>() as u32,
+    )
+}
+
+/// The rules in order, once the packet is parsed and its source looked up:
+/// the internal scheme, the security groups, fragments, then the stateful
+/// check (done last: a socket lookup costs more than the trie).
+#[inline(always)]
+fn decide(
+    ctx: &XdpContext,
+    flow: &Flow,
+    inside_internal_networks: bool,
+    rules: Option<&SgRules>,
+    tuple: *mut bpf_sock_tuple,
+    tuple_size: u32,
+) -> Reason {
+    let may_be_reply = !flow.fragment && !flow.opens;
+    if !inside_internal_networks {
+        if may_be_reply && is_reply(ctx, tuple, tuple_size, flow) {
+            return Reason::PassReply;
+        }
+        return Reason::DropInternal;
+    }
+    if rules.is_some_and(|r| r.allows(flow.proto, flow.dport, flow.fragment)) {
+        return Reason::PassAllowed;
+    }
+    if flow.fragment {
+        return Reason::DropFragment;
+    }
+    if may_be_reply && is_reply(ctx, tuple, tuple_size, flow) {
+        return Reason::PassReply;
+    }
+    Reason::DropDenied
 }
 
 #[cfg(not(test))]

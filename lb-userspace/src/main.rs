@@ -48,6 +48,10 @@ enum Cmd {
         /// cookie key).
         #[arg(long, default_value = "/var/lib/xalb")]
         state_dir: PathBuf,
+        /// Log every XDP verdict on a balancer's packets (target `xalb::xdp`,
+        /// INFO). Off, the XDP program carries no logging at all.
+        #[arg(long)]
+        xdp_log: bool,
     },
     /// Ask a running xalb to re-read its configuration (as SIGHUP does) and
     /// say whether it was applied.
@@ -134,12 +138,14 @@ fn main() -> ExitCode {
             worker_affinity,
             stats_interval,
             state_dir,
+            xdp_log,
         } => xalb::daemon::run(xalb::daemon::RunOptions {
             config,
             xdp_mode,
             worker_affinity,
             stats_interval: Duration::from_secs(stats_interval),
             state_dir,
+            xdp_log,
         })
         .map_err(|e| match e {
             xalb::daemon::RunError::Apply(xalb::daemon::ApplyError::Config(c))

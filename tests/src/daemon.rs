@@ -1,10 +1,10 @@
 //! `xalb run` as a child process inside a namespace.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -14,10 +14,49 @@ use crate::netns::Netns;
 pub struct Daemon {
     child: Child,
     stdout: mpsc::Receiver<String>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Arc<Stderr>,
+    /// Reads stderr into `stderr` until xalb closes it.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     /// The state directory made for it (none when the caller chose one),
     /// removed on drop.
     own_state: Option<std::path::PathBuf>,
+}
+
+/// xalb's stderr as read so far, line by line.
+#[derive(Default)]
+struct Stderr {
+    /// The lines, and whether xalb closed its stderr.
+    read: Mutex<(Vec<String>, bool)>,
+    /// Notified on every line and at the end.
+    changed: Condvar,
+}
+
+impl Stderr {
+    /// Reads `from` until its end.
+    fn read_all(&self, from: impl std::io::Read) {
+        let mut from = BufReader::new(from);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let more = matches!(from.read_until(b'\n', &mut line), Ok(n) if n > 0);
+            let mut read = self.read.lock().unwrap();
+            if more {
+                let text = String::from_utf8_lossy(&line);
+                read.0.push(text.trim_end_matches('\n').to_string());
+            } else {
+                read.1 = true;
+            }
+            self.changed.notify_all();
+            if !more {
+                return;
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        let read = self.read.lock().unwrap();
+        read.0.iter().map(|l| format!("{l}\n")).collect()
+    }
 }
 
 static NEXT_STATE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -66,7 +105,7 @@ impl Daemon {
             .context("starting xalb")?;
         crate::interrupt::add_daemon(child.id());
         let out = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
+        let err = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -75,15 +114,14 @@ impl Daemon {
                 }
             }
         });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
+        let stderr = Arc::new(Stderr::default());
+        let reader = stderr.clone();
+        let stderr_reader = Some(std::thread::spawn(move || reader.read_all(err)));
         let mut d = Self {
             child,
             stdout: rx,
             stderr,
+            stderr_reader,
             own_state,
         };
         match d.stdout.recv_timeout(Duration::from_secs(20)) {
@@ -92,10 +130,9 @@ impl Daemon {
                 crate::interrupt::remove_daemon(d.child.id());
                 let _ = d.child.kill();
                 let _ = d.child.wait();
-                let stderr = std::mem::replace(&mut d.stderr, std::thread::spawn(String::new));
                 bail!(
                     "xalb did not become ready ({other:?}); stderr:\n{}",
-                    stderr.join().unwrap_or_default()
+                    d.stderr_to_end()
                 )
             }
         }
@@ -107,9 +144,7 @@ impl Daemon {
         // SAFETY: kill with a valid pid of our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait()?;
-        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new))
-            .join()
-            .unwrap_or_default();
+        let stderr = self.stderr_to_end();
         if !status.success() {
             bail!("xalb exited with {status}; stderr:\n{stderr}");
         }
@@ -134,6 +169,47 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits until xalb writes a line of stderr (since its start) that
+    /// `wanted` accepts, and returns it; fails if none comes within `limit`
+    /// or xalb closes its stderr first.
+    pub fn wait_stderr(&self, limit: Duration, wanted: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + limit;
+        let mut read = self.stderr.read.lock().unwrap();
+        let mut seen = 0;
+        loop {
+            if let Some(line) = read.0[seen..].iter().find(|l| wanted(l)) {
+                return Ok(line.clone());
+            }
+            seen = read.0.len();
+            let now = Instant::now();
+            if read.1 || now >= deadline {
+                let why = if read.1 {
+                    "xalb closed its stderr"
+                } else {
+                    "timed out"
+                };
+                bail!(
+                    "{why} before the line waited for; stderr:\n{}",
+                    read.0.join("\n")
+                );
+            }
+            read = self
+                .stderr
+                .changed
+                .wait_timeout(read, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// The whole stderr, once xalb has exited.
+    fn stderr_to_end(&mut self) -> String {
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        self.stderr.text()
     }
 }
 

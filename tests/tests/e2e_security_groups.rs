@@ -249,3 +249,83 @@ fn run_refuses_a_host_that_does_not_match() {
     );
     assert!(!bed.xdp_attached());
 }
+
+/// How long a verdict line may take to reach xalb's stderr.
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `line` is a verdict line (tracing target `xalb::xdp`) saying `what`.
+fn verdict_line(line: &str, what: &str) -> bool {
+    line.contains("xalb::xdp") && line.ends_with(what)
+}
+
+#[test]
+fn with_xdp_log_each_verdict_is_a_line() {
+    let bed = Bed::new(PUBLIC, &[]);
+    let _srv = Server::start(&bed.lb, "10.231.0.10:80".parse().unwrap(), "hello").unwrap();
+    let daemon = Daemon::start(&bed.lb, &bed.config, &["--xdp-log"]).unwrap();
+    assert_eq!(
+        bed.probe(Some("10.231.0.2:40312"), "10.231.0.10:8080"),
+        Outcome::NoAnswer
+    );
+    daemon
+        .wait_stderr(LOG_WAIT, |l| {
+            verdict_line(
+                l,
+                "XDP drop_no_rule edge tcp 10.231.0.2:40312 -> 10.231.0.10:8080",
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        bed.probe(Some("10.231.0.2:40313"), "10.231.0.10:80"),
+        Outcome::Answered("hello".into())
+    );
+    daemon
+        .wait_stderr(LOG_WAIT, |l| {
+            verdict_line(
+                l,
+                "XDP pass_allowed edge tcp 10.231.0.2:40313 -> 10.231.0.10:80",
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        bed.probe(Some("[fd00:231::2]:40314"), "[fd00:231::10]:8080"),
+        Outcome::NoAnswer
+    );
+    daemon
+        .wait_stderr(LOG_WAIT, |l| {
+            verdict_line(
+                l,
+                "XDP drop_no_rule edge tcp [fd00:231::2]:40314 -> [fd00:231::10]:8080",
+            )
+        })
+        .unwrap();
+    daemon.stop().unwrap();
+}
+
+/// `xalb_xdp_packets_total` for (balancer, reason), from the admin endpoint.
+fn xdp_packets(bed: &Bed, lb: &str, reason: &str) -> u64 {
+    let reply = xalb_tests::http::in_ns(&bed.lb, async move || {
+        xalb_tests::http::get(xalb_tests::bed::ADMIN.parse().unwrap(), "/metrics", &[]).await
+    })
+    .unwrap()
+    .unwrap();
+    let series = format!("xalb_xdp_packets_total{{load_balancer=\"{lb}\",reason=\"{reason}\"}} ");
+    String::from_utf8_lossy(&reply.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+#[test]
+fn without_xdp_log_no_verdict_is_logged() {
+    let bed = Bed::new(PUBLIC, &[]);
+    let daemon = Daemon::start(&bed.lb, &bed.config, &[]).unwrap();
+    assert_eq!(
+        bed.probe(Some("10.231.0.2:40315"), "10.231.0.10:8080"),
+        Outcome::NoAnswer
+    );
+    // The counter proves the XDP program decided on the packet.
+    assert!(xdp_packets(&bed, "edge", "drop_no_rule") >= 1);
+    let (_, stderr) = daemon.stop().unwrap();
+    assert!(!stderr.lines().any(|l| l.contains("xalb::xdp")), "{stderr}");
+}

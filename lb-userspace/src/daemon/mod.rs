@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub stats_interval: Duration,
     /// What must survive a restart: the stickiness cookie key.
     pub state_dir: PathBuf,
+    /// Log every XDP verdict on a balancer's packets (`xalb::xdp`, INFO).
+    pub xdp_log: bool,
 }
 
 /// A reload request from the admin endpoint; answered with what was applied
@@ -63,6 +65,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         opts.config.clone(),
         opts.xdp_mode,
         opts.worker_affinity,
+        opts.xdp_log,
     ))?;
     crate::memory::give_back_freed();
     let admin_addr = running.cfg.admin.listen;

@@ -59,6 +59,7 @@ impl Running {
         path: PathBuf,
         xdp_mode: XdpModeChoice,
         worker_affinity: WorkerAffinity,
+        xdp_log: bool,
     ) -> Result<Self, ApplyError> {
         let slots = LbSlots::for_config(&cfg);
         let kcfg = kernel::compile(&cfg, &slots)?;
@@ -76,7 +77,7 @@ impl Running {
         for b in &plan.bindings {
             listeners.push(listener::bind(b.addr, workers.len())?);
         }
-        let mut dp = Datapath::load()?;
+        let mut dp = Datapath::load_with(xdp_log)?;
         dp.apply(&kcfg)?;
         dp.attach_all(interfaces(&cfg), xdp_mode)?;
         let mut running = Self {

@@ -44,6 +44,8 @@ pub struct KernelConfig {
     pub internal_v6: Vec<(u32, Ipv6Net)>,
     pub sg_v4: Vec<(u32, Ipv4Net, SgRules)>,
     pub sg_v6: Vec<(u32, Ipv6Net, SgRules)>,
+    /// Each balancer's name by id, for the XDP verdict log.
+    pub names: Vec<(u32, String)>,
 }
 
 /// One ingress rule as the kernel sees it.
@@ -80,6 +82,7 @@ pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileErr
                 0
             },
         };
+        out.names.push((id, lb.name.clone()));
         for &addr in &lb.addresses {
             if let Some(first) = owner.insert(addr, &lb.name) {
                 return Err(CompileError::SharedAddress {

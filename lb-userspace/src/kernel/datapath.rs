@@ -7,11 +7,12 @@ use std::collections::BTreeSet;
 
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode};
-use aya::{Ebpf, EbpfError};
+use aya::{Ebpf, EbpfError, EbpfLoader};
 use tracing::{info, warn};
 
 use super::compile::KernelConfig;
 use super::maps::{Maps, MapsError};
+use super::verdict_log::{VerdictLog, VerdictLogError};
 
 /// The XDP object built by `cargo xtask build-ebpf`, embedded at compile time.
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("XALB_EBPF_OBJECT"));
@@ -37,6 +38,8 @@ pub enum DatapathError {
     },
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error(transparent)]
+    VerdictLog(#[from] VerdictLogError),
 }
 
 /// How to attach: `auto` tries native (driver) mode and falls back to generic.
@@ -53,15 +56,29 @@ pub struct Datapath {
     pub maps: Maps,
     /// Interface → (link, mode).
     links: std::collections::BTreeMap<String, (XdpLinkId, &'static str)>,
+    /// The verdict log's reader, when the program logs its verdicts.
+    verdict_log: Option<VerdictLog>,
 }
 
 impl Datapath {
-    /// Loads the program into the kernel (verifier included) with empty maps.
+    /// Loads the program into the kernel (verifier included) with empty
+    /// maps and no verdict log.
     pub fn load() -> Result<Self, DatapathError> {
+        Self::load_with(false)
+    }
+
+    /// [`Self::load`], with the verdict log on or off. The switch is a
+    /// read-only global set before the verifier runs: off, the logging code
+    /// is pruned from the program.
+    pub fn load_with(verdict_log: bool) -> Result<Self, DatapathError> {
         if XDP_OBJECT.is_empty() {
             return Err(DatapathError::NoObject);
         }
-        let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(DatapathError::Load)?;
+        let mut loader = EbpfLoader::new();
+        if verdict_log {
+            loader.override_global(lb_common::XDP_LOG_GLOBAL, &1u8, true);
+        }
+        let mut ebpf = loader.load(XDP_OBJECT).map_err(DatapathError::Load)?;
         let prog: &mut Xdp = ebpf
             .program_mut(lb_common::XDP_PROGRAM)
             .ok_or(DatapathError::NoProgram(lb_common::XDP_PROGRAM))?
@@ -69,11 +86,28 @@ impl Datapath {
             .map_err(DatapathError::Verify)?;
         prog.load().map_err(DatapathError::Verify)?;
         let maps = Maps::take_from(&mut ebpf)?;
+        let verdict_log = if verdict_log {
+            Some(VerdictLog::start(&mut ebpf)?)
+        } else {
+            None
+        };
         Ok(Self {
             ebpf,
             maps,
             links: Default::default(),
+            verdict_log,
         })
+    }
+
+    pub fn verdict_log_on(&self) -> bool {
+        self.verdict_log.is_some()
+    }
+
+    /// Reads the verdict log records waiting, for a datapath loaded outside
+    /// a tokio runtime (inside one, a task reads them as they arrive);
+    /// returns how many records were read since the last call.
+    pub fn flush_verdict_log(&mut self) -> usize {
+        self.verdict_log.as_mut().map_or(0, VerdictLog::flush)
     }
 
     pub fn program(&self) -> &Xdp {
@@ -91,6 +125,11 @@ impl Datapath {
     }
 
     pub fn apply(&mut self, cfg: &KernelConfig) -> Result<(), DatapathError> {
+        // Names first: a verdict under the new configuration must find its
+        // balancer's name.
+        if let Some(log) = &self.verdict_log {
+            log.set_names(&cfg.names);
+        }
         Ok(self.maps.apply(cfg)?)
     }
 

@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod host;
 pub mod maps;
 pub mod slots;
+pub mod verdict_log;
 
 pub use compile::{compile, CompileError, KernelConfig};
 pub use datapath::{Datapath, DatapathError, XdpModeChoice};
