@@ -278,9 +278,13 @@ pub enum Reason {
     /// IPv6 extension-header chain longer than the parser follows, or an
     /// unknown header before the transport header.
     DropUnparsed = 9,
+    /// An ICMP error (unreachable, packet too big, time exceeded, parameter
+    /// problem) about a connection of this host: path MTU discovery and
+    /// connection errors keep working whatever the rules.
+    PassRelated = 10,
 }
 
-pub const NUM_REASONS: u32 = 10;
+pub const NUM_REASONS: u32 = 11;
 
 impl Reason {
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -294,6 +298,7 @@ impl Reason {
         Reason::DropFragment,
         Reason::DropMalformed,
         Reason::DropUnparsed,
+        Reason::PassRelated,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -308,6 +313,7 @@ impl Reason {
             Reason::DropFragment => "drop_fragment",
             Reason::DropMalformed => "drop_malformed",
             Reason::DropUnparsed => "drop_unparsed",
+            Reason::PassRelated => "pass_related",
         }
     }
 
@@ -317,7 +323,19 @@ impl Reason {
     }
 
     pub const fn is_drop(self) -> bool {
-        (self as u32) >= Reason::DropInternal as u32
+        match self {
+            Reason::PassNotBalancer
+            | Reason::PassNonIp
+            | Reason::PassNeighbour
+            | Reason::PassAllowed
+            | Reason::PassReply
+            | Reason::PassRelated => false,
+            Reason::DropInternal
+            | Reason::DropDenied
+            | Reason::DropFragment
+            | Reason::DropMalformed
+            | Reason::DropUnparsed => true,
+        }
     }
 }
 
@@ -389,5 +407,13 @@ mod tests {
             assert_eq!(*reason as usize, i);
         }
         assert_eq!(Reason::from_index(NUM_REASONS), None);
+    }
+
+    #[test]
+    fn a_reason_drops_exactly_when_its_name_says_so() {
+        for r in Reason::ALL {
+            assert_eq!(r.is_drop(), r.name().starts_with("drop_"), "{}", r.name());
+            assert!(r.is_drop() || r.name().starts_with("pass_"), "{}", r.name());
+        }
     }
 }

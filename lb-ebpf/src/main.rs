@@ -172,15 +172,36 @@ struct Flow {
     /// A TCP SYN without ACK opens a connection: it is never a reply, so
     /// the socket lookup can be skipped when no rule allows it.
     opens: bool,
+    /// IPv6 hop limit (0 for IPv4): neighbour discovery must carry 255.
+    hop_limit: u8,
 }
 
-/// Reads what the rules need of the transport header at `off` into `flow`;
-/// returns the ICMP type (0 for other protocols), `None` if truncated.
+/// Where the transport header starts, and where the IP packet ends: headers
+/// are read within the packet's own length, never in trailing padding.
+#[derive(Clone, Copy)]
+struct L4 {
+    off: usize,
+    end: usize,
+}
+
+/// A copy of the `T` at `off` if it lies within the IP packet ending at
+/// `end` (and, for the verifier, within the frame).
 #[inline(always)]
-fn transport(ctx: &XdpContext, off: usize, flow: &mut Flow) -> Option<u8> {
+fn read_within<T: Copy>(ctx: &XdpContext, off: usize, end: usize) -> Option<T> {
+    if off + size_of::<T>() > end {
+        return None;
+    }
+    read::<T>(ctx, off)
+}
+
+/// Reads what the rules need of the transport header into `flow`; returns
+/// the ICMP type (0 for other protocols), `None` if truncated.
+#[inline(always)]
+fn transport(ctx: &XdpContext, l4: L4, flow: &mut Flow) -> Option<u8> {
+    let (off, end) = (l4.off, l4.end);
     match flow.proto {
         proto::TCP => {
-            let h = read::<TcpHdr>(ctx, off)?;
+            let h = read_within::<TcpHdr>(ctx, off, end)?;
             // The data offset must at least cover the fixed header.
             if h.doff() < 5 {
                 return None;
@@ -191,7 +212,7 @@ fn transport(ctx: &XdpContext, off: usize, flow: &mut Flow) -> Option<u8> {
             Some(0)
         }
         proto::UDP => {
-            let h = read::<UdpHdr>(ctx, off)?;
+            let h = read_within::<UdpHdr>(ctx, off, end)?;
             flow.sport = h.src_port();
             flow.dport = h.dst_port();
             Some(0)
@@ -199,7 +220,7 @@ fn transport(ctx: &XdpContext, off: usize, flow: &mut Flow) -> Option<u8> {
         proto::ICMP | proto::ICMPV6 => {
             // Type, code and checksum: all an ICMP message must have (the
             // `network-types` ICMP headers add the four bytes after them).
-            let h = read::<[u8; 4]>(ctx, off)?;
+            let h = read_within::<[u8; 4]>(ctx, off, end)?;
             Some(h[0])
         }
         _ => Some(0),
@@ -221,11 +242,11 @@ struct Tuple<A> {
 /// before). A listening or unconnected socket never counts, so this cannot open
 /// a listener port.
 #[inline(always)]
-fn is_reply(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: u32, flow: &Flow) -> bool {
+fn is_reply(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: u32, proto: u8) -> bool {
     let netns = BPF_F_CURRENT_NETNS as u64;
     let ctx_ptr = ctx.ctx as *mut _;
     unsafe {
-        let sk: *mut bpf_sock = match flow.proto {
+        let sk: *mut bpf_sock = match proto {
             proto::TCP => bpf_sk_lookup_tcp(ctx_ptr, tuple, size, netns, 0),
             proto::UDP => bpf_sk_lookup_udp(ctx_ptr, tuple, size, netns, 0),
             _ => return false,
@@ -233,7 +254,7 @@ fn is_reply(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: u32, flow: &Flow
         if sk.is_null() {
             return false;
         }
-        let connected = if flow.proto == proto::TCP {
+        let connected = if proto == proto::TCP {
             (*sk).state != BPF_TCP_LISTEN
         } else {
             // A connected UDP socket has a remote port; a bound-only one has none.
@@ -257,6 +278,12 @@ trait Family {
     fn rules(key: &Key<Self::SrcKey>) -> Option<&'static SgRules>;
     /// The address in 16 bytes, IPv4 in the first four.
     fn wide(addr: &Self::Addr) -> [u8; 16];
+    /// Whether an ICMP message of this family and type is an error that
+    /// quotes the packet it is about.
+    fn is_icmp_error(proto: u8, icmp_type: u8) -> bool;
+    /// The IP header an ICMP error quotes, at `off`: (protocol, source,
+    /// destination, offset of its transport header).
+    fn quoted(ctx: &XdpContext, off: usize, end: usize) -> Option<(u8, Self::Addr, Self::Addr, usize)>;
 }
 
 struct V4;
@@ -288,6 +315,23 @@ impl Family for V4 {
         w[..4].copy_from_slice(addr);
         w
     }
+
+    #[inline(always)]
+    fn is_icmp_error(proto: u8, icmp_type: u8) -> bool {
+        // Destination unreachable (fragmentation needed among them), time
+        // exceeded, parameter problem.
+        proto == proto::ICMP && matches!(icmp_type, 3 | 11 | 12)
+    }
+
+    #[inline(always)]
+    fn quoted(ctx: &XdpContext, off: usize, end: usize) -> Option<(u8, [u8; 4], [u8; 4], usize)> {
+        let ip = read_within::<Ipv4Hdr>(ctx, off, end)?;
+        let ihl = ip.ihl() as usize;
+        if ip.version() != 4 || ihl < Ipv4Hdr::LEN {
+            return None;
+        }
+        Some((ip.proto as u8, ip.src_addr, ip.dst_addr, off + ihl))
+    }
 }
 
 struct V6;
@@ -317,6 +361,24 @@ impl Family for V6 {
     fn wide(addr: &[u8; 16]) -> [u8; 16] {
         *addr
     }
+
+    #[inline(always)]
+    fn is_icmp_error(proto: u8, icmp_type: u8) -> bool {
+        // Destination unreachable, packet too big, time exceeded, parameter
+        // problem.
+        proto == proto::ICMPV6 && matches!(icmp_type, 1..=4)
+    }
+
+    #[inline(always)]
+    fn quoted(ctx: &XdpContext, off: usize, end: usize) -> Option<(u8, [u8; 16], [u8; 16], usize)> {
+        let ip = read_within::<Ipv6Hdr>(ctx, off, end)?;
+        // Only a transport header right after the fixed header: enough for
+        // the flows xalb's host opens.
+        if ip.version() != 6 {
+            return None;
+        }
+        Some((ip.next_hdr as u8, ip.src_addr, ip.dst_addr, off + Ipv6Hdr::LEN))
+    }
 }
 
 fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
@@ -340,12 +402,15 @@ fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
     let ihl = ip.ihl() as usize;
     let total = ip.tot_len() as usize;
     let pkt_len = ctx.data_end() - ctx.data();
-    let l4off = if ip.version() != 4 || ihl < Ipv4Hdr::LEN || total < ihl || off + total > pkt_len {
+    let l4 = if ip.version() != 4 || ihl < Ipv4Hdr::LEN || total < ihl || off + total > pkt_len {
         Err(Reason::DropMalformed)
     } else {
-        Ok(off + ihl)
+        Ok(L4 {
+            off: off + ihl,
+            end: off + total,
+        })
     };
-    let reason = balancer::<V4>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4off);
+    let reason = balancer::<V4>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4);
     (lb.lb_id, reason)
 }
 
@@ -363,10 +428,11 @@ fn ipv6(ctx: &XdpContext, off: usize) -> (u32, Reason) {
     };
     let mut flow = Flow {
         proto: ip.next_hdr,
+        hop_limit: ip.hop_limit,
         ..Flow::default()
     };
-    let l4off = ipv6_transport_offset(ctx, off, &ip, &mut flow);
-    let reason = balancer::<V6>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4off);
+    let l4 = ipv6_transport_offset(ctx, off, &ip, &mut flow);
+    let reason = balancer::<V6>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4);
     (lb.lb_id, reason)
 }
 
@@ -386,19 +452,20 @@ fn ipv6_transport_offset(
     off: usize,
     ip: &Ipv6Hdr,
     flow: &mut Flow,
-) -> Result<usize, Reason> {
+) -> Result<L4, Reason> {
     let payload = ip.payload_len() as usize;
     let pkt_len = ctx.data_end() - ctx.data();
     // Payload length 0 means a jumbogram, which xalb does not accept.
     if ip.version() != 6 || payload == 0 || off + Ipv6Hdr::LEN + payload > pkt_len {
         return Err(Reason::DropMalformed);
     }
+    let end = off + Ipv6Hdr::LEN + payload;
     let mut next = ip.next_hdr;
     let mut l4off = off + Ipv6Hdr::LEN;
     for _ in 0..MAX_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH => {
-                let ext = read::<[u8; 2]>(ctx, l4off).ok_or(Reason::DropMalformed)?;
+                let ext = read_within::<[u8; 2]>(ctx, l4off, end).ok_or(Reason::DropMalformed)?;
                 let len = if next == IPPROTO_AH {
                     (ext[1] as usize + 2) * 4
                 } else {
@@ -408,12 +475,18 @@ fn ipv6_transport_offset(
                 l4off += len;
             }
             IPPROTO_FRAGMENT => {
-                let ext = read::<[u8; 8]>(ctx, l4off).ok_or(Reason::DropMalformed)?;
+                let ext = read_within::<[u8; 8]>(ctx, l4off, end).ok_or(Reason::DropMalformed)?;
                 next = ext[0];
                 // Any fragment header marks a fragment, even offset 0 without
                 // the M flag (an atomic fragment): its ports are not trusted.
                 flow.fragment = true;
                 l4off += 8;
+                // A later fragment carries payload, not headers: what follows
+                // must not be read as one.
+                if u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0 {
+                    flow.proto = next;
+                    return Ok(L4 { off: l4off, end });
+                }
             }
             _ => break,
         }
@@ -429,10 +502,10 @@ fn ipv6_transport_offset(
     {
         return Err(Reason::DropUnparsed);
     }
-    if l4off > off + Ipv6Hdr::LEN + payload {
+    if l4off > end {
         return Err(Reason::DropMalformed);
     }
-    Ok(l4off)
+    Ok(L4 { off: l4off, end })
 }
 
 /// The verdict on a packet to balancer `lb` once its L3 header is parsed
@@ -446,10 +519,10 @@ fn balancer<F: Family>(
     src: &F::Addr,
     dst: &F::Addr,
     mut flow: Flow,
-    l4off: Result<usize, Reason>,
+    l4: Result<L4, Reason>,
 ) -> Reason {
-    let reason = match l4off {
-        Ok(l4off) => rules::<F>(ctx, bank, lb, src, dst, &mut flow, l4off),
+    let reason = match l4 {
+        Ok(l4) => rules::<F>(ctx, bank, lb, src, dst, &mut flow, l4),
         Err(reason) => reason,
     };
     if XDP_LOG.load() != 0 {
@@ -476,7 +549,7 @@ fn log_verdict(ctx: &XdpContext, record: &VerdictRecord) {
 }
 
 /// The transport header, neighbour discovery, the source lookups and the
-/// rules, for a packet whose transport header is at `l4off`.
+/// rules, for a packet whose transport header is at `l4`.
 #[inline(always)]
 fn rules<F: Family>(
     ctx: &XdpContext,
@@ -485,16 +558,23 @@ fn rules<F: Family>(
     src: &F::Addr,
     dst: &F::Addr,
     flow: &mut Flow,
-    l4off: usize,
+    l4: L4,
 ) -> Reason {
+    let mut icmp_type = 0;
     if !flow.fragment {
-        let Some(icmp_type) = transport(ctx, l4off, flow) else {
+        let Some(t) = transport(ctx, l4, flow) else {
             return Reason::DropMalformed;
         };
+        icmp_type = t;
         // Neighbour discovery (router/neighbour solicitation and
         // advertisement, redirect) must never be black-holed, whatever the
-        // rules and scheme.
-        if F::FAMILY == 6 && flow.proto == proto::ICMPV6 && (133..=137).contains(&icmp_type) {
+        // rules and scheme. Real ND comes from the link itself: hop limit
+        // 255 (RFC 4861), which a routed packet cannot keep.
+        if F::FAMILY == 6
+            && flow.proto == proto::ICMPV6
+            && (133..=137).contains(&icmp_type)
+            && flow.hop_limit == 255
+        {
             return Reason::PassNeighbour;
         }
     }
@@ -510,14 +590,52 @@ fn rules<F: Family>(
     };
     let tuple_ptr = &mut tuple as *mut Tuple<F::Addr> as *mut bpf_sock_tuple;
     let inside = lb.flags & LB_FLAG_INTERNAL == 0 || F::inside_internal_networks(&key);
-    decide(
+    let reason = decide(
         ctx,
         flow,
         inside,
         F::rules(&key),
         tuple_ptr,
         size_of::<Tuple<F::Addr>>() as u32,
-    )
+    );
+    if matches!(reason, Reason::DropDenied | Reason::DropInternal)
+        && F::is_icmp_error(flow.proto, icmp_type)
+        && is_related::<F>(ctx, l4, dst)
+    {
+        return Reason::PassRelated;
+    }
+    reason
+}
+
+/// Whether the ICMP error at `l4` quotes a packet this host sent from `dst`
+/// on a connection it still has (a connected TCP or UDP socket): then it is
+/// news for that connection (path MTU, unreachable), not a probe.
+#[inline(always)]
+fn is_related<F: Family>(ctx: &XdpContext, l4: L4, dst: &F::Addr) -> bool {
+    // The quoted header follows the ICMP header's 8 bytes.
+    let Some((quoted_proto, quoted_src, quoted_dst, ports_off)) = F::quoted(ctx, l4.off + 8, l4.end)
+    else {
+        return false;
+    };
+    if quoted_proto != proto::TCP && quoted_proto != proto::UDP {
+        return false;
+    }
+    let Some(ports) = read_within::<[u8; 4]>(ctx, ports_off, l4.end) else {
+        return false;
+    };
+    // The quoted packet left from the balancer address this error came to.
+    if F::wide(&quoted_src) != F::wide(dst) {
+        return false;
+    }
+    // The connection as the host sees packets coming in on it.
+    let mut tuple = Tuple {
+        saddr: quoted_dst,
+        daddr: quoted_src,
+        sport: [ports[2], ports[3]],
+        dport: [ports[0], ports[1]],
+    };
+    let tuple_ptr = &mut tuple as *mut Tuple<F::Addr> as *mut bpf_sock_tuple;
+    is_reply(ctx, tuple_ptr, size_of::<Tuple<F::Addr>>() as u32, quoted_proto)
 }
 
 /// The rules in order, once the packet is parsed and its source looked up:
@@ -534,7 +652,7 @@ fn decide(
 ) -> Reason {
     let may_be_reply = !flow.fragment && !flow.opens;
     if !inside_internal_networks {
-        if may_be_reply && is_reply(ctx, tuple, tuple_size, flow) {
+        if may_be_reply && is_reply(ctx, tuple, tuple_size, flow.proto) {
             return Reason::PassReply;
         }
         return Reason::DropInternal;
@@ -545,7 +663,7 @@ fn decide(
     if flow.fragment {
         return Reason::DropFragment;
     }
-    if may_be_reply && is_reply(ctx, tuple, tuple_size, flow) {
+    if may_be_reply && is_reply(ctx, tuple, tuple_size, flow.proto) {
         return Reason::PassReply;
     }
     Reason::DropDenied

@@ -19,6 +19,12 @@ pub enum L4 {
     Icmpv6 {
         ty: u8,
     },
+    /// An ICMP (IPv4) or ICMPv6 error of type `ty` quoting `quoted`: the
+    /// start of the IP packet it is about (see [`Packet::ip_bytes`]).
+    IcmpError {
+        ty: u8,
+        quoted: Vec<u8>,
+    },
     /// Another protocol number with an opaque payload.
     Other {
         proto: u8,
@@ -48,6 +54,11 @@ pub struct Packet {
     pub v4_frag: Option<(bool, u16)>,
     pub v6_ext: Vec<Ipv6Ext>,
     pub payload: usize,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub hop_limit: u8,
+    /// Bytes of the transport header and payload the IP length counts; the
+    /// rest of the frame is trailing padding (`None`: all of it counts).
+    pub ip_counts: Option<usize>,
 }
 
 impl Packet {
@@ -60,6 +71,8 @@ impl Packet {
             v4_frag: None,
             v6_ext: vec![],
             payload: 16,
+            hop_limit: 64,
+            ip_counts: None,
         }
     }
 
@@ -100,12 +113,31 @@ impl Packet {
         self
     }
 
+    pub fn hop_limit(mut self, hops: u8) -> Self {
+        self.hop_limit = hops;
+        self
+    }
+
+    /// The IP header says the packet ends `n` bytes into its transport
+    /// header; the frame still carries all of it, as padding.
+    pub fn ip_length_cut_to(mut self, n: usize) -> Self {
+        self.ip_counts = Some(n);
+        self
+    }
+
+    /// The frame without its Ethernet header: what an ICMP error quotes.
+    pub fn ip_bytes(&self) -> Vec<u8> {
+        self.build()[14 + 4 * self.vlans.len()..].to_vec()
+    }
+
     fn proto(&self) -> u8 {
         match self.l4 {
             L4::Tcp { .. } => 6,
             L4::Udp { .. } => 17,
             L4::Icmp { .. } => 1,
             L4::Icmpv6 { .. } => 58,
+            L4::IcmpError { .. } if self.dst.is_ipv4() => 1,
+            L4::IcmpError { .. } => 58,
             L4::Other { proto } => proto,
         }
     }
@@ -128,6 +160,11 @@ impl Packet {
                 h
             }
             L4::Icmp { ty } | L4::Icmpv6 { ty } => vec![ty, 0, 0, 0, 0, 0, 0, 0],
+            L4::IcmpError { ty, ref quoted } => {
+                let mut h = vec![ty, 0, 0, 0, 0, 0, 0, 0];
+                h.extend_from_slice(quoted);
+                return h;
+            }
             L4::Other { .. } => vec![],
         };
         t.extend(std::iter::repeat_n(0xab, self.payload));
@@ -141,10 +178,13 @@ impl Packet {
             f.extend_from_slice(&id.to_be_bytes());
         }
         let l4 = self.transport();
+        let counted = self.ip_counts.unwrap_or(l4.len());
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 f.extend_from_slice(&0x0800u16.to_be_bytes());
-                f.extend(ipv4_header(s, d, self.proto(), l4.len(), self.v4_frag));
+                let mut h = ipv4_header(s, d, self.proto(), counted, self.v4_frag);
+                h[8] = self.hop_limit;
+                f.extend(h);
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 f.extend_from_slice(&0x86ddu16.to_be_bytes());
@@ -172,7 +212,9 @@ impl Packet {
                         _ => exts.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]),
                     }
                 }
-                f.extend(ipv6_header(s, d, kinds[0], exts.len() + l4.len()));
+                let mut h = ipv6_header(s, d, kinds[0], exts.len() + counted);
+                h[7] = self.hop_limit;
+                f.extend(h);
                 f.extend(exts);
             }
             _ => panic!("source and destination of different families"),

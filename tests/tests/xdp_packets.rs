@@ -270,12 +270,19 @@ fn ipv6_rules_extension_headers_and_neighbour_discovery() {
         lb,
         Reason::DropDenied,
     );
-    // Neighbour solicitation / advertisement pass whatever the rules.
+    // Neighbour solicitation / advertisement pass whatever the rules, when
+    // they come from the link itself (hop limit 255); a routed one is not
+    // neighbour discovery and meets the rules.
     for ty in [133, 134, 135, 136, 137] {
         h.expect(
-            &Packet::new("fe80::1", "fd00:231::10", L4::Icmpv6 { ty }),
+            &Packet::new("fe80::1", "fd00:231::10", L4::Icmpv6 { ty }).hop_limit(255),
             lb,
             Reason::PassNeighbour,
+        );
+        h.expect(
+            &Packet::new("fe80::1", "fd00:231::10", L4::Icmpv6 { ty }).hop_limit(254),
+            lb,
+            Reason::DropDenied,
         );
     }
     // Extension headers are walked to the real transport header.
@@ -338,7 +345,7 @@ fn internal_scheme_drops_outside_sources_first() {
     );
     // Neighbour discovery comes from link-local sources: never dropped.
     h.expect(
-        &Packet::new("fe80::1", "fd00:231::20", L4::Icmpv6 { ty: 135 }),
+        &Packet::new("fe80::1", "fd00:231::20", L4::Icmpv6 { ty: 135 }).hop_limit(255),
         lb,
         Reason::PassNeighbour,
     );
@@ -577,4 +584,150 @@ fn a_balancer_new_to_a_reload_starts_from_zero_on_a_reused_row() {
     );
     h.expect(&denied, Some("edge"), Reason::DropDenied);
     assert_eq!(count(&h, "edge"), 1);
+}
+
+#[test]
+fn transport_headers_are_read_within_the_ip_packet_not_its_padding() {
+    let h = Harness::new(CONFIG);
+    let lb = Some("public");
+    let cases = [
+        (Packet::tcp("203.0.113.5", "10.231.0.10", 80), 20),
+        (Packet::tcp("fd00:231::5", "fd00:231::10", 443), 20),
+        (Packet::udp("10.231.3.3", "10.231.0.10", 53), 8),
+        (
+            Packet::new("10.231.3.3", "10.231.0.10", L4::Icmp { ty: 8 }),
+            4,
+        ),
+    ];
+    for (p, header) in cases {
+        // The whole header inside the IP length: the rules decide.
+        h.expect(&p.clone().ip_length_cut_to(header), lb, Reason::PassAllowed);
+        // One byte of it outside, in the frame's trailing padding: the
+        // packet is truncated, whatever the padding holds.
+        h.expect(&p.ip_length_cut_to(header - 1), lb, Reason::DropMalformed);
+    }
+}
+
+#[test]
+fn a_later_ipv6_fragment_is_payload_not_headers() {
+    let h = Harness::new(CONFIG);
+    let lb = Some("public");
+    // Eight destination-options headers after the fragment header: read as
+    // headers they would make the chain too long to follow; in a fragment
+    // with a non-zero offset they are payload, and the fragment meets the
+    // fragment rule.
+    let mut later = Packet::tcp("fd00:231::5", "fd00:231::10", 443).ext(Ipv6Ext::Fragment {
+        offset: 8,
+        more: false,
+    });
+    let mut first = Packet::tcp("fd00:231::5", "fd00:231::10", 443).ext(Ipv6Ext::Fragment {
+        offset: 0,
+        more: true,
+    });
+    for _ in 0..8 {
+        later = later.ext(Ipv6Ext::DestOpts);
+        first = first.ext(Ipv6Ext::DestOpts);
+    }
+    h.expect(&later, lb, Reason::DropFragment);
+    h.expect(&first, lb, Reason::DropUnparsed);
+}
+
+/// The start of the IP packet an ICMP error quotes: its header and the
+/// first 8 bytes after it (RFC 792 asks for no more).
+fn quote(p: &Packet) -> Vec<u8> {
+    let ip = p.ip_bytes();
+    let header = if p.src.is_ipv4() { 20 } else { 40 };
+    ip[..header + 8].to_vec()
+}
+
+#[test]
+fn icmp_errors_about_a_connection_of_this_host_pass_as_related() {
+    xalb_tests::require_root();
+    // A namespace whose loopback holds the balancer's addresses and a peer's,
+    // with a connection from the balancer address to the peer: the host's
+    // own connection an ICMP error can be about.
+    let ns = xalb_tests::netns::Netns::new("xdp-related").unwrap();
+    for addr in ["10.231.0.10/32", "10.231.3.3/32"] {
+        ns.ip(&["addr", "add", addr, "dev", "lo"]).unwrap();
+    }
+    for addr in ["fd00:231::10/128", "fd00:231::3:3/128"] {
+        ns.ip(&["addr", "add", addr, "dev", "lo", "nodad"]).unwrap();
+    }
+    ns.run(|| {
+        let h = Harness::new(CONFIG);
+        let lb = Some("public");
+        let connect = |local: &str, peer: &str| {
+            let listener = std::net::TcpListener::bind((peer, 0)).unwrap();
+            let socket = socket2::Socket::new(
+                if local.contains(':') {
+                    socket2::Domain::IPV6
+                } else {
+                    socket2::Domain::IPV4
+                },
+                socket2::Type::STREAM,
+                None,
+            )
+            .unwrap();
+            let local_ip: std::net::IpAddr = local.parse().unwrap();
+            socket
+                .bind(&std::net::SocketAddr::from((local_ip, 0)).into())
+                .unwrap();
+            socket
+                .connect(&listener.local_addr().unwrap().into())
+                .unwrap();
+            let stream: std::net::TcpStream = socket.into();
+            let accepted = listener.accept().unwrap().0;
+            (listener, stream, accepted)
+        };
+        for (local, peer, router, error_ty, other_ty) in [
+            ("10.231.0.10", "10.231.3.3", "198.51.100.1", 3, 8),
+            ("fd00:231::10", "fd00:231::3:3", "2001:db8::1", 2, 128),
+        ] {
+            let (_l, stream, _a) = connect(local, peer);
+            let ours = stream.local_addr().unwrap().port();
+            let theirs = stream.peer_addr().unwrap().port();
+            let sent =
+                |sport, dport, src: &str| quote(&Packet::new(src, peer, L4::Tcp { sport, dport }));
+            let error = |ty, quoted| Packet::new(router, local, L4::IcmpError { ty, quoted });
+            // Fragmentation needed / packet too big about our connection.
+            h.expect(
+                &error(error_ty, sent(ours, theirs, local)),
+                lb,
+                Reason::PassRelated,
+            );
+            // The same from a router the rules do not allow, about a
+            // connection the host does not have: denied.
+            h.expect(
+                &error(error_ty, sent(ours, theirs.wrapping_add(1), local)),
+                lb,
+                Reason::DropDenied,
+            );
+            // A quoted packet that did not leave from this balancer address.
+            h.expect(
+                &error(error_ty, sent(ours, theirs, peer)),
+                lb,
+                Reason::DropDenied,
+            );
+            // Not an error message, whatever it carries.
+            h.expect(
+                &error(other_ty, sent(ours, theirs, local)),
+                lb,
+                Reason::DropDenied,
+            );
+            // A quote whose ports are cut short by the IP length is not read.
+            let cut = error(error_ty, sent(ours, theirs, local));
+            let through_ports = if local.contains(':') { 40 + 4 } else { 20 + 4 };
+            h.expect(
+                &cut.clone().ip_length_cut_to(8 + through_ports),
+                lb,
+                Reason::PassRelated,
+            );
+            h.expect(
+                &cut.ip_length_cut_to(8 + through_ports - 1),
+                lb,
+                Reason::DropDenied,
+            );
+        }
+    })
+    .unwrap();
 }
