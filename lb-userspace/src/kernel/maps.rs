@@ -1,8 +1,10 @@
 //! Writing compiled configurations into the XDP program's maps.
 //!
 //! Two banks: a new configuration is written into the bank the program is not
-//! reading, then `ACTIVE_BANK` flips to it in one array update, then the old
-//! bank is emptied. A packet never sees half of a configuration.
+//! reading, then `ACTIVE_BANK` flips to it in one array update, then the
+//! daemon waits until no program that read the old bank number still runs
+//! ([`Grace`]), then the old bank is emptied. A packet never sees half of a
+//! configuration, nor an emptied one.
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
@@ -12,6 +14,7 @@ use lb_common::{
 };
 
 use super::compile::KernelConfig;
+use super::grace::{Grace, GraceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -25,6 +28,8 @@ pub enum MapsError {
     },
     #[error("cannot count the possible CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error(transparent)]
+    Grace(#[from] GraceError),
 }
 
 pub(super) fn ctx(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -42,6 +47,37 @@ pub struct Maps {
     pub(crate) counters: PerCpuArray<MapData, Counter>,
     backends: HashMap<MapData, u32, BackendSet>,
     bank: u32,
+    grace: Grace,
+}
+
+/// The steps of a configuration swap, apart so their order can be tested.
+pub(crate) trait BankOps {
+    /// Empties `bank` of configuration entries.
+    fn clear(&mut self, bank: u32) -> Result<(), MapsError>;
+    fn write(&mut self, bank: u32, cfg: &KernelConfig) -> Result<(), MapsError>;
+    /// Makes `bank` the one programs read from now on.
+    fn flip(&mut self, bank: u32) -> Result<(), MapsError>;
+    /// Returns once no program that may have read the old bank runs.
+    fn wait_for_readers(&mut self) -> Result<(), MapsError>;
+}
+
+/// Writes `cfg` into the bank after `active` and makes it active; returns
+/// it. Leftovers of a failed swap in that bank go first: nothing reads it.
+/// The old bank is emptied only after the wait, so a program that read it
+/// before the flip finds it whole. If the wait fails the old bank stays as
+/// it is (never read again; the next swap empties it before writing).
+pub(crate) fn swap(
+    ops: &mut impl BankOps,
+    active: u32,
+    cfg: &KernelConfig,
+) -> Result<u32, MapsError> {
+    let next = (active + 1) % NUM_BANKS;
+    ops.clear(next)?;
+    ops.write(next, cfg)?;
+    ops.flip(next)?;
+    ops.wait_for_readers()?;
+    ops.clear(active)?;
+    Ok(next)
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
@@ -91,6 +127,7 @@ impl Maps {
             counters: take(ebpf, map_names::COUNTERS)?,
             backends: take(ebpf, map_names::BACKENDS)?,
             bank,
+            grace: Grace::new()?,
         })
     }
 
@@ -99,19 +136,12 @@ impl Maps {
         self.bank
     }
 
-    /// Writes `cfg` into the inactive bank, makes it active, empties the old one.
-    /// On error the active configuration is untouched (the half-written bank is
-    /// never read, and is emptied before the next attempt).
+    /// Writes `cfg` into the inactive bank, makes it active, waits for the
+    /// programs that may still read the old one, empties it ([`swap`]). On
+    /// an error before the flip the active configuration is untouched.
     pub fn apply(&mut self, cfg: &KernelConfig) -> Result<(), MapsError> {
-        let next = (self.bank + 1) % NUM_BANKS;
-        self.clear_bank(next)?;
-        self.write_bank(next, cfg)?;
-        self.active
-            .set(0, next, 0)
-            .map_err(ctx(map_names::ACTIVE_BANK))?;
-        let old = self.bank;
-        self.bank = next;
-        self.clear_bank(old)
+        let active = self.bank;
+        swap(self, active, cfg).map(|_| ())
     }
 
     fn write_bank(&mut self, bank: u32, cfg: &KernelConfig) -> Result<(), MapsError> {
@@ -236,6 +266,28 @@ impl Maps {
     }
 }
 
+impl BankOps for Maps {
+    fn clear(&mut self, bank: u32) -> Result<(), MapsError> {
+        self.clear_bank(bank)
+    }
+
+    fn write(&mut self, bank: u32, cfg: &KernelConfig) -> Result<(), MapsError> {
+        self.write_bank(bank, cfg)
+    }
+
+    fn flip(&mut self, bank: u32) -> Result<(), MapsError> {
+        self.active
+            .set(0, bank, 0)
+            .map_err(ctx(map_names::ACTIVE_BANK))?;
+        self.bank = bank;
+        Ok(())
+    }
+
+    fn wait_for_readers(&mut self) -> Result<(), MapsError> {
+        Ok(self.grace.wait()?)
+    }
+}
+
 fn clear_trie<K: aya::Pod, V: aya::Pod>(
     trie: &mut LpmTrie<MapData, K, V>,
     bank: u32,
@@ -251,4 +303,74 @@ fn clear_trie<K: aya::Pod, V: aya::Pod>(
         trie.remove(&k).map_err(ctx(name))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the steps of a swap; fails the step named `fail`.
+    #[derive(Default)]
+    struct Steps {
+        log: Vec<String>,
+        fail: Option<&'static str>,
+    }
+
+    impl Steps {
+        fn step(&mut self, what: &'static str, bank: Option<u32>) -> Result<(), MapsError> {
+            self.log.push(match bank {
+                Some(b) => format!("{what} {b}"),
+                None => what.to_string(),
+            });
+            if self.fail == Some(what) {
+                return Err(MapsError::Missing("test"));
+            }
+            Ok(())
+        }
+    }
+
+    impl BankOps for Steps {
+        fn clear(&mut self, bank: u32) -> Result<(), MapsError> {
+            self.step("clear", Some(bank))
+        }
+        fn write(&mut self, bank: u32, _: &KernelConfig) -> Result<(), MapsError> {
+            self.step("write", Some(bank))
+        }
+        fn flip(&mut self, bank: u32) -> Result<(), MapsError> {
+            self.step("flip", Some(bank))
+        }
+        fn wait_for_readers(&mut self) -> Result<(), MapsError> {
+            self.step("wait", None)
+        }
+    }
+
+    #[test]
+    fn the_old_bank_is_emptied_only_after_the_readers_are_waited_for() {
+        let mut s = Steps::default();
+        assert_eq!(swap(&mut s, 0, &KernelConfig::default()).unwrap(), 1);
+        assert_eq!(s.log, ["clear 1", "write 1", "flip 1", "wait", "clear 0"]);
+        let mut s = Steps::default();
+        assert_eq!(swap(&mut s, 1, &KernelConfig::default()).unwrap(), 0);
+        assert_eq!(s.log, ["clear 0", "write 0", "flip 0", "wait", "clear 1"]);
+    }
+
+    #[test]
+    fn a_failed_wait_leaves_the_old_bank_whole() {
+        let mut s = Steps {
+            fail: Some("wait"),
+            ..Steps::default()
+        };
+        assert!(swap(&mut s, 0, &KernelConfig::default()).is_err());
+        assert_eq!(s.log, ["clear 1", "write 1", "flip 1", "wait"]);
+    }
+
+    #[test]
+    fn a_failed_write_never_flips() {
+        let mut s = Steps {
+            fail: Some("write"),
+            ..Steps::default()
+        };
+        assert!(swap(&mut s, 0, &KernelConfig::default()).is_err());
+        assert_eq!(s.log, ["clear 1", "write 1"]);
+    }
 }

@@ -4,6 +4,7 @@
 pub mod compile;
 pub mod counters;
 pub mod datapath;
+pub mod grace;
 pub mod host;
 pub mod maps;
 pub mod slots;
