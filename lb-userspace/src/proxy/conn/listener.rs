@@ -2,10 +2,11 @@
 //! listener port), HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, Cache};
 use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -105,65 +106,58 @@ pub struct Slot(Arc<SlotInner>);
 struct SlotInner {
     /// The address the socket listens on: the one its clients reached.
     addr: SocketAddr,
-    route: RwLock<Arc<Route>>,
-    /// Bumped on every replacement. A connection keeps its own copy of the
-    /// route and only re-reads it when this moved: per request that is one
-    /// read of a line nobody writes, instead of a lock and reference counts
-    /// every core contends for.
-    generation: AtomicU64,
+    route: ArcSwap<Route>,
 }
 
 impl Slot {
     pub fn new(addr: SocketAddr, route: Route) -> Self {
         Slot(Arc::new(SlotInner {
             addr,
-            route: RwLock::new(Arc::new(route)),
-            generation: AtomicU64::new(0),
+            route: ArcSwap::from_pointee(route),
         }))
     }
 
     pub fn replace(&self, route: Route) {
-        *self.0.route.write().unwrap() = Arc::new(route);
-        self.0.generation.fetch_add(1, Ordering::Release);
-    }
-
-    fn current(&self) -> (u64, Arc<Route>) {
-        let generation = self.0.generation.load(Ordering::Acquire);
-        (generation, self.0.route.read().unwrap().clone())
+        self.0.route.store(Arc::new(route));
     }
 }
 
-/// A connection's copy of its listener's route, refreshed when the slot's
-/// generation moves.
+impl std::ops::Deref for Slot {
+    type Target = ArcSwap<Route>;
+
+    fn deref(&self) -> &ArcSwap<Route> {
+        &self.0.route
+    }
+}
+
+/// A connection's own copy of its listener's route. Bringing it up to date
+/// ([`Cache::load`]) is one load of a pointer written only on reload, with
+/// no lock and no reference count touched (the route's is shared by every
+/// core).
+pub type OwnRoute = Cache<Slot, Arc<Route>>;
+
+/// A connection's view of its listener's route.
 pub struct ConnRoute {
     slot: Slot,
     /// A lock only one task ever takes: uncontended.
-    cached: std::sync::Mutex<(u64, Arc<Route>)>,
+    cached: std::sync::Mutex<OwnRoute>,
 }
 
 impl ConnRoute {
     fn new(slot: Slot) -> Self {
-        let cached = std::sync::Mutex::new(slot.current());
-        Self { slot, cached }
+        Self {
+            cached: std::sync::Mutex::new(Cache::new(slot.clone())),
+            slot,
+        }
     }
 
-    /// The route with its generation, for a caller that keeps its own copy
-    /// up to date with [`Self::refresh`].
-    pub fn own(&self) -> (u64, Arc<Route>) {
+    /// A copy of the route for a caller that keeps it and brings it up to
+    /// date itself.
+    pub fn own(&self) -> OwnRoute {
         self.cached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// `own` brought up to date: one atomic load when the listener's route
-    /// has not changed, and no reference count touched (the route's is
-    /// shared by every core).
-    pub fn refresh<'a>(&self, own: &'a mut (u64, Arc<Route>)) -> &'a Arc<Route> {
-        if self.slot.0.generation.load(Ordering::Acquire) != own.0 {
-            *own = self.slot.current();
-        }
-        &own.1
     }
 
     /// The balancer address and port the client connected to.
@@ -176,7 +170,7 @@ impl ConnRoute {
     /// only this connection takes.
     pub fn get(&self) -> Arc<Route> {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(self.refresh(&mut cached))
+        Arc::clone(cached.load())
     }
 }
 
@@ -217,7 +211,7 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     warn!(error = %e, "accept failed");
-                    slot.current().1.ctx.metrics.rejected_connections.incr();
+                    slot.load().ctx.metrics.rejected_connections.incr();
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
