@@ -11,7 +11,6 @@ use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -60,33 +59,24 @@ pub struct BindError {
 /// its own socket and the kernel spreads connections among them. Plain
 /// sockets: each worker's runtime takes its own (`TcpListener::from_std`).
 pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, BindError> {
-    use std::os::fd::{FromRawFd, IntoRawFd};
+    use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| BindError { addr, source };
     (0..workers.max(1))
         .map(|_| {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            }
+            // Non-blocking and close-on-exec from the start.
+            let socket = Socket::new(
+                Domain::for_address(addr),
+                Type::STREAM.nonblocking().cloexec(),
+                Some(Protocol::TCP),
+            )
             .map_err(err)?;
-            socket.set_reuseaddr(true).map_err(err)?;
-            socket.set_reuseport(true).map_err(err)?;
+            socket.set_reuse_address(true).map_err(err)?;
+            socket.set_reuse_port(true).map_err(err)?;
             // Accepted connections inherit it: no call per connection.
-            socket.set_nodelay(true).map_err(err)?;
-            socket.bind(addr).map_err(err)?;
-            let fd = socket.into_raw_fd();
-            // SAFETY: fd is a bound socket we own; ownership passes to the listener.
-            let listener = unsafe {
-                if libc::listen(fd, 4096) != 0 {
-                    let e = std::io::Error::last_os_error();
-                    libc::close(fd);
-                    return Err(err(e));
-                }
-                std::net::TcpListener::from_raw_fd(fd)
-            };
-            listener.set_nonblocking(true).map_err(err)?;
-            Ok(listener)
+            socket.set_tcp_nodelay(true).map_err(err)?;
+            socket.bind(&addr.into()).map_err(err)?;
+            socket.listen(4096).map_err(err)?;
+            Ok(socket.into())
         })
         .collect()
 }
@@ -457,4 +447,45 @@ fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32);
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn each_worker_gets_its_own_non_blocking_socket_on_one_address() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        // SO_REUSEPORT: more sockets on the same address, beside the first.
+        let more = bind(addr, 2).unwrap();
+        assert_eq!(more.len(), 2);
+        for l in first.iter().chain(&more) {
+            assert_eq!(l.local_addr().unwrap(), addr);
+            let s = socket2::SockRef::from(l);
+            assert!(s.nonblocking().unwrap());
+            assert!(s.reuse_port().unwrap() && s.reuse_address().unwrap());
+            assert!(s.tcp_nodelay().unwrap());
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", l.as_raw_fd())).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+                .unwrap();
+            assert_ne!(flags & libc::O_CLOEXEC, 0, "close-on-exec");
+        }
+        // Listening: a connection is accepted by one of them.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+    }
+
+    #[test]
+    fn an_address_in_use_without_reuse_is_a_bind_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = bind(addr, 1).unwrap_err();
+        assert_eq!(e.addr, addr);
+        assert_eq!(e.source.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }
