@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::daemon::{Refusal, ReloadRequest};
 use crate::kernel::Datapath;
-use crate::metrics::{Exposition, ListenerMetrics};
+use crate::metrics::{Exposition, GroupRow, Kind, ListenerMetrics};
 use crate::proxy::conn::spread::Spread;
 use crate::targets::health::HealthState;
 use crate::targets::{TargetGroupRuntime, TargetState};
@@ -108,43 +108,44 @@ pub fn targets(view: &AdminView, group: Option<&str>) -> TargetsReply {
 
 /// A metric family with a sample per listening address and worker: name,
 /// type, help, and how to read a worker's value.
-type PerWorkerFamily = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&Spread, usize) -> f64,
-);
+type PerWorkerFamily = (&'static str, Kind, &'static str, fn(&Spread, usize) -> u64);
 
 pub fn metrics(view: &AdminView) -> String {
     let mut e = Exposition::default();
-    for l in &view.listeners {
-        e.listener(&l.lb, &format!("{}:{}", l.lb, l.port), &l.metrics);
-    }
-    // Per listening address and worker. One family at a time: the text
-    // format wants each family's samples together, whatever the address.
+    let names: Vec<String> = view
+        .listeners
+        .iter()
+        .map(|l| format!("{}:{}", l.lb, l.port))
+        .collect();
+    let listeners: Vec<_> = view
+        .listeners
+        .iter()
+        .zip(&names)
+        .map(|(l, name)| (l.lb.as_str(), name.as_str(), &*l.metrics))
+        .collect();
+    e.listeners(&listeners);
+    // Per listening address and worker.
     let per_worker: [PerWorkerFamily; 2] = [
         (
             "xalb_worker_active_connection_count",
-            "gauge",
+            Kind::Gauge,
             "Open client connections per listening address and data-plane worker",
-            |spread, worker| spread.open_on(worker) as f64,
+            |spread, worker| spread.open_on(worker) as u64,
         ),
         (
             "xalb_worker_moved_connection_count",
-            "counter",
+            Kind::Counter,
             "Client connections a data-plane worker passed to a faster one between requests, per listening address",
-            |spread, worker| spread.load().moved(worker) as f64,
+            |spread, worker| spread.load().moved(worker),
         ),
     ];
     for (name, kind, help, value) in per_worker {
+        let mut f = e.family(name, kind, help);
         for s in &view.sockets {
             let addr = s.addr.to_string();
             for worker in 0..s.spread.workers() {
                 let label = worker.to_string();
-                e.sample(
-                    name,
-                    kind,
-                    help,
+                f.sample(
                     &[
                         ("load_balancer", s.lb.as_str()),
                         ("address", addr.as_str()),
@@ -156,52 +157,60 @@ pub fn metrics(view: &AdminView) -> String {
         }
     }
     let draining = view.draining.lock().unwrap();
-    for (lb, g) in &view.groups {
-        let states: Vec<HealthState> = g
-            .targets()
-            .iter()
-            .chain(
-                draining
+    let groups: Vec<GroupRow> = view
+        .groups
+        .iter()
+        .map(|(lb, g)| {
+            let states: Vec<HealthState> = g
+                .targets()
+                .iter()
+                .chain(
+                    draining
+                        .iter()
+                        .filter(|d| d.group == g.name())
+                        .map(|d| &d.target),
+                )
+                .map(|t| t.health.lock().unwrap().state)
+                .collect();
+            let count = |s: HealthState| states.iter().filter(|&&x| x == s).count();
+            GroupRow {
+                lb,
+                group: g.name(),
+                metrics: &g.metrics,
+                healthy: count(HealthState::Healthy),
+                unhealthy: count(HealthState::Unhealthy),
+                by_state: HealthState::ALL
                     .iter()
-                    .filter(|d| d.group == g.name())
-                    .map(|d| &d.target),
-            )
-            .map(|t| t.health.lock().unwrap().state)
-            .collect();
-        let count = |s: HealthState| states.iter().filter(|&&x| x == s).count();
-        let by_state: Vec<(&'static str, usize)> = HealthState::ALL
-            .iter()
-            .map(|&s| (s.as_str(), count(s)))
-            .collect();
-        e.group(
-            lb,
-            g.name(),
-            &g.metrics,
-            count(HealthState::Healthy),
-            count(HealthState::Unhealthy),
-            &by_state,
-        );
-    }
+                    .map(|&s| (s.as_str(), count(s)))
+                    .collect(),
+            }
+        })
+        .collect();
     drop(draining);
+    e.groups(&groups);
     if let Some(dp) = &view.datapath {
         if let Ok(rows) = dp.lock().unwrap().maps.read_counters(&view.lb_rows) {
-            for r in rows {
-                let lb = r.lb.as_deref().unwrap_or("");
-                let l = [("load_balancer", lb), ("reason", r.reason.name())];
-                e.sample(
+            let families = [
+                (
                     "xalb_xdp_packets_total",
-                    "counter",
                     "Packets the XDP program decided, by reason",
-                    &l,
-                    r.packets as f64,
-                );
-                e.sample(
+                    false,
+                ),
+                (
                     "xalb_xdp_bytes_total",
-                    "counter",
                     "Bytes the XDP program decided, by reason",
-                    &l,
-                    r.bytes as f64,
-                );
+                    true,
+                ),
+            ];
+            for (name, help, bytes) in families {
+                let mut f = e.family(name, Kind::Counter, help);
+                for r in &rows {
+                    let lb = r.lb.as_deref().unwrap_or("");
+                    f.sample(
+                        &[("load_balancer", lb), ("reason", r.reason.name())],
+                        if bytes { r.bytes } else { r.packets },
+                    );
+                }
             }
         }
     }

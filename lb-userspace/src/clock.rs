@@ -1,11 +1,11 @@
-//! Wall-clock times as text: HTTP dates (cookies' `Expires`) and RFC 3339
-//! (access logs), without a date library.
+//! Wall-clock times as text: HTTP dates (`Date`, cookies' `Expires`) and
+//! RFC 3339 (access logs).
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// RFC 1123 date in GMT, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`; times before
-/// 1970 are written as the epoch.
+/// 1970 are written as the epoch, times past year 9999 as its last second.
 pub fn http_date(t: SystemTime) -> String {
     let mut out = String::with_capacity(29);
     write_http_date(&mut out, t);
@@ -33,27 +33,13 @@ pub fn http_date_now() -> http::HeaderValue {
     })
 }
 
+/// Appends [`http_date`]'s text to `out`.
 pub fn write_http_date(out: &mut String, t: SystemTime) {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let in_day = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    // httpdate takes times from the epoch to the end of year 9999 only.
+    let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    let t = t.clamp(UNIX_EPOCH, last);
     // Infallible: writing to a String.
-    let _ = write!(
-        out,
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60,
-    );
+    let _ = write!(out, "{}", httpdate::HttpDate::from(t));
 }
 
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian
@@ -89,7 +75,6 @@ pub fn rfc3339_micros(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
@@ -113,6 +98,10 @@ mod tests {
         assert_eq!(
             http_date(UNIX_EPOCH - Duration::from_secs(5)),
             "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+        assert_eq!(
+            http_date(at(300_000_000_000)),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
         );
     }
 

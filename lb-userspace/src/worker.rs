@@ -28,17 +28,22 @@ const SLOTS: usize = 16;
 #[derive(Debug)]
 pub struct PerWorker<T>(Box<[Padded<T>]>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(128))]
 struct Padded<T>(T);
 
 impl<T: Default> Default for PerWorker<T> {
     fn default() -> Self {
-        Self((0..SLOTS).map(|_| Padded::default()).collect())
+        Self::new(T::default)
     }
 }
 
 impl<T> PerWorker<T> {
+    /// Every slot made by `make`.
+    pub fn new(mut make: impl FnMut() -> T) -> Self {
+        Self((0..SLOTS).map(|_| Padded(make())).collect())
+    }
+
     /// The current thread's slot.
     pub fn get(&self) -> &T {
         self.at(index())

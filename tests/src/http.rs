@@ -403,3 +403,18 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Result<String> {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
+
+/// Seconds from now until the `Expires=` date in cookie attributes
+/// (`Expires=Sun, 06 Nov 1994 08:49:37 GMT`, the IMF-fixdate form only).
+pub fn expires_in(attrs: &str) -> i64 {
+    let date = attrs
+        .split(';')
+        .find_map(|a| a.trim().strip_prefix("Expires="))
+        .unwrap_or_else(|| panic!("no Expires in {attrs:?}"));
+    let at = httpdate::parse_http_date(date).unwrap_or_else(|e| panic!("{date:?}: {e}"));
+    assert_eq!(httpdate::fmt_http_date(at), date, "not an IMF-fixdate");
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    };
+    secs(at) - secs(std::time::SystemTime::now())
+}

@@ -4,14 +4,14 @@
 //! pipelining and HTTP/2 multiplexing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use xalb_tests::bed::{lb, HttpBed};
 use xalb_tests::daemon::Daemon;
-use xalb_tests::http::{get, in_ns, raw, Client, Reply};
+use xalb_tests::http::{expires_in, get, in_ns, raw, Client, Reply};
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 /// The idle timeout (which also bounds a target's time to answer) is 10 s so
@@ -100,38 +100,6 @@ fn sets(r: &Reply, name: &str) -> bool {
         .get_all("set-cookie")
         .iter()
         .any(|v| v.to_str().unwrap().starts_with(&format!("{name}=")))
-}
-
-/// Seconds from now until the `Expires=` date in cookie attributes
-/// (`Expires=Sun, 06 Nov 1994 08:49:37 GMT`).
-fn expires_in(attrs: &str) -> i64 {
-    let date = attrs
-        .split(';')
-        .find_map(|a| a.trim().strip_prefix("Expires="))
-        .unwrap_or_else(|| panic!("no Expires in {attrs:?}"));
-    let f: Vec<&str> = date.split([' ', ':']).collect();
-    assert_eq!((f.len(), f[7]), (8, "GMT"), "{date}");
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == f[2])
-    .unwrap() as i64
-        + 1;
-    let n = |s: &str| s.parse::<i64>().unwrap();
-    // Days from civil (Howard Hinnant), for dates after 1970.
-    let (y, m, d) = (n(f[3]) - i64::from(month <= 2), month, n(f[1]));
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let at = days * 86_400 + n(f[4]) * 3600 + n(f[5]) * 60 + n(f[6]);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    at - now
 }
 
 // ---------------------------------------------------------------------------

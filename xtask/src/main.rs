@@ -148,6 +148,23 @@ fn test(args: Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` to completion and returns its stdout; a failure carries the
+/// command and its stderr.
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `cmd` with its output going where ours goes; fails unless it
+/// succeeds.
 pub(crate) fn run_status(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()

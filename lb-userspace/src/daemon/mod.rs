@@ -4,7 +4,6 @@
 mod affinity;
 pub mod backends;
 mod error;
-mod slice;
 mod state;
 pub mod sticky_key;
 mod workers;

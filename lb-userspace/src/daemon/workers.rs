@@ -44,9 +44,6 @@ impl Workers {
                             tracing::warn!(worker = i, cpu, error = %e, "cannot pin the worker to its CPU");
                         }
                     }
-                    if let Err(e) = super::slice::request(super::slice::WORKER_SLICE) {
-                        tracing::debug!(worker = i, error = %e, "cannot ask for a short scheduler slice");
-                    }
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -96,30 +93,6 @@ impl Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn workers_run_with_the_short_slice() {
-        use super::super::slice::{current, request, WORKER_SLICE};
-        // Kernels before 6.12 take no slice requests; the workers then run
-        // with none, like any thread.
-        let supported = std::thread::spawn(|| {
-            request(WORKER_SLICE).is_ok() && current().unwrap() == WORKER_SLICE
-        })
-        .join()
-        .unwrap();
-        let want = if supported {
-            WORKER_SLICE
-        } else {
-            std::time::Duration::ZERO
-        };
-        let w = Workers::start(2, WorkerAffinity::Any).unwrap();
-        for h in w.handles() {
-            let (tx, rx) = std::sync::mpsc::channel();
-            h.spawn(async move { tx.send(current().unwrap()) });
-            assert_eq!(rx.recv().unwrap(), want);
-        }
-        w.shutdown();
-    }
 
     /// The CPUs each worker thread may run on, as the kernel reports them.
     fn cpus_of_each(w: &Workers) -> Vec<Vec<usize>> {

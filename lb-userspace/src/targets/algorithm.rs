@@ -14,7 +14,9 @@
 
 use std::cmp::Ordering as Cmp;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::{ArcSwap, Cache};
 
 use super::group::TargetState;
 use crate::config::model::Algorithm;
@@ -38,12 +40,17 @@ struct Member {
 pub(crate) struct Selector {
     algorithm: Algorithm,
     unroll_budget: u64,
-    snapshot: RwLock<Arc<Snapshot>>,
-    /// Each worker's reference to the newest snapshot it has seen, on a cache
-    /// line of its own: a pick locks only its worker's copy, where reading
-    /// `snapshot` would write the lock's line shared by every core.
-    local: PerWorker<Mutex<Option<Arc<Snapshot>>>>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Taken by whoever rebuilds the snapshot, so that an older one never
+    /// replaces a newer.
+    rebuild: Mutex<()>,
+    /// Each worker's cached reference to the newest snapshot, on a cache
+    /// line of its own: a pick locks only its worker's copy and checks it
+    /// with one load of a pointer written only on a rebuild.
+    local: PerWorker<Mutex<SnapshotCache>>,
 }
+
+type SnapshotCache = Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>;
 
 impl Selector {
     pub(crate) fn new(algorithm: Algorithm, targets: &[Arc<TargetState>], generation: u64) -> Self {
@@ -57,11 +64,13 @@ impl Selector {
         unroll_budget: u64,
     ) -> Self {
         let snapshot = Snapshot::build(algorithm, targets, generation, unroll_budget);
+        let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
         Selector {
             algorithm,
             unroll_budget,
-            snapshot: RwLock::new(Arc::new(snapshot)),
-            local: PerWorker::default(),
+            local: PerWorker::new(|| Mutex::new(Cache::new(Arc::clone(&snapshot)))),
+            snapshot,
+            rebuild: Mutex::new(()),
         }
     }
 
@@ -79,36 +88,24 @@ impl Selector {
             .get()
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match &*local {
-            Some(snap) if snap.generation >= generation => f(snap),
-            _ => {
-                let snap = self.shared(targets, generation);
-                f(local.insert(snap))
-            }
+        if local.load().generation < generation {
+            self.rebuild(targets, generation);
         }
+        f(local.load())
     }
 
-    /// The shared snapshot, rebuilt first when older than `generation`.
-    fn shared(&self, targets: &[Arc<TargetState>], generation: u64) -> Arc<Snapshot> {
-        {
-            let snap = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
-            if snap.generation >= generation {
-                return Arc::clone(&snap);
-            }
-        }
-        let mut snap = self
-            .snapshot
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if snap.generation < generation {
-            *snap = Arc::new(Snapshot::build(
+    /// Replaces the shared snapshot with one of `generation`, unless one at
+    /// least as new is there.
+    fn rebuild(&self, targets: &[Arc<TargetState>], generation: u64) {
+        let _rebuilding = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.snapshot.load().generation < generation {
+            self.snapshot.store(Arc::new(Snapshot::build(
                 self.algorithm,
                 targets,
                 generation,
                 self.unroll_budget,
-            ));
+            )));
         }
-        Arc::clone(&snap)
     }
 }
 
@@ -366,11 +363,11 @@ mod tests {
         };
         let a = run(&unrolled);
         assert!(matches!(
-            unrolled.snapshot.read().unwrap().plan,
+            unrolled.snapshot.load().plan,
             Plan::Unrolled { ref order, .. } if order.len() == 10
         ));
         assert!(matches!(
-            stepwise.snapshot.read().unwrap().plan,
+            stepwise.snapshot.load().plan,
             Plan::Stepwise { .. }
         ));
         assert_eq!(a, run(&stepwise));
@@ -415,5 +412,34 @@ mod tests {
         assert_eq!(gcd(0, 5), 5);
         assert_eq!(gcd(12, 18), 6);
         assert_eq!(gcd(7, 1), 1);
+    }
+
+    #[test]
+    fn a_newer_generation_rebuilds_and_an_older_one_does_not_go_back() {
+        let g = group_of(Algorithm::RoundRobin, &[1, 1, 1]);
+        let s = Selector::new(Algorithm::RoundRobin, g.targets(), 0);
+        let members = |generation: u64| {
+            s.with_snapshot(g.targets(), generation, |snap| {
+                (
+                    snap.generation,
+                    (0..3).filter(|&i| snap.contains(i)).count(),
+                )
+            })
+        };
+        assert_eq!(members(0), (0, 3));
+        g.targets()[1].set_usable(false);
+        assert_eq!(members(0), (0, 3), "no newer generation asked for");
+        assert_eq!(members(1), (1, 2));
+        // Another worker sees the rebuild without asking for it.
+        crate::worker::set(1);
+        assert_eq!(members(0), (1, 2));
+        crate::worker::set(0);
+        g.targets()[1].set_usable(true);
+        assert_eq!(members(2), (2, 3));
+        assert_eq!(
+            members(1),
+            (2, 3),
+            "an older generation keeps the newer snapshot"
+        );
     }
 }

@@ -308,13 +308,6 @@ const KERNEL_TOOLS: &[(&str, &str)] = &[
     ("nftables", "nft"),
 ];
 
-fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-}
-
 /// Packages apt has no candidate for.
 fn without_candidate(pkgs: &[&str]) -> Vec<String> {
     pkgs.iter()
@@ -343,7 +336,7 @@ fn ensure_tools(kernel: bool) -> Result<()> {
     let missing: Vec<&str> = tools
         .iter()
         .map(|t| t.0)
-        .filter(|p| !installed(p))
+        .filter(|p| !crate::toolchain::installed(p))
         .collect();
     if !missing.is_empty() {
         if !without_candidate(&missing).is_empty() {

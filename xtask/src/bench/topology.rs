@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::cleanup;
+use crate::output;
 
 pub const PREFIX: &str = "xbench-";
 pub const LB_ADDR: [u8; 4] = [10, 231, 1, 1];
@@ -35,24 +36,11 @@ pub struct Ns {
     pub name: String,
 }
 
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 impl Ns {
     fn create(name: String) -> Result<Self> {
         // Registered first: a signal between the two steps still removes it.
         cleanup::register_ns(&name);
-        run(Command::new("ip").args(["netns", "add", &name]))?;
+        output(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -60,7 +48,7 @@ impl Ns {
 
     /// `ip ARGS` inside the namespace; its stdout.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
-        run(Command::new("ip").args(["-n", &self.name]).args(args))
+        output(Command::new("ip").args(["-n", &self.name]).args(args))
     }
 
     /// A command to run inside the namespace.
@@ -72,7 +60,7 @@ impl Ns {
 
     /// Runs a command inside the namespace to completion; its stdout.
     pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
-        run(self.command(program).args(args))
+        output(self.command(program).args(args))
     }
 
     /// `ip -j link show dev DEV`, parsed.

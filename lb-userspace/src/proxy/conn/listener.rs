@@ -2,15 +2,15 @@
 //! listener port), HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, Cache};
 use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -59,33 +59,24 @@ pub struct BindError {
 /// its own socket and the kernel spreads connections among them. Plain
 /// sockets: each worker's runtime takes its own (`TcpListener::from_std`).
 pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, BindError> {
-    use std::os::fd::{FromRawFd, IntoRawFd};
+    use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| BindError { addr, source };
     (0..workers.max(1))
         .map(|_| {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            }
+            // Non-blocking and close-on-exec from the start.
+            let socket = Socket::new(
+                Domain::for_address(addr),
+                Type::STREAM.nonblocking().cloexec(),
+                Some(Protocol::TCP),
+            )
             .map_err(err)?;
-            socket.set_reuseaddr(true).map_err(err)?;
-            socket.set_reuseport(true).map_err(err)?;
+            socket.set_reuse_address(true).map_err(err)?;
+            socket.set_reuse_port(true).map_err(err)?;
             // Accepted connections inherit it: no call per connection.
-            socket.set_nodelay(true).map_err(err)?;
-            socket.bind(addr).map_err(err)?;
-            let fd = socket.into_raw_fd();
-            // SAFETY: fd is a bound socket we own; ownership passes to the listener.
-            let listener = unsafe {
-                if libc::listen(fd, 4096) != 0 {
-                    let e = std::io::Error::last_os_error();
-                    libc::close(fd);
-                    return Err(err(e));
-                }
-                std::net::TcpListener::from_raw_fd(fd)
-            };
-            listener.set_nonblocking(true).map_err(err)?;
-            Ok(listener)
+            socket.set_tcp_nodelay(true).map_err(err)?;
+            socket.bind(&addr.into()).map_err(err)?;
+            socket.listen(4096).map_err(err)?;
+            Ok(socket.into())
         })
         .collect()
 }
@@ -105,65 +96,58 @@ pub struct Slot(Arc<SlotInner>);
 struct SlotInner {
     /// The address the socket listens on: the one its clients reached.
     addr: SocketAddr,
-    route: RwLock<Arc<Route>>,
-    /// Bumped on every replacement. A connection keeps its own copy of the
-    /// route and only re-reads it when this moved: per request that is one
-    /// read of a line nobody writes, instead of a lock and reference counts
-    /// every core contends for.
-    generation: AtomicU64,
+    route: ArcSwap<Route>,
 }
 
 impl Slot {
     pub fn new(addr: SocketAddr, route: Route) -> Self {
         Slot(Arc::new(SlotInner {
             addr,
-            route: RwLock::new(Arc::new(route)),
-            generation: AtomicU64::new(0),
+            route: ArcSwap::from_pointee(route),
         }))
     }
 
     pub fn replace(&self, route: Route) {
-        *self.0.route.write().unwrap() = Arc::new(route);
-        self.0.generation.fetch_add(1, Ordering::Release);
-    }
-
-    fn current(&self) -> (u64, Arc<Route>) {
-        let generation = self.0.generation.load(Ordering::Acquire);
-        (generation, self.0.route.read().unwrap().clone())
+        self.0.route.store(Arc::new(route));
     }
 }
 
-/// A connection's copy of its listener's route, refreshed when the slot's
-/// generation moves.
+impl std::ops::Deref for Slot {
+    type Target = ArcSwap<Route>;
+
+    fn deref(&self) -> &ArcSwap<Route> {
+        &self.0.route
+    }
+}
+
+/// A connection's own copy of its listener's route. Bringing it up to date
+/// ([`Cache::load`]) is one load of a pointer written only on reload, with
+/// no lock and no reference count touched (the route's is shared by every
+/// core).
+pub type OwnRoute = Cache<Slot, Arc<Route>>;
+
+/// A connection's view of its listener's route.
 pub struct ConnRoute {
     slot: Slot,
     /// A lock only one task ever takes: uncontended.
-    cached: std::sync::Mutex<(u64, Arc<Route>)>,
+    cached: std::sync::Mutex<OwnRoute>,
 }
 
 impl ConnRoute {
     fn new(slot: Slot) -> Self {
-        let cached = std::sync::Mutex::new(slot.current());
-        Self { slot, cached }
+        Self {
+            cached: std::sync::Mutex::new(Cache::new(slot.clone())),
+            slot,
+        }
     }
 
-    /// The route with its generation, for a caller that keeps its own copy
-    /// up to date with [`Self::refresh`].
-    pub fn own(&self) -> (u64, Arc<Route>) {
+    /// A copy of the route for a caller that keeps it and brings it up to
+    /// date itself.
+    pub fn own(&self) -> OwnRoute {
         self.cached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// `own` brought up to date: one atomic load when the listener's route
-    /// has not changed, and no reference count touched (the route's is
-    /// shared by every core).
-    pub fn refresh<'a>(&self, own: &'a mut (u64, Arc<Route>)) -> &'a Arc<Route> {
-        if self.slot.0.generation.load(Ordering::Acquire) != own.0 {
-            *own = self.slot.current();
-        }
-        &own.1
     }
 
     /// The balancer address and port the client connected to.
@@ -176,7 +160,7 @@ impl ConnRoute {
     /// only this connection takes.
     pub fn get(&self) -> Arc<Route> {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(self.refresh(&mut cached))
+        Arc::clone(cached.load())
     }
 }
 
@@ -217,7 +201,7 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     warn!(error = %e, "accept failed");
-                    slot.current().1.ctx.metrics.rejected_connections.incr();
+                    slot.load().ctx.metrics.rejected_connections.incr();
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -463,4 +447,45 @@ fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32);
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn each_worker_gets_its_own_non_blocking_socket_on_one_address() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        // SO_REUSEPORT: more sockets on the same address, beside the first.
+        let more = bind(addr, 2).unwrap();
+        assert_eq!(more.len(), 2);
+        for l in first.iter().chain(&more) {
+            assert_eq!(l.local_addr().unwrap(), addr);
+            let s = socket2::SockRef::from(l);
+            assert!(s.nonblocking().unwrap());
+            assert!(s.reuse_port().unwrap() && s.reuse_address().unwrap());
+            assert!(s.tcp_nodelay().unwrap());
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", l.as_raw_fd())).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+                .unwrap();
+            assert_ne!(flags & libc::O_CLOEXEC, 0, "close-on-exec");
+        }
+        // Listening: a connection is accepted by one of them.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+    }
+
+    #[test]
+    fn an_address_in_use_without_reuse_is_a_bind_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = bind(addr, 1).unwrap_err();
+        assert_eq!(e.addr, addr);
+        assert_eq!(e.source.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }

@@ -18,8 +18,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
 
 use super::chunked::{ChunkError, Decoder, Step};
 use super::framing::{BodyFraming, FramingError, FramingFields};
@@ -167,15 +168,8 @@ impl Conn {
     /// reuse probe) does not spend a system call learning it would block.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.buf.reserve(READ_CHUNK);
-        let spare = self.buf.spare_capacity_mut();
-        let mut rb = ReadBuf::uninit(spare);
-        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut rb))?;
-        let n = rb.filled().len();
-        let len = self.buf.len();
-        // SAFETY: the read initialised `n` bytes of the spare capacity, right
-        // after the current contents.
-        unsafe { self.buf.set_len(len + n) };
-        Poll::Ready(Ok(n))
+        // Into the spare capacity, without zeroing it.
+        poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
     }
 }
 

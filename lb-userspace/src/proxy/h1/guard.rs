@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+use tokio_util::io::poll_read_buf;
 
 use super::chunked::{ChunkError, Decoder, Step};
 use super::framing::{BodyFraming, FramingError, FramingFields};
@@ -443,9 +444,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 8 * 1024
             };
             this.pending.reserve(room);
-            let spare = this.pending.spare_capacity_mut();
-            let mut rb = ReadBuf::uninit(spare);
-            match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
+            match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.pending) {
                 Poll::Pending => {
                     if this.head_overdue(cx) {
                         this.refuse(Refusal::HeadTimeout);
@@ -454,20 +453,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        // The peer is done: hand over what is left as it is.
-                        this.eof = true;
-                        this.judged = this.pending.len();
-                    } else {
-                        let len = this.pending.len();
-                        // SAFETY: the reader initialised `n` bytes of the
-                        // spare capacity, right after the current contents.
-                        unsafe { this.pending.set_len(len + n) };
-                        this.process();
-                    }
+                Poll::Ready(Ok(0)) => {
+                    // The peer is done: hand over what is left as it is.
+                    this.eof = true;
+                    this.judged = this.pending.len();
                 }
+                Poll::Ready(Ok(_)) => this.process(),
             }
         }
     }

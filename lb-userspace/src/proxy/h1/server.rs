@@ -93,7 +93,7 @@ where
                 _ = &mut stop => return Ok(Outcome::Closed),
                 _ = &mut idle => return Ok(Outcome::Closed),
                 _ = async { head_deadline.as_mut().expect("armed").await }, if head_deadline.is_some() => {
-                    head_timed_out(&mut io, &mut out, route.refresh(&mut own_route)).await;
+                    head_timed_out(&mut io, &mut out, own_route.load()).await;
                     return Ok(Outcome::Closed);
                 }
             };
@@ -109,7 +109,7 @@ where
             // Boxed, like hyper does with a service's future: inline, its
             // 5 KB (see `boxed`) would sit in every connection's future,
             // idle ones included.
-            let resp = match boxed(|| handle(route.refresh(&mut own_route), peer, req)).await {
+            let resp = match boxed(|| handle(own_route.load(), peer, req)).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
