@@ -269,3 +269,61 @@ pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     f.extend_from_slice(&target.octets());
     f
 }
+
+/// `struct bpf_attr`'s `test` member, for `BPF_PROG_TEST_RUN`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    /// Explicit, so it is zero: the kernel refuses non-zero bytes past the
+    /// last field it knows.
+    _pad: u32,
+}
+
+/// Runs the program behind `prog` on `frame` `repeat` times
+/// (`BPF_PROG_TEST_RUN`), from any thread: aya's own test run borrows the
+/// program, which a test that writes the maps at the same time cannot
+/// share. Returns the last run's action.
+pub fn test_run_raw(
+    prog: std::os::fd::BorrowedFd<'_>,
+    frame: &[u8],
+    repeat: u32,
+) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid `bpf_attr` prefix whose data_in points at
+    // frame, alive for the call; no output buffer is given.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(attr.retval)
+}

@@ -566,24 +566,42 @@ fn a_balancer_new_to_a_reload_starts_from_zero_on_a_reused_row() {
             .sum()
     };
     let private_before = count(&h, "private");
-    // "public" is renamed "edge": a new balancer, which gets public's row back.
+    let reload = |h: &mut Harness, old: &LbSlots, text: &str| -> LbSlots {
+        let cfg = xalb::config::parse_str(text, "test.toml").unwrap();
+        let (slots, new_rows) = old.next(cfg.load_balancers.iter().map(|l| l.name.as_str()));
+        h.dp.maps.zero_counters(&new_rows).unwrap();
+        h.dp.apply(&compile(&cfg, &slots).unwrap()).unwrap();
+        h.lbs = slots.rows();
+        slots
+    };
+    // "public" is renamed "edge": a new balancer. public's row may still
+    // count public's packets under the old bank, so edge gets another.
     let renamed = CONFIG.replace("\"public\"", "\"edge\"");
-    let cfg = xalb::config::parse_str(&renamed, "test.toml").unwrap();
-    let old = LbSlots::for_config(&xalb::config::parse_str(CONFIG, "test.toml").unwrap());
-    let (slots, new_rows) = old.next(cfg.load_balancers.iter().map(|l| l.name.as_str()));
-    assert_eq!(slots.row("edge"), old.row("public"));
-    assert_eq!(slots.row("private"), old.row("private"));
-    h.dp.maps.zero_counters(&new_rows).unwrap();
-    h.dp.apply(&compile(&cfg, &slots).unwrap()).unwrap();
-    h.lbs = slots.rows();
-    assert_eq!(count(&h, "edge"), 0, "public's packets are not edge's");
+    let first = LbSlots::for_config(&xalb::config::parse_str(CONFIG, "test.toml").unwrap());
+    let slots = reload(&mut h, &first, &renamed);
+    assert_ne!(slots.row("edge"), first.row("public"));
+    assert_eq!(slots.row("private"), first.row("private"));
+    assert_eq!(count(&h, "edge"), 0);
+    h.expect(&denied, Some("edge"), Reason::DropDenied);
+    assert_eq!(count(&h, "edge"), 1);
+    // One reload later "public" comes back, on its old row, now quiet: its
+    // counts start from zero, not from the packet counted before.
+    let both = format!(
+        "{renamed}\n[[load_balancer]]\nname = \"public\"\ninterfaces = [\"lo\"]\naddresses = [\"10.231.0.30\"]\nsecurity_groups = [\"web\"]\n"
+    );
+    let slots = reload(&mut h, &slots, &both);
+    assert_eq!(slots.row("public"), first.row("public"));
+    assert_eq!(
+        count(&h, "public"),
+        0,
+        "the old public's packets are not the new one's"
+    );
+    assert_eq!(count(&h, "edge"), 1, "edge keeps its counts");
     assert_eq!(
         count(&h, "private"),
         private_before,
         "private keeps its counts"
     );
-    h.expect(&denied, Some("edge"), Reason::DropDenied);
-    assert_eq!(count(&h, "edge"), 1);
 }
 
 #[test]
@@ -730,4 +748,60 @@ fn icmp_errors_about_a_connection_of_this_host_pass_as_related() {
         }
     })
     .unwrap();
+}
+
+#[test]
+fn a_swap_under_a_packet_flood_never_lets_a_denied_packet_through() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut h = Harness::new(CONFIG);
+    // Two configurations that both deny the probe, and differ elsewhere so
+    // every swap really rewrites the banks.
+    let one = xalb::config::parse_str(CONFIG, "test.toml").unwrap();
+    let other = CONFIG.replace("ports = \"9000\"", "ports = \"9001\"");
+    let other = xalb::config::parse_str(&other, "test.toml").unwrap();
+    let slots = LbSlots::for_config(&one);
+    let configs = [
+        compile(&one, &slots).unwrap(),
+        compile(&other, &slots).unwrap(),
+    ];
+    let probe = Packet::tcp("203.0.113.5", "10.231.0.10", 9999).build();
+    let before = h.counters();
+    let prog = h.dp.program().fd().unwrap().try_clone().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            let mut runs = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let action = xalb_tests::packet::test_run_raw(prog.as_fd(), &probe, 1000).unwrap();
+                assert_eq!(action, XDP_DROP);
+                runs += 1000;
+            }
+            runs
+        })
+    };
+    for i in 0..100 {
+        h.dp.apply(&configs[i % 2]).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let runs = flood.join().unwrap();
+    let after = h.counters();
+    let mut counted = 0;
+    for (a, b) in after.iter().zip(&before) {
+        let n = a.2 - b.2;
+        if n == 0 {
+            continue;
+        }
+        assert_eq!(
+            (a.0.as_deref(), a.1),
+            (Some("public"), Reason::DropDenied),
+            "{n} probes were counted as {:?} {:?}",
+            a.0,
+            a.1
+        );
+        counted += n;
+    }
+    assert!(runs > 0);
+    assert_eq!(counted, runs, "every probe counted once, as denied");
 }

@@ -267,8 +267,9 @@ impl Running {
         {
             let mut dp = self.datapath.lock().unwrap();
             dp.attach_all(interfaces(&cfg), self.xdp_mode)?;
-            // A new balancer's row may hold a removed one's counts; nothing
-            // counts into it until the new bank is active.
+            // A new balancer's row may hold a removed one's counts from an
+            // earlier reload; nothing counts into it any more (a row freed
+            // by this reload is not reused by it, see `LbSlots::next`).
             dp.maps
                 .zero_counters(&new_rows)
                 .map_err(kernel::DatapathError::from)?;

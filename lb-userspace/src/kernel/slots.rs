@@ -2,6 +2,12 @@
 //! reloads: a balancer's counters stay its own when others are added, removed
 //! or reordered. A name new to a reload takes the lowest free row, which the
 //! daemon zeroes first (it may hold a removed balancer's counts).
+//!
+//! A row freed by a reload is not handed out by that same reload: until the
+//! flip and the wait that follows it, packets under the old bank still count
+//! the removed balancer into it. One reload later nothing does, and it is
+//! free again. Only when every row is taken does a new balancer get a row
+//! freed by the same reload, at the cost of a few stray counts.
 
 use std::collections::BTreeMap;
 
@@ -33,13 +39,16 @@ impl LbSlots {
             .filter_map(|&n| Some((n.to_string(), *self.by_name.get(n)?)))
             .collect();
         let mut taken = Vec::new();
-        let mut candidates = 0u32..;
+        let rows = lb_common::MAX_LBS;
         for n in names {
             if by_name.contains_key(n) {
                 continue;
             }
-            let row = candidates
-                .find(|r| !by_name.values().any(|used| used == r))
+            let free = |r: &u32| !by_name.values().any(|used| used == r);
+            let quiet = |r: &u32| !self.by_name.values().any(|used| used == r);
+            let row = (0..rows)
+                .find(|r| free(r) && quiet(r))
+                .or_else(|| (0..).find(free))
                 .expect("fewer balancers than u32 rows");
             by_name.insert(n.to_string(), row);
             taken.push(row);
@@ -76,17 +85,31 @@ mod tests {
     #[test]
     fn balancers_keep_their_rows_and_new_ones_fill_the_gaps() {
         let s = LbSlots::fresh(["a", "b", "c"]);
-        // Reordered, "b" removed, "d" added: "d" takes b's row, which is reported
-        // as newly taken (to be zeroed).
+        // Reordered, "b" removed, "d" added: b's row still counts b's
+        // packets under the old bank, so "d" takes a row nobody used;
+        // reported as newly taken (to be zeroed).
         let (s, taken) = s.next(["c", "d", "a"]);
         assert_eq!(s.row("a"), Some(0));
         assert_eq!(s.row("c"), Some(2));
-        assert_eq!(s.row("d"), Some(1));
+        assert_eq!(s.row("d"), Some(3));
         assert_eq!(s.row("b"), None);
-        assert_eq!(taken, [1]);
+        assert_eq!(taken, [3]);
         // Nothing new: nothing taken, nothing moves.
         let (again, taken) = s.next(["a", "c", "d"]);
         assert_eq!(again, s);
         assert!(taken.is_empty());
+        // One reload later b's row is quiet, and the lowest free one.
+        let (s, taken) = s.next(["a", "c", "d", "e"]);
+        assert_eq!((s.row("e"), taken), (Some(1), vec![1]));
+    }
+
+    #[test]
+    fn with_every_row_taken_a_freed_row_is_reused_at_once() {
+        let names: Vec<String> = (0..lb_common::MAX_LBS).map(|i| format!("lb{i}")).collect();
+        let s = LbSlots::fresh(names.iter().map(String::as_str));
+        let mut next: Vec<&str> = names[1..].iter().map(String::as_str).collect();
+        next.push("new");
+        let (s, taken) = s.next(next);
+        assert_eq!((s.row("new"), taken), (Some(0), vec![0]));
     }
 }
