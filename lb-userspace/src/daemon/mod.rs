@@ -165,7 +165,7 @@ pub fn detach(opts: &DetachOptions) -> Result<Vec<String>, DetachError> {
         let ours = lb_common::LAYOUT_VERSION.to_string();
         for other in removed.layouts.iter().filter(|v| **v != ours) {
             lines.push(format!(
-                "(the pins were of layout {other}, another xalb version)"
+                "removed the pins of layout {other} (another xalb version)"
             ));
         }
     }

@@ -30,6 +30,19 @@ static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("XALB_EBPF_OBJECT"))
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// An error and its causes on one line (aya's syscall errors keep the
+/// errno in their source).
+fn chain(e: &BoxError) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("this xalb was built without its XDP program; build it with `cargo xtask build`")]
@@ -60,14 +73,18 @@ pub enum DatapathError {
         pinned: &'static str,
         wanted: &'static str,
     },
-    #[error("cannot pin or adopt the XDP link of interface {interface:?} ({path}): {source} (pinning needs bpf_link XDP, Linux 5.9 or newer)")]
+    #[error(
+        "cannot pin or adopt the XDP link of interface {interface:?} ({}): {} \
+         (pinning needs bpf_link XDP, Linux 5.9 or newer)",
+        path.display(), chain(source)
+    )]
     Link {
         interface: String,
         path: PathBuf,
         #[source]
         source: BoxError,
     },
-    #[error("cannot make the pinned map {path}: {source}")]
+    #[error("cannot make the pinned map {}: {}", path.display(), chain(source))]
     PinMap {
         path: PathBuf,
         #[source]

@@ -6,8 +6,10 @@
 //! ```text
 //! <bpffs>/xalb/netns-<cookie>/layout-<LAYOUT_VERSION>/
 //!     maps/<NAME>              every map of lb_common::PINNED_MAPS
-//!     links/xdp.if<N>.<mode>   the XDP link on interface index N (native or generic)
+//!     links/xdp-if<N>-<mode>   the XDP link on interface index N (native or generic)
 //! ```
+//!
+//! No name has a dot: bpffs refuses them (EPERM), keeping them for itself.
 //!
 //! The network namespace's cookie names the directory: unlike its inode
 //! number it is never reused while the machine runs, so a new namespace never
@@ -192,7 +194,7 @@ pub struct XdpPin {
 }
 
 fn parse_xdp_pin(name: &str) -> Option<(u32, &'static str)> {
-    let (index, mode) = name.strip_prefix("xdp.if")?.split_once('.')?;
+    let (index, mode) = name.strip_prefix("xdp-if")?.split_once('-')?;
     let mode = match mode {
         "native" => "native",
         "generic" => "generic",
@@ -261,7 +263,7 @@ impl PinDir {
     pub fn xdp_link_path(&self, ifindex: u32, mode: &str) -> PathBuf {
         self.root
             .join("links")
-            .join(format!("xdp.if{ifindex}.{mode}"))
+            .join(format!("xdp-if{ifindex}-{mode}"))
     }
 
     /// Every XDP link pinned here.
@@ -433,11 +435,11 @@ mod tests {
 
     #[test]
     fn an_xdp_pin_names_its_interface_and_mode() {
-        assert_eq!(parse_xdp_pin("xdp.if2.native"), Some((2, "native")));
-        assert_eq!(parse_xdp_pin("xdp.if17.generic"), Some((17, "generic")));
-        assert_eq!(parse_xdp_pin("xdp.if2.offload"), None);
-        assert_eq!(parse_xdp_pin("xdp.ifx.native"), None);
-        assert_eq!(parse_xdp_pin("sk_lookup.1"), None);
+        assert_eq!(parse_xdp_pin("xdp-if2-native"), Some((2, "native")));
+        assert_eq!(parse_xdp_pin("xdp-if17-generic"), Some((17, "generic")));
+        assert_eq!(parse_xdp_pin("xdp-if2-offload"), None);
+        assert_eq!(parse_xdp_pin("xdp-ifx-native"), None);
+        assert_eq!(parse_xdp_pin("sk_lookup-1"), None);
     }
 
     #[test]
