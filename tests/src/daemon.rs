@@ -79,7 +79,9 @@ impl Counters {
 impl Daemon {
     /// Starts `xalb run -c config` in `ns` and waits until it says it is ready.
     /// Unless `extra` names a `--state-dir`, it gets a fresh one of its own,
-    /// so no test writes the host's /var/lib/xalb.
+    /// so no test writes the host's /var/lib/xalb. Unless it names a
+    /// `--bpffs`, it pins in the namespace's own ([`crate::bpffs`]): a
+    /// daemon started again in the namespace adopts what it left.
     pub fn start(ns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
         let own_state = (!extra.contains(&"--state-dir")).then(|| {
             std::env::temp_dir().join(format!(
@@ -96,6 +98,9 @@ impl Daemon {
         if let Some(dir) = &own_state {
             crate::interrupt::add_dir(dir);
             cmd.arg("--state-dir").arg(dir);
+        }
+        if !extra.contains(&"--bpffs") {
+            cmd.arg("--bpffs").arg(crate::bpffs::for_netns(ns.name())?);
         }
         let mut child = cmd
             .stdin(Stdio::null())
@@ -223,6 +228,25 @@ impl Drop for Daemon {
             crate::interrupt::remove_dir(dir);
         }
     }
+}
+
+/// `xalb detach --state-dir state_dir` in `ns`, on the namespace's bpffs:
+/// (whether it succeeded, stdout, stderr).
+pub fn detach(ns: &Netns, state_dir: &Path) -> Result<(bool, String, String)> {
+    let out = ns
+        .command(crate::xalb_bin())
+        .arg("detach")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--bpffs")
+        .arg(crate::bpffs::for_netns(ns.name())?)
+        .output()
+        .context("running xalb detach")?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 /// `Cpus_allowed_list` of a task's status file, as the kernel prints it
