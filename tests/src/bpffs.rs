@@ -65,7 +65,7 @@ fn unmount(dir: &Path) {
 }
 
 /// Unmounts the bpffs of `netns`, if it has one: every pin in it goes.
-pub(crate) fn release(netns: &str) {
+pub fn release(netns: &str) {
     let dir = mounts().remove(netns);
     if let Some(dir) = dir {
         unmount(&dir);
