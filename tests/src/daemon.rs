@@ -230,18 +230,31 @@ impl Drop for Daemon {
     }
 }
 
-/// `xalb detach --state-dir state_dir` in `ns`, on the namespace's bpffs:
+/// `xalb detach` in `ns`, on the namespace's bpffs, with `state_dir` (by
+/// default a scratch one, removed after: the daemon's own is gone with it):
 /// (whether it succeeded, stdout, stderr).
-pub fn detach(ns: &Netns, state_dir: &Path) -> Result<(bool, String, String)> {
+pub fn detach(ns: &Netns, state_dir: Option<&Path>) -> Result<(bool, String, String)> {
+    let scratch = state_dir.is_none().then(|| {
+        std::env::temp_dir().join(format!(
+            "xalb-state-{}-{}",
+            std::process::id(),
+            NEXT_STATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
+    });
+    let dir = state_dir.or(scratch.as_deref()).expect("one of them");
     let out = ns
         .command(crate::xalb_bin())
         .arg("detach")
         .arg("--state-dir")
-        .arg(state_dir)
+        .arg(dir)
         .arg("--bpffs")
         .arg(crate::bpffs::for_netns(ns.name())?)
         .output()
-        .context("running xalb detach")?;
+        .context("running xalb detach");
+    if let Some(s) = &scratch {
+        let _ = std::fs::remove_dir_all(s);
+    }
+    let out = out?;
     Ok((
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -290,7 +290,7 @@ fn security_groups_stay_enforced_when_xalb_dies_until_xalb_detach() {
         )),
         "{stderr}"
     );
-    let (ok, _, stderr) = detach(&bed.lb, &state.0).unwrap();
+    let (ok, _, stderr) = detach(&bed.lb, Some(&state.0)).unwrap();
     assert!(!ok && stderr.contains("stop it first"), "{stderr}");
     assert_eq!(bed.probe(None, "10.231.0.10:8080"), Outcome::NoAnswer);
 
@@ -308,7 +308,7 @@ fn security_groups_stay_enforced_when_xalb_dies_until_xalb_detach() {
         .lb
         .run(|| xalb::kernel::host::if_index("eth0").unwrap())
         .unwrap();
-    let (ok, stdout, stderr) = detach(&bed.lb, &state.0).unwrap();
+    let (ok, stdout, stderr) = detach(&bed.lb, Some(&state.0)).unwrap();
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains(&format!("detached XDP from eth0 (ifindex {ifindex})")),
@@ -330,7 +330,7 @@ fn security_groups_stay_enforced_when_xalb_dies_until_xalb_detach() {
             .ends_with(".lock")),
         "the lock file goes with the pins"
     );
-    let (ok, stdout, _) = detach(&bed.lb, &state.0).unwrap();
+    let (ok, stdout, _) = detach(&bed.lb, Some(&state.0)).unwrap();
     assert!(ok);
     assert!(
         stdout.starts_with("nothing pinned for this network namespace"),
@@ -359,7 +359,7 @@ fn pins_of_another_layout_version_are_refused_until_detached() {
     );
     assert!(!bed.xdp_attached(), "nothing attached");
 
-    let (ok, stdout, stderr) = detach(&bed.lb, &state.0).unwrap();
+    let (ok, stdout, stderr) = detach(&bed.lb, Some(&state.0)).unwrap();
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("removed the pins of layout 999 (another xalb version)"),
