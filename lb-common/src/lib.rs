@@ -16,6 +16,101 @@ pub mod map_names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const ACTIVE_BANK: &str = "ACTIVE_BANK";
     pub const BACKENDS: &str = "BACKENDS";
+    /// Made and read by the daemon only (no program uses it): what the
+    /// pinned maps mean, see [`super::StateBlob`].
+    pub const STATE: &str = "STATE";
+}
+
+/// The version of the pinned state's layout (the maps of [`PINNED_MAPS`] and
+/// the meaning of their keys and values). Bump it with any change to them:
+/// pins of another layout are refused, never reused (the loader would reuse
+/// a pinned map without comparing it). A test fingerprints [`PINNED_MAPS`] so
+/// a change without a bump fails.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Kernel map types (`enum bpf_map_type`) of the maps below.
+pub mod map_type {
+    pub const HASH: u32 = 1;
+    pub const ARRAY: u32 = 2;
+    pub const PERCPU_ARRAY: u32 = 6;
+    pub const LPM_TRIE: u32 = 11;
+}
+
+/// `BPF_F_NO_PREALLOC`, which LPM tries require.
+pub const MAP_F_NO_PREALLOC: u32 = 1;
+
+/// What a map must be for this version's programs and daemon to use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLayout {
+    pub name: &'static str,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+const fn layout<K, V>(name: &'static str, map_type: u32, max_entries: u32) -> MapLayout {
+    let key_size = core::mem::size_of::<K>() as u32;
+    let (key_size, flags) = if map_type == map_type::LPM_TRIE {
+        // An LPM trie's key starts with the prefix length.
+        (4 + key_size, MAP_F_NO_PREALLOC)
+    } else {
+        (key_size, 0)
+    };
+    MapLayout {
+        name,
+        map_type,
+        key_size,
+        value_size: core::mem::size_of::<V>() as u32,
+        max_entries,
+        flags,
+    }
+}
+
+/// The XDP object's maps, as `lb-ebpf` declares them (the daemon checks the
+/// loaded object against this table), each pinned under its name.
+pub const OBJECT_MAPS: [MapLayout; 9] = [
+    layout::<u32, u32>(map_names::ACTIVE_BANK, map_type::ARRAY, 1),
+    layout::<AddrKeyV4, LbAddr>(map_names::LB_ADDRS_V4, map_type::HASH, MAX_ADDRS * 2),
+    layout::<AddrKeyV6, LbAddr>(map_names::LB_ADDRS_V6, map_type::HASH, MAX_ADDRS * 2),
+    layout::<SrcKeyV4, u8>(map_names::INTERNAL_V4, map_type::LPM_TRIE, MAX_PREFIXES * 2),
+    layout::<SrcKeyV6, u8>(map_names::INTERNAL_V6, map_type::LPM_TRIE, MAX_PREFIXES * 2),
+    layout::<SrcKeyV4, SgRules>(map_names::SG_V4, map_type::LPM_TRIE, MAX_PREFIXES * 2),
+    layout::<SrcKeyV6, SgRules>(map_names::SG_V6, map_type::LPM_TRIE, MAX_PREFIXES * 2),
+    layout::<u32, BackendSet>(map_names::BACKENDS, map_type::HASH, MAX_GROUPS),
+    layout::<u32, Counter>(map_names::COUNTERS, map_type::PERCPU_ARRAY, NUM_COUNTERS),
+];
+
+/// The daemon's own map, pinned with the object's: one [`StateBlob`] per bank.
+pub const STATE_MAP: MapLayout =
+    layout::<u32, StateBlob>(map_names::STATE, map_type::ARRAY, NUM_BANKS);
+
+/// Every pinned map: [`OBJECT_MAPS`] and [`STATE_MAP`].
+pub const PINNED_MAPS: [MapLayout; OBJECT_MAPS.len() + 1] = {
+    let mut all = [STATE_MAP; OBJECT_MAPS.len() + 1];
+    let mut i = 0;
+    while i < OBJECT_MAPS.len() {
+        all[i] = OBJECT_MAPS[i];
+        i += 1;
+    }
+    all
+};
+
+/// Bytes of [`StateBlob::data`]: room for what the daemon records per
+/// balancer (and, later, per listener) with a wide margin.
+pub const STATE_CAPACITY: usize = 65536 - 8;
+
+/// Value of `STATE`, one per bank, written with the bank's configuration:
+/// what the pinned maps mean (which balancer owns which counter row), so a
+/// daemon adopting them after a crash or a restart keeps them consistent.
+/// `data[..len]` is the daemon's own encoding (JSON); programs never read it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StateBlob {
+    pub len: u32,
+    pub _pad: u32,
+    pub data: [u8; STATE_CAPACITY],
 }
 
 /// Most target groups whose backend sets the kernel holds.
@@ -380,6 +475,8 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::BackendSet {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::StateBlob {}
 }
 
 #[cfg(test)]
@@ -407,6 +504,45 @@ mod tests {
             assert_eq!(*reason as usize, i);
         }
         assert_eq!(Reason::from_index(NUM_REASONS), None);
+    }
+
+    /// FNV-1a over every field of every pinned map's layout.
+    fn fingerprint(maps: &[MapLayout]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for m in maps {
+            eat(m.name.as_bytes());
+            eat(&[0]);
+            for n in [m.map_type, m.key_size, m.value_size, m.max_entries, m.flags] {
+                eat(&n.to_le_bytes());
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn a_change_of_the_pinned_layout_bumps_its_version() {
+        let now = fingerprint(&PINNED_MAPS);
+        assert_eq!(
+            (LAYOUT_VERSION, now),
+            (1, 0xa400_4ee5_6d7e_6fa0),
+            "the pinned maps changed: bump LAYOUT_VERSION and set its fingerprint to {now:#x}"
+        );
+    }
+
+    #[test]
+    fn every_pinned_map_has_its_own_name() {
+        for (i, a) in PINNED_MAPS.iter().enumerate() {
+            for b in &PINNED_MAPS[i + 1..] {
+                assert_ne!(a.name, b.name);
+            }
+        }
+        assert_eq!(PINNED_MAPS[OBJECT_MAPS.len()], STATE_MAP);
+        assert_eq!(STATE_MAP.value_size, 65536);
     }
 
     #[test]

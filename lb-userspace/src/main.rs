@@ -52,6 +52,20 @@ enum Cmd {
         /// INFO). Off, the XDP program carries no logging at all.
         #[arg(long)]
         xdp_log: bool,
+        /// The bpf filesystem where the security groups stay pinned when xalb
+        /// stops or dies (never mounted by xalb; it must outlive it).
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
+    },
+    /// Remove what `xalb run` left pinned in this network namespace: XDP
+    /// leaves the interfaces and the security groups are no longer enforced.
+    Detach {
+        /// The state directory `xalb run` used.
+        #[arg(long, default_value = "/var/lib/xalb")]
+        state_dir: PathBuf,
+        /// The bpf filesystem `xalb run` pinned in.
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
     },
     /// Ask a running xalb to re-read its configuration (as SIGHUP does) and
     /// say whether it was applied.
@@ -126,6 +140,15 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check { config } => check(&config),
         Cmd::Reload { admin } => admin.addr().and_then(reload),
+        Cmd::Detach { state_dir, bpffs } => {
+            xalb::daemon::detach(&xalb::daemon::DetachOptions { state_dir, bpffs })
+                .map(|lines| {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                })
+                .map_err(Into::into)
+        }
         Cmd::DescribeTargetHealth {
             target_group,
             admin,
@@ -139,6 +162,7 @@ fn main() -> ExitCode {
             stats_interval,
             state_dir,
             xdp_log,
+            bpffs,
         } => xalb::daemon::run(xalb::daemon::RunOptions {
             config,
             xdp_mode,
@@ -146,6 +170,7 @@ fn main() -> ExitCode {
             stats_interval: Duration::from_secs(stats_interval),
             state_dir,
             xdp_log,
+            bpffs,
         })
         .map_err(|e| match e {
             xalb::daemon::RunError::Apply(xalb::daemon::ApplyError::Config(c))

@@ -79,7 +79,9 @@ impl Counters {
 impl Daemon {
     /// Starts `xalb run -c config` in `ns` and waits until it says it is ready.
     /// Unless `extra` names a `--state-dir`, it gets a fresh one of its own,
-    /// so no test writes the host's /var/lib/xalb.
+    /// so no test writes the host's /var/lib/xalb. Unless it names a
+    /// `--bpffs`, it pins in the namespace's own ([`crate::bpffs`]): a
+    /// daemon started again in the namespace adopts what it left.
     pub fn start(ns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
         let own_state = (!extra.contains(&"--state-dir")).then(|| {
             std::env::temp_dir().join(format!(
@@ -96,6 +98,9 @@ impl Daemon {
         if let Some(dir) = &own_state {
             crate::interrupt::add_dir(dir);
             cmd.arg("--state-dir").arg(dir);
+        }
+        if !extra.contains(&"--bpffs") {
+            cmd.arg("--bpffs").arg(crate::bpffs::for_netns(ns.name())?);
         }
         let mut child = cmd
             .stdin(Stdio::null())
@@ -223,6 +228,38 @@ impl Drop for Daemon {
             crate::interrupt::remove_dir(dir);
         }
     }
+}
+
+/// `xalb detach` in `ns`, on the namespace's bpffs, with `state_dir` (by
+/// default a scratch one, removed after: the daemon's own is gone with it):
+/// (whether it succeeded, stdout, stderr).
+pub fn detach(ns: &Netns, state_dir: Option<&Path>) -> Result<(bool, String, String)> {
+    let scratch = state_dir.is_none().then(|| {
+        std::env::temp_dir().join(format!(
+            "xalb-state-{}-{}",
+            std::process::id(),
+            NEXT_STATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
+    });
+    let dir = state_dir.or(scratch.as_deref()).expect("one of them");
+    let out = ns
+        .command(crate::xalb_bin())
+        .arg("detach")
+        .arg("--state-dir")
+        .arg(dir)
+        .arg("--bpffs")
+        .arg(crate::bpffs::for_netns(ns.name())?)
+        .output()
+        .context("running xalb detach");
+    if let Some(s) = &scratch {
+        let _ = std::fs::remove_dir_all(s);
+    }
+    let out = out?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 /// `Cpus_allowed_list` of a task's status file, as the kernel prints it

@@ -54,8 +54,9 @@ pub(crate) fn remove_daemon(pid: u32) {
 }
 
 /// From now on SIGINT, SIGTERM or SIGHUP stops every registered daemon
-/// (SIGTERM, so it detaches its XDP program; SIGKILL after 5 s), deletes
-/// every registered namespace and exits with 128 + the signal.
+/// (SIGTERM; SIGKILL after 5 s), unmounts the bpf filesystems their pins
+/// are in (which detaches their XDP programs), deletes every registered
+/// namespace and exits with 128 + the signal.
 pub fn clean_up_on_signal() -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -105,6 +106,7 @@ fn clean_up() {
         }
     }
     reg.daemons.clear();
+    crate::bpffs::release_all();
     for name in reg.namespaces.drain(..) {
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &name])

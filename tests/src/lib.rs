@@ -7,6 +7,7 @@
 pub mod acceptor;
 pub mod admin;
 pub mod bed;
+pub mod bpffs;
 pub mod daemon;
 pub mod http;
 pub mod interrupt;

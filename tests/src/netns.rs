@@ -95,6 +95,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Its pins first (an xalb's security groups outlive it, and its
+        // namespace): unmounting their bpffs removes them.
+        crate::bpffs::release(&self.name);
         // Deleting the namespace removes its interfaces and any XDP on them.
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])

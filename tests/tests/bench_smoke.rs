@@ -1,6 +1,7 @@
 //! `cargo xtask bench --smoke`: the benchmark harness runs end to end in a few
 //! seconds, prints a table with xalb and the direct baseline serving, writes
-//! its JSON, and leaves no namespace behind. The full benchmark is not a test.
+//! its JSON, and leaves no namespace or mount behind. The full benchmark is
+//! not a test.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -107,4 +108,11 @@ fn bench_smoke_prints_a_table_and_cleans_up() {
         .map(str::to_string)
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    // Nor the bpffs xalb pinned its security groups in.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let mounted: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&format!("xbench-{pid}")))
+        .collect();
+    assert!(mounted.is_empty(), "mounts left behind: {mounted:?}");
 }

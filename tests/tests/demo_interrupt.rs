@@ -1,5 +1,6 @@
 //! Ctrl-C in the middle of `cargo xtask demo` leaves nothing behind: the
-//! demo stops its xalb (which detaches XDP) and deletes its namespaces.
+//! demo stops its xalb, unmounts the bpf filesystem its security groups are
+//! pinned in (which detaches XDP) and deletes its namespaces.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -57,6 +58,13 @@ fn an_interrupted_demo_stops_xalb_and_removes_its_namespaces() {
             let _ = std::fs::remove_dir_all(
                 std::env::temp_dir().join(format!("xalb-state-{}-0", self.0)),
             );
+            let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if m.contains("xalb-bpffs-") && m.contains(&format!("-{}-", self.0)) {
+                    let _ = Command::new("umount").args(["-l", m]).output();
+                    let _ = std::fs::remove_dir(m);
+                }
+            }
         }
     }
     let _guard = Guard(pid);
@@ -108,6 +116,13 @@ fn an_interrupted_demo_stops_xalb_and_removes_its_namespaces() {
         .filter(|n| n.starts_with(&format!("xalb-state-{pid}-")))
         .collect();
     assert!(states.is_empty(), "state directories left: {states:?}");
+    // The bpffs of its balancer namespace, mounted for xalb's pins.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains("xalb-bpffs-") && l.contains(&format!("-{pid}-")))
+        .collect();
+    assert!(left.is_empty(), "bpf filesystems left mounted: {left:?}");
     // Its exit may still have to be reaped by init, the demo being gone.
     let gone = |p: u32| !std::path::Path::new(&format!("/proc/{p}")).exists();
     let start = Instant::now();

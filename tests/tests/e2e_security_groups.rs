@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use xalb_tests::daemon::Daemon;
+use xalb_tests::daemon::{detach, Daemon};
 use xalb_tests::netns::{addr, veth, Netns};
 use xalb_tests::tcp::{probe, Outcome, Server};
 
@@ -122,17 +122,10 @@ fn allowed_ports_connect_denied_ports_get_no_answer_and_are_counted() {
         Outcome::NoAnswer,
         "dropped, not reset"
     );
-    // A port with no listener behind an allowed rule is refused by the stack:
-    // the packet got through.
     let (counters, _) = daemon.stop().unwrap();
 
     assert!(counters.get("edge", "drop_no_rule") >= 2, "{counters:?}");
     assert!(counters.get("edge", "pass_allowed") >= 2, "{counters:?}");
-    assert!(!bed.xdp_attached(), "XDP detached when xalb stops");
-    assert_eq!(
-        bed.probe(None, "10.231.0.10:8080"),
-        Outcome::Answered("hello".into())
-    );
 }
 
 #[test]
@@ -207,15 +200,200 @@ fn an_internal_balancer_ignores_outside_sources() {
     );
 }
 
+/// A state directory of the test's own, removed on drop.
+struct StateDir(PathBuf);
+
+impl StateDir {
+    fn new(tag: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("xalb-state-{tag}-{}", std::process::id())))
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `xalb run` in the balancer namespace without waiting for it to be ready:
+/// (exit code, stderr) of a run that ends by itself.
+fn run_refused(bed: &Bed, state: &StateDir) -> (Option<i32>, String) {
+    let out = bed
+        .lb
+        .command(xalb_tests::xalb_bin())
+        .args(["run", "-c"])
+        .arg(&bed.config)
+        .args(["--state-dir", state.arg(), "--bpffs"])
+        .arg(xalb_tests::bpffs::for_netns(bed.lb.name()).unwrap())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The balancer namespace's pin directory, `<bpffs>/xalb/netns-<cookie>`.
+fn netns_pins(bed: &Bed) -> PathBuf {
+    let cookie = bed
+        .lb
+        .run(|| xalb::kernel::pins::netns_cookie().unwrap())
+        .unwrap();
+    xalb_tests::bpffs::for_netns(bed.lb.name())
+        .unwrap()
+        .join("xalb")
+        .join(format!("netns-{cookie}"))
+}
+
 #[test]
-fn nothing_stays_attached_when_xalb_is_killed() {
+fn security_groups_stay_enforced_when_xalb_dies_until_xalb_detach() {
     let bed = Bed::new(PUBLIC, &[]);
-    let daemon = Daemon::start(&bed.lb, &bed.config, &[]).unwrap();
-    assert!(bed.xdp_attached());
+    let _servers: Vec<Server> = ["10.231.0.10:80", "10.231.0.10:8080"]
+        .iter()
+        .map(|a| Server::start(&bed.lb, a.parse().unwrap(), "hello").unwrap())
+        .collect();
+    let state = StateDir::new("fail-closed");
+    let args = ["--state-dir", state.arg()];
+
+    let daemon = Daemon::start(&bed.lb, &bed.config, &args).unwrap();
     // SAFETY: kill our own child.
     unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) };
-    drop(daemon);
-    assert!(!bed.xdp_attached(), "the bpf_link dies with the process");
+    drop(daemon); // waits for its exit
+    assert!(bed.xdp_attached(), "the pinned link outlives the process");
+    assert_eq!(
+        bed.probe(None, "10.231.0.10:8080"),
+        Outcome::NoAnswer,
+        "after SIGKILL a denied probe still gets no answer"
+    );
+    assert_eq!(
+        bed.probe(None, "10.231.0.10:80"),
+        Outcome::Answered("hello".into()),
+        "and an allowed one still passes"
+    );
+
+    // A new run adopts the pinned link; a second one is refused meanwhile,
+    // and so is detaching under it.
+    let daemon = Daemon::start(&bed.lb, &bed.config, &args).unwrap();
+    daemon
+        .wait_stderr(WAIT, |l| l.contains("XDP adopted"))
+        .unwrap();
+    let (code, stderr) = run_refused(&bed, &state);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "xalb (pid {}) already runs in this network namespace",
+            daemon.pid()
+        )),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = detach(&bed.lb, Some(&state.0)).unwrap();
+    assert!(!ok && stderr.contains("stop it first"), "{stderr}");
+    assert_eq!(bed.probe(None, "10.231.0.10:8080"), Outcome::NoAnswer);
+
+    // SIGTERM leaves the security groups enforced too, and says so.
+    let (counters, stderr) = daemon.stop().unwrap();
+    assert!(counters.get("edge", "drop_no_rule") >= 1, "{counters:?}");
+    assert!(stderr.contains("security groups stay enforced"), "{stderr}");
+    assert!(bed.xdp_attached());
+    assert_eq!(bed.probe(None, "10.231.0.10:8080"), Outcome::NoAnswer);
+
+    // `xalb detach` removes everything: the host answers as before xalb.
+    let pins = netns_pins(&bed);
+    assert!(pins.exists());
+    let ifindex = bed
+        .lb
+        .run(|| xalb::kernel::host::if_index("eth0").unwrap())
+        .unwrap();
+    let (ok, stdout, stderr) = detach(&bed.lb, Some(&state.0)).unwrap();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&format!("detached XDP from eth0 (ifindex {ifindex})")),
+        "{stdout}"
+    );
+    let maps = lb_common::PINNED_MAPS.len();
+    assert!(stdout.contains(&format!("removed {maps} maps")), "{stdout}");
+    assert!(!bed.xdp_attached());
+    assert_eq!(
+        bed.probe(None, "10.231.0.10:8080"),
+        Outcome::Answered("hello".into())
+    );
+    assert!(!pins.exists(), "{} left", pins.display());
+    assert!(
+        std::fs::read_dir(&state.0).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".lock")),
+        "the lock file goes with the pins"
+    );
+    let (ok, stdout, _) = detach(&bed.lb, Some(&state.0)).unwrap();
+    assert!(ok);
+    assert!(
+        stdout.starts_with("nothing pinned for this network namespace"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn pins_of_another_layout_version_are_refused_until_detached() {
+    let bed = Bed::new(PUBLIC, &[]);
+    let state = StateDir::new("layout");
+    let other = netns_pins(&bed).join("layout-999");
+    std::fs::create_dir_all(&other).unwrap();
+    let (code, stderr) = run_refused(&bed, &state);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "pinned xalb state of layout 999 in {} (another xalb version",
+            other.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("run `xalb detach` to remove it"),
+        "{stderr}"
+    );
+    assert!(!bed.xdp_attached(), "nothing attached");
+
+    let (ok, stdout, stderr) = detach(&bed.lb, Some(&state.0)).unwrap();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("removed the pins of layout 999 (another xalb version)"),
+        "{stdout}"
+    );
+    let daemon = Daemon::start(&bed.lb, &bed.config, &["--state-dir", state.arg()]).unwrap();
+    assert!(bed.xdp_attached());
+    daemon.stop().unwrap();
+}
+
+#[test]
+fn run_refuses_a_directory_that_is_not_a_bpffs() {
+    let bed = Bed::new(PUBLIC, &[]);
+    let state = StateDir::new("not-bpffs");
+    let out = bed
+        .lb
+        .command(xalb_tests::xalb_bin())
+        .args(["run", "-c"])
+        .arg(&bed.config)
+        .args(["--state-dir", state.arg()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Under `ip netns exec` /sys/fs/bpf, the default, is sysfs.
+    assert!(
+        stderr.contains("/sys/fs/bpf is not a bpf filesystem"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("use a bpffs mounted outside /sys"),
+        "{stderr}"
+    );
+    assert!(!bed.xdp_attached());
 }
 
 #[test]

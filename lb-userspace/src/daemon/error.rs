@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
+use super::lock::LockError;
 use crate::config::{ConfigError, Diagnostic};
 use crate::kernel::host::HostError;
+use crate::kernel::pins::PinError;
 use crate::kernel::{CompileError, DatapathError};
 use crate::proxy::conn::listener::BindError;
 
@@ -202,6 +204,28 @@ pub enum RunError {
     },
     #[error("cannot handle signals: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(
+        "xalb{holder} already runs in this network namespace; stop it before starting another"
+    )]
+    AlreadyRunning { holder: String },
+    #[error(transparent)]
+    Lock(LockError),
+    #[error(transparent)]
+    Pins(#[from] PinError),
+}
+
+/// Why `xalb detach` removed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum DetachError {
+    #[error(
+        "xalb{holder} runs in this network namespace; stop it first (it leaves the \
+         security groups pinned), then run `xalb detach`"
+    )]
+    Running { holder: String },
+    #[error(transparent)]
+    Lock(LockError),
+    #[error(transparent)]
+    Pins(#[from] PinError),
 }
 
 #[cfg(test)]

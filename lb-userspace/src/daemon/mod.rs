@@ -4,6 +4,7 @@
 mod affinity;
 pub mod backends;
 mod error;
+pub mod lock;
 mod state;
 pub mod sticky_key;
 mod workers;
@@ -18,9 +19,11 @@ use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::config;
+use crate::kernel::pins::{self, PinDir};
 use crate::kernel::{counters::CounterRow, Datapath, XdpModeChoice};
 pub use affinity::WorkerAffinity;
-pub use error::{Applied, ApplyError, Located, Refusal, RunError};
+pub use error::{Applied, ApplyError, DetachError, Located, Refusal, RunError};
+use lock::{LockError, NetnsLock};
 use state::Running;
 
 /// How long in-flight requests may take to finish after SIGTERM.
@@ -36,6 +39,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Log every XDP verdict on a balancer's packets (`xalb::xdp`, INFO).
     pub xdp_log: bool,
+    /// The bpf filesystem the kernel half is pinned in.
+    pub bpffs: PathBuf,
 }
 
 /// A reload request from the admin endpoint; answered with what was applied
@@ -44,6 +49,14 @@ pub type ReloadRequest = oneshot::Sender<Result<Applied, Refusal>>;
 
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let cfg = config::load(&opts.config).map_err(ApplyError::from)?;
+    Running::preflight(&cfg)?;
+    let cookie = pins::netns_cookie()?;
+    let _lock = NetnsLock::acquire(&opts.state_dir, cookie).map_err(|e| match e {
+        LockError::Busy { .. } => RunError::AlreadyRunning { holder: e.holder() },
+        e => RunError::Lock(e),
+    })?;
+    let pin_dir = PinDir::open(&opts.bpffs, cookie)?;
+    let pinned_in = pin_dir.root().display().to_string();
     // Before any target group is built: their cookie values come from it.
     match sticky_key::load_or_create(&opts.state_dir) {
         Ok(key) => {
@@ -65,6 +78,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         opts.xdp_mode,
         opts.worker_affinity,
         opts.xdp_log,
+        pin_dir,
     ))?;
     crate::memory::give_back_freed();
     let admin_addr = running.cfg.admin.listen;
@@ -99,8 +113,67 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
         Err(e) => error!(error = %e, "cannot read the XDP counters"),
     }
-    info!("exiting; XDP detaches with the process");
+    info!(
+        pins = %pinned_in,
+        "exiting; the security groups stay enforced (pinned); `xalb detach` removes them"
+    );
     Ok(())
+}
+
+pub struct DetachOptions {
+    /// Where `xalb run` keeps its lock for this namespace.
+    pub state_dir: PathBuf,
+    /// The bpf filesystem the kernel half is pinned in.
+    pub bpffs: PathBuf,
+}
+
+/// Removes what `xalb run` pinned for this network namespace (whatever
+/// version pinned it): XDP leaves its interfaces and the security groups are
+/// no longer enforced. Refused while an xalb runs here. Returns one line per
+/// thing removed.
+pub fn detach(opts: &DetachOptions) -> Result<Vec<String>, DetachError> {
+    let cookie = pins::netns_cookie()?;
+    let lock = NetnsLock::acquire(&opts.state_dir, cookie).map_err(|e| match e {
+        LockError::Busy { .. } => DetachError::Running { holder: e.holder() },
+        e => DetachError::Lock(e),
+    })?;
+    let removed = pins::remove_all(&opts.bpffs, cookie)?;
+    let mut lines = Vec::new();
+    for ifindex in &removed.xdp {
+        lines.push(match crate::kernel::host::if_name(*ifindex) {
+            Some(name) => format!("detached XDP from {name} (ifindex {ifindex})"),
+            None => format!("detached XDP from a removed interface (ifindex {ifindex})"),
+        });
+    }
+    if removed.sk_lookup > 0 {
+        lines.push("detached sk_lookup from this network namespace".to_string());
+    }
+    for name in &removed.other_links {
+        lines.push(format!("removed the pinned link {name}"));
+    }
+    if removed.is_empty() {
+        lines.push(format!(
+            "nothing pinned for this network namespace under {}",
+            opts.bpffs.display()
+        ));
+    } else {
+        lines.push(format!(
+            "removed {} map{}",
+            removed.maps,
+            if removed.maps == 1 { "" } else { "s" }
+        ));
+        let ours = lb_common::LAYOUT_VERSION.to_string();
+        for other in removed.layouts.iter().filter(|v| **v != ours) {
+            lines.push(format!(
+                "removed the pins of layout {other} (another xalb version)"
+            ));
+        }
+    }
+    // Nothing of this namespace is left to lock; the file goes while held.
+    let _ = std::fs::remove_file(lock.path());
+    let _ = std::fs::remove_file(opts.state_dir.join(format!("netns-{cookie}.sock")));
+    drop(lock);
+    Ok(lines)
 }
 
 async fn main_loop(

@@ -18,6 +18,7 @@ use super::workers::Workers;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
 use crate::config;
 use crate::config::model::{Action, Config, Listener};
+use crate::kernel::pins::PinDir;
 use crate::kernel::{self, Datapath, LbSlots, XdpModeChoice};
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::conn::listener::{self, Route, Slot};
@@ -54,16 +55,25 @@ pub struct Running {
 }
 
 impl Running {
+    /// What can be checked before anything is touched: the configuration
+    /// compiles and the host has its interfaces and addresses.
+    pub fn preflight(cfg: &Config) -> Result<(), ApplyError> {
+        kernel::compile(cfg, &LbSlots::for_config(cfg))?;
+        check_host(cfg)
+    }
+
+    /// Serves `cfg` (which passed [`Self::preflight`]) with the kernel half
+    /// pinned in `pins`: what a previous xalb pinned there keeps being
+    /// enforced until this configuration replaces it, and its links get this
+    /// process's program in place.
     pub async fn start(
         cfg: Config,
         path: PathBuf,
         xdp_mode: XdpModeChoice,
         worker_affinity: WorkerAffinity,
         xdp_log: bool,
+        pins: PinDir,
     ) -> Result<Self, ApplyError> {
-        let slots = LbSlots::for_config(&cfg);
-        let kcfg = kernel::compile(&cfg, &slots)?;
-        check_host(&cfg)?;
         let access_log = open_access_log(&cfg).await?;
         let plan = plan::plan(&cfg, None, access_log.clone());
         // Bind every listener before touching the kernel: a port in use is a
@@ -77,7 +87,24 @@ impl Running {
         for b in &plan.bindings {
             listeners.push(listener::bind(b.addr, workers.len())?);
         }
-        let mut dp = Datapath::load_with(xdp_log)?;
+        let mut dp = Datapath::open(pins, xdp_log)?;
+        // Balancers the pinned configuration names keep their counter rows;
+        // rows it gave balancers now gone are not reused by this start (the
+        // active bank still counts into them until the swap below).
+        let recorded = dp
+            .pinned_state()
+            .map(|s| LbSlots::from_rows(s.lb_rows))
+            .unwrap_or_default();
+        let (slots, _) = recorded.next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
+        let kcfg = kernel::compile(&cfg, &slots)?;
+        if dp.adopted() {
+            info!(
+                pins = %dp.pin_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+                "adopting the pinned kernel state: its configuration stays enforced until this one replaces it"
+            );
+            // A new process counts from zero.
+            dp.zero_all_counters()?;
+        }
         dp.apply(&kcfg)?;
         dp.attach_all(interfaces(&cfg), xdp_mode)?;
         let mut running = Self {

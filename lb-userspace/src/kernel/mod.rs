@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod grace;
 pub mod host;
 pub mod maps;
+pub mod pins;
 pub mod slots;
 pub mod verdict_log;
 

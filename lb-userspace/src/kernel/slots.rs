@@ -24,6 +24,19 @@ impl LbSlots {
         Self::default().next(names).0
     }
 
+    /// The rows a previous process recorded with its pinned maps, to go on
+    /// from: balancers it served keep their rows. Rows out of range or
+    /// recorded twice are left out.
+    pub fn from_rows(rows: impl IntoIterator<Item = (String, u32)>) -> Self {
+        let mut by_name = BTreeMap::new();
+        for (name, row) in rows {
+            if row < lb_common::MAX_LBS && !by_name.values().any(|r| *r == row) {
+                by_name.insert(name, row);
+            }
+        }
+        Self { by_name }
+    }
+
     /// Rows in configuration order, for a fresh start.
     pub fn for_config(cfg: &Config) -> Self {
         Self::fresh(cfg.load_balancers.iter().map(|lb| lb.name.as_str()))
@@ -101,6 +114,22 @@ mod tests {
         // One reload later b's row is quiet, and the lowest free one.
         let (s, taken) = s.next(["a", "c", "d", "e"]);
         assert_eq!((s.row("e"), taken), (Some(1), vec![1]));
+    }
+
+    #[test]
+    fn a_restart_goes_on_from_the_recorded_rows() {
+        let before = LbSlots::from_rows([
+            ("b".to_string(), 1),
+            ("gone".to_string(), 0),
+            ("dup".to_string(), 1),
+            ("far".to_string(), lb_common::MAX_LBS),
+        ]);
+        assert_eq!(before.rows(), [(0, "gone".into()), (1, "b".into())]);
+        // "b" keeps its row; "new" avoids the row "gone" counted into under
+        // the bank still active.
+        let (s, taken) = before.next(["new", "b"]);
+        assert_eq!((s.row("b"), s.row("new")), (Some(1), Some(2)));
+        assert_eq!(taken, [2]);
     }
 
     #[test]

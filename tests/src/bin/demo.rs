@@ -120,11 +120,28 @@ fn main() -> Result<()> {
     requests(&client, 4)?;
 
     let (counters, _) = daemon.stop()?;
-    println!("\n-- xalb stopped, XDP detached. What the XDP program counted:");
+    println!("\n-- xalb stopped. What the XDP program counted:");
     for (lb, reason, packets) in &counters.0 {
         println!("   {:<8} {:<26} {packets} packets", lb, reason);
     }
-    println!("\n-- after xalb stops, port 22 answers again:");
+    println!(
+        "\n-- the security group outlives xalb (pinned in a bpf filesystem), as an AWS one does:"
+    );
+    show(
+        &client,
+        None,
+        "10.0.0.10:22",
+        "client -> balancer TCP 22 (still dropped in XDP)",
+    )?;
+    println!("\n-- xalb detach : removes what xalb left pinned");
+    let (ok, out, err) = xalb_tests::daemon::detach(&lb, None)?;
+    for line in out.lines().chain(err.lines()) {
+        println!("   {line}");
+    }
+    if !ok {
+        bail!("xalb detach failed");
+    }
+    println!("\n-- after xalb detach, port 22 answers again:");
     show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22")?;
     println!("\n== demo done; namespaces removed.");
     Ok(())

@@ -325,6 +325,78 @@ pub struct Running {
     pub http1: SocketAddr,
     /// Where to send h2c with prior knowledge.
     pub h2c: SocketAddr,
+    /// What xalb pins; removed after `proc` has stopped (field order). Held
+    /// for its drop only.
+    _pinned: Option<Pinned>,
+}
+
+/// The security groups an xalb leaves pinned when it stops, removed with
+/// `xalb detach` so that the next system meets a host without xalb.
+struct Pinned {
+    ns: String,
+    bin: PathBuf,
+    state: PathBuf,
+    bpffs: PathBuf,
+}
+
+impl Pinned {
+    /// For an xalb that pins (a build from before pinning, as `--xalb-b`
+    /// may be, has no `--bpffs`): the run's bpffs, mounted on first use
+    /// outside /sys, which `ip netns exec` hides.
+    fn prepare(ns: &Ns, bin: &Path, dir: &Path, state: &Path) -> Result<Option<Self>> {
+        let help = std::process::Command::new(bin)
+            .args(["run", "--help"])
+            .output()
+            .with_context(|| format!("{} run --help", bin.display()))?;
+        if !String::from_utf8_lossy(&help.stdout).contains("--bpffs") {
+            return Ok(None);
+        }
+        let bpffs = dir.join("xalb-bpffs");
+        let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+        let mounted = mounts.lines().any(|l| {
+            let mut f = l.split(' ');
+            f.nth(1) == Some(&*bpffs.to_string_lossy()) && f.next() == Some("bpf")
+        });
+        if !mounted {
+            std::fs::create_dir_all(&bpffs)?;
+            super::cleanup::register_mount(&bpffs);
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "bpf", "bpf"])
+                .arg(&bpffs)
+                .status()
+                .context("mount -t bpf")?
+                .success();
+            anyhow::ensure!(ok, "mounting a bpffs at {} failed", bpffs.display());
+        }
+        Ok(Some(Self {
+            ns: ns.name.clone(),
+            bin: bin.to_path_buf(),
+            state: state.to_path_buf(),
+            bpffs,
+        }))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&self.bin)
+            .arg("detach")
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "xtask bench: xalb detach failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => eprintln!("xtask bench: cannot run xalb detach: {e}"),
+        }
+    }
 }
 
 impl Running {
@@ -344,12 +416,14 @@ pub fn start(
 ) -> Result<Running> {
     let lb80 = SocketAddr::from((LB_ADDR, 80));
     let ns = &topo.lb;
+    let mut pinned = None;
     let (proc, http1, h2c) = match system {
         System::Direct => {
             return Ok(Running {
                 proc: None,
                 http1: SocketAddr::from((BACKENDS[0], 80)),
                 h2c: SocketAddr::from((BACKENDS[0], NGINX_H2C_PORT)),
+                _pinned: None,
             })
         }
         System::Nginx => {
@@ -377,13 +451,18 @@ pub fn start(
             });
             let conf = d.join("xalb.toml");
             write(&conf, xalb_config)?;
+            let state = d.join("state");
             let mut cmd = ns.command(&xalb_bin.to_string_lossy());
             cmd.args(["run", "-c"])
                 .arg(&conf)
                 .args(["--stats-interval", "0"])
                 .arg("--state-dir")
-                .arg(d.join("state"))
+                .arg(&state)
                 .env("RUST_LOG", "warn");
+            pinned = Pinned::prepare(ns, xalb_bin, dir, &state)?;
+            if let Some(p) = &pinned {
+                cmd.arg("--bpffs").arg(&p.bpffs);
+            }
             let p = Proc::spawn("xalb", cmd, &d.join("output.log"))?;
             wait_for_line(&p, "xalb: ready")?;
             (p, lb80, lb80)
@@ -394,6 +473,7 @@ pub fn start(
         proc: Some(proc),
         http1,
         h2c,
+        _pinned: pinned,
     })
 }
 
