@@ -1347,7 +1347,8 @@ mod tests {
     /// point, without the fuzzer.
     #[test]
     fn the_corpus_passes() {
-        let targets: [(&str, fn(&[u8])); 6] = [
+        type Target = fn(&[u8]);
+        let targets: [(&str, Target); 6] = [
             ("h1_head", super::h1_head),
             ("h1_framing", super::h1_framing),
             ("h1_chunked", super::h1_chunked),
