@@ -118,7 +118,8 @@ fn check_prefixes(data: &[u8], parse: fn(&[u8]) -> Parsed) -> Parsed {
                 assert_eq!(parse(&data[..k]), Parsed::Partial, "cut at {k}");
             }
         }
-        // More bytes never mend a head: an error stays an error.
+        // A cut never completes a head the whole refuses (and by the arms
+        // above, no more bytes mend a head refused at a cut).
         Parsed::Error(_) => {
             for k in cut_points(data.len(), 300) {
                 let part = parse(&data[..k]);
@@ -631,11 +632,112 @@ fn encode(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (raw, plain)
 }
 
-/// The chunked decoder: arbitrary bodies decode the same in any pieces, and
+thread_local! {
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for hyper");
+}
+
+/// A request carried by hyper: its path and its body (`None` when reading
+/// it failed).
+type Served = (String, Option<Vec<u8>>);
+
+/// Records that it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What hyper's HTTP/1 server, set up as the daemon's listeners set it up,
+/// reads from a connection carrying `input`: driven until it waits for
+/// bytes that will not come (the connection is left open: at the end of
+/// its input hyper drops what it holds unread).
+fn hyper_reads(input: &[u8]) -> Vec<Served> {
+    use http_body_util::BodyExt;
+    use std::future::Future;
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWrite;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            let body = req.into_body().collect().await.ok();
+            let body = body.map(|b| b.to_bytes().to_vec());
+            log.lock().unwrap().push((path, body));
+            Ok::<_, std::convert::Infallible>(http::Response::new(
+                http_body_util::Empty::<Bytes>::new(),
+            ))
+        }
+    });
+    let flag = std::sync::Arc::new(Flag(false.into()));
+    let waker = std::task::Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    RUNTIME.with(|rt| {
+        let _runtime = rt.enter();
+        // Room for all of it, so that one write takes it.
+        let (mut client, server) = tokio::io::duplex(input.len().max(1));
+        let written = Pin::new(&mut client).poll_write(&mut cx, input);
+        assert!(matches!(written, Poll::Ready(Ok(n)) if n == input.len()));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(GUARD_LIMITS.max_head)
+            .max_headers(GUARD_LIMITS.max_headers)
+            .keep_alive(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+        let mut conn = std::pin::pin!(conn);
+        let mut answers = [0u8; 4096];
+        loop {
+            flag.0.store(false, Ordering::Relaxed);
+            if conn.as_mut().poll(&mut cx).is_ready() {
+                break;
+            }
+            // Take the answers, so that writing them never waits.
+            loop {
+                let mut rb = ReadBuf::new(&mut answers);
+                match Pin::new(&mut client).poll_read(&mut cx, &mut rb) {
+                    Poll::Ready(Ok(())) if !rb.filled().is_empty() => {}
+                    _ => break,
+                }
+            }
+            if !flag.0.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    });
+    let served = std::mem::take(&mut *seen.lock().unwrap());
+    served
+}
+
+const CHUNKED_HEAD: &[u8] = b"POST /body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+const NEXT_HEAD: &[u8] = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+
+/// hyper, which reads the bodies behind the guard, reads a body the decoder
+/// accepted the same way: the same data, and the next request right after
+/// it. Where the two could part, a request would be smuggled past the guard.
+fn check_hyper_agrees(body: &[u8], plain: &[u8]) {
+    let reads = hyper_reads(&[CHUNKED_HEAD, body, NEXT_HEAD].concat());
+    let expected = [
+        ("/body".to_string(), Some(plain.to_vec())),
+        ("/next".to_string(), Some(Vec::new())),
+    ];
+    assert_eq!(reads, expected, "hyper reads the body otherwise");
+}
+
+/// The chunked decoder: arbitrary bodies decode the same in any pieces;
 /// what the encoder writes (with the size lines hyper accepts) decodes back
-/// to the data, stopping right at the body's end.
+/// to the data, stopping right at the body's end; and hyper reads every
+/// body the decoder accepts the same way.
 pub fn h1_chunked(data: &[u8]) {
     if let Decoded::Body(plain, len) = check_decoding(data) {
+        assert!(len <= data.len());
+        check_hyper_agrees(&data[..len], &plain);
         // Written again canonically, the data reads back.
         let mut raw = Vec::new();
         for c in plain.chunks(100) {
@@ -645,11 +747,11 @@ pub fn h1_chunked(data: &[u8]) {
         }
         raw.extend_from_slice(chunked::LAST_CHUNK);
         assert_eq!(check_decoding(&raw), Decoded::Body(plain, raw.len()));
-        assert!(len <= data.len());
     }
     let (mut raw, plain) = encode(data);
     let len = raw.len();
-    raw.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    check_hyper_agrees(&raw, &plain);
+    raw.extend_from_slice(NEXT_HEAD);
     assert_eq!(check_decoding(&raw), Decoded::Body(plain, len));
 }
 
@@ -790,6 +892,59 @@ pub fn h1_guard(data: &[u8]) {
         assert_eq!(decision.map_err(Refusal::Framing), Err(refusal));
     }
     assert_eq!(&guard_over(out, &[], 61).0, out, "judged again, the same");
+    // hyper, behind the guard, reads the requests the guard judged, each
+    // with the body the guard framed, as far as it reads at all (it stops
+    // at a head it refuses, or after `Connection: close`).
+    let judged = judged_requests(out);
+    let reads = hyper_reads(out);
+    assert!(
+        reads.len() <= judged.len() && reads[..] == judged[..reads.len()],
+        "hyper reads {reads:?}, the guard judged {judged:?}"
+    );
+}
+
+/// The requests in what the guard passed on, framed as the guard frames
+/// them, up to the first that is incomplete or that hyper cannot serve.
+fn judged_requests(out: &[u8]) -> Vec<Served> {
+    let mut requests = Vec::new();
+    let mut at = 0;
+    while at < out.len() {
+        let mut slots = head::field_slots();
+        let Ok(Some((len, r))) = head::parse_request(&out[at..], &mut slots) else {
+            break;
+        };
+        let Ok(framing) = FramingFields::of(r.headers).request(r.version == Some(0)) else {
+            break;
+        };
+        let path = r
+            .path
+            .and_then(|p| http::Uri::try_from(p).ok())
+            .map_or_else(String::new, |u| u.path().to_string());
+        at += len;
+        let body = match framing {
+            BodyFraming::None | BodyFraming::Length(0) => Vec::new(),
+            BodyFraming::Length(n) => {
+                let Some(body) = usize::try_from(n)
+                    .ok()
+                    .and_then(|n| out.get(at..at.checked_add(n)?))
+                else {
+                    break;
+                };
+                at += body.len();
+                body.to_vec()
+            }
+            BodyFraming::Chunked => match decode(&out[at..], &mut std::iter::empty(), false) {
+                Decoded::Body(data, n) => {
+                    at += n;
+                    data
+                }
+                _ => break,
+            },
+            BodyFraming::Close => unreachable!("a request read to the close"),
+        };
+        requests.push((path, Some(body)));
+    }
+    requests
 }
 
 // ---------------------------------------------------------------------------
