@@ -904,7 +904,9 @@ pub fn h1_guard(data: &[u8]) {
 }
 
 /// The requests in what the guard passed on, framed as the guard frames
-/// them, up to the first that is incomplete or that hyper cannot serve.
+/// them, up to the first whose head hyper cannot be served or whose body
+/// does not end there (that one without a body: hyper may fail reading it,
+/// never read a body there).
 fn judged_requests(out: &[u8]) -> Vec<Served> {
     let mut requests = Vec::new();
     let mut at = 0;
@@ -921,28 +923,27 @@ fn judged_requests(out: &[u8]) -> Vec<Served> {
             .and_then(|p| http::Uri::try_from(p).ok())
             .map_or_else(String::new, |u| u.path().to_string());
         at += len;
-        let body = match framing {
-            BodyFraming::None | BodyFraming::Length(0) => Vec::new(),
-            BodyFraming::Length(n) => {
-                let Some(body) = usize::try_from(n)
-                    .ok()
-                    .and_then(|n| out.get(at..at.checked_add(n)?))
-                else {
-                    break;
-                };
-                at += body.len();
-                body.to_vec()
-            }
+        let (body, taken) = match framing {
+            BodyFraming::None | BodyFraming::Length(0) => (Some(Vec::new()), 0),
+            BodyFraming::Length(n) => match usize::try_from(n)
+                .ok()
+                .and_then(|n| out.get(at..at.checked_add(n)?))
+            {
+                Some(body) => (Some(body.to_vec()), body.len()),
+                None => (None, 0),
+            },
             BodyFraming::Chunked => match decode(&out[at..], &mut std::iter::empty(), false) {
-                Decoded::Body(data, n) => {
-                    at += n;
-                    data
-                }
-                _ => break,
+                Decoded::Body(data, n) => (Some(data), n),
+                _ => (None, 0),
             },
             BodyFraming::Close => unreachable!("a request read to the close"),
         };
-        requests.push((path, Some(body)));
+        at += taken;
+        let ended = body.is_some();
+        requests.push((path, body));
+        if !ended {
+            break;
+        }
     }
     requests
 }
