@@ -8,6 +8,8 @@ pub mod admin;
 pub(crate) mod clock;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod kernel;
 pub mod memory;
 pub(crate) mod metrics;

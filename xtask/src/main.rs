@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod fuzz;
 mod toolchain;
 
 use std::process::Command;
@@ -36,8 +37,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build everything, check formatting and clippy, and run the whole test
-    /// suite (needs root: namespaces, XDP).
+    /// Build everything, check formatting and clippy, run the whole test
+    /// suite (needs root: namespaces, XDP), then each fuzz target for a few
+    /// seconds.
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -45,6 +47,9 @@ enum Cmd {
     },
     /// Build everything and run the seed scenario in network namespaces.
     Demo,
+    /// Run the fuzz targets in fuzz/ (cargo-fuzz on nightly; installs
+    /// cargo-fuzz if missing); a crash's input is saved in fuzz/artifacts.
+    Fuzz(fuzz::Args),
     /// Benchmark xalb against nginx, HAProxy, no balancer, nftables and
     /// xdp-filter in network namespaces (needs root; installs its tools).
     Bench(bench::Args),
@@ -65,6 +70,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::BenchTally(args) => bench::tally::run(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Demo => {
             let bin = build::all(true)?;
             toolchain::ensure_apt(&["iproute2"])?;
@@ -106,6 +112,7 @@ fn test(args: Vec<String>) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    let filtered = !args.is_empty();
     toolchain::ensure_apt(&["iproute2"])?;
     // Echo cargo's output and add up its per-binary results into one closing
     // line, so the run's verdict is not the last binary's (often empty) line.
@@ -145,7 +152,11 @@ fn test(args: Vec<String>) -> Result<()> {
     if passed == 0 {
         bail!("no test ran");
     }
-    Ok(())
+    // A run narrowed to some tests is about those tests only.
+    if filtered {
+        return Ok(());
+    }
+    fuzz::fuzz(&fuzz::TARGETS, fuzz::SMOKE_SECONDS)
 }
 
 /// Runs `cmd` to completion and returns its stdout; a failure carries the

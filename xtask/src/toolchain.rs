@@ -1,6 +1,6 @@
 //! Idempotent installation of what the build and the tests need: nightly's
-//! rust-src, bpf-linker built on the nightly toolchain's own LLVM, and Debian
-//! packages.
+//! rust-src, bpf-linker built on the nightly toolchain's own LLVM, cargo-fuzz,
+//! and Debian packages.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use crate::{output, run_status};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 fn nightly_sysroot() -> Result<PathBuf> {
     let s = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
@@ -118,6 +119,28 @@ pub fn installed(pkg: &str) -> bool {
         .args(["-W", "-f=${Status}", pkg])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// cargo-fuzz, which builds the fuzz targets with libFuzzer and runs them;
+/// any version already installed that runs will do.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    nightly_sysroot()?;
+    let bin = cargo_bin_dir().join("cargo-fuzz");
+    if Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run_status(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
 }
 
 /// Install Debian packages that provide the given commands' packages, when missing.

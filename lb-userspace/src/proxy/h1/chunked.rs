@@ -38,6 +38,8 @@ pub enum ChunkError {
     DataNotEnded,
     #[error("bare CR or LF in the trailer section")]
     BareLineEndInTrailers,
+    #[error("a trailer line that is not a header field")]
+    InvalidTrailer,
     #[error("trailer section over the limit")]
     TrailersOverLimit,
 }
@@ -170,6 +172,9 @@ impl Decoder {
                     self.state = State::Done;
                     return Ok(Step::End(2));
                 }
+                if !is_field_line(&input[..len - 2]) {
+                    return Err(ChunkError::InvalidTrailer);
+                }
                 self.trailers += len as u32;
                 self.trailer_fields += 1;
                 if self.trailers as usize > MAX_TRAILERS
@@ -240,6 +245,22 @@ fn is_crlf_line(line: &[u8]) -> bool {
         && !line[..line.len() - 2]
             .iter()
             .any(|&b| b == b'\r' || b == b'\n')
+}
+
+/// A trailer line, CRLF removed, that hyper reads as a field (httparse's
+/// rules, then the http crate's): a token, a colon, then visible ASCII,
+/// obs-text, spaces and tabs. hyper refuses the body for any other line.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && line[..colon]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && line[colon + 1..]
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
 }
 
 /// Ends a chunk's data.
@@ -315,6 +336,37 @@ mod tests {
         // Leading zeros do not count towards the size's digits.
         assert!(decode(b"0000000000000000001\r\nx\r\n0\r\n\r\n", 64).is_ok());
         assert!(decode(b"fffffffffffffff\r\n", 64).is_err_and(|e| e != SizeTooLarge));
+    }
+
+    #[test]
+    fn trailer_lines_are_held_to_hypers_field_rules() {
+        // hyper parses the trailer section as header fields and refuses the
+        // whole body for a line that is not one; the fast client passed
+        // such a response on, and the guard such a request to hyper.
+        for raw in [
+            &b"0\r\ne\r\n\r\n"[..],
+            b"0\r\n: v\r\n\r\n",
+            b"0\r\nX T: 1\r\n\r\n",
+            b"0\r\nX-T : 1\r\n\r\n",
+            b"0\r\n X-T: 1\r\n\r\n",
+            b"0\r\nX-T: a\x7fb\r\n\r\n",
+            b"0\r\nX-T: a\x00b\r\n\r\n",
+            b"0\r\nX-T: 1\r\nnot a field\r\n\r\n",
+        ] {
+            assert_eq!(
+                decode(raw, raw.len()),
+                Err(ChunkError::InvalidTrailer),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        for raw in [
+            &b"0\r\nX-T:\r\n\r\n"[..],
+            b"0\r\nx_t~1: a \t b\r\n\r\n",
+            b"0\r\nX-T: caf\xc3\xa9 \xff\r\n\r\n",
+        ] {
+            assert_eq!(decode(raw, 1), Ok((Vec::new(), 0)), "{raw:?}");
+        }
     }
 
     #[test]
