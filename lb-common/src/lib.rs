@@ -16,6 +16,10 @@ pub mod map_names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const ACTIVE_BANK: &str = "ACTIVE_BANK";
     pub const BACKENDS: &str = "BACKENDS";
+    pub const LISTENERS: &str = "LISTENERS";
+    pub const SOCKS: &str = "SOCKS";
+    pub const LISTENER_COUNTERS: &str = "LISTENER_COUNTERS";
+    pub const XDP_PROBING: &str = "XDP_PROBING";
 }
 
 /// Most target groups whose backend sets the kernel holds.
@@ -89,6 +93,76 @@ pub struct AddrKeyV6 {
 
 /// The XDP program's name in the object file.
 pub const XDP_PROGRAM: &str = "xalb_xdp";
+
+/// The sk_lookup program's name in the object file: it hands each new
+/// connection to a balancer address to its listener's sockets.
+pub const SK_LOOKUP_PROGRAM: &str = "xalb_steer";
+
+/// Most listeners (balancer, port) the kernel steers; ids are `0..MAX_LISTENERS`.
+pub const MAX_LISTENERS: u32 = 1024;
+/// Slots of `SOCKS`: one per listener and address family ([`sock_slot`]).
+pub const MAX_SOCKS: u32 = 2 * MAX_LISTENERS;
+
+/// The `SOCKS` slot of listener row `row`'s socket group of one family
+/// (`v6`: the IPv6 group). Fixed by the row, so a row's slots are freed and
+/// reused with it.
+#[inline(always)]
+pub const fn sock_slot(row: u32, v6: bool) -> u32 {
+    row * 2 + v6 as u32
+}
+
+/// Key of `LISTENERS` (banked like the rest of the configuration): a
+/// balancer's listener port for one transport protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerKey {
+    pub bank: u32,
+    pub lb_id: u32,
+    pub port: u16,
+    /// [`proto::TCP`] (the only one steered yet).
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `LISTENERS`: the listener's row of `LISTENER_COUNTERS` and the
+/// `SOCKS` slots of its IPv4 and IPv6 socket groups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerSlots {
+    pub row: u32,
+    pub sock_v4: u32,
+    pub sock_v6: u32,
+    pub _pad: u32,
+}
+
+impl ListenerSlots {
+    /// The slots of listener row `row`.
+    pub const fn of_row(row: u32) -> Self {
+        Self {
+            row,
+            sock_v4: sock_slot(row, false),
+            sock_v6: sock_slot(row, true),
+            _pad: 0,
+        }
+    }
+}
+
+/// One row of `LISTENER_COUNTERS` (per CPU): what happened to the
+/// connections opened to one listener.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerCounter {
+    /// Connection attempts (SYNs, retransmissions included) handed to the
+    /// listener's sockets.
+    pub steered: u64,
+    /// Connection attempts refused because the listener had no socket: XDP
+    /// drops them on the balancer's interfaces, the sk_lookup program resets
+    /// them elsewhere.
+    pub no_socket: u64,
+    /// Connection attempts the kernel would not hand to the socket found.
+    pub assign_error: u64,
+    pub _pad: u64,
+}
 
 /// The XDP program's load-time switch for the verdict log (`xalb run
 /// --xdp-log`): a read-only global (a `u8`, 0 = off) the loader sets before
@@ -282,9 +356,13 @@ pub enum Reason {
     /// problem) about a connection of this host: path MTU discovery and
     /// connection errors keep working whatever the rules.
     PassRelated = 10,
+    /// A TCP SYN the rules allow, to a listener that has no socket at the
+    /// moment (no daemon serves it): dropped without an answer, so the
+    /// client's retransmission connects once a daemon is back.
+    DropNoSocket = 11,
 }
 
-pub const NUM_REASONS: u32 = 11;
+pub const NUM_REASONS: u32 = 12;
 
 impl Reason {
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -299,6 +377,7 @@ impl Reason {
         Reason::DropMalformed,
         Reason::DropUnparsed,
         Reason::PassRelated,
+        Reason::DropNoSocket,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -314,6 +393,7 @@ impl Reason {
             Reason::DropMalformed => "drop_malformed",
             Reason::DropUnparsed => "drop_unparsed",
             Reason::PassRelated => "pass_related",
+            Reason::DropNoSocket => "drop_no_socket",
         }
     }
 
@@ -334,7 +414,8 @@ impl Reason {
             | Reason::DropDenied
             | Reason::DropFragment
             | Reason::DropMalformed
-            | Reason::DropUnparsed => true,
+            | Reason::DropUnparsed
+            | Reason::DropNoSocket => true,
         }
     }
 }
@@ -380,6 +461,12 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::BackendSet {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::ListenerKey {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::ListenerSlots {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::ListenerCounter {}
 }
 
 #[cfg(test)]

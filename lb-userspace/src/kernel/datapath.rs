@@ -1,12 +1,14 @@
-//! Loading the embedded XDP object and attaching it.
+//! Loading the embedded XDP object and attaching its programs: the XDP
+//! program to interfaces, the sk_lookup program (steering) to the network
+//! namespace.
 //!
 //! Attachments are bpf_links owned by this process: when it ends, however it
-//! ends (even SIGKILL), the kernel closes the links and detaches the program.
+//! ends (even SIGKILL), the kernel closes the links and detaches the programs.
 
 use std::collections::BTreeSet;
 
 use aya::programs::xdp::XdpLinkId;
-use aya::programs::{ProgramError, Xdp, XdpMode};
+use aya::programs::{ProgramError, SkLookup, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use tracing::{info, warn};
 
@@ -29,6 +31,14 @@ pub enum DatapathError {
         "the kernel refused the XDP program: {0} (needs Linux 5.9 or newer with BPF and XDP; run as root)"
     )]
     Verify(#[source] ProgramError),
+    #[error(
+        "the kernel refused the sk_lookup program: {0} (needs Linux 5.9 or newer with BPF; run as root)"
+    )]
+    VerifySteering(#[source] ProgramError),
+    #[error("cannot attach the sk_lookup program to this network namespace: {0}")]
+    AttachSteering(#[source] ProgramError),
+    #[error("cannot open this process's network namespace: {0}")]
+    Netns(#[source] std::io::Error),
     #[error("cannot attach XDP to interface {interface:?} in {mode} mode: {source}")]
     Attach {
         interface: String,
@@ -58,6 +68,8 @@ pub struct Datapath {
     links: std::collections::BTreeMap<String, (XdpLinkId, &'static str)>,
     /// The verdict log's reader, when the program logs its verdicts.
     verdict_log: Option<VerdictLog>,
+    /// Whether the sk_lookup program is attached.
+    steering: bool,
 }
 
 impl Datapath {
@@ -85,6 +97,12 @@ impl Datapath {
             .try_into()
             .map_err(DatapathError::Verify)?;
         prog.load().map_err(DatapathError::Verify)?;
+        let steer: &mut SkLookup = ebpf
+            .program_mut(lb_common::SK_LOOKUP_PROGRAM)
+            .ok_or(DatapathError::NoProgram(lb_common::SK_LOOKUP_PROGRAM))?
+            .try_into()
+            .map_err(DatapathError::VerifySteering)?;
+        steer.load().map_err(DatapathError::VerifySteering)?;
         let maps = Maps::take_from(&mut ebpf)?;
         let verdict_log = if verdict_log {
             Some(VerdictLog::start(&mut ebpf)?)
@@ -96,6 +114,7 @@ impl Datapath {
             maps,
             links: Default::default(),
             verdict_log,
+            steering: false,
         })
     }
 
@@ -197,6 +216,35 @@ impl Datapath {
                 }
             },
         }
+    }
+
+    /// The loaded sk_lookup program.
+    pub fn steering_program(&self) -> &SkLookup {
+        self.ebpf
+            .program(lb_common::SK_LOOKUP_PROGRAM)
+            .and_then(|p| <&SkLookup>::try_from(p).ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    /// Attaches the sk_lookup program to this process's network namespace
+    /// (once; later calls do nothing): from then on the listeners in
+    /// `LISTENERS` are served by their sockets in `SOCKS`, whatever address
+    /// those are bound to.
+    pub fn attach_steering(&mut self) -> Result<(), DatapathError> {
+        if self.steering {
+            return Ok(());
+        }
+        let netns = std::fs::File::open("/proc/self/ns/net").map_err(DatapathError::Netns)?;
+        let prog: &mut SkLookup = self
+            .ebpf
+            .program_mut(lb_common::SK_LOOKUP_PROGRAM)
+            .and_then(|p| <&mut SkLookup>::try_from(p).ok())
+            .expect("loaded in Datapath::load");
+        // The link stays with the program (inside `ebpf`), so with this process.
+        prog.attach(&netns).map_err(DatapathError::AttachSteering)?;
+        self.steering = true;
+        info!("sk_lookup steering attached");
+        Ok(())
     }
 
     /// (interface, mode) of every attachment.
