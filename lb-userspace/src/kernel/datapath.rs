@@ -234,7 +234,8 @@ impl Datapath {
         if self.steering {
             return Ok(());
         }
-        let netns = std::fs::File::open("/proc/self/ns/net").map_err(DatapathError::Netns)?;
+        let netns =
+            std::fs::File::open("/proc/thread-self/ns/net").map_err(DatapathError::Netns)?;
         let prog: &mut SkLookup = self
             .ebpf
             .program_mut(lb_common::SK_LOOKUP_PROGRAM)
