@@ -20,9 +20,8 @@
 #![no_std]
 #![no_main]
 
-use core::mem::size_of;
-
 use core::ffi::c_void;
+use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{bpf_sock, bpf_sock_tuple, sk_action, xdp_action, BPF_F_CURRENT_NETNS},

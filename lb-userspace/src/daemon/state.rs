@@ -338,7 +338,7 @@ impl Running {
             }
         }
         let new_groups = fresh.len();
-        let old_bindings = std::mem::replace(&mut self.bindings, plan.bindings);
+        self.bindings = plan.bindings;
         for f in fresh {
             self.serve(f);
         }
@@ -383,7 +383,6 @@ impl Running {
                 });
             }
         }
-        drop(old_bindings);
         let summary = Applied::new(
             self.served.len(),
             new_groups,
