@@ -1,7 +1,8 @@
 //! Which row of the XDP counters each balancer uses, by name, kept across
 //! reloads: a balancer's counters stay its own when others are added, removed
 //! or reordered. A name new to a reload takes the lowest free row, which the
-//! daemon zeroes first (it may hold a removed balancer's counts).
+//! daemon zeroes first (it may hold a removed balancer's counts). Listeners
+//! have rows of their own the same way ([`ListenerRows`]).
 //!
 //! A row freed by a reload is not handed out by that same reload: until the
 //! flip and the wait that follows it, packets under the old bank still count
