@@ -19,6 +19,10 @@ pub mod map_names {
     /// Made and read by the daemon only (no program uses it): what the
     /// pinned maps mean, see [`super::StateBlob`].
     pub const STATE: &str = "STATE";
+    pub const LISTENERS: &str = "LISTENERS";
+    pub const SOCKS: &str = "SOCKS";
+    pub const LISTENER_COUNTERS: &str = "LISTENER_COUNTERS";
+    pub const XDP_PROBING: &str = "XDP_PROBING";
 }
 
 /// The version of the pinned state's layout (the maps of [`PINNED_MAPS`] and
@@ -26,7 +30,7 @@ pub mod map_names {
 /// pins of another layout are refused, never reused (the loader would reuse
 /// a pinned map without comparing it). A test fingerprints [`PINNED_MAPS`] so
 /// a change without a bump fails.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Kernel map types (`enum bpf_map_type`) of the maps below.
 pub mod map_type {
@@ -34,6 +38,7 @@ pub mod map_type {
     pub const ARRAY: u32 = 2;
     pub const PERCPU_ARRAY: u32 = 6;
     pub const LPM_TRIE: u32 = 11;
+    pub const SOCKMAP: u32 = 15;
 }
 
 /// `BPF_F_NO_PREALLOC`, which LPM tries require.
@@ -70,7 +75,7 @@ const fn layout<K, V>(name: &'static str, map_type: u32, max_entries: u32) -> Ma
 
 /// The XDP object's maps, as `lb-ebpf` declares them (the daemon checks the
 /// loaded object against this table), each pinned under its name.
-pub const OBJECT_MAPS: [MapLayout; 9] = [
+pub const OBJECT_MAPS: [MapLayout; 13] = [
     layout::<u32, u32>(map_names::ACTIVE_BANK, map_type::ARRAY, 1),
     layout::<AddrKeyV4, LbAddr>(map_names::LB_ADDRS_V4, map_type::HASH, MAX_ADDRS * 2),
     layout::<AddrKeyV6, LbAddr>(map_names::LB_ADDRS_V6, map_type::HASH, MAX_ADDRS * 2),
@@ -80,6 +85,14 @@ pub const OBJECT_MAPS: [MapLayout; 9] = [
     layout::<SrcKeyV6, SgRules>(map_names::SG_V6, map_type::LPM_TRIE, MAX_PREFIXES * 2),
     layout::<u32, BackendSet>(map_names::BACKENDS, map_type::HASH, MAX_GROUPS),
     layout::<u32, Counter>(map_names::COUNTERS, map_type::PERCPU_ARRAY, NUM_COUNTERS),
+    layout::<ListenerKey, ListenerSlots>(map_names::LISTENERS, map_type::HASH, MAX_LISTENERS * 2),
+    layout::<u32, u32>(map_names::SOCKS, map_type::SOCKMAP, MAX_SOCKS),
+    layout::<u32, ListenerCounter>(
+        map_names::LISTENER_COUNTERS,
+        map_type::PERCPU_ARRAY,
+        MAX_LISTENERS,
+    ),
+    layout::<u32, u32>(map_names::XDP_PROBING, map_type::PERCPU_ARRAY, 1),
 ];
 
 /// The daemon's own map, pinned with the object's: one [`StateBlob`] per bank.
@@ -184,6 +197,76 @@ pub struct AddrKeyV6 {
 
 /// The XDP program's name in the object file.
 pub const XDP_PROGRAM: &str = "xalb_xdp";
+
+/// The sk_lookup program's name in the object file: it hands each new
+/// connection to a balancer address to its listener's sockets.
+pub const SK_LOOKUP_PROGRAM: &str = "xalb_steer";
+
+/// Most listeners (balancer, port) the kernel steers; ids are `0..MAX_LISTENERS`.
+pub const MAX_LISTENERS: u32 = 1024;
+/// Slots of `SOCKS`: one per listener and address family ([`sock_slot`]).
+pub const MAX_SOCKS: u32 = 2 * MAX_LISTENERS;
+
+/// The `SOCKS` slot of listener row `row`'s socket group of one family
+/// (`v6`: the IPv6 group). Fixed by the row, so a row's slots are freed and
+/// reused with it.
+#[inline(always)]
+pub const fn sock_slot(row: u32, v6: bool) -> u32 {
+    row * 2 + v6 as u32
+}
+
+/// Key of `LISTENERS` (banked like the rest of the configuration): a
+/// balancer's listener port for one transport protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerKey {
+    pub bank: u32,
+    pub lb_id: u32,
+    pub port: u16,
+    /// [`proto::TCP`] (the only one steered yet).
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `LISTENERS`: the listener's row of `LISTENER_COUNTERS` and the
+/// `SOCKS` slots of its IPv4 and IPv6 socket groups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerSlots {
+    pub row: u32,
+    pub sock_v4: u32,
+    pub sock_v6: u32,
+    pub _pad: u32,
+}
+
+impl ListenerSlots {
+    /// The slots of listener row `row`.
+    pub const fn of_row(row: u32) -> Self {
+        Self {
+            row,
+            sock_v4: sock_slot(row, false),
+            sock_v6: sock_slot(row, true),
+            _pad: 0,
+        }
+    }
+}
+
+/// One row of `LISTENER_COUNTERS` (per CPU): what happened to the
+/// connections opened to one listener.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerCounter {
+    /// Connection attempts (SYNs, retransmissions included) handed to the
+    /// listener's sockets.
+    pub steered: u64,
+    /// Connection attempts refused because the listener had no socket: XDP
+    /// drops them on the balancer's interfaces, the sk_lookup program resets
+    /// them elsewhere.
+    pub no_socket: u64,
+    /// Connection attempts the kernel would not hand to the socket found.
+    pub assign_error: u64,
+    pub _pad: u64,
+}
 
 /// The XDP program's load-time switch for the verdict log (`xalb run
 /// --xdp-log`): a read-only global (a `u8`, 0 = off) the loader sets before
@@ -377,9 +460,13 @@ pub enum Reason {
     /// problem) about a connection of this host: path MTU discovery and
     /// connection errors keep working whatever the rules.
     PassRelated = 10,
+    /// A TCP SYN the rules allow, to a listener that has no socket at the
+    /// moment (no daemon serves it): dropped without an answer, so the
+    /// client's retransmission connects once a daemon is back.
+    DropNoSocket = 11,
 }
 
-pub const NUM_REASONS: u32 = 11;
+pub const NUM_REASONS: u32 = 12;
 
 impl Reason {
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -394,6 +481,7 @@ impl Reason {
         Reason::DropMalformed,
         Reason::DropUnparsed,
         Reason::PassRelated,
+        Reason::DropNoSocket,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -409,6 +497,7 @@ impl Reason {
             Reason::DropMalformed => "drop_malformed",
             Reason::DropUnparsed => "drop_unparsed",
             Reason::PassRelated => "pass_related",
+            Reason::DropNoSocket => "drop_no_socket",
         }
     }
 
@@ -429,7 +518,8 @@ impl Reason {
             | Reason::DropDenied
             | Reason::DropFragment
             | Reason::DropMalformed
-            | Reason::DropUnparsed => true,
+            | Reason::DropUnparsed
+            | Reason::DropNoSocket => true,
         }
     }
 }
@@ -477,6 +567,12 @@ mod pod {
     unsafe impl aya::Pod for super::BackendSet {}
     // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::StateBlob {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::ListenerKey {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::ListenerSlots {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::ListenerCounter {}
 }
 
 #[cfg(test)]
@@ -529,7 +625,7 @@ mod tests {
         let now = fingerprint(&PINNED_MAPS);
         assert_eq!(
             (LAYOUT_VERSION, now),
-            (1, 0xa400_4ee5_6d7e_6fa0),
+            (2, 0x0133_521f_d2a6_a175),
             "the pinned maps changed: bump LAYOUT_VERSION and set its fingerprint to {now:#x}"
         );
     }

@@ -12,24 +12,33 @@
 //!
 //! Map layouts live in `lb-common`; the daemon fills the inactive bank and flips
 //! `ACTIVE_BANK`, so one packet always sees one whole configuration.
+//!
+//! A second program, `xalb_steer` (sk_lookup), runs where the stack looks for
+//! the listening socket of a new connection: for a balancer address and a
+//! listener port it picks the listener's sockets from `SOCKS`, whatever
+//! address they are bound to. The daemon binds nothing to balancer addresses.
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{bpf_sock, bpf_sock_tuple, xdp_action, BPF_F_CURRENT_NETNS},
-    helpers::generated::{bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release},
-    macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
-    programs::XdpContext,
+    bindings::{bpf_sock, bpf_sock_tuple, sk_action, xdp_action, BPF_F_CURRENT_NETNS},
+    helpers::generated::{
+        bpf_map_lookup_elem, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
+    },
+    macros::{map, sk_lookup, xdp},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, SockMap},
+    programs::{SkLookupContext, XdpContext},
     Global,
 };
 use aya_log_ebpf::info;
 use lb_common::{
-    counter_index, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, LbAddr, Reason,
-    SgRules, SrcKeyV4, SrcKeyV6, VerdictRecord, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS,
-    MAX_GROUPS, MAX_PREFIXES, NO_LB, NUM_COUNTERS,
+    counter_index, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, LbAddr,
+    ListenerCounter, ListenerKey, ListenerSlots, Reason, SgRules, SrcKeyV4, SrcKeyV6,
+    VerdictRecord, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_GROUPS, MAX_LISTENERS,
+    MAX_PREFIXES, MAX_SOCKS, NO_LB, NUM_COUNTERS,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -73,6 +82,27 @@ static BACKENDS: HashMap<u32, BackendSet> = HashMap::with_max_entries(MAX_GROUPS
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
+/// (bank, balancer, port, protocol) → the listener's counter row and socket
+/// slots.
+#[map(name = "LISTENERS")]
+static LISTENERS: HashMap<ListenerKey, ListenerSlots> =
+    HashMap::with_max_entries(MAX_LISTENERS * 2, 0);
+
+/// One listening socket per (listener, family): one member of the group the
+/// daemon's workers bound with SO_REUSEPORT; the kernel picks within the
+/// group. A socket leaves its slot by itself when it closes.
+#[map(name = "SOCKS")]
+static SOCKS: SockMap = SockMap::with_max_entries(MAX_SOCKS, 0);
+
+#[map(name = "LISTENER_COUNTERS")]
+static LISTENER_COUNTERS: PerCpuArray<ListenerCounter> =
+    PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
+
+/// Non-zero on this CPU while the XDP program looks a socket up: the lookup
+/// runs `xalb_steer` too, which must not count (or steer) it.
+#[map(name = "XDP_PROBING")]
+static XDP_PROBING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 // Ether types as `EthHdr::ether_type` holds them (network byte order).
 const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
 const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
@@ -86,6 +116,12 @@ const MAX_EXT_HEADERS: usize = 8;
 /// (dropped as unparsed); keeps every offset bounded for the verifier.
 const MAX_L4_OFFSET: usize = 1024;
 const BPF_TCP_LISTEN: u32 = 10;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+/// `bpf_sk_assign` refused: an earlier sk_lookup program chose a socket.
+const EEXIST: i32 = 17;
+/// The slot holds no socket.
+const ENOENT: i32 = 2;
 /// More-fragments, in `Ipv4Hdr::frag_flags`.
 const IP_MF: u8 = 1;
 
@@ -246,11 +282,15 @@ fn is_reply(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: u32, proto: u8) 
     let netns = BPF_F_CURRENT_NETNS as u64;
     let ctx_ptr = ctx.ctx as *mut _;
     unsafe {
+        // The lookup runs the namespace's sk_lookup programs, synchronously
+        // on this CPU: `xalb_steer` sees the flag and stays out of it.
+        set_probing(1);
         let sk: *mut bpf_sock = match proto {
             proto::TCP => bpf_sk_lookup_tcp(ctx_ptr, tuple, size, netns, 0),
             proto::UDP => bpf_sk_lookup_udp(ctx_ptr, tuple, size, netns, 0),
-            _ => return false,
+            _ => core::ptr::null_mut(),
         };
+        set_probing(0);
         if sk.is_null() {
             return false;
         }
@@ -262,6 +302,138 @@ fn is_reply(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: u32, proto: u8) 
         };
         bpf_sk_release(sk as *mut _);
         connected
+    }
+}
+
+#[inline(always)]
+fn set_probing(on: u32) {
+    if let Some(p) = XDP_PROBING.get_ptr_mut(0) {
+        // Per-CPU slot: no other writer.
+        unsafe { *p = on };
+    }
+}
+
+#[inline(always)]
+fn probing() -> bool {
+    XDP_PROBING.get(0).is_some_and(|p| *p != 0)
+}
+
+/// Counts into a listener's row of `LISTENER_COUNTERS`.
+#[inline(always)]
+fn listener_count(row: u32, f: impl FnOnce(&mut ListenerCounter)) {
+    if let Some(c) = LISTENER_COUNTERS.get_ptr_mut(row) {
+        // Per-CPU slot: no other writer.
+        f(unsafe { &mut *c });
+    }
+}
+
+/// Whether slot `idx` of `SOCKS` holds a socket now. A socket leaves the
+/// map when it closes, so an empty slot means no process serves the
+/// listener.
+#[inline(always)]
+fn sock_present(idx: u32) -> bool {
+    // The legacy map static is the map definition itself (`SockMap` is
+    // `repr(transparent)` over it): its address is the map pointer.
+    let sk = unsafe {
+        bpf_map_lookup_elem(
+            core::ptr::addr_of!(SOCKS).cast_mut().cast::<c_void>(),
+            core::ptr::from_ref(&idx).cast::<c_void>(),
+        )
+    };
+    if sk.is_null() {
+        return false;
+    }
+    // The lookup took a reference on the socket.
+    unsafe { bpf_sk_release(sk) };
+    true
+}
+
+/// The listener a TCP connection to `port` of balancer `lb_id` belongs to,
+/// if the daemon steers it.
+#[inline(always)]
+fn listener(bank: u32, lb_id: u32, port: u16) -> Option<ListenerSlots> {
+    let key = ListenerKey {
+        bank,
+        lb_id,
+        port,
+        proto: proto::TCP,
+        _pad: 0,
+    };
+    unsafe { LISTENERS.get(&key) }.copied()
+}
+
+/// The sk_lookup hook: a new TCP connection to a balancer address and a
+/// listener port goes to that listener's socket group (`SOCKS`). The kernel
+/// then picks a member of the group by its SO_REUSEPORT hash, so every
+/// worker takes its share; the accepted socket keeps the balancer address
+/// as its local address. Anything else is left to the stack.
+#[sk_lookup]
+pub fn xalb_steer(ctx: SkLookupContext) -> u32 {
+    let l = ctx.lookup;
+    // One field per read: the verifier refuses wider loads of the context.
+    let (family, protocol, port) = unsafe {
+        (
+            core::ptr::addr_of!((*l).family).read_volatile(),
+            core::ptr::addr_of!((*l).protocol).read_volatile(),
+            core::ptr::addr_of!((*l).local_port).read_volatile(),
+        )
+    };
+    // XDP's own socket lookups (`is_reply`) come through here too: what
+    // they look for is never a listener, and they are not connections.
+    if protocol != proto::TCP as u32 || probing() {
+        return sk_action::SK_PASS;
+    }
+    let bank = active_bank();
+    let lb = match family {
+        AF_INET => {
+            let addr = unsafe { core::ptr::addr_of!((*l).local_ip4).read_volatile() };
+            let key = AddrKeyV4 {
+                bank,
+                addr: addr.to_ne_bytes(),
+            };
+            unsafe { LB_ADDRS_V4.get(&key) }.copied()
+        }
+        AF_INET6 => {
+            let mut addr = [0u8; 16];
+            for i in 0..4 {
+                let word = unsafe { core::ptr::addr_of!((*l).local_ip6[i]).read_volatile() };
+                addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+            let key = AddrKeyV6 { bank, addr };
+            unsafe { LB_ADDRS_V6.get(&key) }.copied()
+        }
+        _ => None,
+    };
+    let Some(lb) = lb else {
+        return sk_action::SK_PASS;
+    };
+    // Ports that are no listener's stay the host's, as the rules allow.
+    let Some(li) = listener(bank, lb.lb_id, port as u16) else {
+        return sk_action::SK_PASS;
+    };
+    let idx = if family == AF_INET {
+        li.sock_v4
+    } else {
+        li.sock_v6
+    };
+    // Flags 0: the socket's SO_REUSEPORT group still spreads.
+    match SOCKS.redirect_sk_lookup(&ctx, idx, 0) {
+        Ok(()) => {
+            listener_count(li.row, |c| c.steered += 1);
+            sk_action::SK_PASS
+        }
+        // An earlier program chose a socket: it stands.
+        Err(e) if e == -EEXIST => sk_action::SK_PASS,
+        // No socket: the stack resets the connection (a drop here cannot
+        // be silent; XDP drops these SYNs silently where it runs).
+        Err(e) if e == -ENOENT => {
+            listener_count(li.row, |c| c.no_socket += 1);
+            sk_action::SK_DROP
+        }
+        Err(_) => {
+            listener_count(li.row, |c| c.assign_error += 1);
+            sk_action::SK_DROP
+        }
     }
 }
 
@@ -603,6 +775,22 @@ fn rules<F: Family>(
         && is_related::<F>(ctx, l4, dst)
     {
         return Reason::PassRelated;
+    }
+    // A connection the rules let in, to a listener no process serves now
+    // (between a daemon's end and the next start): dropped, not reset, so
+    // the client's SYN retransmission connects once one is back.
+    if reason == Reason::PassAllowed && flow.opens {
+        if let Some(li) = listener(bank, lb.lb_id, flow.dport) {
+            let idx = if F::FAMILY == 6 {
+                li.sock_v6
+            } else {
+                li.sock_v4
+            };
+            if !sock_present(idx) {
+                listener_count(li.row, |c| c.no_socket += 1);
+                return Reason::DropNoSocket;
+            }
+        }
     }
     reason
 }

@@ -2,7 +2,6 @@
 //! `/targets` (target health as JSON), `POST /reload`, `/healthz`.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -30,10 +29,14 @@ pub struct ListenerEntry {
     pub metrics: Arc<ListenerMetrics>,
 }
 
-/// One listening address and how its connections sit on the workers.
+/// One listener's socket group of one address family, and how its
+/// connections sit on the workers.
 pub struct SocketEntry {
     pub lb: String,
-    pub addr: SocketAddr,
+    /// `"edge:80"`.
+    pub listener: String,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
     pub spread: Arc<Spread>,
 }
 
@@ -50,6 +53,8 @@ pub struct AdminView {
     pub datapath: Option<Arc<Mutex<Datapath>>>,
     /// (XDP counter row, name) of every balancer.
     pub lb_rows: Vec<(u32, String)>,
+    /// (listener counter row, balancer, port) of every steered listener.
+    pub listener_rows: Vec<(u32, String, u16)>,
     pub listeners: Vec<ListenerEntry>,
     pub sockets: Vec<SocketEntry>,
     /// (balancer, group) in configuration order.
@@ -106,8 +111,8 @@ pub fn targets(view: &AdminView, group: Option<&str>) -> TargetsReply {
     TargetsReply { targets }
 }
 
-/// A metric family with a sample per listening address and worker: name,
-/// type, help, and how to read a worker's value.
+/// A metric family with a sample per socket group and worker: name, type,
+/// help, and how to read a worker's value.
 type PerWorkerFamily = (&'static str, Kind, &'static str, fn(&Spread, usize) -> u64);
 
 pub fn metrics(view: &AdminView) -> String {
@@ -124,31 +129,31 @@ pub fn metrics(view: &AdminView) -> String {
         .map(|(l, name)| (l.lb.as_str(), name.as_str(), &*l.metrics))
         .collect();
     e.listeners(&listeners);
-    // Per listening address and worker.
+    // Per socket group (listener and address family) and worker.
     let per_worker: [PerWorkerFamily; 2] = [
         (
             "xalb_worker_active_connection_count",
             Kind::Gauge,
-            "Open client connections per listening address and data-plane worker",
+            "Open client connections per listener, address family and data-plane worker",
             |spread, worker| spread.open_on(worker) as u64,
         ),
         (
             "xalb_worker_moved_connection_count",
             Kind::Counter,
-            "Client connections a data-plane worker passed to a faster one between requests, per listening address",
+            "Client connections a data-plane worker passed to a faster one between requests, per listener and address family",
             |spread, worker| spread.load().moved(worker),
         ),
     ];
     for (name, kind, help, value) in per_worker {
         let mut f = e.family(name, kind, help);
         for s in &view.sockets {
-            let addr = s.addr.to_string();
             for worker in 0..s.spread.workers() {
                 let label = worker.to_string();
                 f.sample(
                     &[
                         ("load_balancer", s.lb.as_str()),
-                        ("address", addr.as_str()),
+                        ("listener", s.listener.as_str()),
+                        ("family", s.family),
                         ("worker", label.as_str()),
                     ],
                     value(&s.spread, worker),
@@ -189,7 +194,45 @@ pub fn metrics(view: &AdminView) -> String {
     drop(draining);
     e.groups(&groups);
     if let Some(dp) = &view.datapath {
-        if let Ok(rows) = dp.lock().unwrap().maps.read_counters(&view.lb_rows) {
+        let dp = dp.lock().unwrap();
+        if let Ok(rows) = dp.maps.read_listener_counters(&view.listener_rows) {
+            let names: Vec<String> = rows
+                .iter()
+                .map(|r| format!("{}:{}", r.lb, r.port))
+                .collect();
+            let mut f = e.family(
+                "xalb_listener_steered_connection_count_total",
+                Kind::Counter,
+                "Connection attempts the kernel steered to the listener's sockets (SYN retransmissions included)",
+            );
+            for (r, name) in rows.iter().zip(&names) {
+                f.sample(
+                    &[
+                        ("load_balancer", r.lb.as_str()),
+                        ("listener", name.as_str()),
+                    ],
+                    r.steered,
+                );
+            }
+            let mut f = e.family(
+                "xalb_listener_dropped_connection_count_total",
+                Kind::Counter,
+                "Connection attempts to the listener the kernel refused, by reason",
+            );
+            for (r, name) in rows.iter().zip(&names) {
+                for (reason, n) in [("no_socket", r.no_socket), ("assign_error", r.assign_error)] {
+                    f.sample(
+                        &[
+                            ("load_balancer", r.lb.as_str()),
+                            ("listener", name.as_str()),
+                            ("reason", reason),
+                        ],
+                        n,
+                    );
+                }
+            }
+        }
+        if let Ok(rows) = dp.maps.read_counters(&view.lb_rows) {
             let families = [
                 (
                     "xalb_xdp_packets_total",

@@ -71,14 +71,18 @@ pub fn spawn_in<T: Send + 'static>(
     .unwrap()
 }
 
-/// A per-worker metric's values for one listening address, in the order
-/// `/metrics` lists them (worker 0 first).
+/// A per-worker metric's values for the listener and address family a
+/// client reaches at `addr` (a balancer address and listener port), in the
+/// order `/metrics` lists them (worker 0 first). One listener's sockets
+/// serve every address of its balancer.
 pub fn per_worker_metric(metrics: &str, name: &str, addr: std::net::SocketAddr) -> Vec<usize> {
     let prefix = format!("{name}{{");
-    let address = format!("address=\"{addr}\"");
+    let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+    // The labels in order: `listener="lb:port",family="..."`.
+    let group = format!(":{}\",family=\"{family}\"", addr.port());
     metrics
         .lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(&address))
+        .filter(|l| l.starts_with(&prefix) && l.contains(&group))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as usize)
         .collect()

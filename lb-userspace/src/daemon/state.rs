@@ -2,7 +2,6 @@
 //! and on reload, all or nothing.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -19,21 +18,38 @@ use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
 use crate::config;
 use crate::config::model::{Action, Config, Listener};
 use crate::kernel::pins::PinDir;
-use crate::kernel::{self, Datapath, LbSlots, XdpModeChoice};
+use crate::kernel::{self, Datapath, LbSlots, ListenerRows, XdpModeChoice};
 use crate::proxy::access_log::AccessLog;
-use crate::proxy::conn::listener::{self, Route, Slot};
+use crate::proxy::conn::listener::{self, Family, Route, Slot};
 use crate::proxy::conn::spread::Spread;
 use crate::proxy::plan::{self, Binding};
 use crate::proxy::service::Shared;
 use crate::targets::health::{self, HealthState, Reason};
 
+/// A listener's socket group of one address family: (balancer, port, family).
+type GroupKey = (String, u16, Family);
+
+fn group_key(b: &Binding, family: Family) -> GroupKey {
+    (b.ctx.lb.clone(), b.ctx.port, family)
+}
+
+/// One socket group being served.
 struct Served {
     slot: Slot,
     stop: watch::Sender<bool>,
     /// One accept loop per worker.
     tasks: Vec<JoinHandle<()>>,
-    /// How the address's connections sit on the workers.
+    /// How the group's connections sit on the workers.
     spread: Arc<Spread>,
+    /// Its `SOCKS` slot.
+    sock_slot: u32,
+}
+
+/// A socket group bound and not served yet.
+struct Fresh {
+    key: GroupKey,
+    sockets: Vec<std::net::TcpListener>,
+    sock_slot: u32,
 }
 
 pub struct Running {
@@ -43,7 +59,7 @@ pub struct Running {
     pub datapath: Arc<Mutex<Datapath>>,
     shared: Arc<Shared>,
     bindings: Vec<Binding>,
-    served: HashMap<SocketAddr, Served>,
+    served: HashMap<GroupKey, Served>,
     checkers: Vec<JoinHandle<()>>,
     draining: Arc<Mutex<Vec<DrainingTarget>>>,
     view: Arc<RwLock<AdminView>>,
@@ -52,6 +68,8 @@ pub struct Running {
     workers: Workers,
     /// Each balancer's row of the XDP counters, kept by name across reloads.
     slots: LbSlots,
+    /// Each listener's row of the listener counters and `SOCKS` slots.
+    listener_rows: ListenerRows,
 }
 
 impl Running {
@@ -76,17 +94,15 @@ impl Running {
     ) -> Result<Self, ApplyError> {
         let access_log = open_access_log(&cfg).await?;
         let plan = plan::plan(&cfg, None, access_log.clone());
-        // Bind every listener before touching the kernel: a port in use is a
-        // clear error at start, with nothing attached.
+        // Bind every listener before touching the kernel: an error is a
+        // clear one at start, with nothing attached.
         let workers = Workers::start(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
             worker_affinity,
         )
         .map_err(ApplyError::Workers)?;
-        let mut listeners = Vec::new();
-        for b in &plan.bindings {
-            listeners.push(listener::bind(b.addr, workers.len())?);
-        }
+        let (listener_rows, _) = ListenerRows::default().next(&cfg);
+        let fresh = bind_groups(&plan.bindings, &listener_rows, workers.len(), |_| false)?;
         let mut dp = Datapath::open(pins, xdp_log)?;
         // Balancers the pinned configuration names keep their counter rows;
         // rows it gave balancers now gone are not reused by this start (the
@@ -96,7 +112,8 @@ impl Running {
             .map(|s| LbSlots::from_rows(s.lb_rows))
             .unwrap_or_default();
         let (slots, _) = recorded.next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
-        let kcfg = kernel::compile(&cfg, &slots)?;
+        let mut kcfg = kernel::compile(&cfg, &slots)?;
+        kcfg.listeners = kernel::steering(&slots, &listener_rows);
         if dp.adopted() {
             info!(
                 pins = %dp.pin_dir().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -105,8 +122,15 @@ impl Running {
             // A new process counts from zero.
             dp.zero_all_counters()?;
         }
+        // The swap first, then the sockets: an adopted bank may map this
+        // start's socket slots to other listeners, and after the swap (and
+        // its wait) nothing reads it. Meanwhile an allowed SYN finds no
+        // socket and is dropped, to be retransmitted.
         dp.apply(&kcfg)?;
+        set_sockets(&mut dp, &fresh)?;
+        // XDP first: no connection is steered past the security groups.
         dp.attach_all(interfaces(&cfg), xdp_mode)?;
+        dp.attach_steering()?;
         let mut running = Self {
             path,
             xdp_mode,
@@ -121,35 +145,49 @@ impl Running {
             access_log,
             workers,
             slots,
+            listener_rows,
             cfg,
         };
-        for (listener, b) in listeners.into_iter().zip(&plan.bindings) {
-            running.serve(listener, b);
-        }
         running.bindings = plan.bindings;
+        for f in fresh {
+            running.serve(f);
+        }
         running.start_checkers();
         running.refresh_view();
         Ok(running)
     }
 
-    /// Starts accepting on `listeners` (one per worker) for binding `b`.
-    fn serve(&mut self, listeners: Vec<std::net::TcpListener>, b: &Binding) {
-        let slot = Slot::new(
-            b.addr,
-            Route {
-                ctx: b.ctx.clone(),
-                shared: self.shared.clone(),
-            },
-        );
+    /// Starts accepting on a bound group (one socket per worker), for the
+    /// listener of `self.bindings` it belongs to.
+    fn serve(&mut self, fresh: Fresh) {
+        let Fresh {
+            key,
+            sockets,
+            sock_slot,
+        } = fresh;
+        let Some(b) = self
+            .bindings
+            .iter()
+            .find(|b| b.ctx.lb == key.0 && b.ctx.port == key.1)
+        else {
+            return;
+        };
+        let slot = Slot::new(Route {
+            ctx: b.ctx.clone(),
+            shared: self.shared.clone(),
+        });
         let (stop, stop_rx) = watch::channel(false);
-        info!(addr = %b.addr, lb = %b.ctx.lb, workers = listeners.len(), "HTTP listener");
+        let name = b.name();
+        if let Some(bound) = sockets.first().and_then(|s| s.local_addr().ok()) {
+            info!(listener = %name, family = key.2.name(), %bound, workers = sockets.len(), "HTTP listener");
+        }
         let (spread, inboxes) = Spread::new(self.workers.len());
-        let tasks = listeners
+        let tasks = sockets
             .into_iter()
             .zip(inboxes)
             .zip(self.workers.handles())
             .map(|((l, inbox), worker)| {
-                let (slot, stop_rx, addr) = (slot.clone(), stop_rx.clone(), b.addr);
+                let (slot, stop_rx, name) = (slot.clone(), stop_rx.clone(), name.clone());
                 let spread = spread.clone();
                 worker.spawn(async move {
                     match crate::proxy::conn::socket::Listener::new(l) {
@@ -162,21 +200,27 @@ impl Running {
                             listener::serve(accept, slot, stop_rx).await
                         }
                         Err(e) => {
-                            tracing::error!(%addr, error = %e, "cannot serve a listening socket")
+                            tracing::error!(listener = %name, error = %e, "cannot serve a listening socket")
                         }
                     }
                 })
             })
             .collect();
         self.served.insert(
-            b.addr,
+            key,
             Served {
                 slot,
                 stop,
                 tasks,
                 spread,
+                sock_slot,
             },
         );
+    }
+
+    /// (row, balancer, port) of every steered listener.
+    pub fn listener_rows(&self) -> Vec<(u32, String, u16)> {
+        self.listener_rows.rows()
     }
 
     /// Checks the groups a listener uses; the others are `unused`.
@@ -219,13 +263,16 @@ impl Running {
             .collect();
         v.listeners
             .dedup_by(|a, b| a.lb == b.lb && a.port == b.port);
+        v.listener_rows = self.listener_rows();
         v.sockets = self
             .bindings
             .iter()
-            .filter_map(|b| {
-                self.served.get(&b.addr).map(|s| SocketEntry {
+            .flat_map(|b| Family::ALL.map(|f| (b, f)))
+            .filter_map(|(b, family)| {
+                self.served.get(&group_key(b, family)).map(|s| SocketEntry {
                     lb: b.ctx.lb.clone(),
-                    addr: b.addr,
+                    listener: b.name(),
+                    family: family.name(),
                     spread: s.spread.clone(),
                 })
             })
@@ -270,7 +317,9 @@ impl Running {
         let (slots, new_rows) = self
             .slots
             .next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
-        let kcfg = kernel::compile(&cfg, &slots)?;
+        let (listener_rows, new_listener_rows) = self.listener_rows.next(&cfg);
+        let mut kcfg = kernel::compile(&cfg, &slots)?;
+        kcfg.listeners = kernel::steering(&slots, &listener_rows);
         check_host(&cfg)?;
         let access_log = if cfg.access_log == self.cfg.access_log {
             self.access_log.clone()
@@ -282,50 +331,69 @@ impl Running {
             Some((&self.shared, &self.bindings)),
             access_log.clone(),
         );
-        // New sockets first: if one cannot be bound, nothing has changed yet.
-        let mut fresh = Vec::new();
-        for b in plan
-            .bindings
-            .iter()
-            .filter(|b| !self.served.contains_key(&b.addr))
-        {
-            fresh.push((listener::bind(b.addr, self.workers.len())?, b));
-        }
+        // New listeners' sockets first: if one cannot be bound, nothing has
+        // changed yet. Listeners that stay keep theirs, whatever addresses
+        // their balancer gains or loses: the kernel steers those.
+        let served = &self.served;
+        let fresh = bind_groups(&plan.bindings, &listener_rows, self.workers.len(), |key| {
+            served.contains_key(key)
+        })?;
         {
             let mut dp = self.datapath.lock().unwrap();
             dp.attach_all(interfaces(&cfg), self.xdp_mode)?;
             // A new balancer's row may hold a removed one's counts from an
             // earlier reload; nothing counts into it any more (a row freed
             // by this reload is not reused by it, see `LbSlots::next`).
+            // Likewise a new listener's row, and its socket slots.
             dp.maps
                 .zero_counters(&new_rows)
                 .map_err(kernel::DatapathError::from)?;
+            dp.maps
+                .zero_listener_counters(&new_listener_rows)
+                .map_err(kernel::DatapathError::from)?;
+            set_sockets(&mut dp, &fresh)?;
             dp.apply(&kcfg)?;
         }
         self.slots = slots;
+        self.listener_rows = listener_rows;
         self.shared = plan.shared.clone();
         // Listeners that stay keep their sockets: no connection is refused.
         for b in &plan.bindings {
-            if let Some(s) = self.served.get(&b.addr) {
-                s.slot.replace(Route {
-                    ctx: b.ctx.clone(),
-                    shared: self.shared.clone(),
-                });
+            for family in Family::ALL {
+                if let Some(s) = self.served.get(&group_key(b, family)) {
+                    s.slot.replace(Route {
+                        ctx: b.ctx.clone(),
+                        shared: self.shared.clone(),
+                    });
+                }
             }
         }
-        for (listener, b) in fresh {
-            self.serve(listener, b);
+        let new_groups = fresh.len();
+        self.bindings = plan.bindings;
+        for f in fresh {
+            self.serve(f);
         }
-        let gone: Vec<SocketAddr> = self
+        let gone: Vec<GroupKey> = self
             .served
             .keys()
-            .filter(|a| !plan.bindings.iter().any(|b| b.addr == **a))
-            .copied()
+            .filter(|(lb, port, _)| {
+                !self
+                    .bindings
+                    .iter()
+                    .any(|b| b.ctx.lb == *lb && b.ctx.port == *port)
+            })
+            .cloned()
             .collect();
-        for addr in &gone {
-            if let Some(s) = self.served.remove(addr) {
+        for key in &gone {
+            if let Some(s) = self.served.remove(key) {
+                // No bank names the slot any more (the swap waited for the
+                // programs that read the old one).
+                let cleared = self.datapath.lock().unwrap().maps.clear_socket(s.sock_slot);
+                if let Err(e) = cleared {
+                    tracing::warn!(error = %e, "cannot empty a socket slot; it empties when the sockets close");
+                }
                 let _ = s.stop.send(true);
-                info!(%addr, "HTTP listener closed");
+                info!(listener = %format!("{}:{}", key.0, key.1), family = key.2.name(), "HTTP listener closed");
             }
         }
         let now = Instant::now();
@@ -347,18 +415,12 @@ impl Running {
             }
         }
         let summary = Applied::new(
-            plan.bindings.len(),
-            plan.bindings.len()
-                - self
-                    .bindings
-                    .iter()
-                    .filter(|b| plan.bindings.iter().any(|n| n.addr == b.addr))
-                    .count(),
+            self.served.len(),
+            new_groups,
             gone.len(),
             plan.shared.groups.len(),
             plan.removed.len(),
         );
-        self.bindings = plan.bindings;
         self.cfg = cfg;
         self.access_log = access_log;
         self.start_checkers();
@@ -392,6 +454,57 @@ impl Running {
         }
         self.workers
     }
+}
+
+/// Binds a socket group per listener of `bindings` and address family, for
+/// each group not `served` already, in its `SOCKS` slot by `rows`. A
+/// balancer without an address of a family still gets that family's group
+/// (so a reload that adds one binds nothing), unless the host has no such
+/// family at all.
+fn bind_groups(
+    bindings: &[Binding],
+    rows: &ListenerRows,
+    workers: usize,
+    served: impl Fn(&GroupKey) -> bool,
+) -> Result<Vec<Fresh>, ApplyError> {
+    let mut fresh = Vec::new();
+    for b in bindings {
+        let Some(row) = rows.row(&b.ctx.lb, b.ctx.port) else {
+            continue;
+        };
+        for family in Family::ALL {
+            let key = group_key(b, family);
+            if served(&key) {
+                continue;
+            }
+            match listener::bind_steered(family, workers) {
+                Ok(sockets) => fresh.push(Fresh {
+                    key,
+                    sockets,
+                    sock_slot: lb_common::sock_slot(row, family == Family::V6),
+                }),
+                // IPv6 disabled on the host: no balancer address can be one.
+                Err(e) if !b.families.contains(&family) => {
+                    tracing::debug!(listener = %b.name(), family = family.name(), error = %e, "no socket group for this family")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(fresh)
+}
+
+/// Puts each fresh group's first socket into its `SOCKS` slot: the kernel
+/// spreads what it steers there over the whole SO_REUSEPORT group.
+fn set_sockets(dp: &mut Datapath, fresh: &[Fresh]) -> Result<(), ApplyError> {
+    for f in fresh {
+        if let Some(first) = f.sockets.first() {
+            dp.maps
+                .set_socket(f.sock_slot, first)
+                .map_err(kernel::DatapathError::from)?;
+        }
+    }
+    Ok(())
 }
 
 fn interfaces(cfg: &Config) -> impl Iterator<Item = &str> {

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use lb_common::{proto, LbAddr, PortRange, SgRules, LB_FLAG_INTERNAL, MAX_RANGES};
+use lb_common::{proto, LbAddr, ListenerSlots, PortRange, SgRules, LB_FLAG_INTERNAL, MAX_RANGES};
 
-use super::slots::LbSlots;
+use super::slots::{LbSlots, ListenerRows};
 use crate::config::model::{Config, IpProtocol, Scheme};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,6 +46,10 @@ pub struct KernelConfig {
     pub sg_v6: Vec<(u32, Ipv6Net, SgRules)>,
     /// Each balancer's name by id, for the XDP verdict log.
     pub names: Vec<(u32, String)>,
+    /// The listeners the kernel steers to the daemon's sockets: (balancer
+    /// id, port, counter row and socket slots). [`compile`] leaves it empty;
+    /// the daemon fills it ([`steering`]) once it holds their sockets.
+    pub listeners: Vec<(u32, u16, ListenerSlots)>,
 }
 
 /// One ingress rule as the kernel sees it.
@@ -125,6 +129,15 @@ pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileErr
         }
     }
     Ok(out)
+}
+
+/// The `LISTENERS` entries of the listeners in `rows`, each under its
+/// balancer's row in `lbs`.
+pub fn steering(lbs: &LbSlots, rows: &ListenerRows) -> Vec<(u32, u16, ListenerSlots)> {
+    rows.rows()
+        .into_iter()
+        .filter_map(|(row, lb, port)| Some((lbs.row(&lb)?, port, ListenerSlots::of_row(row))))
+        .collect()
 }
 
 /// For every distinct source prefix, the union of the ranges of all rules whose

@@ -1,6 +1,7 @@
-//! Reading the XDP program's per-CPU verdict counters.
+//! Reading the XDP program's per-CPU verdict counters, and the listener
+//! counters both programs keep.
 
-use lb_common::{counter_index, Counter, Reason, NO_LB};
+use lb_common::{counter_index, Counter, ListenerCounter, Reason, NO_LB};
 
 use super::maps::{ctx, Maps, MapsError};
 
@@ -58,6 +59,74 @@ impl Maps {
             }
         }
         Ok(())
+    }
+}
+
+/// A listener's counters, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerCounterRow {
+    pub lb: String,
+    pub port: u16,
+    /// Connection attempts steered to the listener's sockets.
+    pub steered: u64,
+    /// Connection attempts refused because it had no socket.
+    pub no_socket: u64,
+    /// Connection attempts the kernel would not hand to its socket.
+    pub assign_error: u64,
+}
+
+impl Maps {
+    /// The counters of the listeners `rows` (row, balancer, port).
+    pub fn read_listener_counters(
+        &self,
+        rows: &[(u32, String, u16)],
+    ) -> Result<Vec<ListenerCounterRow>, MapsError> {
+        rows.iter()
+            .map(|(row, lb, port)| {
+                let per_cpu = self
+                    .listener_counters
+                    .get(row, 0)
+                    .map_err(ctx(lb_common::map_names::LISTENER_COUNTERS))?;
+                let mut sum = ListenerCounterRow {
+                    lb: lb.clone(),
+                    port: *port,
+                    steered: 0,
+                    no_socket: 0,
+                    assign_error: 0,
+                };
+                for c in per_cpu.iter() {
+                    sum.steered += c.steered;
+                    sum.no_socket += c.no_socket;
+                    sum.assign_error += c.assign_error;
+                }
+                Ok(sum)
+            })
+            .collect()
+    }
+
+    /// Zeroes the counters of listener rows about to be reused.
+    pub fn zero_listener_counters(&mut self, rows: &[u32]) -> Result<(), MapsError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
+        for &row in rows {
+            let values = aya::maps::PerCpuValues::try_from(vec![ListenerCounter::default(); cpus])
+                .expect("one value per CPU");
+            self.listener_counters
+                .set(row, values, 0)
+                .map_err(ctx(lb_common::map_names::LISTENER_COUNTERS))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for ListenerCounterRow {
+    /// `listener_counter lb=web-alb port=80 steered=12 no_socket=0
+    /// assign_error=0`, in the style of the `xdp_counter` lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "listener_counter lb={} port={} steered={} no_socket={} assign_error={}",
+            self.lb, self.port, self.steered, self.no_socket, self.assign_error
+        )
     }
 }
 

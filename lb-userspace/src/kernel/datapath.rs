@@ -1,12 +1,15 @@
-//! Loading the embedded XDP object and attaching it.
+//! Loading the embedded XDP object and attaching its programs: the XDP
+//! program to interfaces, the sk_lookup program (steering) to the network
+//! namespace.
 //!
 //! Opened on a pin directory ([`Datapath::open`], what `xalb run` does),
-//! the maps and the XDP links are pinned: they outlive the process, however
-//! it ends, and the kernel keeps enforcing the last configuration until a new
-//! `xalb run` adopts them (the program replaced in place on each link) or
-//! `xalb detach` removes them. Loaded without pins ([`Datapath::load`], for
-//! tests and tools), the links are this process's own and the kernel
-//! detaches them when it ends, even by SIGKILL.
+//! the maps and the links (XDP per interface, sk_lookup per namespace) are
+//! pinned: they outlive the process, however it ends, and the kernel keeps
+//! enforcing the last configuration until a new `xalb run` adopts them (the
+//! program replaced in place on each XDP link) or `xalb detach` removes them.
+//! Loaded without pins ([`Datapath::load`], for tests and tools), the links
+//! are this process's own and the kernel detaches them when it ends, even by
+//! SIGKILL.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -14,7 +17,7 @@ use std::path::PathBuf;
 use aya::maps::{Array, Map, MapData};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::{XdpLink, XdpLinkId};
-use aya::programs::{ProgramError, Xdp, XdpMode};
+use aya::programs::{ProgramError, SkLookup, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use lb_common::{map_names, StateBlob, NO_LB, NUM_BANKS};
 use tracing::{info, warn};
@@ -57,6 +60,14 @@ pub enum DatapathError {
         "the kernel refused the XDP program: {0} (needs Linux 5.9 or newer with BPF and XDP; run as root)"
     )]
     Verify(#[source] ProgramError),
+    #[error(
+        "the kernel refused the sk_lookup program: {0} (needs Linux 5.9 or newer with BPF; run as root)"
+    )]
+    VerifySteering(#[source] ProgramError),
+    #[error("cannot attach the sk_lookup program to this network namespace: {0}")]
+    AttachSteering(#[source] ProgramError),
+    #[error("cannot open this process's network namespace: {0}")]
+    Netns(#[source] std::io::Error),
     #[error("cannot attach XDP to interface {interface:?} in {mode} mode: {source}")]
     Attach {
         interface: String,
@@ -80,6 +91,12 @@ pub enum DatapathError {
     )]
     Link {
         interface: String,
+        path: PathBuf,
+        #[source]
+        source: BoxError,
+    },
+    #[error("cannot pin the sk_lookup link ({}): {}", path.display(), chain(source))]
+    SteeringLink {
         path: PathBuf,
         #[source]
         source: BoxError,
@@ -154,6 +171,10 @@ pub struct Datapath {
     links: BTreeMap<String, Attachment>,
     /// The verdict log's reader, when the program logs its verdicts.
     verdict_log: Option<VerdictLog>,
+    /// Whether the sk_lookup program is attached.
+    steering: bool,
+    /// The pinned sk_lookup link, held so that it is ours while we run.
+    _steering_pin: Option<PinnedLink>,
 }
 
 impl Datapath {
@@ -200,6 +221,12 @@ impl Datapath {
             .try_into()
             .map_err(DatapathError::Verify)?;
         prog.load().map_err(DatapathError::Verify)?;
+        let steer: &mut SkLookup = ebpf
+            .program_mut(lb_common::SK_LOOKUP_PROGRAM)
+            .ok_or(DatapathError::NoProgram(lb_common::SK_LOOKUP_PROGRAM))?
+            .try_into()
+            .map_err(DatapathError::VerifySteering)?;
+        steer.load().map_err(DatapathError::VerifySteering)?;
         let maps = Maps::take_from(&mut ebpf)?;
         let state = open_state(pins.as_ref())?;
         let verdict_log = if verdict_log {
@@ -214,6 +241,8 @@ impl Datapath {
             pins,
             links: Default::default(),
             verdict_log,
+            steering: false,
+            _steering_pin: None,
         })
     }
 
@@ -461,6 +490,61 @@ impl Datapath {
                 }
             },
         }
+    }
+
+    /// The loaded sk_lookup program.
+    pub fn steering_program(&self) -> &SkLookup {
+        self.ebpf
+            .program(lb_common::SK_LOOKUP_PROGRAM)
+            .and_then(|p| <&SkLookup>::try_from(p).ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    /// Attaches the sk_lookup program to this process's network namespace
+    /// (once; later calls do nothing): from then on the listeners in
+    /// `LISTENERS` are served by their sockets in `SOCKS`, whatever address
+    /// those are bound to.
+    pub fn attach_steering(&mut self) -> Result<(), DatapathError> {
+        if self.steering {
+            return Ok(());
+        }
+        let netns =
+            std::fs::File::open("/proc/thread-self/ns/net").map_err(DatapathError::Netns)?;
+        let prog: &mut SkLookup = self
+            .ebpf
+            .program_mut(lb_common::SK_LOOKUP_PROGRAM)
+            .and_then(|p| <&mut SkLookup>::try_from(p).ok())
+            .expect("loaded in Datapath::load");
+        let id = prog.attach(&netns).map_err(DatapathError::AttachSteering)?;
+        let Some(pins) = &self.pins else {
+            // The link stays with the program (inside `ebpf`), so with this
+            // process.
+            self.steering = true;
+            info!("sk_lookup steering attached");
+            return Ok(());
+        };
+        // Pinned: the new link first, then the older ones (a dead daemon's)
+        // go. Meanwhile both run, in attach order, and the first socket
+        // chosen stands; both read the same pinned maps.
+        let older = pins.sk_lookup_links()?;
+        let next = older.iter().map(|(n, _)| n + 1).max().unwrap_or(0);
+        let path = pins.sk_lookup_link_path(next);
+        let pinned = prog
+            .take_link(id)
+            .map_err(BoxError::from)
+            .map(FdLink::from)
+            .and_then(|l| l.pin(&path).map_err(BoxError::from))
+            .map_err(|source| DatapathError::SteeringLink {
+                path: path.clone(),
+                source,
+            })?;
+        for (_, old) in older {
+            pins::unpin_link(&old)?;
+        }
+        self._steering_pin = Some(pinned);
+        self.steering = true;
+        info!(pin = %path.display(), "sk_lookup steering attached (pinned)");
+        Ok(())
     }
 
     /// (interface, mode) of every attachment.

@@ -6,11 +6,13 @@
 //! ([`Grace`]), then the old bank is emptied. A packet never sees half of a
 //! configuration, nor an emptied one.
 
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray};
+use std::os::fd::AsRawFd;
+
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, SockMap};
 use aya::Ebpf;
 use lb_common::{
-    map_names, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, LbAddr, SgRules, SrcKeyV4,
-    SrcKeyV6, LB_ID_BITS, NUM_BANKS,
+    map_names, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, LbAddr, ListenerCounter,
+    ListenerKey, ListenerSlots, SgRules, SrcKeyV4, SrcKeyV6, LB_ID_BITS, NUM_BANKS,
 };
 
 use super::compile::KernelConfig;
@@ -46,6 +48,9 @@ pub struct Maps {
     sg_v6: LpmTrie<MapData, SrcKeyV6, SgRules>,
     pub(crate) counters: PerCpuArray<MapData, Counter>,
     backends: HashMap<MapData, u32, BackendSet>,
+    listeners: HashMap<MapData, ListenerKey, ListenerSlots>,
+    socks: SockMap<MapData>,
+    pub(crate) listener_counters: PerCpuArray<MapData, ListenerCounter>,
     bank: u32,
     grace: Grace,
 }
@@ -108,6 +113,16 @@ fn key_v6(bank: u32, lb: u32, net: ipnet::Ipv6Net) -> Key<SrcKeyV6> {
     )
 }
 
+fn listener_key(bank: u32, lb_id: u32, port: u16) -> ListenerKey {
+    ListenerKey {
+        bank,
+        lb_id,
+        port,
+        proto: proto::TCP,
+        _pad: 0,
+    }
+}
+
 fn bank_of(id: [u8; 4]) -> u32 {
     u32::from_be_bytes(id) >> 16
 }
@@ -126,6 +141,9 @@ impl Maps {
             sg_v6: take(ebpf, map_names::SG_V6)?,
             counters: take(ebpf, map_names::COUNTERS)?,
             backends: take(ebpf, map_names::BACKENDS)?,
+            listeners: take(ebpf, map_names::LISTENERS)?,
+            socks: take(ebpf, map_names::SOCKS)?,
+            listener_counters: take(ebpf, map_names::LISTENER_COUNTERS)?,
             bank,
             grace: Grace::new()?,
         })
@@ -175,6 +193,11 @@ impl Maps {
                 .insert(&key_v6(bank, *lb, *net), rules, 0)
                 .map_err(ctx(map_names::SG_V6))?;
         }
+        for (lb_id, port, slots) in &cfg.listeners {
+            self.listeners
+                .insert(listener_key(bank, *lb_id, *port), slots, 0)
+                .map_err(ctx(map_names::LISTENERS))?;
+        }
         Ok(())
     }
 
@@ -215,7 +238,52 @@ impl Maps {
             map_names::INTERNAL_V6,
         )?;
         clear_trie(&mut self.sg_v4, bank, |k| k.lb_id, map_names::SG_V4)?;
-        clear_trie(&mut self.sg_v6, bank, |k| k.lb_id, map_names::SG_V6)
+        clear_trie(&mut self.sg_v6, bank, |k| k.lb_id, map_names::SG_V6)?;
+        let listeners: Vec<ListenerKey> = self
+            .listeners
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.bank == bank)
+            .collect();
+        for k in listeners {
+            self.listeners
+                .remove(&k)
+                .map_err(ctx(map_names::LISTENERS))?;
+        }
+        Ok(())
+    }
+
+    /// Puts `socket`, a listening TCP socket, into `SOCKS` slot `slot`:
+    /// connections steered there go to its SO_REUSEPORT group. The slot
+    /// empties by itself when the socket closes.
+    pub fn set_socket(&mut self, slot: u32, socket: &impl AsRawFd) -> Result<(), MapsError> {
+        self.socks
+            .set(slot, socket, 0)
+            .map_err(ctx(map_names::SOCKS))
+    }
+
+    /// Empties `SOCKS` slot `slot` (empty already is fine).
+    pub fn clear_socket(&mut self, slot: u32) -> Result<(), MapsError> {
+        match self.socks.clear_index(&slot) {
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            r => r.map_err(ctx(map_names::SOCKS)),
+        }
+    }
+
+    /// The `LISTENERS` entries of one bank: (balancer id, port, slots). For
+    /// tests and diagnostics.
+    pub fn listener_entries(&self, bank: u32) -> Vec<(u32, u16, ListenerSlots)> {
+        let mut entries: Vec<_> = self
+            .listeners
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.bank == bank)
+            .map(|(k, v)| (k.lb_id, k.port, v))
+            .collect();
+        entries.sort_by_key(|e| (e.0, e.1));
+        entries
     }
 
     /// Replaces a target group's kernel backend set in one update.

@@ -11,6 +11,6 @@ pub mod pins;
 pub mod slots;
 pub mod verdict_log;
 
-pub use compile::{compile, CompileError, KernelConfig};
+pub use compile::{compile, steering, CompileError, KernelConfig};
 pub use datapath::{Datapath, DatapathError, XdpModeChoice};
-pub use slots::LbSlots;
+pub use slots::{LbSlots, ListenerRows};

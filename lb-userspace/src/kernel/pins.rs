@@ -266,6 +266,29 @@ impl PinDir {
             .join(format!("xdp-if{ifindex}-{mode}"))
     }
 
+    pub fn sk_lookup_link_path(&self, n: u64) -> PathBuf {
+        self.root.join("links").join(format!("sk_lookup-{n}"))
+    }
+
+    /// Every sk_lookup link pinned here, by its number.
+    pub fn sk_lookup_links(&self) -> Result<Vec<(u64, PathBuf)>, PinError> {
+        let dir = self.root.join("links");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let e = e.map_err(io(&dir))?;
+            let name = e.file_name();
+            let number = name
+                .to_string_lossy()
+                .strip_prefix("sk_lookup-")
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(n) = number {
+                out.push((n, e.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Every XDP link pinned here.
     pub fn xdp_links(&self) -> Result<Vec<XdpPin>, PinError> {
         let dir = self.root.join("links");

@@ -1,7 +1,8 @@
 //! Which row of the XDP counters each balancer uses, by name, kept across
 //! reloads: a balancer's counters stay its own when others are added, removed
 //! or reordered. A name new to a reload takes the lowest free row, which the
-//! daemon zeroes first (it may hold a removed balancer's counts).
+//! daemon zeroes first (it may hold a removed balancer's counts). Listeners
+//! have rows of their own the same way ([`ListenerRows`]).
 //!
 //! A row freed by a reload is not handed out by that same reload: until the
 //! flip and the wait that follows it, packets under the old bank still count
@@ -11,11 +12,54 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::model::Config;
+use crate::config::model::{Config, ListenerProtocol};
+
+/// Rows of a kernel table by key, with a freed row quiet for one reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rows<K> {
+    by_key: BTreeMap<K, u32>,
+}
+
+impl<K> Default for Rows<K> {
+    fn default() -> Self {
+        Self {
+            by_key: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone> Rows<K> {
+    /// The rows for `keys` after these, out of `0..rows`: keys already here
+    /// keep theirs, new ones take the lowest free row that no key held
+    /// before this call (else the lowest free one). Also the rows newly
+    /// taken.
+    fn next(&self, keys: impl IntoIterator<Item = K>, rows: u32) -> (Self, Vec<u32>) {
+        let keys: Vec<K> = keys.into_iter().collect();
+        let mut by_key: BTreeMap<K, u32> = keys
+            .iter()
+            .filter_map(|k| Some((k.clone(), *self.by_key.get(k)?)))
+            .collect();
+        let mut taken = Vec::new();
+        for k in keys {
+            if by_key.contains_key(&k) {
+                continue;
+            }
+            let free = |r: &u32| !by_key.values().any(|used| used == r);
+            let quiet = |r: &u32| !self.by_key.values().any(|used| used == r);
+            let row = (0..rows)
+                .find(|r| free(r) && quiet(r))
+                .or_else(|| (0..).find(free))
+                .expect("fewer keys than u32 rows");
+            by_key.insert(k, row);
+            taken.push(row);
+        }
+        (Self { by_key }, taken)
+    }
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LbSlots {
-    by_name: BTreeMap<String, u32>,
+    rows: Rows<String>,
 }
 
 impl LbSlots {
@@ -28,13 +72,15 @@ impl LbSlots {
     /// from: balancers it served keep their rows. Rows out of range or
     /// recorded twice are left out.
     pub fn from_rows(rows: impl IntoIterator<Item = (String, u32)>) -> Self {
-        let mut by_name = BTreeMap::new();
+        let mut by_key = BTreeMap::new();
         for (name, row) in rows {
-            if row < lb_common::MAX_LBS && !by_name.values().any(|r| *r == row) {
-                by_name.insert(name, row);
+            if row < lb_common::MAX_LBS && !by_key.values().any(|r| *r == row) {
+                by_key.insert(name, row);
             }
         }
-        Self { by_name }
+        Self {
+            rows: Rows { by_key },
+        }
     }
 
     /// Rows in configuration order, for a fresh start.
@@ -46,37 +92,69 @@ impl LbSlots {
     /// keep theirs, new ones take the lowest free rows. Also the rows newly
     /// taken.
     pub fn next<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> (Self, Vec<u32>) {
-        let names: Vec<&str> = names.into_iter().collect();
-        let mut by_name: BTreeMap<String, u32> = names
-            .iter()
-            .filter_map(|&n| Some((n.to_string(), *self.by_name.get(n)?)))
-            .collect();
-        let mut taken = Vec::new();
-        let rows = lb_common::MAX_LBS;
-        for n in names {
-            if by_name.contains_key(n) {
-                continue;
-            }
-            let free = |r: &u32| !by_name.values().any(|used| used == r);
-            let quiet = |r: &u32| !self.by_name.values().any(|used| used == r);
-            let row = (0..rows)
-                .find(|r| free(r) && quiet(r))
-                .or_else(|| (0..).find(free))
-                .expect("fewer balancers than u32 rows");
-            by_name.insert(n.to_string(), row);
-            taken.push(row);
-        }
-        (Self { by_name }, taken)
+        let (rows, taken) = self
+            .rows
+            .next(names.into_iter().map(str::to_string), lb_common::MAX_LBS);
+        (Self { rows }, taken)
     }
 
     pub fn row(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name).copied()
+        self.rows.by_key.get(name).copied()
     }
 
     /// (row, balancer name), by row.
     pub fn rows(&self) -> Vec<(u32, String)> {
-        let mut rows: Vec<(u32, String)> =
-            self.by_name.iter().map(|(n, &r)| (r, n.clone())).collect();
+        let mut rows: Vec<(u32, String)> = self
+            .rows
+            .by_key
+            .iter()
+            .map(|(n, &r)| (r, n.clone()))
+            .collect();
+        rows.sort();
+        rows
+    }
+}
+
+/// Which row of the listener counters, and so which `SOCKS` slots
+/// ([`lb_common::sock_slot`]), each steered listener (balancer, port) uses,
+/// kept across reloads like [`LbSlots`]. A row freed by a reload waits one
+/// more: until the wait after the flip, the old bank still sends the
+/// removed listener's connections to its slots, which must not hold another
+/// listener's sockets by then (only with every row taken is one reused at
+/// once).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerRows {
+    rows: Rows<(String, u16)>,
+}
+
+impl ListenerRows {
+    /// The listeners the daemon serves and the kernel steers to it: HTTP.
+    pub fn steered(cfg: &Config) -> impl Iterator<Item = (String, u16)> + '_ {
+        cfg.listeners
+            .iter()
+            .filter(|l| l.protocol == ListenerProtocol::Http)
+            .map(|l| (l.load_balancer.clone(), l.port))
+    }
+
+    /// The rows for `cfg`'s steered listeners after these, and the rows
+    /// newly taken.
+    pub fn next(&self, cfg: &Config) -> (Self, Vec<u32>) {
+        let (rows, taken) = self.rows.next(Self::steered(cfg), lb_common::MAX_LISTENERS);
+        (Self { rows }, taken)
+    }
+
+    pub fn row(&self, lb: &str, port: u16) -> Option<u32> {
+        self.rows.by_key.get(&(lb.to_string(), port)).copied()
+    }
+
+    /// (row, balancer, port), by row.
+    pub fn rows(&self) -> Vec<(u32, String, u16)> {
+        let mut rows: Vec<(u32, String, u16)> = self
+            .rows
+            .by_key
+            .iter()
+            .map(|((lb, port), &r)| (r, lb.clone(), *port))
+            .collect();
         rows.sort();
         rows
     }
@@ -140,5 +218,42 @@ mod tests {
         next.push("new");
         let (s, taken) = s.next(next);
         assert_eq!((s.row("new"), taken), (Some(0), vec![0]));
+    }
+
+    #[test]
+    fn listeners_keep_their_rows_and_a_freed_row_waits_a_reload() {
+        let cfg = |ports: &[u16]| {
+            let mut text = String::from(
+                "[[security_group]]\nname = \"sg\"\ningress = [{ protocol = \"tcp\", ports = \"80\", source = \"0.0.0.0/0\" }]\n\
+                 [[target_group]]\nname = \"tg\"\nprotocol = \"HTTP\"\nport = 80\n\
+                 [[load_balancer]]\nname = \"edge\"\ninterfaces = [\"lo\"]\naddresses = [\"10.0.0.10\"]\nsecurity_groups = [\"sg\"]\n",
+            );
+            for p in ports {
+                text.push_str(&format!(
+                    "[[listener]]\nload_balancer = \"edge\"\nprotocol = \"HTTP\"\nport = {p}\n\
+                     default_action = {{ type = \"forward\", target_group = \"tg\" }}\n"
+                ));
+            }
+            crate::config::parse_str(&text, "t.toml").unwrap()
+        };
+        let (s, taken) = ListenerRows::default().next(&cfg(&[80, 81]));
+        assert_eq!(
+            (s.row("edge", 80), s.row("edge", 81), taken),
+            (Some(0), Some(1), vec![0, 1])
+        );
+        // 80 goes, 82 comes: 80's row (and its socket slots) stays quiet.
+        let (s, taken) = s.next(&cfg(&[81, 82]));
+        assert_eq!((s.row("edge", 82), taken), (Some(2), vec![2]));
+        assert_eq!(s.row("edge", 80), None);
+        let (s, taken) = s.next(&cfg(&[81, 82, 83]));
+        assert_eq!((s.row("edge", 83), taken), (Some(0), vec![0]));
+        assert_eq!(
+            s.rows(),
+            [
+                (0, "edge".into(), 83),
+                (1, "edge".into(), 81),
+                (2, "edge".into(), 82)
+            ]
+        );
     }
 }

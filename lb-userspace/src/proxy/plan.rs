@@ -1,9 +1,8 @@
 //! Compiles the configuration into the proxy's run-time state — target
-//! groups, and per listener its router and the addresses it binds — keeping,
+//! groups, and per listener its router — keeping,
 //! on a reload, what must survive it: target health, metrics, and the targets
 //! that were removed (they drain).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use super::access_log::AccessLog;
 use super::service::{ListenerCtx, Shared};
 use crate::config::model::{Config, ListenerProtocol};
 use crate::metrics::ListenerMetrics;
-use crate::proxy::conn::listener::ConnLimits;
+use crate::proxy::conn::listener::{ConnLimits, Family};
 use crate::proxy::route::router::Router;
 use crate::proxy::upstream::pool::Upstreams;
 use crate::targets::{TargetGroupRuntime, TargetState};
@@ -19,10 +18,19 @@ use crate::targets::{TargetGroupRuntime, TargetState};
 /// How long connecting to a target may take (the ALB's is 10 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One socket to listen on and what serves it.
+/// One listener to serve and what serves it. Its sockets serve every
+/// address of its balancer (the kernel steers them there).
 pub struct Binding {
-    pub addr: SocketAddr,
     pub ctx: Arc<ListenerCtx>,
+    /// The address families of the balancer's addresses now.
+    pub families: Vec<Family>,
+}
+
+impl Binding {
+    /// `"edge:80"`.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.ctx.lb, self.ctx.port)
+    }
 }
 
 /// A target deregistered by a reload: no new requests, in-flight ones finish.
@@ -38,8 +46,8 @@ pub struct ProxyPlan {
     pub removed: Vec<Removed>,
 }
 
-/// Every HTTP listener of every balancer, on each of the balancer's
-/// addresses. With `old`, health and metrics carry over by name.
+/// Every HTTP listener of every balancer. With `old`, health and metrics
+/// carry over by name.
 pub fn plan(
     cfg: &Config,
     old: Option<(&Shared, &[Binding])>,
@@ -123,12 +131,11 @@ pub fn plan(
             trust_request_id: lb.trust_request_id,
             access_log: access_log.clone(),
         });
-        for &ip in &lb.addresses {
-            bindings.push(Binding {
-                addr: SocketAddr::new(ip, l.port),
-                ctx: ctx.clone(),
-            });
-        }
+        let families = Family::ALL
+            .into_iter()
+            .filter(|f| lb.addresses.iter().any(|a| Family::of(*a) == *f))
+            .collect();
+        bindings.push(Binding { ctx, families });
     }
     ProxyPlan {
         shared,

@@ -164,6 +164,18 @@ impl Checker<'_> {
             .collect();
         self.address_limits(&load_balancers, raw);
 
+        if raw.listener.len() > lb_common::MAX_LISTENERS as usize {
+            let extra = &raw.listener[lb_common::MAX_LISTENERS as usize];
+            self.err(
+                extra.span(),
+                format!("listener[{}]", lb_common::MAX_LISTENERS),
+                format!(
+                    "too many listeners: {} defined, at most {} are supported",
+                    raw.listener.len(),
+                    lb_common::MAX_LISTENERS
+                ),
+            );
+        }
         // Listeners: register every name first (rules may precede them).
         for l in &raw.listener {
             let l = l.get_ref();

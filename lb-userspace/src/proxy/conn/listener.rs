@@ -1,5 +1,11 @@
-//! Listening sockets and connections: one accept loop per (balancer address,
-//! listener port), HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
+//! Listening sockets and connections: one accept loop per (listener, address
+//! family) and worker, HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
+//!
+//! A listener's sockets are bound on the loopback address, not on its
+//! balancer's addresses: the kernel's sk_lookup program hands them every
+//! connection to any address of the balancer on the listener's port, and
+//! the accepted connection keeps the balancer address it reached as its
+//! local address.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -55,30 +61,99 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// The address family of a listener's socket group. Each family has its own
+/// group: an IPv6 socket accepting IPv4 would show every IPv4 client as
+/// `::ffff:a.b.c.d` (in `X-Forwarded-For`, in the access log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// `ipv4` or `ipv6`, as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+
+    pub fn of(addr: std::net::IpAddr) -> Self {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// Where a steered group listens: any free port of the loopback address.
+    fn loopback(self) -> SocketAddr {
+        match self {
+            Family::V4 => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            Family::V6 => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
+        }
+    }
+}
+
+/// A socket group for a steered listener of `family`: bound on the
+/// loopback address at a free port, once per worker. Nothing is bound to a
+/// balancer address; the sk_lookup program brings the connections.
+pub fn bind_steered(
+    family: Family,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, BindError> {
+    bind(family.loopback(), workers, true)
+}
+
 /// Binds `addr` once per worker with SO_REUSEPORT, so each worker accepts on
-/// its own socket and the kernel spreads connections among them. Plain
-/// sockets: each worker's runtime takes its own (`TcpListener::from_std`).
-pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, BindError> {
+/// its own socket and the kernel spreads connections among them (port 0:
+/// the first socket takes a free port, the others join it). Plain sockets:
+/// each worker's runtime takes its own (`TcpListener::from_std`).
+fn bind(
+    mut addr: SocketAddr,
+    workers: usize,
+    steered: bool,
+) -> Result<Vec<std::net::TcpListener>, BindError> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let err = |source| BindError { addr, source };
-    (0..workers.max(1))
-        .map(|_| {
-            // Non-blocking and close-on-exec from the start.
-            let socket = Socket::new(
-                Domain::for_address(addr),
-                Type::STREAM.nonblocking().cloexec(),
-                Some(Protocol::TCP),
-            )
-            .map_err(err)?;
-            socket.set_reuse_address(true).map_err(err)?;
-            socket.set_reuse_port(true).map_err(err)?;
-            // Accepted connections inherit it: no call per connection.
-            socket.set_tcp_nodelay(true).map_err(err)?;
-            socket.bind(&addr.into()).map_err(err)?;
-            socket.listen(4096).map_err(err)?;
-            Ok(socket.into())
-        })
-        .collect()
+    let mut group = Vec::with_capacity(workers.max(1));
+    for _ in 0..workers.max(1) {
+        let err = |source| BindError { addr, source };
+        // Non-blocking and close-on-exec from the start.
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )
+        .map_err(err)?;
+        socket.set_reuse_address(true).map_err(err)?;
+        socket.set_reuse_port(true).map_err(err)?;
+        // Accepted connections inherit it: no call per connection.
+        socket.set_tcp_nodelay(true).map_err(err)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true).map_err(err)?;
+        }
+        if steered {
+            // The loopback address needs no interface up: the group only
+            // takes what sk_lookup hands it.
+            if addr.is_ipv6() {
+                socket.set_freebind_v6(true).map_err(err)?;
+            } else {
+                socket.set_freebind_v4(true).map_err(err)?;
+            }
+        }
+        socket.bind(&addr.into()).map_err(err)?;
+        socket.listen(4096).map_err(err)?;
+        let listener: std::net::TcpListener = socket.into();
+        if addr.port() == 0 {
+            // The rest of the group joins the port the first one took.
+            addr = listener.local_addr().map_err(err)?;
+        }
+        group.push(listener);
+    }
+    Ok(group)
 }
 
 /// What serves one listening socket; replaced whole on reload, so a new
@@ -94,15 +169,12 @@ pub struct Route {
 pub struct Slot(Arc<SlotInner>);
 
 struct SlotInner {
-    /// The address the socket listens on: the one its clients reached.
-    addr: SocketAddr,
     route: ArcSwap<Route>,
 }
 
 impl Slot {
-    pub fn new(addr: SocketAddr, route: Route) -> Self {
+    pub fn new(route: Route) -> Self {
         Slot(Arc::new(SlotInner {
-            addr,
             route: ArcSwap::from_pointee(route),
         }))
     }
@@ -128,7 +200,6 @@ pub type OwnRoute = Cache<Slot, Arc<Route>>;
 
 /// A connection's view of its listener's route.
 pub struct ConnRoute {
-    slot: Slot,
     /// A lock only one task ever takes: uncontended.
     cached: std::sync::Mutex<OwnRoute>,
 }
@@ -136,8 +207,7 @@ pub struct ConnRoute {
 impl ConnRoute {
     fn new(slot: Slot) -> Self {
         Self {
-            cached: std::sync::Mutex::new(Cache::new(slot.clone())),
-            slot,
+            cached: std::sync::Mutex::new(Cache::new(slot)),
         }
     }
 
@@ -148,11 +218,6 @@ impl ConnRoute {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// The balancer address and port the client connected to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.slot.0.addr
     }
 
     /// The route, for a caller that cannot keep its own copy (hyper's
@@ -330,9 +395,8 @@ async fn serve_with_hyper(
     mut conn_shutdown: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let switch = Switch::default();
-    // The address the client reached: the Host an HTTP/1.0 request without
-    // one is forwarded with, as the ALB uses its own name.
-    let local = route.local_addr();
+    // The socket, for the address the client reached (below).
+    let fd = io.get_ref().raw_fd();
     let io = TokioIo::new(FramingGuard::resume(
         io,
         read,
@@ -346,7 +410,11 @@ async fn serve_with_hyper(
         if req.version() == http::Version::HTTP_10
             && !req.headers().contains_key(http::header::HOST)
         {
-            if let Some(host) = host_value(local) {
+            // The address the client reached, the Host such a request is
+            // forwarded with (the ALB uses its own name). Asked of the
+            // socket here only: a call per connection would cost every
+            // connection a system call.
+            if let Some(host) = fd.and_then(local_addr).and_then(host_value) {
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }
@@ -382,6 +450,15 @@ async fn serve_with_hyper(
             }
         }
     }
+}
+
+/// The local address of the socket `fd`: the balancer address and port a
+/// client connected to (the listening socket's own address is loopback).
+fn local_addr(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
+    // SAFETY: the connection's service, which calls this, lives no longer
+    // than the connection, which owns the socket: `fd` is open.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).local_addr().ok()?.as_socket()
 }
 
 /// `addr` as a Host field value: the address, and the port unless it is
@@ -456,10 +533,11 @@ mod tests {
 
     #[test]
     fn each_worker_gets_its_own_non_blocking_socket_on_one_address() {
-        let first = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let first = bind("127.0.0.1:0".parse().unwrap(), 1, false).unwrap();
         let addr = first[0].local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
         // SO_REUSEPORT: more sockets on the same address, beside the first.
-        let more = bind(addr, 2).unwrap();
+        let more = bind(addr, 2, false).unwrap();
         assert_eq!(more.len(), 2);
         for l in first.iter().chain(&more) {
             assert_eq!(l.local_addr().unwrap(), addr);
@@ -481,10 +559,28 @@ mod tests {
     }
 
     #[test]
+    fn a_steered_group_shares_one_loopback_port_per_family() {
+        for family in Family::ALL {
+            let group = bind_steered(family, 3).unwrap();
+            let addr = group[0].local_addr().unwrap();
+            assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+            assert_eq!(Family::of(addr.ip()), family);
+            for l in &group {
+                assert_eq!(l.local_addr().unwrap(), addr);
+                let s = socket2::SockRef::from(l);
+                assert!(s.reuse_port().unwrap());
+                if family == Family::V6 {
+                    assert!(s.only_v6().unwrap(), "IPv4 clients never become ::ffff:");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn an_address_in_use_without_reuse_is_a_bind_error() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let e = bind(addr, 1).unwrap_err();
+        let e = bind(addr, 1, false).unwrap_err();
         assert_eq!(e.addr, addr);
         assert_eq!(e.source.kind(), std::io::ErrorKind::AddrInUse);
     }

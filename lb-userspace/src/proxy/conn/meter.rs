@@ -62,6 +62,10 @@ impl<IO> Metered<IO> {
         Self { io, meter }
     }
 
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
     /// The socket, no longer counted.
     pub fn into_inner(self) -> IO {
         self.io

@@ -40,6 +40,16 @@ impl ClientSocket {
         }
     }
 
+    /// The socket's descriptor, while it has one.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            ClientSocket::Direct(s) => Some(s.as_raw_fd()),
+            ClientSocket::Registered(s) => Some(s.as_raw_fd()),
+            ClientSocket::Closed => None,
+        }
+    }
+
     /// The registered socket, registering it first if it is not yet.
     fn registered(&mut self) -> io::Result<Pin<&mut TcpStream>> {
         if let ClientSocket::Direct(_) = self {
@@ -182,10 +192,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn listener() -> Listener {
-        let l = crate::proxy::conn::listener::bind("127.0.0.1:0".parse().unwrap(), 1)
-            .unwrap()
-            .pop()
-            .unwrap();
+        use crate::proxy::conn::listener::{bind_steered, Family};
+        let l = bind_steered(Family::V4, 1).unwrap().pop().unwrap();
         Listener::new(l).unwrap()
     }
 

@@ -1,0 +1,189 @@
+//! Steering end to end: the daemon holds no socket bound to a balancer
+//! address, yet every address of the balancer is served, an address a
+//! reload adds is served without a restart (and without a new socket), and
+//! one it removes is not served any more.
+
+use std::net::SocketAddr;
+use std::process::Output;
+
+use xalb_tests::admin::admin_get;
+use xalb_tests::bed::{HttpBed, ADMIN, WEB_GROUP};
+use xalb_tests::http::{get, in_ns, raw};
+use xalb_tests::netns::addr;
+
+/// Balancer "edge" on `addresses` with one HTTP:80 listener forwarding to
+/// the bed's group "web".
+fn config(addresses: &[&str]) -> String {
+    let addresses: Vec<String> = addresses.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"
+[[security_group]]
+name = "web"
+ingress = [
+  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
+  {{ protocol = "tcp", ports = "80", source = "::/0" }},
+]
+
+[[load_balancer]]
+name = "edge"
+interfaces = ["eth0"]
+addresses = [{}]
+security_groups = ["web"]
+
+[[listener]]
+load_balancer = "edge"
+protocol = "HTTP"
+port = 80
+default_action = {{ type = "forward", target_group = "web" }}
+{WEB_GROUP}
+"#,
+        addresses.join(", ")
+    )
+}
+
+/// Every listening TCP socket of the namespace (`ss -Htln`), sorted.
+fn listening(bed: &HttpBed) -> Vec<SocketAddr> {
+    let out = bed.lb.command("ss").args(["-Htln"]).output().unwrap();
+    assert!(out.status.success());
+    let mut addrs: Vec<SocketAddr> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let local = l.split_whitespace().nth(3).unwrap_or_default();
+            local
+                .parse()
+                .unwrap_or_else(|_| panic!("a socket bound to no single address: {l}"))
+        })
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+fn reload(bed: &HttpBed, addresses: &[&str]) -> Output {
+    std::fs::write(&bed.config, config(addresses)).unwrap();
+    let out = bed
+        .lb
+        .command(xalb_tests::xalb_bin())
+        .args(["reload", "--admin", ADMIN])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The value of the `/metrics` sample that starts with `prefix`.
+fn metric(bed: &HttpBed, prefix: &str) -> u64 {
+    let text = String::from_utf8_lossy(&admin_get(bed, "/metrics").body).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+}
+
+#[test]
+fn every_balancer_address_is_served_by_sockets_bound_to_none_of_them() {
+    let bed = HttpBed::new(&config(&["10.231.0.10", "10.231.0.11", "fd00:231::10"])).unwrap();
+    addr(&bed.lb, "eth0", "10.231.0.11/24").unwrap();
+    addr(&bed.lb, "eth0", "10.231.0.12/24").unwrap();
+    let _web = bed.backend(11, 80, "web").unwrap();
+    let d = bed.start().unwrap();
+
+    // Only loopback sockets: the listener's groups and the admin endpoint.
+    let before = listening(&bed);
+    assert!(
+        before.iter().all(|a| a.ip().is_loopback()),
+        "bound beyond loopback: {before:?}"
+    );
+    assert!(
+        before.iter().any(|a| a.is_ipv6()),
+        "an IPv6 group: {before:?}"
+    );
+
+    let replies = in_ns(&bed.client, async || {
+        let mut out = Vec::new();
+        for vip in ["10.231.0.10:80", "10.231.0.11:80", "[fd00:231::10]:80"] {
+            let vip: SocketAddr = vip.parse().unwrap();
+            out.push((vip, get(vip, "/", &[]).await.unwrap()));
+        }
+        // HTTP/1.0 without Host: forwarded with the address reached.
+        let old = raw(
+            "10.231.0.11:80".parse().unwrap(),
+            b"GET /old HTTP/1.0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        // Not a balancer address: no listener there.
+        let other = tokio::net::TcpStream::connect("10.231.0.12:80").await;
+        (out, old, other.map(|_| ()))
+    })
+    .unwrap();
+    let (replies, old, other) = replies;
+    for (vip, r) in &replies {
+        assert_eq!(r.status, 200, "{vip}");
+        assert_eq!(r.seen("x-forwarded-port"), ["80"], "{vip}");
+        // The client's own address, of its own family (never ::ffff:).
+        let client = if vip.is_ipv4() {
+            "10.231.0.2"
+        } else {
+            "fd00:231::2"
+        };
+        assert_eq!(r.seen("x-forwarded-for"), [client], "{vip}");
+    }
+    assert!(old.contains("200"), "{old}");
+    assert!(old.contains("host: 10.231.0.11\n"), "{old}");
+    assert_eq!(
+        other.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+
+    // A reload adds 10.231.0.12: served at once, by the same sockets.
+    reload(
+        &bed,
+        &["10.231.0.10", "10.231.0.11", "10.231.0.12", "fd00:231::10"],
+    );
+    let added = in_ns(&bed.client, async || {
+        get("10.231.0.12:80".parse().unwrap(), "/", &[])
+            .await
+            .unwrap()
+    })
+    .unwrap();
+    assert_eq!(added.status, 200);
+    assert_eq!(added.seen("x-forwarded-port"), ["80"]);
+    assert_eq!(listening(&bed), before, "nothing bound, nothing closed");
+
+    // And removes 10.231.0.11: no longer steered, refused by the host.
+    reload(&bed, &["10.231.0.10", "10.231.0.12", "fd00:231::10"]);
+    let removed = in_ns(&bed.client, async || {
+        tokio::net::TcpStream::connect("10.231.0.11:80")
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
+    assert_eq!(
+        removed.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    assert_eq!(listening(&bed), before);
+
+    // Five connections reached the listener; none found it without a socket.
+    let labels = r#"{load_balancer="edge",listener="edge:80""#;
+    assert_eq!(
+        metric(
+            &bed,
+            &format!("xalb_listener_steered_connection_count_total{labels}}}")
+        ),
+        5
+    );
+    assert_eq!(
+        metric(
+            &bed,
+            &format!("xalb_listener_dropped_connection_count_total{labels},reason=\"no_socket\"}}")
+        ),
+        0
+    );
+    let (counters, _) = d.stop().unwrap();
+    assert_eq!(counters.get("edge", "drop_no_socket"), 0);
+}
