@@ -5,9 +5,10 @@
 
 use std::net::SocketAddr;
 use std::process::Output;
+use std::time::Duration;
 
-use xalb_tests::admin::admin_get;
-use xalb_tests::bed::{HttpBed, ADMIN, WEB_GROUP};
+use xalb_tests::admin::{admin_get, spawn_in, wait_for};
+use xalb_tests::bed::{lb, HttpBed, ADMIN, WEB_GROUP};
 use xalb_tests::http::{get, in_ns, raw};
 use xalb_tests::netns::addr;
 
@@ -186,4 +187,55 @@ fn every_balancer_address_is_served_by_sockets_bound_to_none_of_them() {
     );
     let (counters, _) = d.stop().unwrap();
     assert_eq!(counters.get("edge", "drop_no_socket"), 0);
+}
+
+/// How long a client's SYN may take to be seen waiting.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The client's TCP sockets still waiting for an answer to their SYN.
+fn syn_sent(bed: &HttpBed) -> usize {
+    let out = bed
+        .client
+        .command("ss")
+        .args(["-Htn", "state", "syn-sent"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn a_connection_begun_while_no_daemon_runs_is_served_by_the_next_one() {
+    let bed = HttpBed::new(&config(&["10.231.0.10"])).unwrap();
+    let _web = bed.backend(11, 80, "web").unwrap();
+    let first = bed.start().unwrap();
+    let status = in_ns(&bed.client, async || {
+        get(lb(), "/", &[]).await.unwrap().status
+    })
+    .unwrap();
+    assert_eq!(status, 200);
+    // SAFETY: kill our own child.
+    unsafe { libc::kill(first.pid() as i32, libc::SIGKILL) };
+    drop(first); // waits for its exit
+
+    // Nothing serves the listener now, and its security groups stay
+    // enforced: the SYN is dropped, not reset, and the client waits.
+    let client = spawn_in(&bed.client, async || {
+        get(lb(), "/", &[])
+            .await
+            .map(|r| r.status)
+            .map_err(|e| format!("{e:#}"))
+    });
+    wait_for(
+        "the client's SYN to go unanswered",
+        WAIT,
+        || match syn_sent(&bed) {
+            0 => Err("no connection waiting".to_string()),
+            _ => Ok(()),
+        },
+    );
+    // The next daemon adopts the pins and serves the listener; the client's
+    // retransmitted SYN reaches it, with no error on the client's side.
+    let second = bed.start().unwrap();
+    assert_eq!(client.join().unwrap(), Ok(200));
+    drop(second);
 }
