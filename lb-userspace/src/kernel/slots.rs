@@ -165,6 +165,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_configuration_numbers_its_balancers_in_file_order() {
+        let lb = |name: &str, addr: &str| {
+            format!(
+                "[[load_balancer]]\nname = \"{name}\"\ninterfaces = [\"eth0\"]\naddresses = [\"{addr}\"]\nsecurity_groups = [\"sg\"]\n"
+            )
+        };
+        let text = format!(
+            "[[security_group]]\nname = \"sg\"\n{}{}",
+            lb("zeta", "10.0.0.1"),
+            lb("alpha", "10.0.0.2")
+        );
+        let cfg = crate::config::parse_str(&text, "t.toml").unwrap();
+        let s = LbSlots::for_config(&cfg);
+        assert_eq!(s.rows(), [(0, "zeta".into()), (1, "alpha".into())]);
+    }
+
+    #[test]
     fn a_fresh_start_numbers_in_order() {
         let s = LbSlots::fresh(["a", "b", "c"]);
         assert_eq!(
