@@ -7,6 +7,7 @@ mod error;
 pub mod lock;
 mod state;
 pub mod sticky_key;
+pub mod takeover;
 mod workers;
 
 use std::path::PathBuf;
