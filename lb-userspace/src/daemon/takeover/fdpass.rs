@@ -33,6 +33,9 @@ pub enum FdPassError {
     Io(#[from] io::Error),
 }
 
+/// A message's body and the descriptors that came with it.
+pub type Received = (Vec<u8>, Vec<OwnedFd>);
+
 fn control_space(fds: usize) -> usize {
     // SAFETY: CMSG_SPACE is arithmetic on its argument.
     unsafe { libc::CMSG_SPACE((fds * size_of::<RawFd>()) as u32) as usize }
@@ -87,15 +90,12 @@ pub fn send(sock: &Socket, body: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Fd
 
 /// Receives one message; `None` when the peer has closed. Descriptors come
 /// close-on-exec and are owned by the caller.
-pub fn recv(sock: &Socket) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, FdPassError> {
+pub fn recv(sock: &Socket) -> Result<Option<Received>, FdPassError> {
     recv_with_room(sock, MAX_FDS)
 }
 
 /// [`recv`] with room for `max_fds` descriptors.
-fn recv_with_room(
-    sock: &Socket,
-    max_fds: usize,
-) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, FdPassError> {
+fn recv_with_room(sock: &Socket, max_fds: usize) -> Result<Option<Received>, FdPassError> {
     let mut body = vec![MaybeUninit::<u8>::uninit(); MAX_BODY];
     let mut control = vec![0u64; control_space(max_fds).div_ceil(8)];
     let mut iov = libc::iovec {
