@@ -416,6 +416,53 @@ fn without_takeover_a_second_xalb_is_refused_and_told_about_it() {
     assert!(err.contains("--takeover"), "{err}");
 }
 
+#[test]
+fn a_successor_that_fails_after_applying_its_configuration_leaves_the_old_one_serving() {
+    let bed = bed();
+    let _web = bed.backend(11, 80, "web-1").unwrap();
+    let state = StateDir::new("fails");
+    let old = bed.start_with(&["--state-dir", state.arg()]).unwrap();
+    // The successor's file allows port 81 instead of 80, and names an admin
+    // address the host does not have: it fails once its configuration is
+    // in the kernel.
+    let text = std::fs::read_to_string(&bed.config).unwrap();
+    let other = bed.config.with_extension("next.toml");
+    std::fs::write(
+        &other,
+        text.replace("ports = \"80\"", "ports = \"81\"")
+            + "\n[admin]\nlisten = \"10.231.99.1:9901\"\n",
+    )
+    .unwrap();
+    let new = Daemon::spawn(&bed.lb, &other, &["--state-dir", state.arg(), "--takeover"]).unwrap();
+    let (ok, log) = new.wait_exit().unwrap();
+    let _ = std::fs::remove_file(&other);
+    assert!(!ok, "the successor started:\n{log}");
+    assert!(log.contains("10.231.99.1:9901"), "{log}");
+    old.wait_stderr(Duration::from_secs(10), |l| {
+        l.contains("this xalb's configuration is enforced again")
+    })
+    .unwrap();
+    // Port 80 is the old configuration's, and the old xalb still serves it.
+    let r = xalb_tests::http::in_ns(&bed.client, async || {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            xalb_tests::http::get(lb(), "/", &[]),
+        )
+        .await
+        .expect("port 80 answers (the old configuration is back)")
+        .unwrap()
+    })
+    .unwrap();
+    assert_eq!(r.status, 200);
+    // And it can still be taken over.
+    let new = bed
+        .start_with(&["--state-dir", state.arg(), "--takeover"])
+        .unwrap();
+    let (ok, log) = old.wait_exit().unwrap();
+    assert!(ok, "{log}");
+    new.stop().unwrap();
+}
+
 /// When the old xalb is killed.
 enum Kill {
     /// Before the new one starts: there is nobody to take over from.

@@ -378,8 +378,9 @@ async fn main_loop(
                 }
                 Control::Thaw => {
                     frozen = false;
-                    if let Err(e) = running.reassert() {
-                        error!("takeover abandoned, and this configuration could not be written again:\n{e}");
+                    match running.reassert() {
+                        Ok(()) => info!("takeover abandoned: this xalb's configuration is enforced again"),
+                        Err(e) => error!("takeover abandoned, and this configuration could not be written again:\n{e}"),
                     }
                 }
                 Control::Drain { to_pid, grace } => {
