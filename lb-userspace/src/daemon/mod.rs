@@ -7,7 +7,7 @@ mod error;
 pub mod lock;
 mod state;
 pub mod sticky_key;
-mod workers;
+pub(crate) mod workers;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
