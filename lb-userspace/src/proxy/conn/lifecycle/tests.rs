@@ -166,6 +166,15 @@ default_action = {{ type = "forward", target_group = "t" }}
         }
     }
 
+    /// A client connection. Each write goes out at once: Nagle's algorithm
+    /// would hold a small one back until the server acknowledged the last
+    /// (a delayed ACK, up to 40 ms), past the moment it has to arrive by.
+    async fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
     /// Drains, and returns the listening socket once the accept loop ended.
     async fn drain(&mut self) -> Option<std::net::TcpListener> {
         self.lifecycle.drain();
@@ -269,20 +278,52 @@ fn closed_by_server(s: &TcpStream) -> bool {
     }
 }
 
-/// The client's end of a connection the server has closed: EOF, and no
-/// reset, once the server's side is gone too (`settle` saw it close).
+/// The client's end of a connection the server closes: EOF, and no reset.
+/// The server closes its socket first (after lingering for want of this
+/// end's close): whatever it sends after that, a reset or the ACK of this
+/// end's FIN, arrives after what it sent before. Closing this end first
+/// would let a reset come too late to be seen.
 async fn ends_cleanly(mut s: TcpStream, bed: &Bed) {
     let mut b = [0u8; 16];
     assert_eq!(s.read(&mut b).await.unwrap(), 0, "the server closes");
-    s.shutdown().await.unwrap();
     assert_eq!(bed.settle(PATIENCE).await, 0, "the server side is gone");
-    assert!(s.take_error().unwrap().is_none(), "no reset");
+    let shut = s.shutdown().await;
+    // Over by the server's ACK or by a reset, which may take a while: on a
+    // busy machine loopback packets are handled by ksoftirqd.
+    while tcp_state(&s) != TCP_CLOSE {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let reset = s.take_error().unwrap();
+    assert!(shut.is_ok() && reset.is_none(), "reset: {shut:?} {reset:?}");
+}
+
+/// `include/net/tcp_states.h`: a connection over (libc has no name for it).
+const TCP_CLOSE: u8 = 7;
+
+/// The kernel's state of `s`.
+fn tcp_state(s: &TcpStream) -> u8 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is plain data, and the kernel writes at most `len`
+    // bytes of it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        info.tcpi_state
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kept_alive_connection_is_answered_with_close_after_the_drain() {
     let mut bed = Bed::start().await;
-    let mut c = TcpStream::connect(bed.addr).await.unwrap();
+    let mut c = bed.connect().await;
     c.write_all(GET).await.unwrap();
     let (head, body) = response(&mut c).await;
     assert!(head.starts_with("http/1.1 200") && !head.contains("connection: close"));
@@ -310,7 +351,7 @@ async fn an_idle_kept_alive_connection_is_answered_with_close_after_the_drain() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_completes_and_unread_input_does_not_reset() {
     let mut bed = Bed::start().await;
-    let mut c = TcpStream::connect(bed.addr).await.unwrap();
+    let mut c = bed.connect().await;
     c.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
@@ -330,7 +371,7 @@ async fn a_request_in_flight_completes_and_unread_input_does_not_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hyper_served_http1_connection_waits_for_its_next_request() {
     let mut bed = Bed::start().await;
-    let mut c = TcpStream::connect(bed.addr).await.unwrap();
+    let mut c = bed.connect().await;
     c.write_all(POST).await.unwrap();
     let (head, _) = response(&mut c).await;
     assert!(head.starts_with("http/1.1 200") && !head.contains("connection: close"));
@@ -356,7 +397,7 @@ async fn a_hyper_served_http1_connection_waits_for_its_next_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_gets_goaway_and_its_stream_completes() {
     let mut bed = Bed::start().await;
-    let tcp = TcpStream::connect(bed.addr).await.unwrap();
+    let tcp = bed.connect().await;
     let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
     let driver = tokio::spawn(conn);
     let req = || {
@@ -395,7 +436,7 @@ async fn echo(c: &mut TcpStream, msg: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_carries_on_through_the_drain_and_is_closed_at_grace() {
     let mut bed = Bed::start().await;
-    let mut c = TcpStream::connect(bed.addr).await.unwrap();
+    let mut c = bed.connect().await;
     c.write_all(
         b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -420,10 +461,10 @@ async fn a_websocket_carries_on_through_the_drain_and_is_closed_at_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_closes_idle_connections_and_the_listening_socket_at_once() {
     let mut bed = Bed::start().await;
-    let mut fast = TcpStream::connect(bed.addr).await.unwrap();
+    let mut fast = bed.connect().await;
     fast.write_all(GET).await.unwrap();
     response(&mut fast).await;
-    let mut hyper = TcpStream::connect(bed.addr).await.unwrap();
+    let mut hyper = bed.connect().await;
     hyper.write_all(POST).await.unwrap();
     response(&mut hyper).await;
 
