@@ -278,14 +278,16 @@ fn closed_by_server(s: &TcpStream) -> bool {
     }
 }
 
-/// The client's end of a connection the server closes: EOF, and no reset.
-/// The server closes its socket first (after lingering for want of this
-/// end's close): whatever it sends after that, a reset or the ACK of this
-/// end's FIN, arrives after what it sent before. Closing this end first
-/// would let a reset come too late to be seen.
+/// The client's end of a connection the server closes: EOF, and no reset,
+/// although the client sent a request before it saw the end. The server
+/// closes its socket first (after lingering for want of this end's close):
+/// whatever it sends after that, a reset or the ACK of this end's FIN,
+/// arrives after what it sent before. Closing this end first would let a
+/// reset come too late to be seen.
 async fn ends_cleanly(mut s: TcpStream, bed: &Bed) {
     let mut b = [0u8; 16];
     assert_eq!(s.read(&mut b).await.unwrap(), 0, "the server closes");
+    s.write_all(GET).await.unwrap();
     assert_eq!(bed.settle(PATIENCE).await, 0, "the server side is gone");
     let shut = s.shutdown().await;
     // Over by the server's ACK or by a reset, which may take a while: on a
