@@ -73,9 +73,9 @@ where
     let mut own_route = route.own();
     // One of each per connection, not per request: timers are not free.
     let mut idle = pin!(quiet_for(activity, limits.idle_timeout));
-    // The drain may have been seen already (by this connection before it
-    // was handed back from a worker that had stopped); a stop not seen yet
-    // is seen below.
+    // The drain may have been seen already, by an earlier call for this
+    // connection (before a move to another worker failed); a stop not seen
+    // yet is seen below.
     let mut phase = match *phase_rx.borrow() {
         Phase::Drain => Phase::Drain,
         _ => Phase::Run,
