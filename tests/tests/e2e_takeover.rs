@@ -366,6 +366,9 @@ fn a_takeover_under_load_fails_no_request_and_drops_no_connection() {
         "{during} {drained}"
     );
     assert!(seen.kept_alive_ok.load(SeqCst) > 0);
+    // Each kept-alive connection the old xalb held was closed after an
+    // answer that said so, and continued on a new one.
+    assert_eq!(seen.closed_politely.load(SeqCst), KEPT_ALIVE as u64);
     assert!(seen.echoed.load(SeqCst) > 0);
     assert!(exited_ok, "the old xalb failed:\n{old_log}");
     assert!(old_log.contains("takeover: draining"), "{old_log}");

@@ -8,7 +8,7 @@ pub mod lock;
 mod state;
 pub mod sticky_key;
 pub mod takeover;
-mod workers;
+pub(crate) mod workers;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -55,8 +55,17 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let cfg = config::load(&opts.config).map_err(ApplyError::from)?;
     Running::preflight(&cfg)?;
     let cookie = pins::netns_cookie()?;
+    // The control plane (signals, reloads, health checks, admin); requests
+    // are served by the workers (`workers.rs`).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
     let open_datapath = || -> Result<Datapath, RunError> {
         let pin_dir = PinDir::open(&opts.bpffs, cookie)?;
+        // In the runtime: the verdict log's reader is a task of it.
+        let _in_rt = rt.enter();
         Ok(Datapath::open(pin_dir, opts.xdp_log).map_err(ApplyError::from)?)
     };
     let acquire = || {
@@ -75,7 +84,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             Err(e @ (TakeoverError::PeerGone | TakeoverError::Pass(_))) => {
                 warn!(error = %e, "takeover: the running xalb went away; starting anew");
                 let lock = acquire_when_released(&acquire)?;
-                return run_with(opts, cfg, cookie, lock, dp, None);
+                return run_with(opts, rt, cfg, cookie, lock, dp, None);
             }
             asked => asked?,
         };
@@ -108,7 +117,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let lock = acquire()?;
         (lock, open_datapath()?, None)
     };
-    run_with(opts, cfg, cookie, lock, dp, handover)
+    run_with(opts, rt, cfg, cookie, lock, dp, handover)
 }
 
 /// A lock that a process that has just died may still hold for a moment
@@ -137,6 +146,7 @@ type Taken = (
 
 fn run_with(
     opts: RunOptions,
+    rt: tokio::runtime::Runtime,
     cfg: config::Config,
     cookie: u64,
     lock: NetnsLock,
@@ -158,13 +168,6 @@ fn run_with(
         }
         Err(e) => warn!("stickiness cookies will not survive a restart: {e}"),
     }
-    // The control plane (signals, reloads, health checks, admin); requests
-    // are served by the workers (`workers.rs`).
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let mut running = rt.block_on(Running::start(
         cfg,
@@ -229,11 +232,18 @@ fn run_with(
         opts.stats_interval,
     ))?;
     if let Exit::Drain { to_pid, grace } = exit {
+        // The successor answers the admin address from here on.
         admin_task.abort();
-        let workers = rt.block_on(running.shutdown(grace));
-        workers.shutdown();
+        let drained = rt.block_on(running.drain(grace));
+        // This process's descriptors only: the successor holds its own.
+        drop(drained.listening);
+        drained.workers.shutdown();
         rt.shutdown_timeout(grace);
-        info!(successor = to_pid, "handed over; exiting");
+        info!(
+            successor = to_pid,
+            forced = drained.forced,
+            "handed over; exiting"
+        );
         return Ok(());
     }
 

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::affinity::WorkerAffinity;
 use super::backends::BackendSync;
@@ -20,6 +19,7 @@ use crate::config;
 use crate::config::model::{Action, Config, Listener};
 use crate::kernel::{self, Datapath, LbSlots, ListenerRows, XdpModeChoice};
 use crate::proxy::access_log::AccessLog;
+use crate::proxy::conn::lifecycle::{self, Lifecycle};
 use crate::proxy::conn::listener::{self, Family, Route, Slot};
 use crate::proxy::conn::spread::Spread;
 use crate::proxy::plan::{self, Binding};
@@ -36,9 +36,9 @@ fn group_key(b: &Binding, family: Family) -> GroupKey {
 /// One socket group being served.
 struct Served {
     slot: Slot,
-    stop: watch::Sender<bool>,
-    /// One accept loop per worker.
-    tasks: Vec<JoinHandle<()>>,
+    lifecycle: Lifecycle,
+    /// One accept loop per worker; a drained one returns its socket.
+    tasks: Vec<JoinHandle<Option<std::net::TcpListener>>>,
     /// How the group's connections sit on the workers.
     spread: Arc<Spread>,
     /// Its `SOCKS` slot.
@@ -209,7 +209,7 @@ impl Running {
             ctx: b.ctx.clone(),
             shared: self.shared.clone(),
         });
-        let (stop, stop_rx) = watch::channel(false);
+        let (lifecycle, phase_rx) = Lifecycle::new();
         let name = b.name();
         if let Some(bound) = sockets.first().and_then(|s| s.local_addr().ok()) {
             info!(listener = %name, family = key.2.name(), %bound, workers = sockets.len(), "HTTP listener");
@@ -230,7 +230,7 @@ impl Running {
             .zip(inboxes)
             .zip(self.workers.handles())
             .map(|((l, inbox), worker)| {
-                let (slot, stop_rx, name) = (slot.clone(), stop_rx.clone(), name.clone());
+                let (slot, phase_rx, name) = (slot.clone(), phase_rx.clone(), name.clone());
                 let spread = spread.clone();
                 worker.spawn(async move {
                     match crate::proxy::conn::socket::Listener::new(l) {
@@ -240,10 +240,11 @@ impl Running {
                                 inbox,
                                 spread,
                             };
-                            listener::serve(accept, slot, stop_rx).await
+                            listener::serve(accept, slot, phase_rx).await
                         }
                         Err(e) => {
-                            tracing::error!(listener = %name, error = %e, "cannot serve a listening socket")
+                            tracing::error!(listener = %name, error = %e, "cannot serve a listening socket");
+                            None
                         }
                     }
                 })
@@ -253,7 +254,7 @@ impl Running {
             key,
             Served {
                 slot,
-                stop,
+                lifecycle,
                 tasks,
                 spread,
                 sock_slot,
@@ -477,7 +478,7 @@ impl Running {
                 if let Err(e) = cleared {
                     tracing::warn!(error = %e, "cannot empty a socket slot; it empties when the sockets close");
                 }
-                let _ = s.stop.send(true);
+                s.lifecycle.stop();
                 info!(listener = %format!("{}:{}", key.0, key.1), family = key.2.name(), "HTTP listener closed");
             }
         }
@@ -520,7 +521,7 @@ impl Running {
             c.abort();
         }
         for s in self.served.values() {
-            let _ = s.stop.send(true);
+            s.lifecycle.stop();
         }
         for (_, s) in self.served {
             for t in s.tasks {
@@ -539,6 +540,63 @@ impl Running {
         }
         self.workers
     }
+
+    /// Hands the service over to another process that accepts on the same
+    /// listening sockets (`xalb run --takeover`): stops accepting without
+    /// closing them, and drains every connection
+    /// ([`crate::proxy::conn::lifecycle`]): each closes after its next
+    /// response, when its client closes it or when idle, and upgraded
+    /// connections (WebSocket) carry on. Returns once none is left or at
+    /// `grace`; what is left then closes with the workers
+    /// ([`Workers::shutdown`]), counted in `forced`. The kernel half is not
+    /// touched: it is the next process's.
+    pub async fn drain(self, grace: std::time::Duration) -> Drained {
+        let deadline = tokio::time::Instant::now() + grace;
+        for c in self.checkers {
+            c.abort();
+        }
+        for s in self.served.values() {
+            s.lifecycle.drain();
+        }
+        let mut listening = Vec::new();
+        for s in self.served.into_values() {
+            for t in s.tasks {
+                if let Ok(Some(l)) = t.await {
+                    listening.push(l);
+                }
+            }
+        }
+        let open = || {
+            self.bindings
+                .iter()
+                .map(|b| b.ctx.metrics.active_connections.get())
+                .sum::<i64>()
+        };
+        let forced = lifecycle::settle(open, deadline).await;
+        if forced > 0 {
+            warn!(forced, "drain: grace over; the connections left are closed");
+        } else {
+            info!(forced, "drained: every connection closed");
+        }
+        Drained {
+            workers: self.workers,
+            listening,
+            forced,
+        }
+    }
+}
+
+/// What [`Running::drain`] leaves.
+pub struct Drained {
+    /// Still running what was not done by the grace: shut them down to
+    /// close it.
+    pub workers: Workers,
+    /// The listening sockets the workers accepted on, still open. Closing
+    /// a socket no other process holds resets the connections in its
+    /// accept queue.
+    pub listening: Vec<std::net::TcpListener>,
+    /// Connections open at the grace deadline.
+    pub forced: u64,
 }
 
 /// What a predecessor handed over to this process.

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use crate::metrics::ListenerMetrics;
 
+use crate::proxy::conn::lifecycle::{self, ConnDrain, Lingering, Phase, PhaseRx};
 use crate::proxy::conn::meter::{Meter, Metered};
 use crate::proxy::conn::rebalance::{self, PaceComparator};
 use crate::proxy::conn::socket::{ClientSocket, Listener};
@@ -243,11 +244,18 @@ pub struct Accept {
     pub spread: Arc<Spread>,
 }
 
-/// Accepts until `shutdown` turns true; each connection runs on its own task,
-/// on this worker or, when this worker holds more than its share, on the
-/// least loaded one ([`super::spread`]). In-flight requests then finish; idle
-/// kept-alive connections are closed.
-pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<bool>) {
+/// Accepts until the group's phase moves on; each connection runs on its
+/// own task, on this worker or, when this worker holds more than its share,
+/// on the least loaded one ([`super::spread`]). On [`Phase::Stop`] the
+/// listening socket closes, in-flight requests finish and idle kept-alive
+/// connections are closed. On [`Phase::Drain`] the listening socket is
+/// returned open (another process accepts on it) and each connection closes
+/// when no request can be on its way ([`super::lifecycle`]).
+pub async fn serve(
+    accept: Accept,
+    slot: Slot,
+    mut phase: PhaseRx,
+) -> Option<std::net::TcpListener> {
     let Accept {
         listener,
         mut inbox,
@@ -257,12 +265,12 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
     // Connections watch a channel of this accept loop's own (one per worker
     // and listener): waiting on the shared one takes a lock every core
     // touches, once per request.
-    let (local, local_rx) = watch::channel(false);
+    let (local, local_rx) = watch::channel(Phase::Run);
     // One worker compares the workers' paces for this address.
     let mut pace = (me == 0 && spread.workers() > 1).then(|| PaceComparator::new(spread.workers()));
     let mut period = tokio::time::interval(rebalance::PERIOD);
     period.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let ended = loop {
         let (stream, peer, seat, migrated) = tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => match spread.place(stream, peer, me) {
@@ -285,34 +293,62 @@ pub async fn serve(accept: Accept, slot: Slot, mut shutdown: watch::Receiver<boo
                 }
                 continue;
             }
-            _ = shutdown.changed() => break,
+            p = lifecycle::next(&mut phase) => break p,
         };
-        let route = ConnRoute::new(slot.clone());
-        let (limits, metrics) = {
-            let r = route.get();
-            (r.ctx.limits, r.ctx.metrics.clone())
-        };
-        // A connection moved here from another worker is not a new one. It
-        // counts as active again: the worker it left stopped counting it, so
-        // that one lost on the way (this worker stopping) is not counted on.
-        if !migrated {
-            metrics.new_connections.incr();
-        }
-        metrics.active_connections.incr();
-        let conn_shutdown = local_rx.clone();
-        let spread = Arc::clone(&spread);
-        tokio::spawn(serve_connection(
-            stream,
-            seat,
-            peer,
-            route,
-            limits,
-            metrics,
-            conn_shutdown,
-            spread,
-        ));
+        spawn_connection(stream, peer, seat, migrated, &slot, &local_rx, &spread);
+    };
+    let _ = local.send(ended);
+    if ended != Phase::Drain {
+        return None;
     }
-    let _ = local.send(true);
+    // Connections another worker passed here before this loop ended are
+    // served, drained like the others.
+    for a in inbox.close() {
+        spawn_connection(
+            ClientSocket::Direct(a.stream),
+            a.peer,
+            a.seat,
+            a.migrated,
+            &slot,
+            &local_rx,
+            &spread,
+        );
+    }
+    Some(listener.into_std())
+}
+
+/// Serves an accepted (or passed) connection on a task of its own.
+fn spawn_connection(
+    stream: ClientSocket,
+    peer: SocketAddr,
+    seat: Seat,
+    migrated: bool,
+    slot: &Slot,
+    phase: &PhaseRx,
+    spread: &Arc<Spread>,
+) {
+    let route = ConnRoute::new(slot.clone());
+    let (limits, metrics) = {
+        let r = route.get();
+        (r.ctx.limits, r.ctx.metrics.clone())
+    };
+    // A connection moved here from another worker is not a new one. It
+    // counts as active again: the worker it left stopped counting it, so
+    // that one lost on the way (this worker stopping) is not counted on.
+    if !migrated {
+        metrics.new_connections.incr();
+    }
+    metrics.active_connections.incr();
+    tokio::spawn(serve_connection(
+        stream,
+        seat,
+        peer,
+        route,
+        limits,
+        metrics,
+        phase.clone(),
+        Arc::clone(spread),
+    ));
 }
 
 /// One client connection on this worker, from its arrival until it closes
@@ -325,7 +361,7 @@ async fn serve_connection(
     route: ConnRoute,
     limits: ConnLimits,
     metrics: Arc<ListenerMetrics>,
-    mut conn_shutdown: watch::Receiver<bool>,
+    mut phase: PhaseRx,
     spread: Arc<Spread>,
 ) {
     let (io, read, activity) = loop {
@@ -341,7 +377,7 @@ async fn serve_connection(
             &route,
             peer,
             limits,
-            &mut conn_shutdown,
+            &mut phase,
             &activity,
             &mut load,
         )
@@ -374,13 +410,7 @@ async fn serve_connection(
     // connection would make every idle fast-path connection that much
     // larger (10,000 idle connections must fit in 64 MiB).
     let res = Box::pin(serve_with_hyper(
-        io,
-        read,
-        route,
-        peer,
-        limits,
-        activity,
-        conn_shutdown,
+        io, read, route, peer, limits, activity, phase,
     ))
     .await;
     metrics.active_connections.decr();
@@ -398,20 +428,27 @@ async fn serve_with_hyper(
     peer: SocketAddr,
     limits: ConnLimits,
     activity: Arc<AtomicU64>,
-    mut conn_shutdown: watch::Receiver<bool>,
+    mut phase_rx: PhaseRx,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let switch = Switch::default();
     // The socket, for the address the client reached (below).
     let fd = io.get_ref().raw_fd();
+    // HTTP/2 is known by its preface, before any request: a drain may come
+    // before the first one.
+    let h2 = is_h2_preface(&read);
+    let drain = Arc::new(ConnDrain::default());
     let io = TokioIo::new(FramingGuard::resume(
-        io,
+        Lingering::new(io, Arc::clone(&drain)),
         read,
         limits.guard(),
         switch.clone(),
     ));
+    let svc_drain = Arc::clone(&drain);
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let route = route.get();
         let switch = switch.clone();
+        let drain = Arc::clone(&svc_drain);
+        let h1 = req.version() != http::Version::HTTP_2;
         let mut req = req.map(|b| http_body_util::Either::Left(ClientBody::new(b)));
         if req.version() == http::Version::HTTP_10
             && !req.headers().contains_key(http::header::HOST)
@@ -426,36 +463,79 @@ async fn serve_with_hyper(
         }
         async move {
             let resp = handle(&route, peer, req).await;
-            if let Ok(r) = &resp {
+            resp.map(|r| {
+                let mut r = with_all_fields(r);
                 if r.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     switch.switched();
+                    drain.upgraded();
+                } else if h1 && drain.draining() {
+                    // The last response of a drained connection: hyper
+                    // closes after it.
+                    r.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
                 }
-            }
-            resp.map(with_all_fields)
+                r
+            })
         }
     });
     let builder = builder(limits);
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        _ = conn_shutdown.changed() => {
-            // Finish in-flight requests, take no new ones.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    // The fast path may have seen the drain already, before handing over.
+    let drained = *phase_rx.borrow() == Phase::Drain;
+    let next = async move {
+        if drained {
+            Phase::Drain
+        } else {
+            lifecycle::next(&mut phase_rx).await
         }
-        _ = quiet_for(&activity, limits.idle_timeout) => {
-            // Closes an idle connection now, a busy one after its
-            // request (HTTP/2: GOAWAY). One that stays silent past
-            // another period (a head half sent) is dropped.
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = quiet_for(&activity, limits.idle_timeout) => Ok(()),
+    };
+    tokio::pin!(next);
+    let quiet = quiet_for(&activity, limits.idle_timeout);
+    tokio::pin!(quiet);
+    let mut phase = Phase::Run;
+    loop {
+        tokio::select! {
+            biased;
+            r = conn.as_mut() => return r,
+            p = &mut next, if phase == Phase::Run => {
+                phase = p;
+                if p != Phase::Drain {
+                    // Finish in-flight requests, take no new ones.
+                    conn.as_mut().graceful_shutdown();
+                    return conn.await;
+                }
+                // HTTP/2: GOAWAY names the last stream taken, so no request
+                // is lost. HTTP/1: the next response says close (the
+                // service reads `drain`); `graceful_shutdown` would close
+                // an idle connection at once, racing a request on its way.
+                if drain.start() && h2 {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = &mut quiet => {
+                // Closes an idle connection now, a busy one after its
+                // request (HTTP/2: GOAWAY). One that stays silent past
+                // another period (a head half sent) is dropped.
+                conn.as_mut().graceful_shutdown();
+                return tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = quiet_for(&activity, limits.idle_timeout) => Ok(()),
+                };
             }
         }
     }
+}
+
+/// The start of HTTP/2's connection preface ("PRI * HTTP/2.0\r\n\r\nSM…"),
+/// as far as it was read: the fast path hands it over once the request
+/// line's version is not HTTP/1.
+fn is_h2_preface(read: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let n = read.len().min(PREFACE.len());
+    n >= b"PRI * HTTP/2".len() && read[..n] == PREFACE[..n]
 }
 
 /// The local address of the socket `fd`: the balancer address and port a
@@ -589,5 +669,14 @@ mod tests {
         let e = bind(addr, 1, false).unwrap_err();
         assert_eq!(e.addr, addr);
         assert_eq!(e.source.kind(), std::io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn only_http2_prefaces_are_taken_for_http2() {
+        assert!(is_h2_preface(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0"));
+        assert!(is_h2_preface(b"PRI * HTTP/2"));
+        assert!(!is_h2_preface(b"PRI * HTTP/1.1\r\n"));
+        assert!(!is_h2_preface(b"POST / HTTP/1.1\r\n"));
+        assert!(!is_h2_preface(b"PRI"));
     }
 }

@@ -164,6 +164,11 @@ impl Listener {
             .map_err(io::Error::from)
     }
 
+    /// The socket, out of the worker's reactor and still listening.
+    pub fn into_std(self) -> std::net::TcpListener {
+        self.0.into_inner()
+    }
+
     /// The next connection, non-blocking and close-on-exec. Accepted
     /// sockets inherit the listener's TCP_NODELAY.
     pub async fn accept(&self) -> io::Result<(ClientSocket, SocketAddr)> {

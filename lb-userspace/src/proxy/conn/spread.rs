@@ -228,6 +228,18 @@ impl Inbox {
     pub async fn recv(&mut self) -> Option<Arrival> {
         self.0.recv().await
     }
+
+    /// Refuses further connections (they stay with the worker that has
+    /// them) and returns those already passed here: dropped with the inbox,
+    /// their sockets would close on clients that did nothing wrong.
+    pub fn close(mut self) -> Vec<Arrival> {
+        self.0.close();
+        let mut left = Vec::new();
+        while let Ok(a) = self.0.try_recv() {
+            left.push(a);
+        }
+        left
+    }
 }
 
 #[cfg(test)]

@@ -23,10 +23,10 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 
 use super::chunked;
 use super::framing::{self, BodyFraming, FramingFields};
+use crate::proxy::conn::lifecycle::{self, Phase, PhaseRx};
 use crate::proxy::conn::listener::{quiet_for, ConnLimits};
 use crate::proxy::conn::rebalance::ConnLoad;
 use crate::proxy::errors::{LbError, ProxyBody};
@@ -38,7 +38,7 @@ use crate::proxy::upstream::pool::UpstreamBody;
 
 /// How a connection's fast path ended.
 pub enum Outcome<IO> {
-    /// Closed: by the client, idle, on shutdown, or after `Connection: close`.
+    /// Closed: by the client, idle, on stop, or after `Connection: close`.
     Closed,
     /// The rest is hyper's: the connection, and what was read off it and
     /// not used.
@@ -52,14 +52,16 @@ pub enum Outcome<IO> {
 const COALESCE: usize = 64 * 1024;
 
 /// Serves requests on `io` until it closes, needs hyper or is to move to
-/// another worker. `activity` is what the connection's
+/// another worker. On [`Phase::Stop`] an idle connection closes at once; on
+/// [`Phase::Drain`] it waits for its next request (one may be on its way),
+/// and closes after answering it. `activity` is what the connection's
 /// [`crate::proxy::conn::meter::Metered`] socket bumps; `load` counts what it serves.
 pub async fn serve<IO>(
     mut io: IO,
     route: &crate::proxy::conn::listener::ConnRoute,
     peer: SocketAddr,
     limits: ConnLimits,
-    shutdown: &mut watch::Receiver<bool>,
+    phase_rx: &mut PhaseRx,
     activity: &AtomicU64,
     load: &mut ConnLoad<'_>,
 ) -> io::Result<Outcome<IO>>
@@ -71,7 +73,14 @@ where
     let mut own_route = route.own();
     // One of each per connection, not per request: timers are not free.
     let mut idle = pin!(quiet_for(activity, limits.idle_timeout));
-    let mut stop = pin!(shutdown.changed());
+    // The drain may have been seen already, by an earlier call for this
+    // connection (before a move to another worker failed); a stop not seen
+    // yet is seen below.
+    let mut phase = match *phase_rx.borrow() {
+        Phase::Drain => Phase::Drain,
+        _ => Phase::Run,
+    };
+    let mut next_phase = pin!(lifecycle::next(phase_rx));
     loop {
         // Armed only for a head that does not arrive in one read: a timer
         // per request would cost every request.
@@ -90,7 +99,15 @@ where
             let n = tokio::select! {
                 biased;
                 r = read_more(&mut io, &mut buf) => r?,
-                _ = &mut stop => return Ok(Outcome::Closed),
+                p = &mut next_phase, if phase == Phase::Run => {
+                    phase = p;
+                    if p == Phase::Drain {
+                        // A request may be on its way; a head half read
+                        // keeps its own deadline.
+                        continue;
+                    }
+                    return Ok(Outcome::Closed);
+                }
                 _ = &mut idle => return Ok(Outcome::Closed),
                 _ = async { head_deadline.as_mut().expect("armed").await }, if head_deadline.is_some() => {
                     head_timed_out(&mut io, &mut out, own_route.load()).await;
@@ -113,7 +130,12 @@ where
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            let stopping = is_ready(stop.as_mut());
+            if phase == Phase::Run {
+                if let Some(p) = poll_now(next_phase.as_mut()) {
+                    phase = p;
+                }
+            }
+            let stopping = phase != Phase::Run;
             // The service may end the connection too (a 400 for a malformed head).
             let close = close
                 || stopping
@@ -134,6 +156,9 @@ where
         }
         if close {
             let _ = io.shutdown().await;
+            if phase == Phase::Drain {
+                lifecycle::linger(&mut io).await;
+            }
             return Ok(Outcome::Closed);
         }
         load.served();
@@ -179,10 +204,13 @@ fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(unsafe { block.assume_init() })
 }
 
-/// Whether `f` has completed, without waiting; it must not be polled again
-/// once it has.
-fn is_ready<F: Future>(f: Pin<&mut F>) -> bool {
-    f.poll(&mut Context::from_waker(Waker::noop())).is_ready()
+/// `f`'s output if it has completed, without waiting; it must not be
+/// polled again once it has.
+fn poll_now<F: Future>(f: Pin<&mut F>) -> Option<F::Output> {
+    match f.poll(&mut Context::from_waker(Waker::noop())) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
 }
 
 async fn read_more<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> io::Result<usize> {
