@@ -43,10 +43,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use lb_common::{
-    counter_index, iface_bit, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter,
-    IfaceKey, LbAddr, ListenerCounter, ListenerKey, ListenerSlots, Reason, SgRules, SrcKeyV4,
-    SrcKeyV6, VerdictRecord, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_GROUPS, MAX_IFACES,
-    MAX_LISTENERS, MAX_PREFIXES, MAX_SOCKS, NO_LB, NUM_COUNTERS,
+    counter_index, iface_bit, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, IfaceKey,
+    LbAddr, ListenerCounter, ListenerKey, ListenerSlots, Reason, SgRules, SrcKeyV4, SrcKeyV6,
+    VerdictRecord, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_GROUPS, MAX_IFACES, MAX_LISTENERS,
+    MAX_PREFIXES, MAX_SOCKS, NO_LB, NUM_COUNTERS,
 };
 use network_types::{
     eth::{EthHdr, EtherType},

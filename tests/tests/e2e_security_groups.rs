@@ -540,19 +540,21 @@ enum Connect {
 
 fn connect(ns: &Netns, to: &str) -> Connect {
     let to: SocketAddr = to.parse().unwrap();
-    ns.run(move || match std::net::TcpStream::connect_timeout(&to, WAIT) {
-        Ok(_) => Connect::Connected,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Connect::Refused,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Connect::NoAnswer,
-        Err(e) => Connect::Other(e.to_string()),
-    })
+    ns.run(
+        move || match std::net::TcpStream::connect_timeout(&to, WAIT) {
+            Ok(_) => Connect::Connected,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Connect::Refused,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Connect::NoAnswer,
+            Err(e) => Connect::Other(e.to_string()),
+        },
+    )
     .unwrap()
 }
 
 /// Linux accepts any local address on any interface: a second interface
 /// without XDP ("eth1", to a second client) carries traffic to the balancer
 /// address. The sk_lookup program refuses it, on the listener's port and on
-/// any other, and counts it; a refusal there is a reset (sk_lookup cannot
+/// any other, TCP and UDP, and counts it; a refusal there is a reset (sk_lookup cannot
 /// drop silently), where XDP on the listed interface drops without an
 /// answer.
 #[test]
@@ -568,14 +570,25 @@ fn connections_through_an_interface_the_balancer_does_not_list_are_refused_and_c
         .ip(&["route", "add", "10.231.0.10/32", "via", "10.231.2.10"])
         .unwrap();
     client2
-        .ip(&["-6", "route", "add", "fd00:231::10/128", "via", "fd00:231::2:10"])
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            "fd00:231::10/128",
+            "via",
+            "fd00:231::2:10",
+        ])
         .unwrap();
     // A host service on the denied port: without xalb it answers through
     // both interfaces.
     let _host = ["10.231.0.10:9090", "[fd00:231::10]:9090"]
         .map(|a| Server::start(&bed.lb, a.parse().unwrap(), "hello").unwrap());
     for to in ["10.231.0.10:9090", "[fd00:231::10]:9090"] {
-        assert_eq!(connect(&client2, to), Connect::Connected, "{to} without xalb");
+        assert_eq!(
+            connect(&client2, to),
+            Connect::Connected,
+            "{to} without xalb"
+        );
     }
 
     // `xalb check` in that namespace names the second interface.
@@ -595,7 +608,9 @@ fn connections_through_an_interface_the_balancer_does_not_list_are_refused_and_c
 
     let daemon = Daemon::start(&bed.lb, &bed.config, &[]).unwrap();
     daemon
-        .wait_stderr(WAIT, |l| l.contains("WARN") && l.contains("eth1 (ethernet)"))
+        .wait_stderr(WAIT, |l| {
+            l.contains("WARN") && l.contains("eth1 (ethernet)")
+        })
         .unwrap();
     // Through eth1: the listener's port and a denied one are both refused.
     for to in [
@@ -607,9 +622,39 @@ fn connections_through_an_interface_the_balancer_does_not_list_are_refused_and_c
         assert_eq!(connect(&client2, to), Connect::Refused, "{to} through eth1");
     }
     assert!(xdp_packets(&bed, "edge", "drop_wrong_interface") >= 4);
+    // UDP as well: the datagram is refused with ICMP port unreachable and
+    // never reaches the host's socket.
+    let udp = bed
+        .lb
+        .run(|| std::net::UdpSocket::bind("10.231.0.10:5353").unwrap())
+        .unwrap();
+    let before = xdp_packets(&bed, "edge", "drop_wrong_interface");
+    let refused = client2
+        .run(|| {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect("10.231.0.10:5353").unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s.send(b"x").unwrap();
+            s.recv(&mut [0u8; 8]).unwrap_err().kind()
+        })
+        .unwrap();
+    assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
+    udp.set_nonblocking(true).unwrap();
+    assert_eq!(
+        udp.recv(&mut [0u8; 8]).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "nothing delivered"
+    );
+    assert_eq!(
+        xdp_packets(&bed, "edge", "drop_wrong_interface"),
+        before + 1
+    );
     // Through eth0, the listed interface: the rules decide, silently.
     assert_eq!(connect(&bed.client, "10.231.0.10:8080"), Connect::Connected);
-    assert_eq!(connect(&bed.client, "[fd00:231::10]:8080"), Connect::Connected);
+    assert_eq!(
+        connect(&bed.client, "[fd00:231::10]:8080"),
+        Connect::Connected
+    );
     assert_eq!(connect(&bed.client, "10.231.0.10:9090"), Connect::NoAnswer);
     // A client on the balancer's host comes in on the device holding the
     // address (eth0 here), which counts as the balancer's.

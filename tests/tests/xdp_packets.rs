@@ -861,11 +861,21 @@ fn a_packet_arriving_on_an_interface_of_another_balancer_is_dropped() {
         h.expect_on(lo, &v6, Some("public"), Reason::PassAllowed);
         // Another balancer's interface, or nobody's: whatever the rules say.
         for iface in [private, other] {
-            h.expect_on(iface, &to_public, Some("public"), Reason::DropWrongInterface);
+            h.expect_on(
+                iface,
+                &to_public,
+                Some("public"),
+                Reason::DropWrongInterface,
+            );
             h.expect_on(iface, &v6, Some("public"), Reason::DropWrongInterface);
         }
         h.expect_on(private, &to_private, Some("private"), Reason::PassAllowed);
-        h.expect_on(other, &to_private, Some("private"), Reason::DropWrongInterface);
+        h.expect_on(
+            other,
+            &to_private,
+            Some("private"),
+            Reason::DropWrongInterface,
+        );
         // Not a balancer's address: not the interface check's business.
         h.expect_on(
             other,
@@ -877,13 +887,23 @@ fn a_packet_arriving_on_an_interface_of_another_balancer_is_dropped() {
         // (a local client's connection comes in there), from the next
         // bank written.
         ns_addr("other0", "10.231.0.10/32");
-        h.expect_on(other, &to_public, Some("public"), Reason::DropWrongInterface);
+        h.expect_on(
+            other,
+            &to_public,
+            Some("public"),
+            Reason::DropWrongInterface,
+        );
         let cfg = xalb::config::parse_str(&config, "test.toml").unwrap();
         h.dp.apply(&compile(&cfg, &LbSlots::for_config(&cfg)).unwrap())
             .unwrap();
         h.expect_on(other, &to_public, Some("public"), Reason::PassAllowed);
         h.expect_on(other, &v6, Some("public"), Reason::PassAllowed);
-        h.expect_on(other, &to_private, Some("private"), Reason::DropWrongInterface);
+        h.expect_on(
+            other,
+            &to_private,
+            Some("private"),
+            Reason::DropWrongInterface,
+        );
         let bank = h.dp.maps.active_bank();
         let public = h.lbs.iter().find(|(_, n)| n == "public").unwrap().0;
         let private_row = h.lbs.iter().find(|(_, n)| n == "private").unwrap().0;

@@ -150,7 +150,11 @@ pub fn interface_masks(
         .addrs_v4
         .iter()
         .map(|(a, v)| (IpAddr::from(*a), v.lb_id))
-        .chain(cfg.addrs_v6.iter().map(|(a, v)| (IpAddr::from(*a), v.lb_id)));
+        .chain(
+            cfg.addrs_v6
+                .iter()
+                .map(|(a, v)| (IpAddr::from(*a), v.lb_id)),
+        );
     for (addr, lb_id) in owners {
         for (_, device) in held.iter().filter(|(a, _)| *a == addr) {
             if let Some(i) = index_of(device) {
@@ -259,7 +263,11 @@ fn interface_names() -> Vec<String> {
     // SAFETY: cur walks the list up to its zero entry; freed below.
     unsafe {
         while (*cur).if_index != 0 && !(*cur).if_name.is_null() {
-            names.push(CStr::from_ptr((*cur).if_name).to_string_lossy().into_owned());
+            names.push(
+                CStr::from_ptr((*cur).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
             cur = cur.add(1);
         }
         libc::if_freenameindex(head);

@@ -271,9 +271,7 @@ impl Maps {
             .filter(|k| k.bank == bank)
             .collect();
         for k in ifaces {
-            self.ifaces
-                .remove(&k)
-                .map_err(ctx(map_names::LB_IFACES))?;
+            self.ifaces.remove(&k).map_err(ctx(map_names::LB_IFACES))?;
         }
         Ok(())
     }
