@@ -56,6 +56,12 @@ enum Cmd {
         /// stops or dies (never mounted by xalb; it must outlive it).
         #[arg(long, default_value = "/sys/fs/bpf")]
         bpffs: PathBuf,
+        /// Take over from the xalb running in this network namespace (same
+        /// --state-dir): its listening sockets are handed over, so no
+        /// connection is refused, and it drains and exits. With none
+        /// running, start as usual.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Remove what `xalb run` left pinned in this network namespace: XDP
     /// leaves the interfaces and the security groups are no longer enforced.
@@ -163,6 +169,7 @@ fn main() -> ExitCode {
             state_dir,
             xdp_log,
             bpffs,
+            takeover,
         } => xalb::daemon::run(xalb::daemon::RunOptions {
             config,
             xdp_mode,
@@ -171,6 +178,7 @@ fn main() -> ExitCode {
             state_dir,
             xdp_log,
             bpffs,
+            takeover,
         })
         .map_err(|e| match e {
             xalb::daemon::RunError::Apply(xalb::daemon::ApplyError::Config(c))

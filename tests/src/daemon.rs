@@ -83,6 +83,12 @@ impl Daemon {
     /// `--bpffs`, it pins in the namespace's own ([`crate::bpffs`]): a
     /// daemon started again in the namespace adopts what it left.
     pub fn start(ns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn(ns, config, extra)?.ready()
+    }
+
+    /// [`Self::start`] without waiting: the caller watches it come up
+    /// ([`Self::wait_stderr`]) and then waits with [`Self::ready`].
+    pub fn spawn(ns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
         let own_state = (!extra.contains(&"--state-dir")).then(|| {
             std::env::temp_dir().join(format!(
                 "xalb-state-{}-{}",
@@ -122,22 +128,26 @@ impl Daemon {
         let stderr = Arc::new(Stderr::default());
         let reader = stderr.clone();
         let stderr_reader = Some(std::thread::spawn(move || reader.read_all(err)));
-        let mut d = Self {
+        Ok(Self {
             child,
             stdout: rx,
             stderr,
             stderr_reader,
             own_state,
-        };
-        match d.stdout.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line == "xalb: ready" => Ok(d),
+        })
+    }
+
+    /// Waits until it says it is ready; kills it if it does not.
+    pub fn ready(mut self) -> Result<Self> {
+        match self.stdout.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line == "xalb: ready" => Ok(self),
             other => {
-                crate::interrupt::remove_daemon(d.child.id());
-                let _ = d.child.kill();
-                let _ = d.child.wait();
+                crate::interrupt::remove_daemon(self.child.id());
+                let _ = self.child.kill();
+                let _ = self.child.wait();
                 bail!(
                     "xalb did not become ready ({other:?}); stderr:\n{}",
-                    d.stderr_to_end()
+                    self.stderr_to_end()
                 )
             }
         }
@@ -174,6 +184,22 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits for xalb to exit by itself (after a takeover, say): whether it
+    /// exited successfully, and its stderr.
+    pub fn wait_exit(mut self) -> Result<(bool, String)> {
+        let status = self.child.wait()?;
+        crate::interrupt::remove_daemon(self.child.id());
+        Ok((status.success(), self.stderr_to_end()))
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) -> Result<()> {
+        crate::interrupt::remove_daemon(self.child.id());
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Waits until xalb writes a line of stderr (since its start) that

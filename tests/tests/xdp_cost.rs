@@ -122,3 +122,41 @@ fn cost_per_packet_with_the_verdict_log_off_and_on() {
         );
     }
 }
+
+/// Instructions the verifier walked for each program (its complexity, not
+/// its size): the kernel refuses a program past 1,000,000, and a program
+/// that grows towards that takes longer to load at every start and reload.
+/// The XDP budget leaves the heavier build (verdict log on: 285,865 when
+/// set) about 1.5x of room and stays under half the kernel's limit; a
+/// change that crosses it is worth a look before it lands.
+const XDP_VERIFIER_BUDGET: u32 = 450_000;
+/// sk_lookup is a few map lookups (175 when set).
+const STEER_VERIFIER_BUDGET: u32 = 5_000;
+
+#[test]
+fn both_programs_stay_within_their_verifier_budget() {
+    xalb_tests::require_root();
+    for log in [false, true] {
+        let dp = datapath(log);
+        let xdp = dp
+            .program()
+            .info()
+            .expect("program info")
+            .verified_instruction_count()
+            .expect("the kernel reports the verified instruction count");
+        let steer = dp
+            .steering_program()
+            .info()
+            .expect("program info")
+            .verified_instruction_count()
+            .expect("the kernel reports the verified instruction count");
+        assert!(
+            xdp <= XDP_VERIFIER_BUDGET,
+            "XDP (log {log}): {xdp} instructions verified"
+        );
+        assert!(
+            steer <= STEER_VERIFIER_BUDGET,
+            "sk_lookup: {steer} instructions verified"
+        );
+    }
+}

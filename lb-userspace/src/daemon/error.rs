@@ -113,6 +113,17 @@ impl Refusal {
             http_status: 503,
         }
     }
+
+    /// While a successor takes over, the configuration is its to apply.
+    pub fn taking_over() -> Self {
+        Refusal {
+            status: "error".into(),
+            kind: "takeover_in_progress".into(),
+            message: "a new xalb is taking over; reload that one".into(),
+            errors: Vec::new(),
+            http_status: 409,
+        }
+    }
 }
 
 /// A [`Diagnostic`] as JSON.
@@ -205,13 +216,18 @@ pub enum RunError {
     #[error("cannot handle signals: {0}")]
     Signals(#[source] std::io::Error),
     #[error(
-        "xalb{holder} already runs in this network namespace; stop it before starting another"
+        "xalb{holder} already runs in this network namespace; stop it before starting \
+         another, or start the new one with --takeover"
     )]
     AlreadyRunning { holder: String },
     #[error(transparent)]
     Lock(LockError),
     #[error(transparent)]
     Pins(#[from] PinError),
+    #[error("takeover: {0}")]
+    Takeover(#[from] super::takeover::TakeoverError),
+    #[error("cannot serve the takeover socket: {0}")]
+    ControlSocket(#[source] std::io::Error),
 }
 
 /// Why `xalb detach` removed nothing.

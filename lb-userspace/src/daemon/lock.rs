@@ -38,7 +38,7 @@ impl LockError {
 /// Held until dropped.
 #[derive(Debug)]
 pub struct NetnsLock {
-    _file: File,
+    file: File,
     path: PathBuf,
 }
 
@@ -84,7 +84,27 @@ impl NetnsLock {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { _file: file, path })
+        Ok(Self { file, path })
+    }
+
+    /// The lock a predecessor handed over (its open file, so the flock
+    /// was never released); the file now names this process.
+    pub fn adopt(state_dir: &Path, cookie: u64, file: std::os::fd::OwnedFd) -> Self {
+        let path = path(state_dir, cookie);
+        let mut file = File::from(file);
+        let named = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        if let Err(e) = named {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write this pid into the lock file");
+        }
+        Self { file, path }
+    }
+
+    /// Another descriptor of the lock's open file, to hand it over.
+    pub fn share(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.file.try_clone().map(Into::into)
     }
 
     pub fn path(&self) -> &Path {
@@ -107,6 +127,19 @@ mod tests {
         // Another namespace has its own lock.
         let other = NetnsLock::acquire(&dir, 8).unwrap();
         drop((first, other));
+        NetnsLock::acquire(&dir, 7).unwrap();
+        // Handed over: the flock holds as long as either descriptor is open.
+        let first = NetnsLock::acquire(&dir, 7).unwrap();
+        let shared = first.share().unwrap();
+        drop(first);
+        assert!(matches!(
+            NetnsLock::acquire(&dir, 7),
+            Err(LockError::Busy { .. })
+        ));
+        let adopted = NetnsLock::adopt(&dir, 7, shared);
+        let err = NetnsLock::acquire(&dir, 7).unwrap_err();
+        assert_eq!(err.holder(), format!(" (pid {})", std::process::id()));
+        drop(adopted);
         NetnsLock::acquire(&dir, 7).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

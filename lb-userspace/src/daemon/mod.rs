@@ -7,6 +7,7 @@ mod error;
 pub mod lock;
 mod state;
 pub mod sticky_key;
+pub mod takeover;
 mod workers;
 
 use std::path::PathBuf;
@@ -24,7 +25,8 @@ use crate::kernel::{counters::CounterRow, Datapath, XdpModeChoice};
 pub use affinity::WorkerAffinity;
 pub use error::{Applied, ApplyError, DetachError, Located, Refusal, RunError};
 use lock::{LockError, NetnsLock};
-use state::Running;
+use state::{Inherited, Running};
+use takeover::{Control, Handover, TakeoverError};
 
 /// How long in-flight requests may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -41,6 +43,8 @@ pub struct RunOptions {
     pub xdp_log: bool,
     /// The bpf filesystem the kernel half is pinned in.
     pub bpffs: PathBuf,
+    /// Take over from the xalb running in this namespace.
+    pub takeover: bool,
 }
 
 /// A reload request from the admin endpoint; answered with what was applied
@@ -51,12 +55,102 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let cfg = config::load(&opts.config).map_err(ApplyError::from)?;
     Running::preflight(&cfg)?;
     let cookie = pins::netns_cookie()?;
-    let _lock = NetnsLock::acquire(&opts.state_dir, cookie).map_err(|e| match e {
-        LockError::Busy { .. } => RunError::AlreadyRunning { holder: e.holder() },
-        e => RunError::Lock(e),
-    })?;
-    let pin_dir = PinDir::open(&opts.bpffs, cookie)?;
-    let pinned_in = pin_dir.root().display().to_string();
+    let open_datapath = || -> Result<Datapath, RunError> {
+        let pin_dir = PinDir::open(&opts.bpffs, cookie)?;
+        Ok(Datapath::open(pin_dir, opts.xdp_log).map_err(ApplyError::from)?)
+    };
+    let acquire = || {
+        NetnsLock::acquire(&opts.state_dir, cookie).map_err(|e| match e {
+            LockError::Busy { .. } => RunError::AlreadyRunning { holder: e.holder() },
+            e => RunError::Lock(e),
+        })
+    };
+    let (lock, dp, handover) = if opts.takeover {
+        // Loaded and verified before the running xalb is asked anything: a
+        // build that cannot load never freezes it.
+        let dp = open_datapath()?;
+        info!("takeover: asking the running xalb for its sockets");
+        let asked = match takeover::request(&opts.state_dir, cookie) {
+            // It died half-way: what it handed over closes with it.
+            Err(e @ (TakeoverError::PeerGone | TakeoverError::Pass(_))) => {
+                warn!(error = %e, "takeover: the running xalb went away; starting anew");
+                let lock = acquire_when_released(&acquire)?;
+                return run_with(opts, cfg, cookie, lock, dp, None);
+            }
+            asked => asked?,
+        };
+        match asked {
+            Some((handover, old)) => {
+                info!(
+                    old = old.pid,
+                    groups = handover.groups.len(),
+                    "takeover: received the running xalb's sockets"
+                );
+                let Handover {
+                    groups,
+                    admin,
+                    lock,
+                    listener_rows,
+                } = handover;
+                let lock = NetnsLock::adopt(&opts.state_dir, cookie, lock);
+                let inherited = Inherited {
+                    groups,
+                    listener_rows,
+                };
+                (lock, dp, Some((inherited, admin, old)))
+            }
+            None => {
+                info!("takeover: no xalb answers in this network namespace; starting anew");
+                (acquire()?, dp, None)
+            }
+        }
+    } else {
+        let lock = acquire()?;
+        (lock, open_datapath()?, None)
+    };
+    run_with(opts, cfg, cookie, lock, dp, handover)
+}
+
+/// A lock that a process that has just died may still hold for a moment
+/// (its descriptors close one by one): retried for up to a second.
+fn acquire_when_released(
+    acquire: &dyn Fn() -> Result<NetnsLock, RunError>,
+) -> Result<NetnsLock, RunError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match acquire() {
+            Err(RunError::AlreadyRunning { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            res => return res,
+        }
+    }
+}
+
+/// What a successor received: its inheritance, the admin listener, and the
+/// old process to tell to drain.
+type Taken = (
+    Inherited,
+    Option<(std::net::SocketAddr, std::net::TcpListener)>,
+    takeover::OldProcess,
+);
+
+fn run_with(
+    opts: RunOptions,
+    cfg: config::Config,
+    cookie: u64,
+    lock: NetnsLock,
+    dp: Datapath,
+    handover: Option<Taken>,
+) -> Result<(), RunError> {
+    let pinned_in = dp
+        .pin_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let (inherited, handed_admin, old) = match handover {
+        Some((i, a, o)) => (Some(i), a, Some(o)),
+        None => (None, None, None),
+    };
     // Before any target group is built: their cookie values come from it.
     match sticky_key::load_or_create(&opts.state_dir) {
         Ok(key) => {
@@ -77,27 +171,71 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         opts.config.clone(),
         opts.xdp_mode,
         opts.worker_affinity,
-        opts.xdp_log,
-        pin_dir,
+        dp,
+        inherited,
     ))?;
     crate::memory::give_back_freed();
     let admin_addr = running.cfg.admin.listen;
-    let admin_listener = rt
-        .block_on(tokio::net::TcpListener::bind(admin_addr))
-        .map_err(|source| RunError::Admin {
-            addr: admin_addr,
-            source,
+    let admin_listener = match handed_admin {
+        Some((addr, l)) if addr == admin_addr => Ok(l),
+        _ => std::net::TcpListener::bind(admin_addr),
+    }
+    .and_then(|l| {
+        l.set_nonblocking(true)?;
+        let kept = l.try_clone()?;
+        Ok((l, kept))
+    });
+    let (admin_listener, admin_kept) = admin_listener.map_err(|source| RunError::Admin {
+        addr: admin_addr,
+        source,
+    })?;
+    let admin_task = {
+        let _in_rt = rt.enter();
+        let listener = tokio::net::TcpListener::from_std(admin_listener).map_err(|source| {
+            RunError::Admin {
+                addr: admin_addr,
+                source,
+            }
         })?;
-    rt.spawn(admin::serve(
-        admin_listener,
-        running.admin_view(),
-        reload_tx,
-    ));
+        rt.spawn(admin::serve(listener, running.admin_view(), reload_tx))
+    };
+    // The newest xalb owns the control socket from here on.
+    let (control_tx, control_rx) = mpsc::channel(4);
+    takeover::listen(&opts.state_dir, cookie)?
+        .serve(control_tx)
+        .map_err(RunError::ControlSocket)?;
     info!(admin = %admin_addr, "xalb running");
     // A line a supervisor or test can wait for.
     println!("xalb: ready");
+    if let Some(old) = old {
+        let pid = old.pid;
+        match old.drain(SHUTDOWN_GRACE) {
+            Ok(()) => info!(old = pid, "takeover: done; the old xalb drains and exits"),
+            Err(e) => {
+                warn!(old = pid, error = %e, "takeover: the old xalb did not confirm draining")
+            }
+        }
+    }
 
-    rt.block_on(main_loop(&mut running, reload_rx, opts.stats_interval))?;
+    let handing = Handing {
+        admin: (admin_addr, admin_kept),
+        lock: &lock,
+    };
+    let exit = rt.block_on(main_loop(
+        &mut running,
+        reload_rx,
+        control_rx,
+        &handing,
+        opts.stats_interval,
+    ))?;
+    if let Exit::Drain { to_pid, grace } = exit {
+        admin_task.abort();
+        let workers = rt.block_on(running.shutdown(grace));
+        workers.shutdown();
+        rt.shutdown_timeout(grace);
+        info!(successor = to_pid, "handed over; exiting");
+        return Ok(());
+    }
 
     let dp = running.datapath.clone();
     let lb_rows = running.lb_rows();
@@ -118,6 +256,31 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         "exiting; the security groups stay enforced (pinned); `xalb detach` removes them"
     );
     Ok(())
+}
+
+/// What a successor gets besides the socket groups.
+struct Handing<'a> {
+    admin: (std::net::SocketAddr, std::net::TcpListener),
+    lock: &'a NetnsLock,
+}
+
+impl Handing<'_> {
+    fn handover(&self, running: &Running) -> std::io::Result<Handover> {
+        Ok(Handover {
+            groups: running.handed_groups()?,
+            admin: Some((self.admin.0, self.admin.1.try_clone()?)),
+            lock: self.lock.share()?,
+            listener_rows: running.listener_rows(),
+        })
+    }
+}
+
+/// How the main loop ended.
+enum Exit {
+    /// A signal: stop.
+    Stop,
+    /// A successor serves: stop accepting and drain.
+    Drain { to_pid: u32, grace: Duration },
 }
 
 pub struct DetachOptions {
@@ -179,8 +342,10 @@ pub fn detach(opts: &DetachOptions) -> Result<Vec<String>, DetachError> {
 async fn main_loop(
     running: &mut Running,
     mut reloads: mpsc::Receiver<ReloadRequest>,
+    mut control: mpsc::Receiver<Control>,
+    handing: &Handing<'_>,
     stats_interval: Duration,
-) -> Result<(), RunError> {
+) -> Result<Exit, RunError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
@@ -192,17 +357,52 @@ async fn main_loop(
     let mut stats = tokio::time::interval(period);
     let mut sync = tokio::time::interval(Duration::from_millis(200));
     let mut last: Vec<CounterRow> = Vec::new();
+    // While a successor takes over: nothing it adopts changes under it.
+    let mut frozen = false;
     loop {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
+            Some(c) = control.recv() => match c {
+                Control::Freeze { from_pid, reply } => {
+                    let answer = if frozen {
+                        Err("another xalb is taking over already".to_string())
+                    } else {
+                        handing.handover(running).map_err(|e| format!("cannot share the sockets: {e}"))
+                    };
+                    frozen = answer.is_ok();
+                    if frozen {
+                        info!(successor = from_pid, "takeover: handing over; reloads wait");
+                    }
+                    let _ = reply.send(answer);
+                }
+                Control::Thaw => {
+                    frozen = false;
+                    match running.reassert() {
+                        Ok(()) => info!("takeover abandoned: this xalb's configuration is enforced again"),
+                        Err(e) => error!("takeover abandoned, and this configuration could not be written again:\n{e}"),
+                    }
+                }
+                Control::Drain { to_pid, grace } => {
+                    info!(successor = to_pid, "takeover: draining");
+                    return Ok(Exit::Drain { to_pid, grace });
+                }
+            },
             _ = sighup.recv() => {
+                if frozen {
+                    warn!("SIGHUP: a new xalb is taking over; reload that one");
+                    continue;
+                }
                 match running.reload().await {
                     Ok(applied) => info!("SIGHUP: configuration reloaded: {}", applied.summary),
                     Err(e) => error!("SIGHUP: configuration not reloaded; the running one stays:\n{e}"),
                 }
             }
             Some(reply) = reloads.recv() => {
+                if frozen {
+                    let _ = reply.send(Err(Refusal::taking_over()));
+                    continue;
+                }
                 let res = running.reload().await;
                 match &res {
                     Ok(applied) => info!("configuration reloaded: {}", applied.summary),
@@ -210,13 +410,13 @@ async fn main_loop(
                 }
                 let _ = reply.send(res.map_err(|e| e.report()));
             }
-            _ = sync.tick() => running.sync_kernel_backends(),
+            _ = sync.tick(), if !frozen => running.sync_kernel_backends(),
             _ = stats.tick(), if !stats_interval.is_zero() => {
                 log_counters(&running.datapath, &running.lb_rows(), &mut last);
             }
         }
     }
-    Ok(())
+    Ok(Exit::Stop)
 }
 
 fn log_counters(dp: &Arc<Mutex<Datapath>>, lb_rows: &[(u32, String)], last: &mut Vec<CounterRow>) {

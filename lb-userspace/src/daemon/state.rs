@@ -13,11 +13,11 @@ use tracing::info;
 use super::affinity::WorkerAffinity;
 use super::backends::BackendSync;
 use super::error::{Applied, ApplyError};
+use super::takeover::HandedGroup;
 use super::workers::Workers;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
 use crate::config;
 use crate::config::model::{Action, Config, Listener};
-use crate::kernel::pins::PinDir;
 use crate::kernel::{self, Datapath, LbSlots, ListenerRows, XdpModeChoice};
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::conn::listener::{self, Family, Route, Slot};
@@ -43,6 +43,9 @@ struct Served {
     spread: Arc<Spread>,
     /// Its `SOCKS` slot.
     sock_slot: u32,
+    /// Descriptors of the group's sockets (each worker has its own too), to
+    /// hand them to a successor.
+    listeners: Vec<std::net::TcpListener>,
 }
 
 /// A socket group bound and not served yet.
@@ -84,30 +87,51 @@ impl Running {
         Ok(())
     }
 
-    /// Serves `cfg` (which passed [`Self::preflight`]) with the kernel half
-    /// pinned in `pins`: what a previous xalb pinned there keeps being
+    /// Serves `cfg` (which passed [`Self::preflight`]) on `dp`, loaded on
+    /// the pinned maps: what a previous xalb pinned there keeps being
     /// enforced until this configuration replaces it, and its links get this
-    /// process's program in place.
+    /// process's program in place. With `inherited` (a takeover), the
+    /// running xalb's socket groups are served as they are, in their slots,
+    /// and the counters go on counting.
     pub async fn start(
         cfg: Config,
         path: PathBuf,
         xdp_mode: XdpModeChoice,
         worker_affinity: WorkerAffinity,
-        xdp_log: bool,
-        pins: PinDir,
+        mut dp: Datapath,
+        inherited: Option<Inherited>,
     ) -> Result<Self, ApplyError> {
         let access_log = open_access_log(&cfg).await?;
         let plan = plan::plan(&cfg, None, access_log.clone());
-        // Bind every listener before touching the kernel: an error is a
-        // clear one at start, with nothing attached.
+        let taking_over = inherited.is_some();
+        let (handed, rows_before) = match inherited {
+            Some(i) => (i.groups, ListenerRows::from_rows(i.listener_rows)),
+            None => (Vec::new(), ListenerRows::default()),
+        };
+        // Every handed socket keeps an accept loop: each is a member of its
+        // SO_REUSEPORT group with connections of its own queued, so there
+        // are at least as many workers as the predecessor had.
         let workers = Workers::start(
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            handed
+                .iter()
+                .map(|g| g.sockets.len())
+                .max()
+                .unwrap_or(0)
+                .max(std::thread::available_parallelism().map_or(2, |n| n.get())),
             worker_affinity,
         )
         .map_err(ApplyError::Workers)?;
-        let (listener_rows, _) = ListenerRows::default().next(&cfg);
-        let fresh = bind_groups(&plan.bindings, &listener_rows, workers.len(), |_| false)?;
-        let mut dp = Datapath::open(pins, xdp_log)?;
+        let (listener_rows, new_listener_rows) = rows_before.next(&cfg);
+        // Bind every listener before touching the kernel: an error is a
+        // clear one at start, with nothing changed.
+        let mut fresh = adopt_groups(handed, &plan.bindings, &listener_rows, workers.len())?;
+        let adopted: Vec<GroupKey> = fresh.iter().map(|f| f.key.clone()).collect();
+        fresh.extend(bind_groups(
+            &plan.bindings,
+            &listener_rows,
+            workers.len(),
+            |key| adopted.contains(key),
+        )?);
         // Balancers the pinned configuration names keep their counter rows;
         // rows it gave balancers now gone are not reused by this start (the
         // active bank still counts into them until the swap below).
@@ -115,10 +139,19 @@ impl Running {
             .pinned_state()
             .map(|s| LbSlots::from_rows(s.lb_rows))
             .unwrap_or_default();
-        let (slots, _) = recorded.next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
+        let (slots, new_rows) = recorded.next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
         let mut kcfg = kernel::compile(&cfg, &slots)?;
         kcfg.listeners = kernel::steering(&slots, &listener_rows);
-        if dp.adopted() {
+        if taking_over {
+            // The counters go on; rows new to this configuration may hold a
+            // removed balancer's or listener's counts.
+            dp.maps
+                .zero_counters(&new_rows)
+                .map_err(kernel::DatapathError::from)?;
+            dp.maps
+                .zero_listener_counters(&new_listener_rows)
+                .map_err(kernel::DatapathError::from)?;
+        } else if dp.adopted() {
             info!(
                 pins = %dp.pin_dir().map(|p| p.display().to_string()).unwrap_or_default(),
                 "adopting the pinned kernel state: its configuration stays enforced until this one replaces it"
@@ -186,6 +219,16 @@ impl Running {
             info!(listener = %name, family = key.2.name(), %bound, workers = sockets.len(), "HTTP listener");
         }
         let (spread, inboxes) = Spread::new(self.workers.len());
+        let listeners = sockets
+            .iter()
+            .filter_map(|l| match l.try_clone() {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(listener = %name, error = %e, "cannot keep a descriptor of a listening socket; a takeover will not get it");
+                    None
+                }
+            })
+            .collect();
         let tasks = sockets
             .into_iter()
             .zip(inboxes)
@@ -218,8 +261,50 @@ impl Running {
                 tasks,
                 spread,
                 sock_slot,
+                listeners,
             },
         );
+    }
+
+    /// Every socket group served, for a successor (new descriptors of the
+    /// same sockets).
+    pub fn handed_groups(&self) -> std::io::Result<Vec<HandedGroup>> {
+        self.served
+            .iter()
+            .map(|((lb, port, family), s)| {
+                Ok(HandedGroup {
+                    lb: lb.clone(),
+                    port: *port,
+                    family: *family,
+                    sock_slot: s.sock_slot,
+                    sockets: s
+                        .listeners
+                        .iter()
+                        .map(std::net::TcpListener::try_clone)
+                        .collect::<Result<_, _>>()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes this process's configuration and sockets into the kernel
+    /// again: a successor that left half-way may have applied its own.
+    pub fn reassert(&mut self) -> Result<(), ApplyError> {
+        let mut kcfg = kernel::compile(&self.cfg, &self.slots)?;
+        kcfg.listeners = kernel::steering(&self.slots, &self.listener_rows);
+        let mut dp = self.datapath.lock().unwrap();
+        dp.maps
+            .reread_active_bank()
+            .map_err(kernel::DatapathError::from)?;
+        for s in self.served.values() {
+            if let Some(first) = s.listeners.first() {
+                dp.maps
+                    .set_socket(s.sock_slot, first)
+                    .map_err(kernel::DatapathError::from)?;
+            }
+        }
+        dp.apply(&kcfg)?;
+        Ok(())
     }
 
     /// (row, balancer, port) of every steered listener.
@@ -458,6 +543,49 @@ impl Running {
         }
         self.workers
     }
+}
+
+/// What a predecessor handed over to this process.
+pub struct Inherited {
+    pub groups: Vec<HandedGroup>,
+    /// (row, balancer, port) of every listener it steered.
+    pub listener_rows: Vec<(u32, String, u16)>,
+}
+
+/// The handed groups this configuration still serves, in the slots they
+/// had, each completed to one socket per worker (joining its SO_REUSEPORT
+/// group). The others are left to the predecessor, which closes them when
+/// it exits.
+fn adopt_groups(
+    handed: Vec<HandedGroup>,
+    bindings: &[Binding],
+    rows: &ListenerRows,
+    workers: usize,
+) -> Result<Vec<Fresh>, ApplyError> {
+    let mut fresh = Vec::new();
+    for g in handed {
+        let key: GroupKey = (g.lb, g.port, g.family);
+        let wanted = bindings.iter().any(|b| group_key(b, key.2) == key);
+        let slot = rows
+            .row(&key.0, key.1)
+            .map(|r| lb_common::sock_slot(r, key.2 == Family::V6));
+        if !wanted || slot != Some(g.sock_slot) {
+            info!(listener = %format!("{}:{}", key.0, key.1), family = key.2.name(), "takeover: a handed socket group this configuration does not serve is left to the old xalb");
+            continue;
+        }
+        let mut sockets = g.sockets;
+        if sockets.len() < workers {
+            if let Some(addr) = sockets.first().and_then(|s| s.local_addr().ok()) {
+                sockets.extend(listener::join_steered(addr, workers - sockets.len())?);
+            }
+        }
+        fresh.push(Fresh {
+            key,
+            sockets,
+            sock_slot: g.sock_slot,
+        });
+    }
+    Ok(fresh)
 }
 
 /// Binds a socket group per listener of `bindings` and address family, for

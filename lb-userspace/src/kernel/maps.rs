@@ -155,6 +155,16 @@ impl Maps {
         })
     }
 
+    /// Reads which bank is active from the kernel again: another process
+    /// (a successor that left half-way) may have flipped it.
+    pub fn reread_active_bank(&mut self) -> Result<(), MapsError> {
+        self.bank = self
+            .active
+            .get(&0, 0)
+            .map_err(ctx(map_names::ACTIVE_BANK))?;
+        Ok(())
+    }
+
     /// The bank the program reads now.
     pub fn active_bank(&self) -> u32 {
         self.bank

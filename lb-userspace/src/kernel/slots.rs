@@ -136,6 +136,18 @@ impl ListenerRows {
             .map(|l| (l.load_balancer.clone(), l.port))
     }
 
+    /// The rows a predecessor recorded, as (row, balancer, port).
+    pub fn from_rows(rows: impl IntoIterator<Item = (u32, String, u16)>) -> Self {
+        Self {
+            rows: Rows {
+                by_key: rows
+                    .into_iter()
+                    .map(|(r, lb, port)| ((lb, port), r))
+                    .collect(),
+            },
+        }
+    }
+
     /// The rows for `cfg`'s steered listeners after these, and the rows
     /// newly taken.
     pub fn next(&self, cfg: &Config) -> (Self, Vec<u32>) {

@@ -108,6 +108,12 @@ pub fn bind_steered(
     bind(family.loopback(), workers, true)
 }
 
+/// `n` more members for the steered group listening on `addr` (of this
+/// user: SO_REUSEPORT admits only the same one).
+pub fn join_steered(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, BindError> {
+    bind(addr, n, true)
+}
+
 /// Binds `addr` once per worker with SO_REUSEPORT, so each worker accepts on
 /// its own socket and the kernel spreads connections among them (port 0:
 /// the first socket takes a free port, the others join it). Plain sockets:
