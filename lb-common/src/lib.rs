@@ -23,6 +23,7 @@ pub mod map_names {
     pub const SOCKS: &str = "SOCKS";
     pub const LISTENER_COUNTERS: &str = "LISTENER_COUNTERS";
     pub const XDP_PROBING: &str = "XDP_PROBING";
+    pub const LB_IFACES: &str = "LB_IFACES";
 }
 
 /// The version of the pinned state's layout (the maps of [`PINNED_MAPS`] and
@@ -30,7 +31,7 @@ pub mod map_names {
 /// pins of another layout are refused, never reused (the loader would reuse
 /// a pinned map without comparing it). A test fingerprints [`PINNED_MAPS`] so
 /// a change without a bump fails.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Kernel map types (`enum bpf_map_type`) of the maps below.
 pub mod map_type {
@@ -75,7 +76,7 @@ const fn layout<K, V>(name: &'static str, map_type: u32, max_entries: u32) -> Ma
 
 /// The XDP object's maps, as `lb-ebpf` declares them (the daemon checks the
 /// loaded object against this table), each pinned under its name.
-pub const OBJECT_MAPS: [MapLayout; 13] = [
+pub const OBJECT_MAPS: [MapLayout; 14] = [
     layout::<u32, u32>(map_names::ACTIVE_BANK, map_type::ARRAY, 1),
     layout::<AddrKeyV4, LbAddr>(map_names::LB_ADDRS_V4, map_type::HASH, MAX_ADDRS * 2),
     layout::<AddrKeyV6, LbAddr>(map_names::LB_ADDRS_V6, map_type::HASH, MAX_ADDRS * 2),
@@ -93,6 +94,7 @@ pub const OBJECT_MAPS: [MapLayout; 13] = [
         MAX_LISTENERS,
     ),
     layout::<u32, u32>(map_names::XDP_PROBING, map_type::PERCPU_ARRAY, 1),
+    layout::<IfaceKey, u64>(map_names::LB_IFACES, map_type::HASH, MAX_IFACES * 2),
 ];
 
 /// The daemon's own map, pinned with the object's: one [`StateBlob`] per bank.
@@ -315,8 +317,37 @@ impl VerdictRecord {
     }
 }
 
+/// Most interfaces (per bank) a packet to a balancer address may arrive on:
+/// those the balancers list and those holding their addresses.
+pub const MAX_IFACES: u32 = 256;
+
+/// Key of `LB_IFACES` (banked): an interface by index. The value is a `u64`
+/// bit set of balancer counter rows ([`iface_bit`]): the balancers whose
+/// addresses may be reached through that interface, because they list it in
+/// `interfaces` or it holds one of their addresses (a local client's
+/// connection shows the device holding the address as its ingress).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IfaceKey {
+    pub bank: u32,
+    pub ifindex: u32,
+}
+
+/// Balancer row `lb_id`'s bit in an `LB_IFACES` value; 0 for a row past the
+/// 64 a `u64` holds (none is: [`MAX_LBS`] is 64).
+#[inline(always)]
+pub const fn iface_bit(lb_id: u32) -> u64 {
+    if lb_id < 64 {
+        1 << lb_id
+    } else {
+        0
+    }
+}
+
 /// Most load balancers one daemon serves; ids are `0..MAX_LBS`.
 pub const MAX_LBS: u32 = 64;
+// Every balancer row has its bit in an `LB_IFACES` value.
+const _: () = assert!(MAX_LBS <= 64);
 /// Counter slot for packets that belong to no balancer (host traffic, non-IP, ...).
 pub const NO_LB: u32 = MAX_LBS;
 /// Most balancer addresses (per family).
@@ -464,9 +495,16 @@ pub enum Reason {
     /// moment (no daemon serves it): dropped without an answer, so the
     /// client's retransmission connects once a daemon is back.
     DropNoSocket = 11,
+    /// A packet or connection to a balancer address that arrived on an
+    /// interface that is neither one of the balancer's `interfaces` nor a
+    /// device holding one of its addresses. XDP drops it silently (on the
+    /// listed interfaces of another balancer); the sk_lookup program refuses
+    /// it everywhere else, which the stack answers with a reset (TCP) or
+    /// port unreachable (UDP), counted without bytes.
+    DropWrongInterface = 12,
 }
 
-pub const NUM_REASONS: u32 = 12;
+pub const NUM_REASONS: u32 = 13;
 
 impl Reason {
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -482,6 +520,7 @@ impl Reason {
         Reason::DropUnparsed,
         Reason::PassRelated,
         Reason::DropNoSocket,
+        Reason::DropWrongInterface,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -498,6 +537,7 @@ impl Reason {
             Reason::DropUnparsed => "drop_unparsed",
             Reason::PassRelated => "pass_related",
             Reason::DropNoSocket => "drop_no_socket",
+            Reason::DropWrongInterface => "drop_wrong_interface",
         }
     }
 
@@ -519,7 +559,8 @@ impl Reason {
             | Reason::DropFragment
             | Reason::DropMalformed
             | Reason::DropUnparsed
-            | Reason::DropNoSocket => true,
+            | Reason::DropNoSocket
+            | Reason::DropWrongInterface => true,
         }
     }
 }
@@ -573,6 +614,8 @@ mod pod {
     unsafe impl aya::Pod for super::ListenerSlots {}
     // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::ListenerCounter {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::IfaceKey {}
 }
 
 #[cfg(test)]
@@ -625,7 +668,7 @@ mod tests {
         let now = fingerprint(&PINNED_MAPS);
         assert_eq!(
             (LAYOUT_VERSION, now),
-            (2, 0x0133_521f_d2a6_a175),
+            (3, 0xaed5_c808_bd46_fdf7),
             "the pinned maps changed: bump LAYOUT_VERSION and set its fingerprint to {now:#x}"
         );
     }

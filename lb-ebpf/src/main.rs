@@ -17,6 +17,14 @@
 //! the listening socket of a new connection: for a balancer address and a
 //! listener port it picks the listener's sockets from `SOCKS`, whatever
 //! address they are bound to. The daemon binds nothing to balancer addresses.
+//!
+//! Both programs check the interface a packet to a balancer address came in
+//! on (`LB_IFACES`): Linux accepts any local address on any interface, so
+//! without it a second NIC, a VLAN or a tunnel without XDP would reach the
+//! balancer's sockets unchecked. sk_lookup is the hook that sees every
+//! interface, for every TCP SYN and unconnected UDP datagram to a local
+//! address; XDP checks it too, for one balancer's packets arriving on
+//! another balancer's interface.
 #![no_std]
 #![no_main]
 
@@ -35,9 +43,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use lb_common::{
-    counter_index, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, LbAddr,
-    ListenerCounter, ListenerKey, ListenerSlots, Reason, SgRules, SrcKeyV4, SrcKeyV6,
-    VerdictRecord, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_GROUPS, MAX_LISTENERS,
+    counter_index, iface_bit, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, IfaceKey,
+    LbAddr, ListenerCounter, ListenerKey, ListenerSlots, Reason, SgRules, SrcKeyV4, SrcKeyV6,
+    VerdictRecord, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_GROUPS, MAX_IFACES, MAX_LISTENERS,
     MAX_PREFIXES, MAX_SOCKS, NO_LB, NUM_COUNTERS,
 };
 use network_types::{
@@ -102,6 +110,11 @@ static LISTENER_COUNTERS: PerCpuArray<ListenerCounter> =
 /// runs `xalb_steer` too, which must not count (or steer) it.
 #[map(name = "XDP_PROBING")]
 static XDP_PROBING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// (bank, interface index) → the balancer rows (bit set) whose addresses
+/// may be reached through that interface.
+#[map(name = "LB_IFACES")]
+static LB_IFACES: HashMap<IfaceKey, u64> = HashMap::with_max_entries(MAX_IFACES * 2, 0);
 
 // Ether types as `EthHdr::ether_type` holds them (network byte order).
 const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
@@ -194,6 +207,14 @@ fn classify(ctx: &XdpContext) -> (u32, Reason) {
 #[inline(always)]
 fn active_bank() -> u32 {
     ACTIVE_BANK.get(0).copied().unwrap_or(0)
+}
+
+/// Whether balancer row `lb_id`'s addresses may be reached through interface
+/// `ifindex`: one it lists in `interfaces`, or one holding its addresses.
+#[inline(always)]
+fn on_its_interface(bank: u32, lb_id: u32, ifindex: u32) -> bool {
+    let key = IfaceKey { bank, ifindex };
+    unsafe { LB_IFACES.get(&key) }.is_some_and(|mask| mask & iface_bit(lb_id) != 0)
 }
 
 /// What the rules (and the verdict log) need of a packet, whatever its family.
@@ -362,27 +383,33 @@ fn listener(bank: u32, lb_id: u32, port: u16) -> Option<ListenerSlots> {
     unsafe { LISTENERS.get(&key) }.copied()
 }
 
-/// The sk_lookup hook: a new TCP connection to a balancer address and a
-/// listener port goes to that listener's socket group (`SOCKS`). The kernel
-/// then picks a member of the group by its SO_REUSEPORT hash, so every
-/// worker takes its share; the accepted socket keeps the balancer address
-/// as its local address. Anything else is left to the stack.
+/// The sk_lookup hook. A new connection (TCP) or datagram (unconnected UDP)
+/// to a balancer address that came in on an interface the balancer neither
+/// lists nor holds an address on is refused (`drop_wrong_interface`), on any
+/// port: the stack answers a reset or port unreachable, since a drop here
+/// cannot be silent. Otherwise a TCP connection to a listener port goes to
+/// that listener's socket group (`SOCKS`); the kernel then picks a member of
+/// the group by its SO_REUSEPORT hash, so every worker takes its share, and
+/// the accepted socket keeps the balancer address as its local address.
+/// Anything else is left to the stack.
 #[sk_lookup]
 pub fn xalb_steer(ctx: SkLookupContext) -> u32 {
+    // XDP's own socket lookups (`is_reply`) come through here too: what
+    // they look for is never a listener, they are not connections, and the
+    // packet's interface is XDP's to judge.
+    if probing() {
+        return sk_action::SK_PASS;
+    }
     let l = ctx.lookup;
     // One field per read: the verifier refuses wider loads of the context.
-    let (family, protocol, port) = unsafe {
+    let (family, protocol, port, ifindex) = unsafe {
         (
             core::ptr::addr_of!((*l).family).read_volatile(),
             core::ptr::addr_of!((*l).protocol).read_volatile(),
             core::ptr::addr_of!((*l).local_port).read_volatile(),
+            core::ptr::addr_of!((*l).ingress_ifindex).read_volatile(),
         )
     };
-    // XDP's own socket lookups (`is_reply`) come through here too: what
-    // they look for is never a listener, and they are not connections.
-    if protocol != proto::TCP as u32 || probing() {
-        return sk_action::SK_PASS;
-    }
     let bank = active_bank();
     let lb = match family {
         AF_INET => {
@@ -407,6 +434,14 @@ pub fn xalb_steer(ctx: SkLookupContext) -> u32 {
     let Some(lb) = lb else {
         return sk_action::SK_PASS;
     };
+    if !on_its_interface(bank, lb.lb_id, ifindex) {
+        // No packet length here: counted without bytes.
+        count(lb.lb_id, Reason::DropWrongInterface, 0);
+        return sk_action::SK_DROP;
+    }
+    if protocol != proto::TCP as u32 {
+        return sk_action::SK_PASS;
+    }
     // Ports that are no listener's stay the host's, as the rules allow.
     let Some(li) = listener(bank, lb.lb_id, port as u16) else {
         return sk_action::SK_PASS;
@@ -693,9 +728,17 @@ fn balancer<F: Family>(
     mut flow: Flow,
     l4: Result<L4, Reason>,
 ) -> Reason {
-    let reason = match l4 {
-        Ok(l4) => rules::<F>(ctx, bank, lb, src, dst, &mut flow, l4),
-        Err(reason) => reason,
+    // The interface first: a packet that should not have come this way is
+    // dropped whatever it is. On a listed interface it is always one of some
+    // balancer's, so this catches another balancer's packets.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let reason = if !on_its_interface(bank, lb.lb_id, ifindex) {
+        Reason::DropWrongInterface
+    } else {
+        match l4 {
+            Ok(l4) => rules::<F>(ctx, bank, lb, src, dst, &mut flow, l4),
+            Err(reason) => reason,
+        }
     };
     if XDP_LOG.load() != 0 {
         let record = VerdictRecord {

@@ -223,6 +223,10 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     println!("{}: OK", config.display());
     println!("{}", cfg.summary());
+    // About the host this runs on, which may not be the balancer's.
+    for note in xalb::kernel::host::interface_notes(&cfg) {
+        println!("note: {note}");
+    }
     Ok(())
 }
 

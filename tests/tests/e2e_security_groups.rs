@@ -507,3 +507,161 @@ fn without_xdp_log_no_verdict_is_logged() {
     let (_, stderr) = daemon.stop().unwrap();
     assert!(!stderr.lines().any(|l| l.contains("xalb::xdp")), "{stderr}");
 }
+
+const WEAK_HOST: &str = r#"
+[[security_group]]
+name = "web"
+ingress = [
+  { protocol = "tcp", ports = "8080", source = "0.0.0.0/0" },
+  { protocol = "tcp", ports = "8080", source = "::/0" },
+]
+
+[[load_balancer]]
+name = "edge"
+interfaces = ["eth0"]
+addresses = ["10.231.0.10", "fd00:231::10"]
+security_groups = ["web"]
+
+[[listener]]
+load_balancer = "edge"
+protocol = "HTTP"
+port = 8080
+default_action = { type = "fixed-response", status_code = 200, message_body = "ok" }
+"#;
+
+/// How a bare TCP connect ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Connect {
+    Connected,
+    Refused,
+    NoAnswer,
+    Other(String),
+}
+
+fn connect(ns: &Netns, to: &str) -> Connect {
+    let to: SocketAddr = to.parse().unwrap();
+    ns.run(
+        move || match std::net::TcpStream::connect_timeout(&to, WAIT) {
+            Ok(_) => Connect::Connected,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Connect::Refused,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Connect::NoAnswer,
+            Err(e) => Connect::Other(e.to_string()),
+        },
+    )
+    .unwrap()
+}
+
+/// Linux accepts any local address on any interface: a second interface
+/// without XDP ("eth1", to a second client) carries traffic to the balancer
+/// address. The sk_lookup program refuses it, on the listener's port and on
+/// any other, TCP and UDP, and counts it; a refusal there is a reset (sk_lookup cannot
+/// drop silently), where XDP on the listed interface drops without an
+/// answer.
+#[test]
+fn connections_through_an_interface_the_balancer_does_not_list_are_refused_and_counted() {
+    let bed = Bed::new(WEAK_HOST, &[]);
+    let client2 = Netns::new("cl2").unwrap();
+    veth(&client2, "eth0", &bed.lb, "eth1").unwrap();
+    addr(&bed.lb, "eth1", "10.231.2.10/24").unwrap();
+    addr(&bed.lb, "eth1", "fd00:231::2:10/112").unwrap();
+    addr(&client2, "eth0", "10.231.2.2/24").unwrap();
+    addr(&client2, "eth0", "fd00:231::2:2/112").unwrap();
+    client2
+        .ip(&["route", "add", "10.231.0.10/32", "via", "10.231.2.10"])
+        .unwrap();
+    client2
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            "fd00:231::10/128",
+            "via",
+            "fd00:231::2:10",
+        ])
+        .unwrap();
+    // A host service on the denied port: without xalb it answers through
+    // both interfaces.
+    let _host = ["10.231.0.10:9090", "[fd00:231::10]:9090"]
+        .map(|a| Server::start(&bed.lb, a.parse().unwrap(), "hello").unwrap());
+    for to in ["10.231.0.10:9090", "[fd00:231::10]:9090"] {
+        assert_eq!(
+            connect(&client2, to),
+            Connect::Connected,
+            "{to} without xalb"
+        );
+    }
+
+    // `xalb check` in that namespace names the second interface.
+    let check = bed
+        .lb
+        .command(xalb_tests::xalb_bin())
+        .args(["check", "-c"])
+        .arg(&bed.config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("not in any `interfaces`: eth1 (ethernet)"),
+        "{stdout}"
+    );
+
+    let daemon = Daemon::start(&bed.lb, &bed.config, &[]).unwrap();
+    daemon
+        .wait_stderr(WAIT, |l| {
+            l.contains("WARN") && l.contains("eth1 (ethernet)")
+        })
+        .unwrap();
+    // Through eth1: the listener's port and a denied one are both refused.
+    for to in [
+        "10.231.0.10:8080",
+        "10.231.0.10:9090",
+        "[fd00:231::10]:8080",
+        "[fd00:231::10]:9090",
+    ] {
+        assert_eq!(connect(&client2, to), Connect::Refused, "{to} through eth1");
+    }
+    assert!(xdp_packets(&bed, "edge", "drop_wrong_interface") >= 4);
+    // UDP as well: the datagram is refused with ICMP port unreachable and
+    // never reaches the host's socket.
+    let udp = bed
+        .lb
+        .run(|| std::net::UdpSocket::bind("10.231.0.10:5353").unwrap())
+        .unwrap();
+    let before = xdp_packets(&bed, "edge", "drop_wrong_interface");
+    let refused = client2
+        .run(|| {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect("10.231.0.10:5353").unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s.send(b"x").unwrap();
+            s.recv(&mut [0u8; 8]).unwrap_err().kind()
+        })
+        .unwrap();
+    assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
+    udp.set_nonblocking(true).unwrap();
+    assert_eq!(
+        udp.recv(&mut [0u8; 8]).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "nothing delivered"
+    );
+    assert_eq!(
+        xdp_packets(&bed, "edge", "drop_wrong_interface"),
+        before + 1
+    );
+    // Through eth0, the listed interface: the rules decide, silently.
+    assert_eq!(connect(&bed.client, "10.231.0.10:8080"), Connect::Connected);
+    assert_eq!(
+        connect(&bed.client, "[fd00:231::10]:8080"),
+        Connect::Connected
+    );
+    assert_eq!(connect(&bed.client, "10.231.0.10:9090"), Connect::NoAnswer);
+    // A client on the balancer's host comes in on the device holding the
+    // address (eth0 here), which counts as the balancer's.
+    assert_eq!(connect(&bed.lb, "10.231.0.10:8080"), Connect::Connected);
+    assert_eq!(connect(&bed.lb, "10.231.0.10:9090"), Connect::Connected);
+    let wrong = xdp_packets(&bed, "edge", "drop_wrong_interface");
+    let (counters, _) = daemon.stop().unwrap();
+    assert_eq!(counters.get("edge", "drop_wrong_interface"), wrong);
+    assert!(counters.get("edge", "drop_no_rule") >= 1, "{counters:?}");
+}

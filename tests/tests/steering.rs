@@ -246,6 +246,8 @@ fn xdp_socket_lookups_are_not_counted_as_steered() {
         assert_eq!(res.return_value, XDP_DROP);
         assert_eq!(s.xdp(Reason::DropDenied), 1000);
         assert_eq!(s.listener(), (0, 0, 0));
+        // Nor judged by the steering program's interface check.
+        assert_eq!(s.xdp(Reason::DropWrongInterface), 0);
         // A real connection still counts.
         let _c = TcpStream::connect("10.231.0.10:80").unwrap();
         assert_eq!(s.listener(), (1, 0, 0));

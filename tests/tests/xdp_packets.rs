@@ -84,9 +84,23 @@ impl Harness {
 
     /// Runs one frame; returns the action and the (balancer, reason) counted.
     fn run(&self, frame: &[u8]) -> (u32, Option<String>, Reason) {
+        self.run_on(frame, None)
+    }
+
+    /// [`Self::run`] as if the frame came in on interface `ifindex`
+    /// (`BPF_PROG_TEST_RUN` says `lo` unless told otherwise).
+    fn run_on(&self, frame: &[u8], ifindex: Option<u32>) -> (u32, Option<String>, Reason) {
         let before = self.counters();
+        // `struct xdp_md`: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex; the kernel wants data_end to be
+        // the frame's length.
+        let md: Vec<u8> = [0, frame.len() as u32, 0, ifindex.unwrap_or(0), 0, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
         let opts = TestRunOptions {
             data_in: Some(frame),
+            ctx_in: ifindex.map(|_| md.as_slice()),
             repeat: 1,
             ..Default::default()
         };
@@ -119,6 +133,16 @@ impl Harness {
     fn expect(&self, p: &Packet, lb: Option<&str>, reason: Reason) {
         let (_, got_lb, got) = self.run(&p.build());
         assert_eq!((got_lb.as_deref(), got), (lb, reason), "packet {p:?}");
+    }
+
+    #[track_caller]
+    fn expect_on(&self, ifindex: u32, p: &Packet, lb: Option<&str>, reason: Reason) {
+        let (_, got_lb, got) = self.run_on(&p.build(), Some(ifindex));
+        assert_eq!(
+            (got_lb.as_deref(), got),
+            (lb, reason),
+            "packet {p:?} on interface {ifindex}"
+        );
     }
 }
 
@@ -804,4 +828,108 @@ fn a_swap_under_a_packet_flood_never_lets_a_denied_packet_through() {
     }
     assert!(runs > 0);
     assert_eq!(counted, runs, "every probe counted once, as denied");
+}
+
+/// The index of `iface` in the calling thread's namespace.
+fn ifindex(iface: &str) -> u32 {
+    xalb::kernel::host::if_index(iface).unwrap_or_else(|| panic!("no interface {iface}"))
+}
+
+#[test]
+fn a_packet_arriving_on_an_interface_of_another_balancer_is_dropped() {
+    xalb_tests::require_root();
+    let ns = xalb_tests::netns::Netns::new("xdp-iface").unwrap();
+    // Two interfaces besides lo (one veth pair, both ends here): "priv0" is
+    // the private balancer's, "other0" nobody's.
+    ns.ip(&[
+        "link", "add", "priv0", "type", "veth", "peer", "name", "other0",
+    ])
+    .unwrap();
+    ns.run(|| {
+        let config = CONFIG.replacen(
+            "interfaces = [\"lo\"]\naddresses = [\"10.231.0.20\"",
+            "interfaces = [\"lo\", \"priv0\"]\naddresses = [\"10.231.0.20\"",
+            1,
+        );
+        assert_ne!(config, CONFIG, "the private balancer lists priv0");
+        let mut h = Harness::new(&config);
+        let (lo, private, other) = (ifindex("lo"), ifindex("priv0"), ifindex("other0"));
+        let to_public = Packet::tcp("203.0.113.5", "10.231.0.10", 80);
+        let to_private = Packet::tcp("10.231.1.5", "10.231.0.20", 80);
+        let v6 = Packet::tcp("fd00:231::5", "fd00:231::10", 443);
+        h.expect_on(lo, &to_public, Some("public"), Reason::PassAllowed);
+        h.expect_on(lo, &v6, Some("public"), Reason::PassAllowed);
+        // Another balancer's interface, or nobody's: whatever the rules say.
+        for iface in [private, other] {
+            h.expect_on(
+                iface,
+                &to_public,
+                Some("public"),
+                Reason::DropWrongInterface,
+            );
+            h.expect_on(iface, &v6, Some("public"), Reason::DropWrongInterface);
+        }
+        h.expect_on(private, &to_private, Some("private"), Reason::PassAllowed);
+        h.expect_on(
+            other,
+            &to_private,
+            Some("private"),
+            Reason::DropWrongInterface,
+        );
+        // Not a balancer's address: not the interface check's business.
+        h.expect_on(
+            other,
+            &Packet::tcp("203.0.113.5", "10.231.99.1", 80),
+            None,
+            Reason::PassNotBalancer,
+        );
+        // A device holding a balancer's address counts for that balancer
+        // (a local client's connection comes in there), from the next
+        // bank written.
+        ns_addr("other0", "10.231.0.10/32");
+        h.expect_on(
+            other,
+            &to_public,
+            Some("public"),
+            Reason::DropWrongInterface,
+        );
+        let cfg = xalb::config::parse_str(&config, "test.toml").unwrap();
+        h.dp.apply(&compile(&cfg, &LbSlots::for_config(&cfg)).unwrap())
+            .unwrap();
+        h.expect_on(other, &to_public, Some("public"), Reason::PassAllowed);
+        h.expect_on(other, &v6, Some("public"), Reason::PassAllowed);
+        h.expect_on(
+            other,
+            &to_private,
+            Some("private"),
+            Reason::DropWrongInterface,
+        );
+        let bank = h.dp.maps.active_bank();
+        let public = h.lbs.iter().find(|(_, n)| n == "public").unwrap().0;
+        let private_row = h.lbs.iter().find(|(_, n)| n == "private").unwrap().0;
+        let bit = |row: u32| 1u64 << row;
+        assert_eq!(
+            h.dp.maps.iface_entries(bank),
+            [
+                (lo, bit(public) | bit(private_row)),
+                (private, bit(private_row)),
+                (other, bit(public)),
+            ]
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+    })
+    .unwrap();
+}
+
+/// `ip addr add` in the calling thread's namespace (a thread that entered
+/// a namespace runs its commands there).
+fn ns_addr(iface: &str, cidr: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["addr", "add", cidr, "dev", iface])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }

@@ -99,6 +99,8 @@ proptest! {
         let mut kcfg = KernelConfig::default();
         kcfg.addrs_v4.push((LB_V4.parse::<Ipv4Addr>().unwrap().octets(), LbAddr { lb_id: 0, flags: 0 }));
         kcfg.addrs_v6.push((LB_V6.parse::<Ipv6Addr>().unwrap().octets(), LbAddr { lb_id: 0, flags: 0 }));
+        // The interface BPF_PROG_TEST_RUN says a frame came in on.
+        kcfg.iface_names.push(("lo".into(), lb_common::iface_bit(0)));
         for (net, sg) in union_by_prefix("prop", &rules).unwrap() {
             match net {
                 IpNet::V4(n) => kcfg.sg_v4.push((0, n, sg)),

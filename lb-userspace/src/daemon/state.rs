@@ -80,7 +80,11 @@ impl Running {
     /// compiles and the host has its interfaces and addresses.
     pub fn preflight(cfg: &Config) -> Result<(), ApplyError> {
         kernel::compile(cfg, &LbSlots::for_config(cfg))?;
-        check_host(cfg)
+        check_host(cfg)?;
+        for note in kernel::host::interface_notes(cfg) {
+            tracing::warn!("{note}");
+        }
+        Ok(())
     }
 
     /// Serves `cfg` (which passed [`Self::preflight`]) on `dp`, loaded on

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use lb_common::{proto, LbAddr, ListenerSlots, PortRange, SgRules, LB_FLAG_INTERNAL, MAX_RANGES};
+use lb_common::{
+    iface_bit, proto, LbAddr, ListenerSlots, PortRange, SgRules, LB_FLAG_INTERNAL, MAX_RANGES,
+};
 
 use super::slots::{LbSlots, ListenerRows};
 use crate::config::model::{Config, IpProtocol, Scheme};
@@ -50,6 +52,12 @@ pub struct KernelConfig {
     /// id, port, counter row and socket slots). [`compile`] leaves it empty;
     /// the daemon fills it ([`steering`]) once it holds their sockets.
     pub listeners: Vec<(u32, u16, ListenerSlots)>,
+    /// Each interface a balancer lists, by name, with the bit set of the
+    /// balancers listing it ([`lb_common::iface_bit`] of their rows). Names,
+    /// not indexes, so that compiling needs no host (`xalb check`): the daemon
+    /// resolves them, and adds the devices holding each balancer's
+    /// addresses, when it writes a bank ([`super::host::interface_masks`]).
+    pub iface_names: Vec<(String, u64)>,
 }
 
 /// One ingress rule as the kernel sees it.
@@ -74,6 +82,7 @@ pub fn kernel_proto(p: IpProtocol) -> u8 {
 pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileError> {
     let mut out = KernelConfig::default();
     let mut owner: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    let mut ifaces: BTreeMap<&str, u64> = BTreeMap::new();
     for lb in &cfg.load_balancers {
         let id = slots
             .row(&lb.name)
@@ -87,6 +96,9 @@ pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileErr
             },
         };
         out.names.push((id, lb.name.clone()));
+        for iface in &lb.interfaces {
+            *ifaces.entry(iface).or_default() |= iface_bit(id);
+        }
         for &addr in &lb.addresses {
             if let Some(first) = owner.insert(addr, &lb.name) {
                 return Err(CompileError::SharedAddress {
@@ -128,6 +140,10 @@ pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileErr
             }
         }
     }
+    out.iface_names = ifaces
+        .into_iter()
+        .map(|(name, mask)| (name.to_string(), mask))
+        .collect();
     Ok(out)
 }
 

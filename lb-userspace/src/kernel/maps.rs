@@ -11,12 +11,14 @@ use std::os::fd::AsRawFd;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, SockMap};
 use aya::Ebpf;
 use lb_common::{
-    map_names, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, LbAddr, ListenerCounter,
-    ListenerKey, ListenerSlots, SgRules, SrcKeyV4, SrcKeyV6, LB_ID_BITS, NUM_BANKS,
+    map_names, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, IfaceKey, LbAddr,
+    ListenerCounter, ListenerKey, ListenerSlots, SgRules, SrcKeyV4, SrcKeyV6, LB_ID_BITS,
+    NUM_BANKS,
 };
 
 use super::compile::KernelConfig;
 use super::grace::{Grace, GraceError};
+use super::host::{self, HostError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -32,6 +34,8 @@ pub enum MapsError {
     Cpus(std::io::Error),
     #[error(transparent)]
     Grace(#[from] GraceError),
+    #[error("cannot tell which interfaces hold the balancers' addresses: {0}")]
+    Host(#[from] HostError),
 }
 
 pub(super) fn ctx(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -51,6 +55,7 @@ pub struct Maps {
     listeners: HashMap<MapData, ListenerKey, ListenerSlots>,
     socks: SockMap<MapData>,
     pub(crate) listener_counters: PerCpuArray<MapData, ListenerCounter>,
+    ifaces: HashMap<MapData, IfaceKey, u64>,
     bank: u32,
     grace: Grace,
 }
@@ -144,6 +149,7 @@ impl Maps {
             listeners: take(ebpf, map_names::LISTENERS)?,
             socks: take(ebpf, map_names::SOCKS)?,
             listener_counters: take(ebpf, map_names::LISTENER_COUNTERS)?,
+            ifaces: take(ebpf, map_names::LB_IFACES)?,
             bank,
             grace: Grace::new()?,
         })
@@ -208,6 +214,14 @@ impl Maps {
                 .insert(listener_key(bank, *lb_id, *port), slots, 0)
                 .map_err(ctx(map_names::LISTENERS))?;
         }
+        // Resolved now, not at compile time: indexes and addresses are the
+        // host's. An interface recreated with a new index needs a reload, as
+        // its XDP attachment does.
+        for (ifindex, mask) in host::resolve_interfaces(cfg)? {
+            self.ifaces
+                .insert(IfaceKey { bank, ifindex }, mask, 0)
+                .map_err(ctx(map_names::LB_IFACES))?;
+        }
         Ok(())
     }
 
@@ -260,7 +274,30 @@ impl Maps {
                 .remove(&k)
                 .map_err(ctx(map_names::LISTENERS))?;
         }
+        let ifaces: Vec<IfaceKey> = self
+            .ifaces
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.bank == bank)
+            .collect();
+        for k in ifaces {
+            self.ifaces.remove(&k).map_err(ctx(map_names::LB_IFACES))?;
+        }
         Ok(())
+    }
+
+    /// The `LB_IFACES` entries of one bank: (interface index, balancer rows
+    /// bit set). For tests and diagnostics.
+    pub fn iface_entries(&self, bank: u32) -> Vec<(u32, u64)> {
+        let mut entries: Vec<_> = self
+            .ifaces
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.bank == bank)
+            .map(|(k, v)| (k.ifindex, v))
+            .collect();
+        entries.sort_unstable();
+        entries
     }
 
     /// Puts `socket`, a listening TCP socket, into `SOCKS` slot `slot`:

@@ -209,3 +209,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn each_listed_interface_carries_the_bits_of_the_balancers_listing_it() {
+    let cfg = crate::config::parse_str(
+        r#"
+[[security_group]]
+name = "sg"
+ingress = [{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }]
+
+[[load_balancer]]
+name = "a"
+interfaces = ["eth0", "eth1"]
+addresses = ["10.0.0.10"]
+security_groups = ["sg"]
+
+[[load_balancer]]
+name = "b"
+interfaces = ["eth1"]
+addresses = ["10.0.0.20"]
+security_groups = ["sg"]
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let slots = crate::kernel::LbSlots::for_config(&cfg);
+    let (a, b) = (slots.row("a").unwrap(), slots.row("b").unwrap());
+    let k = super::compile(&cfg, &slots).unwrap();
+    assert_eq!(
+        k.iface_names,
+        [
+            ("eth0".to_string(), lb_common::iface_bit(a)),
+            (
+                "eth1".to_string(),
+                lb_common::iface_bit(a) | lb_common::iface_bit(b)
+            ),
+        ]
+    );
+}
