@@ -145,12 +145,7 @@ impl Running {
         if taking_over {
             // The counters go on; rows new to this configuration may hold a
             // removed balancer's or listener's counts.
-            dp.maps
-                .zero_counters(&new_rows)
-                .map_err(kernel::DatapathError::from)?;
-            dp.maps
-                .zero_listener_counters(&new_listener_rows)
-                .map_err(kernel::DatapathError::from)?;
+            zero_rows(&mut dp, &new_rows, &new_listener_rows)?;
         } else if dp.adopted() {
             info!(
                 pins = %dp.pin_dir().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -435,12 +430,7 @@ impl Running {
             // earlier reload; nothing counts into it any more (a row freed
             // by this reload is not reused by it, see `LbSlots::next`).
             // Likewise a new listener's row, and its socket slots.
-            dp.maps
-                .zero_counters(&new_rows)
-                .map_err(kernel::DatapathError::from)?;
-            dp.maps
-                .zero_listener_counters(&new_listener_rows)
-                .map_err(kernel::DatapathError::from)?;
+            zero_rows(&mut dp, &new_rows, &new_listener_rows)?;
             set_sockets(&mut dp, &fresh)?;
             dp.apply(&kcfg)?;
         }
@@ -682,6 +672,17 @@ fn bind_groups(
         }
     }
     Ok(fresh)
+}
+
+/// Zeroes the balancer and listener counter rows newly taken.
+fn zero_rows(dp: &mut Datapath, lb_rows: &[u32], listener_rows: &[u32]) -> Result<(), ApplyError> {
+    dp.maps
+        .zero_counters(lb_rows)
+        .map_err(kernel::DatapathError::from)?;
+    dp.maps
+        .zero_listener_counters(listener_rows)
+        .map_err(kernel::DatapathError::from)?;
+    Ok(())
 }
 
 /// Puts each fresh group's first socket into its `SOCKS` slot: the kernel
