@@ -370,3 +370,58 @@ fn a_syn_dropped_for_want_of_a_socket_connects_on_retransmission() {
         .unwrap();
     server.join().unwrap();
 }
+
+/// What steering adds to a connection's setup in the kernel, on this
+/// machine: connect + accept + close over loopback to a balancer address,
+/// for a socket bound to it with no sk_lookup program, the same with the
+/// program attached (it runs and passes), and a steered listener (the
+/// program assigns the loopback group's socket). Rounds interleave the
+/// three; the median round is printed.
+#[test]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+fn cost_of_steering_per_connection() {
+    const PER_ROUND: usize = 4000;
+    const ROUNDS: usize = 7;
+    let ns = lb_namespace("steer-cost");
+    ns.run(|| {
+        let mut s = Steered::load();
+        let bound = TcpListener::bind("10.231.0.10:82").unwrap();
+        let group = s.group("127.0.0.1", 1);
+        let once = |to: &str, server: &TcpListener| {
+            let to: SocketAddr = to.parse().unwrap();
+            let start = Instant::now();
+            for _ in 0..PER_ROUND {
+                let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                // Closed with a reset: no TIME_WAIT left to reuse ports from.
+                c.set_linger(Some(Duration::ZERO)).unwrap();
+                c.connect(&to.into()).unwrap();
+                let (a, _) = server.accept().unwrap();
+                drop(c);
+                drop(a);
+            }
+            start.elapsed().as_nanos() as u64 / PER_ROUND as u64
+        };
+        group[0].set_nonblocking(false).unwrap();
+        let mut plain = Vec::new();
+        for _ in 0..ROUNDS {
+            plain.push(once("10.231.0.10:82", &bound));
+        }
+        s.dp.attach_steering().unwrap();
+        let (mut passed, mut steered) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            passed.push(once("10.231.0.10:82", &bound));
+            steered.push(once("10.231.0.10:80", &group[0]));
+        }
+        for v in [&mut plain, &mut passed, &mut steered] {
+            v.sort_unstable();
+        }
+        println!(
+            "ns per connection (median of {ROUNDS}): no program {}, program passes {}, steered {}",
+            plain[ROUNDS / 2],
+            passed[ROUNDS / 2],
+            steered[ROUNDS / 2]
+        );
+    })
+    .unwrap();
+}

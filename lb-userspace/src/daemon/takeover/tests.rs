@@ -239,3 +239,29 @@ fn messages_read_back_as_written() {
     assert_eq!(family_of("ipv6"), Some(Family::V6));
     assert_eq!(family_of("ipx"), None);
 }
+
+#[test]
+fn a_message_out_of_place_is_named_in_the_error() {
+    let dir = state_dir("misplaced");
+    let listener = Socket::new(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+    listener
+        .bind(&SockAddr::unix(socket_path(&dir, 11)).unwrap())
+        .unwrap();
+    listener.listen(1).unwrap();
+    let fake_old = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        assert!(matches!(
+            recv(&conn).unwrap(),
+            Some((Message::Hello { .. }, _))
+        ));
+        send(&conn, &Message::Drain { grace_ms: 1 }, &[]).unwrap();
+        // Held open until the successor has read it.
+        let _ = recv(&conn);
+    });
+    match request(&dir, 11) {
+        Err(TakeoverError::Protocol(what)) => assert_eq!(what, "drain during the handover"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("taken over"),
+    }
+    fake_old.join().unwrap();
+}
