@@ -455,6 +455,7 @@ pub fn group_sockets(pgid: i32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     const WRK: &str = "Running 2s test @ http://10.231.1.1:80/
   2 threads and 64 connections
@@ -507,6 +508,28 @@ Transfer/sec:      4.75MB
             WrkErrors::default()
         );
         assert!(parse_wrk_errors("  Socket errors: connect 1, reset 2\n").is_err());
+    }
+
+    #[test]
+    fn a_group_lists_its_live_members() {
+        // SAFETY: getpgrp has no preconditions.
+        let pgid = unsafe { libc::getpgrp() };
+        assert!(group_pids(pgid).contains(&std::process::id()));
+        let mut child = std::process::Command::new("true")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Exited but not reaped (WNOWAIT): a zombie, which no longer counts.
+        // SAFETY: waitid on our own child with a zeroed siginfo.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        assert_eq!(rc, 0);
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!group_pids(pid as i32).contains(&pid));
+        child.wait().unwrap();
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub enum Scenario {
     Kernel,
     /// Each balancer's resident memory holding many idle client connections.
     Idle,
-    /// Requests failed while each balancer is upgraded in place half-way
-    /// through a wrk load (xalb run --takeover, HAProxy's and nginx's reloads).
+    /// Requests failed while each balancer is upgraded in place a third of
+    /// the way through a wrk load (xalb run --takeover, HAProxy's and nginx's reloads).
     /// Only when asked for.
     Upgrade,
 }
@@ -566,7 +566,7 @@ fn load_commands(plan: &Plan) -> Vec<String> {
         }
         v.push(format!(
             "upgrade under load: the same wrk run with TARGET 10.231.1.1:80, the balancer upgraded {:.1} s into it:",
-            o.duration as f64 / 2.0
+            upgrade::upgrade_at(o.duration).as_secs_f64()
         ));
         for &s in &u.systems {
             v.push(format!("{}: {}", s.name(), upgrade::how(s)));

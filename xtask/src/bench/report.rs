@@ -878,7 +878,7 @@ impl Report {
             self.upgrade
                 .iter()
                 .find_map(|r| r.median.as_ref())
-                .map_or("half-way".into(), |m| format!("{:.1} s", m.at_s))
+                .map_or("a third of the way".into(), |m| format!("{:.1} s", m.at_s))
         );
     }
 
@@ -1058,6 +1058,43 @@ mod tests {
         r.add_l7(ka, "haproxy", true, sample(40.0, 3.0));
         r.finish();
         assert!(!r.targets.iter().any(|t| t.contains("round by round")));
+    }
+
+    #[test]
+    fn upgrade_rows_sum_every_rounds_failures_and_keep_the_worst_exit() {
+        let scenario = super::super::upgrade::scenario(Kind::KeepAlive);
+        let s = |rps: f64, read: u64, old_gone_s: Option<f64>| UpgradeSample {
+            at_s: 2.0,
+            switch_s: Some(0.1),
+            old_gone_s,
+            requests: 1000,
+            rps,
+            failed: WrkErrors {
+                read,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut r = Report::default();
+        r.add_upgrade(&scenario, "nginx", s(30.0, 51, Some(0.13)));
+        r.add_upgrade(&scenario, "nginx", s(40.0, 27, Some(0.15)));
+        r.add_upgrade(&scenario, "xalb", s(45.0, 0, Some(0.8)));
+        r.add_upgrade(&scenario, "xalb", s(41.0, 0, None));
+        r.finish();
+        let nginx = r.upgrade[0].median.as_ref().unwrap();
+        assert_eq!((nginx.requests, nginx.failed.read), (2000, 78));
+        assert_eq!((nginx.rps, nginx.old_gone_s), (35.0, Some(0.15)));
+        // A round whose old xalb never left makes the row's "never".
+        assert_eq!(r.upgrade[1].median.as_ref().unwrap().old_gone_s, None);
+        let md = r.markdown();
+        assert!(
+            md.contains("| HTTP/1.1 keep-alive | nginx | 2,000 | 78 | 51 + 27 | 0 | 78 |"),
+            "{md}"
+        );
+        assert!(md.contains("| 0.10 s | never |"), "{md}");
+        assert!(r.targets.iter().any(|t| t.starts_with(&scenario)
+            && t.contains("xalb fails no request")
+            && t.contains(": met")));
     }
 
     #[test]
