@@ -550,7 +550,7 @@ pub fn launch(
     })
 }
 
-pub fn wait_for_line(p: &Proc, line: &str) -> Result<()> {
+fn wait_for_line(p: &Proc, line: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if p.log_text().lines().any(|l| l == line) {
