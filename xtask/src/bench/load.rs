@@ -83,6 +83,18 @@ fn wrk(
     close: bool,
     dir: &Path,
 ) -> Result<LoadResult> {
+    let p = spawn_wrk(client, target, o, close, dir)?;
+    Ok(finish_wrk(p, o)?.0)
+}
+
+/// wrk started in the background, for a scenario that acts during the load.
+pub fn spawn_wrk(
+    client: &Ns,
+    target: SocketAddr,
+    o: &LoadOpts,
+    close: bool,
+    dir: &Path,
+) -> Result<Proc> {
     let mut cmd = client.command("wrk");
     cmd.arg(format!("-t{}", o.threads))
         .arg(format!("-c{}", o.connections))
@@ -92,12 +104,17 @@ fn wrk(
         cmd.args(["-H", "Connection: close"]);
     }
     cmd.arg(format!("http://{target}/"));
-    let p = Proc::spawn("wrk", cmd, &dir.join("wrk.log"))?;
+    Proc::spawn("wrk", cmd, &dir.join("wrk.log"))
+}
+
+/// Waits for a `spawn_wrk` run to end; its summary and its failures by kind.
+pub fn finish_wrk(p: Proc, o: &LoadOpts) -> Result<(LoadResult, WrkErrors)> {
     let (status, out) = p.wait(Duration::from_secs(o.duration + 30))?;
     if !status.success() {
         bail!("wrk failed ({status}):\n{out}");
     }
-    parse_wrk(&out).with_context(|| format!("wrk printed:\n{out}"))
+    let r = parse_wrk(&out).with_context(|| format!("wrk printed:\n{out}"))?;
+    Ok((r, parse_wrk_errors(&out)?))
 }
 
 /// h2load: h2c with `o.streams` streams per connection, or with `h1_rate`
@@ -226,6 +243,65 @@ pub fn parse_wrk(out: &str) -> Result<LoadResult> {
     Ok(r)
 }
 
+/// wrk's failed requests by kind. A socket error ends the request it was
+/// on, so each counts one request that got no answer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct WrkErrors {
+    /// connect() failed: refused (nothing listening) or reset.
+    pub connect: u64,
+    /// The connection was reset or closed before the whole response.
+    pub read: u64,
+    pub write: u64,
+    /// No response within wrk's 2 s timeout.
+    pub timeout: u64,
+    pub non_2xx: u64,
+}
+
+impl WrkErrors {
+    pub fn total(&self) -> u64 {
+        self.connect + self.read + self.write + self.timeout + self.non_2xx
+    }
+
+    pub fn add(&mut self, o: &WrkErrors) {
+        self.connect += o.connect;
+        self.read += o.read;
+        self.write += o.write;
+        self.timeout += o.timeout;
+        self.non_2xx += o.non_2xx;
+    }
+}
+
+/// The failure lines of `wrk` output, which it prints only when there were
+/// any: "Socket errors: connect 0, read 3, write 0, timeout 2" and
+/// "Non-2xx or 3xx responses: 5".
+pub fn parse_wrk_errors(out: &str) -> Result<WrkErrors> {
+    let mut e = WrkErrors::default();
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Non-2xx", "or", "3xx", "responses:", n] => e.non_2xx = n.parse()?,
+            ["Socket", "errors:", rest @ ..] => {
+                for pair in rest.chunks(2) {
+                    let [kind, n] = pair else {
+                        bail!("socket errors line {line:?}");
+                    };
+                    let n: u64 = n.trim_end_matches(',').parse()?;
+                    match *kind {
+                        "connect" => e.connect = n,
+                        "read" => e.read = n,
+                        "write" => e.write = n,
+                        "timeout" => e.timeout = n,
+                        other => bail!("unknown wrk socket error kind {other:?}"),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(e)
+}
+
 /// Parses h2load's summary, and its `--log-file` (start µs, status, duration
 /// µs per request) for percentiles, which the summary lacks.
 pub fn parse_h2load(out: &str, per_request: &str) -> Result<LoadResult> {
@@ -345,6 +421,17 @@ pub fn sample_group(pgid: i32) -> ProcSample {
     s
 }
 
+/// The live processes of process group `pgid` (a balancer's master and its
+/// workers), zombies left out: a worker that has exited is gone even before
+/// its master reaps it.
+pub fn group_pids(pgid: i32) -> Vec<u32> {
+    group_members(pgid)
+        .into_iter()
+        .filter(|(_, f)| f.first().is_some_and(|state| state != "Z"))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
 /// Distinct sockets open in a process group (nginx's master and workers
 /// share their listeners; a thread shares its process's table).
 pub fn group_sockets(pgid: i32) -> usize {
@@ -368,6 +455,7 @@ pub fn group_sockets(pgid: i32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     const WRK: &str = "Running 2s test @ http://10.231.1.1:80/
   2 threads and 64 connections
@@ -398,6 +486,50 @@ Transfer/sec:      4.75MB
         assert_eq!(parse_time_ms("1.50s"), Some(1500.0));
         assert_eq!(parse_time_ms("2.00m"), Some(120_000.0));
         assert!(parse_wrk("unable to connect").is_err());
+    }
+
+    #[test]
+    fn wrk_errors_by_kind() {
+        let e = parse_wrk_errors(WRK).unwrap();
+        assert_eq!(
+            e,
+            WrkErrors {
+                connect: 0,
+                read: 3,
+                write: 0,
+                timeout: 2,
+                non_2xx: 5
+            }
+        );
+        assert_eq!(e.total(), parse_wrk(WRK).unwrap().errors);
+        // No failure lines at all when nothing failed.
+        assert_eq!(
+            parse_wrk_errors("Requests/sec:  20510.42\n").unwrap(),
+            WrkErrors::default()
+        );
+        assert!(parse_wrk_errors("  Socket errors: connect 1, reset 2\n").is_err());
+    }
+
+    #[test]
+    fn a_group_lists_its_live_members() {
+        // SAFETY: getpgrp has no preconditions.
+        let pgid = unsafe { libc::getpgrp() };
+        assert!(group_pids(pgid).contains(&std::process::id()));
+        let mut child = std::process::Command::new("true")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Exited but not reaped (WNOWAIT): a zombie, which no longer counts.
+        // SAFETY: waitid on our own child with a zeroed siginfo.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        assert_eq!(rc, 0);
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!group_pids(pid as i32).contains(&pid));
+        child.wait().unwrap();
     }
 
     #[test]

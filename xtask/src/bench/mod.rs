@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: xalb against nginx, HAProxy, no balancer at all, and
 //! the kernel's own packet filters, on this machine, in network namespaces;
-//! and the balancers' memory holding many idle connections.
+//! the balancers' memory holding many idle connections, and the requests
+//! each fails while it is upgraded in place under load.
 //!
 //! Every system is measured in the same run, interleaved (A B C D, B C D A,
 //! ...) and repeated, and the median is reported: on a shared two-core
@@ -16,6 +17,7 @@ mod peers;
 mod report;
 pub mod tally;
 mod topology;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,10 @@ pub enum Scenario {
     Kernel,
     /// Each balancer's resident memory holding many idle client connections.
     Idle,
+    /// Requests failed while each balancer is upgraded in place a third of
+    /// the way through a wrk load (xalb run --takeover, HAProxy's and nginx's reloads).
+    /// Only when asked for.
+    Upgrade,
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,7 +57,8 @@ pub struct Args {
     /// Which scenarios to run [default: l7,kernel,idle; with --smoke l7,kernel].
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
-    /// Which HTTP load kinds the l7 scenario runs [default: all four; with --smoke keep-alive,fixed-rate].
+    /// Which HTTP load kinds the l7 scenario runs [default: all four; with --smoke keep-alive,fixed-rate];
+    /// the upgrade scenario runs those of conn-per-request and keep-alive given [default: both].
     #[arg(long, value_enum, value_delimiter = ',')]
     kinds: Vec<Kind>,
     /// Idle client connections each balancer holds in the idle scenario.
@@ -88,6 +95,7 @@ struct Plan {
     l7: Option<l7::L7Plan>,
     kernel: Option<kernel::KernelPlan>,
     idle: Option<idle::IdlePlan>,
+    upgrade: Option<upgrade::UpgradePlan>,
     load: LoadOpts,
     mode: &'static str,
 }
@@ -195,10 +203,34 @@ impl Plan {
         } else {
             None
         };
+        // Not in the default set: it adds about a third to a full run, and
+        // what it measures, requests lost by an upgrade, changes with the
+        // handover code rather than with the speed work the default tracks.
+        let upgrade = if scenarios.contains(&Scenario::Upgrade) {
+            let kinds: Vec<Kind> = if a.kinds.is_empty() {
+                upgrade::KINDS.to_vec()
+            } else {
+                upgrade::KINDS
+                    .into_iter()
+                    .filter(|k| a.kinds.contains(k))
+                    .collect()
+            };
+            if kinds.is_empty() {
+                bail!("the upgrade scenario runs --kinds conn-per-request and keep-alive only");
+            }
+            Some(upgrade::UpgradePlan {
+                systems: vec![System::Xalb, System::Nginx, System::Haproxy],
+                kinds,
+                repeat,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             l7,
             kernel,
             idle,
+            upgrade,
             load,
             mode,
         })
@@ -271,6 +303,10 @@ fn run_inner(args: &Args, plan: &Plan) -> Result<()> {
     if let Some(i) = &plan.idle {
         progress("idle scenario");
         idle::run(&topo, &dir, &xalb_bin, &configs, i, &mut report)?;
+    }
+    if let Some(u) = &plan.upgrade {
+        progress("upgrade scenario");
+        upgrade::run(&topo, &dir, &xalb_bin, &configs, u, &plan.load, &mut report)?;
     }
     drop(backends);
     drop(topo);
@@ -483,6 +519,9 @@ fn options(plan: &Plan) -> BTreeMap<String, String> {
         o.insert("idle_connections".into(), i.connections.to_string());
         o.insert("idle_hold_s".into(), i.hold.as_secs().to_string());
     }
+    if let Some(u) = &plan.upgrade {
+        o.insert("rounds".into(), u.repeat.to_string());
+    }
     if let Some(k) = &plan.kernel {
         o.insert("rounds".into(), k.repeat.to_string());
         o.insert("kernel_window_s".into(), k.window.as_secs().to_string());
@@ -517,6 +556,21 @@ fn load_commands(plan: &Plan) -> Vec<String> {
             cap = idle::CLIENT_CAP_S,
             hold = i.hold.as_secs()
         ));
+    }
+    if let Some(u) = &plan.upgrade {
+        for &k in &u.kinds {
+            let c = load::command(k, o);
+            if !v.contains(&c) {
+                v.push(c);
+            }
+        }
+        v.push(format!(
+            "upgrade under load: the same wrk run with TARGET 10.231.1.1:80, the balancer upgraded {:.1} s into it:",
+            upgrade::upgrade_at(o.duration).as_secs_f64()
+        ));
+        for &s in &u.systems {
+            v.push(format!("{}: {}", s.name(), upgrade::how(s)));
+        }
     }
     v
 }
@@ -574,6 +628,24 @@ mod tests {
         assert!(!plan(&[]).l7.unwrap().systems.contains(&System::XalbB));
         let missing = Cli::parse_from(["bench", "--xalb-b", "/nonexistent/xalb"]);
         assert!(Plan::new(&missing.args).is_err());
+    }
+
+    #[test]
+    fn the_upgrade_runs_only_when_asked_with_the_wrk_kinds_given() {
+        assert!(plan(&[]).upgrade.is_none());
+        assert!(plan(&["--quick"]).upgrade.is_none());
+        let p = plan(&["--scenarios", "upgrade", "--repeat", "2", "--duration", "6"]);
+        assert!(p.l7.is_none() && p.kernel.is_none() && p.idle.is_none());
+        let u = p.upgrade.unwrap();
+        assert_eq!(u.kinds, [Kind::ConnPerRequest, Kind::KeepAlive]);
+        assert_eq!(u.systems, [System::Xalb, System::Nginx, System::Haproxy]);
+        assert_eq!(u.repeat, 2);
+        assert_eq!(p.load.duration, 6);
+        let p = plan(&["--scenarios", "l7,upgrade", "--kinds", "keep-alive,h2c"]);
+        assert_eq!(p.upgrade.unwrap().kinds, [Kind::KeepAlive]);
+        assert_eq!(p.l7.unwrap().kinds, [Kind::KeepAlive, Kind::H2c]);
+        let cli = Cli::parse_from(["bench", "--scenarios", "upgrade", "--kinds", "h2c"]);
+        assert!(Plan::new(&cli.args).is_err());
     }
 
     #[test]

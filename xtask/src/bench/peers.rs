@@ -325,6 +325,8 @@ pub struct Running {
     pub http1: SocketAddr,
     /// Where to send h2c with prior knowledge.
     pub h2c: SocketAddr,
+    /// How xalb was started, for a successor that takes it over.
+    xalb: Option<XalbCommand>,
     /// What xalb pins; removed after `proc` has stopped (field order). Held
     /// for its drop only.
     _pinned: Option<Pinned>,
@@ -404,6 +406,42 @@ impl Running {
     pub fn stop(self) -> Option<Stopped> {
         self.proc.map(|p| p.stop(libc::SIGTERM, STOP_GRACE))
     }
+
+    /// Starts `xalb run --takeover` with this xalb's configuration, state
+    /// directory and bpffs, and makes it this balancer's process; the old
+    /// one, returned, hands its sockets over, drains and exits by itself.
+    pub fn take_over(&mut self, topo: &Topology) -> Result<Proc> {
+        let x = self.xalb.as_ref().context("not an xalb")?;
+        let mut cmd = topo.lb.command(&x.bin.to_string_lossy());
+        cmd.args(&x.args)
+            .arg("--takeover")
+            .env("RUST_LOG", &x.log_filter);
+        let successor = Proc::spawn("xalb (successor)", cmd, &x.dir.join("successor.log"))?;
+        self.proc
+            .replace(successor)
+            .context("the old xalb is not running")
+    }
+}
+
+/// An xalb's command line in the balancer namespace, without `--takeover`.
+struct XalbCommand {
+    bin: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    log_filter: String,
+    /// Where its configuration and logs are.
+    dir: PathBuf,
+}
+
+/// How a balancer is started.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Launch {
+    /// As its users run it to serve: what the L7, kernel and idle scenarios
+    /// measure.
+    Serve,
+    /// Ready to be upgraded in place: HAProxy in master-worker mode (`-W`,
+    /// what Debian's unit runs), whose master reloads on SIGUSR2; xalb
+    /// logging its handover and drain (INFO for the daemon).
+    Upgradable,
 }
 
 pub fn start(
@@ -414,15 +452,37 @@ pub fn start(
     configs: &Configs,
     xalb_config: &str,
 ) -> Result<Running> {
+    launch(
+        system,
+        Launch::Serve,
+        topo,
+        dir,
+        xalb_bin,
+        configs,
+        xalb_config,
+    )
+}
+
+pub fn launch(
+    system: System,
+    how: Launch,
+    topo: &Topology,
+    dir: &Path,
+    xalb_bin: &Path,
+    configs: &Configs,
+    xalb_config: &str,
+) -> Result<Running> {
     let lb80 = SocketAddr::from((LB_ADDR, 80));
     let ns = &topo.lb;
     let mut pinned = None;
+    let mut xalb = None;
     let (proc, http1, h2c) = match system {
         System::Direct => {
             return Ok(Running {
                 proc: None,
                 http1: SocketAddr::from((BACKENDS[0], 80)),
                 h2c: SocketAddr::from((BACKENDS[0], NGINX_H2C_PORT)),
+                xalb: None,
                 _pinned: None,
             })
         }
@@ -436,6 +496,9 @@ pub fn start(
             let conf = d.join("haproxy.cfg");
             write(&conf, &configs.haproxy)?;
             let mut cmd = ns.command("haproxy");
+            if how == Launch::Upgradable {
+                cmd.arg("-W");
+            }
             cmd.arg("-db").arg("-f").arg(&conf);
             (
                 Proc::spawn("haproxy", cmd, &d.join("stdout.log"))?,
@@ -452,17 +515,26 @@ pub fn start(
             let conf = d.join("xalb.toml");
             write(&conf, xalb_config)?;
             let state = d.join("state");
-            let mut cmd = ns.command(&xalb_bin.to_string_lossy());
-            cmd.args(["run", "-c"])
-                .arg(&conf)
-                .args(["--stats-interval", "0"])
-                .arg("--state-dir")
-                .arg(&state)
-                .env("RUST_LOG", "warn");
+            let mut args: Vec<std::ffi::OsString> = vec!["run".into(), "-c".into(), conf.into()];
+            args.extend(["--stats-interval".into(), "0".into()]);
+            args.extend(["--state-dir".into(), state.clone().into()]);
             pinned = Pinned::prepare(ns, xalb_bin, dir, &state)?;
             if let Some(p) = &pinned {
-                cmd.arg("--bpffs").arg(&p.bpffs);
+                args.extend(["--bpffs".into(), p.bpffs.clone().into()]);
             }
+            let x = XalbCommand {
+                bin: xalb_bin.to_path_buf(),
+                args,
+                log_filter: match how {
+                    Launch::Serve => "warn",
+                    Launch::Upgradable => "warn,xalb::daemon=info",
+                }
+                .into(),
+                dir: d.clone(),
+            };
+            let mut cmd = ns.command(&xalb_bin.to_string_lossy());
+            cmd.args(&x.args).env("RUST_LOG", &x.log_filter);
+            xalb = Some(x);
             let p = Proc::spawn("xalb", cmd, &d.join("output.log"))?;
             wait_for_line(&p, "xalb: ready")?;
             (p, lb80, lb80)
@@ -473,6 +545,7 @@ pub fn start(
         proc: Some(proc),
         http1,
         h2c,
+        xalb,
         _pinned: pinned,
     })
 }

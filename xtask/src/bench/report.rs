@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::load::{Kind, LoadResult};
+use super::load::{Kind, LoadResult, WrkErrors};
 use super::peers::Configs;
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -63,6 +63,28 @@ pub struct IdleSample {
     pub connect_s: f64,
 }
 
+/// One load run with an in-place upgrade of the balancer in its middle.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct UpgradeSample {
+    /// Seconds into the load at which the upgrade was started.
+    pub at_s: f64,
+    /// From the upgrade's start to the new generation serving: xalb's
+    /// successor printing `xalb: ready`, HAProxy's master printing "Loading
+    /// success.", nginx's first new worker.
+    pub switch_s: Option<f64>,
+    /// From the upgrade's start to the exit of the last process of the old
+    /// generation (None: still there when the bench stopped waiting).
+    pub old_gone_s: Option<f64>,
+    /// Requests wrk completed (answered, whatever the status).
+    pub requests: u64,
+    /// Over the whole run, the upgrade included.
+    pub rps: f64,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// Requests that failed, by kind.
+    pub failed: WrkErrors,
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct Row<S> {
     pub scenario: String,
@@ -107,6 +129,7 @@ pub struct Report {
     pub l7: Vec<Row<L7Sample>>,
     pub kernel: Vec<Row<KernelSample>>,
     pub idle: Vec<Row<IdleSample>>,
+    pub upgrade: Vec<Row<UpgradeSample>>,
     pub configs: Option<Configs>,
     pub kernel_setup: Option<KernelSetup>,
     pub targets: Vec<String>,
@@ -205,6 +228,29 @@ fn idle_median(s: &[IdleSample]) -> Option<IdleSample> {
         rss_idle_kib: kib(|x| x.rss_idle_kib),
         rss_kib: kib(|x| x.rss_kib),
         connect_s: median_of(s, |x| Some(x.connect_s))?,
+    })
+}
+
+fn upgrade_median(s: &[UpgradeSample]) -> Option<UpgradeSample> {
+    let first = s.first()?;
+    let mut failed = WrkErrors::default();
+    for x in s {
+        failed.add(&x.failed);
+    }
+    Some(UpgradeSample {
+        at_s: first.at_s,
+        switch_s: median_of(s, |x| x.switch_s),
+        // The slowest round, and none at all if one round's never left.
+        old_gone_s: s
+            .iter()
+            .map(|x| x.old_gone_s)
+            .reduce(|a, b| Some(a?.max(b?)))?,
+        // Every request and every failure of every round.
+        requests: s.iter().map(|x| x.requests).sum(),
+        rps: median_of(s, |x| Some(x.rps))?,
+        p99_ms: median_of(s, |x| x.p99_ms),
+        max_ms: s.iter().filter_map(|x| x.max_ms).reduce(f64::max),
+        failed,
     })
 }
 
@@ -341,6 +387,12 @@ impl Report {
             .push(s);
     }
 
+    pub fn add_upgrade(&mut self, scenario: &str, system: &str, s: UpgradeSample) {
+        row(&mut self.upgrade, scenario, system, false)
+            .samples
+            .push(s);
+    }
+
     pub fn note_once(&mut self, n: String) {
         if !self.notes.contains(&n) {
             self.note(n);
@@ -368,6 +420,10 @@ impl Report {
         set_ratios(&mut self.kernel, |s| s.dropped_pps);
         for r in &mut self.idle {
             r.median = idle_median(&r.samples);
+        }
+        sort_by_scenario(&mut self.upgrade);
+        for r in &mut self.upgrade {
+            r.median = upgrade_median(&r.samples);
         }
         // Less memory is better: each row against the smaller peer.
         let best = self
@@ -525,6 +581,18 @@ impl Report {
             } else {
                 format!("{TARGET}: {} ({mib:.1} MiB)", verdict(mib < 64.0))
             });
+        }
+        for r in self.upgrade.iter().filter(|r| r.system == "xalb") {
+            let Some(m) = &r.median else { continue };
+            t.push(format!(
+                "{}: xalb fails no request (not an issue target): {} ({} failed{} in {} round(s), {} answered)",
+                r.scenario,
+                verdict(m.failed.total() == 0),
+                m.failed.total(),
+                failure_kinds(&m.failed),
+                r.samples.len(),
+                thousands(m.requests as f64),
+            ));
         }
         // Anomalies worth a look: xalb errors or a collapse.
         for r in self.l7.iter().filter(|r| r.system.starts_with("xalb")) {
@@ -697,6 +765,9 @@ impl Report {
                  connection is in its idle RSS; its master's and workers' shared pages count once per process.\n"
             );
         }
+        if !self.upgrade.is_empty() {
+            self.upgrade_markdown(&mut o);
+        }
         if !self.targets.is_empty() {
             let _ = writeln!(o, "### Against the issue's targets\n");
             for t in &self.targets {
@@ -748,6 +819,69 @@ impl Report {
         o
     }
 
+    fn upgrade_markdown(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "### Upgrade under load: requests failed while each balancer is upgraded in place \
+             (xalb: `xalb run --takeover`; HAProxy: SIGUSR2 to the master, which starts a new worker \
+             with `-sf` and the listeners of `-x`; nginx: SIGHUP to the master, as `nginx -s reload`)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| load | system | requests | failed | by round | connect | read | write | timeout | non-2xx | req/s | p99 | max | new serving | old gone |\n\
+             |---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let secs = |v: Option<f64>| v.map_or("never".into(), |v| format!("{v:.2} s"));
+        for r in &self.upgrade {
+            let load = r
+                .scenario
+                .strip_prefix(super::upgrade::SCENARIO)
+                .map_or(r.scenario.as_str(), |l| l.trim_start_matches(", "));
+            let Some(m) = &r.median else {
+                let _ = writeln!(
+                    o,
+                    "| {load} | {} | failed | | | | | | | | | | | | |",
+                    r.system
+                );
+                continue;
+            };
+            let by_round: Vec<String> = r
+                .samples
+                .iter()
+                .map(|s| s.failed.total().to_string())
+                .collect();
+            let f = &m.failed;
+            let _ = writeln!(
+                o,
+                "| {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.system,
+                thousands(m.requests as f64),
+                f.total(),
+                by_round.join(" + "),
+                f.connect,
+                f.read,
+                f.write,
+                f.timeout,
+                f.non_2xx,
+                thousands(m.rps),
+                ms(m.p99_ms),
+                ms(m.max_ms),
+                secs(m.switch_s),
+                secs(m.old_gone_s),
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nRequests and failures are summed over the rounds, req/s and p99 are medians, max is the worst; \
+             the upgrade starts {} into each run. \"new serving\" and \"old gone\" are seconds from the \
+             upgrade's start (median; old gone: the slowest round).\n",
+            self.upgrade
+                .iter()
+                .find_map(|r| r.median.as_ref())
+                .map_or("a third of the way".into(), |m| format!("{:.1} s", m.at_s))
+        );
+    }
+
     /// Writes `<dir>/<timestamp>.json` and, when `latest`, `<dir>/latest.json`.
     pub fn write_json(&self, dir: &Path, latest: bool) -> Result<PathBuf> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -759,6 +893,26 @@ impl Report {
             std::fs::write(dir.join("latest.json"), &json)?;
         }
         Ok(path)
+    }
+}
+
+/// " (connect 1, read 2)" for the kinds that occurred, or nothing.
+fn failure_kinds(f: &WrkErrors) -> String {
+    let kinds: Vec<String> = [
+        ("connect", f.connect),
+        ("read", f.read),
+        ("write", f.write),
+        ("timeout", f.timeout),
+        ("non-2xx", f.non_2xx),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect();
+    if kinds.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", kinds.join(", "))
     }
 }
 
@@ -904,6 +1058,43 @@ mod tests {
         r.add_l7(ka, "haproxy", true, sample(40.0, 3.0));
         r.finish();
         assert!(!r.targets.iter().any(|t| t.contains("round by round")));
+    }
+
+    #[test]
+    fn upgrade_rows_sum_every_rounds_failures_and_keep_the_worst_exit() {
+        let scenario = super::super::upgrade::scenario(Kind::KeepAlive);
+        let s = |rps: f64, read: u64, old_gone_s: Option<f64>| UpgradeSample {
+            at_s: 2.0,
+            switch_s: Some(0.1),
+            old_gone_s,
+            requests: 1000,
+            rps,
+            failed: WrkErrors {
+                read,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut r = Report::default();
+        r.add_upgrade(&scenario, "nginx", s(30.0, 51, Some(0.13)));
+        r.add_upgrade(&scenario, "nginx", s(40.0, 27, Some(0.15)));
+        r.add_upgrade(&scenario, "xalb", s(45.0, 0, Some(0.8)));
+        r.add_upgrade(&scenario, "xalb", s(41.0, 0, None));
+        r.finish();
+        let nginx = r.upgrade[0].median.as_ref().unwrap();
+        assert_eq!((nginx.requests, nginx.failed.read), (2000, 78));
+        assert_eq!((nginx.rps, nginx.old_gone_s), (35.0, Some(0.15)));
+        // A round whose old xalb never left makes the row's "never".
+        assert_eq!(r.upgrade[1].median.as_ref().unwrap().old_gone_s, None);
+        let md = r.markdown();
+        assert!(
+            md.contains("| HTTP/1.1 keep-alive | nginx | 2,000 | 78 | 51 + 27 | 0 | 78 |"),
+            "{md}"
+        );
+        assert!(md.contains("| 0.10 s | never |"), "{md}");
+        assert!(r.targets.iter().any(|t| t.starts_with(&scenario)
+            && t.contains("xalb fails no request")
+            && t.contains(": met")));
     }
 
     #[test]
