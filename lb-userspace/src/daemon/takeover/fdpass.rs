@@ -13,9 +13,10 @@ use socket2::Socket;
 /// The kernel's limit of descriptors per message (`SCM_MAX_FD`).
 pub const MAX_FDS: usize = 253;
 
-/// The largest message body either side sends (JSON of a few hundred
-/// bytes; the listener rows of 1024 listeners fit).
-pub const MAX_BODY: usize = 256 * 1024;
+/// The largest message body either side sends: JSON of a few hundred
+/// bytes, the listener rows of 1024 listeners (about 40 KiB) the largest.
+/// A seqpacket message must fit the socket's send buffer (208 KiB here).
+pub const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FdPassError {
@@ -211,15 +212,31 @@ mod tests {
     }
 
     #[test]
-    fn too_many_descriptors_are_refused_before_sending() {
-        let (a, _b) = pair();
+    fn too_many_descriptors_are_refused_before_sending_and_the_most_arrive_whole() {
+        let (a, b) = pair();
         let f = tempfile();
         let fds: Vec<BorrowedFd<'_>> = (0..MAX_FDS + 1).map(|_| f.as_fd()).collect();
         assert!(matches!(
             send(&a, b"x", &fds),
             Err(FdPassError::TooManyFds(254))
         ));
-        assert!(send(&a, b"x", &fds[..MAX_FDS]).is_ok());
+        send(&a, b"x", &fds[..MAX_FDS]).unwrap();
+        let (_, got) = recv(&b).unwrap().unwrap();
+        assert_eq!(got.len(), MAX_FDS);
+    }
+
+    #[test]
+    fn a_body_up_to_the_limit_goes_whole_and_an_empty_or_larger_one_is_refused() {
+        let (a, b) = pair();
+        let most = vec![7u8; MAX_BODY];
+        send(&a, &most, &[]).unwrap();
+        let (got, _) = recv(&b).unwrap().unwrap();
+        assert_eq!(got, most);
+        assert!(matches!(
+            send(&a, &vec![7u8; MAX_BODY + 1], &[]),
+            Err(FdPassError::TooLarge(n)) if n == MAX_BODY + 1
+        ));
+        assert!(matches!(send(&a, b"", &[]), Err(FdPassError::TooLarge(0))));
     }
 
     #[test]

@@ -97,14 +97,13 @@ enum Outcome {
 /// frozen by then (and so must be thawed).
 fn handle(conn: &Socket, daemon: &mpsc::Sender<Control>) -> Result<Outcome, (TakeoverError, bool)> {
     let unfrozen = |e| (e, false);
-    if let Err(reason) = peer_allowed(conn) {
-        send(conn, &Message::Refused { reason }, &[]).map_err(unfrozen)?;
-        return Ok(Outcome::Untouched);
-    }
     let pid = match recv(conn).map_err(unfrozen)? {
         None => return Ok(Outcome::Untouched),
         Some((Message::Hello { proto, layout, pid }, _)) => {
-            let refusal = if proto != PROTO {
+            // Answered after the hello, so that the refusal is read.
+            let refusal = if let Err(reason) = peer_allowed(conn) {
+                Some(reason)
+            } else if proto != PROTO {
                 Some(format!(
                     "takeover protocol {proto}; this xalb speaks {PROTO}"
                 ))

@@ -1,6 +1,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -220,6 +221,49 @@ fn a_state_directory_too_deep_for_a_unix_socket_is_a_clear_error() {
         request(&dir, 1),
         Err(TakeoverError::PathTooLong { .. })
     ));
+    // sun_path holds 107 bytes and the NUL.
+    assert!(check_path(&PathBuf::from("/".repeat(107))).is_ok());
+    assert!(matches!(
+        check_path(&PathBuf::from("/".repeat(108))),
+        Err(TakeoverError::PathTooLong { len: 108, .. })
+    ));
+}
+
+#[test]
+fn another_user_may_not_take_over() {
+    let dir = state_dir("uid");
+    let (tx, told) = daemon(None);
+    let ctl = listen(&dir, 13).unwrap();
+    let path = ctl.path().to_path_buf();
+    ctl.serve(tx).unwrap();
+    // Past the file's own mode (0600): the daemon asks who connected.
+    for p in [&dir, &path] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    }
+    // This test binary, as user 65534, runs `hello_as_client` (a copy where
+    // that user may execute it).
+    let exe = dir.join("client");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--exact",
+            "daemon::takeover::tests::hello_as_client",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("XALB_TAKEOVER_SOCKET", &path)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("uid 65534 may not take over"),
+        "{answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(told.try_recv().is_err(), "nothing was frozen");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -264,4 +308,26 @@ fn a_message_out_of_place_is_named_in_the_error() {
         Ok(_) => panic!("taken over"),
     }
     fake_old.join().unwrap();
+}
+
+/// The client side of `another_user_may_not_take_over`, run by it in a
+/// process of another user: says hello and prints the refusal.
+#[test]
+#[ignore = "run by another_user_may_not_take_over"]
+fn hello_as_client() {
+    let Some(path) = std::env::var_os("XALB_TAKEOVER_SOCKET") else {
+        return;
+    };
+    let conn = Socket::new(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+    conn.connect(&SockAddr::unix(path).unwrap()).unwrap();
+    let hello = Message::Hello {
+        proto: PROTO,
+        layout: lb_common::LAYOUT_VERSION,
+        pid: std::process::id(),
+    };
+    send(&conn, &hello, &[]).unwrap();
+    match recv(&conn).unwrap() {
+        Some((Message::Refused { reason }, _)) => println!("refused: {reason}"),
+        other => println!("answered: {other:?}"),
+    }
 }
