@@ -6,6 +6,7 @@ pub mod counters;
 pub mod datapath;
 pub mod grace;
 pub mod host;
+pub mod maglev;
 pub mod maps;
 pub mod pins;
 pub mod slots;

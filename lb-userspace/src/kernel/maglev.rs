@@ -1,0 +1,200 @@
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016), the lookup table
+//! a TCP listener's flows are spread by: the kernel hashes a flow to a slot,
+//! and the slot names a target. Built here, in user space, from each target's
+//! address and port, so that a target keeps its slots whatever the order
+//! targets are listed in, and adding or removing one moves about 1/N of the
+//! slots, not all of them.
+
+use std::net::SocketAddr;
+
+/// Slots in a table: a prime (Maglev needs one), about 160 times the
+/// largest target group, so each target's share is within about 1% of its
+/// weight's.
+pub const TABLE_SIZE: u32 = 16381;
+
+/// A target as the table sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub addr: SocketAddr,
+    /// Relative share of the slots; 0 takes none.
+    pub weight: u32,
+}
+
+/// Each slot's index into `targets` (as given), or an empty table when no
+/// target has a weight.
+pub fn table(targets: &[Entry], size: u32) -> Vec<u32> {
+    let m = u64::from(size);
+    // Visited in address order, so that the caller's order does not matter.
+    let mut order: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].weight > 0)
+        .collect();
+    order.sort_by_key(|&i| targets[i].addr);
+    order.dedup_by_key(|i| targets[*i].addr);
+    if order.is_empty() {
+        return Vec::new();
+    }
+    let perm: Vec<(u64, u64)> = order
+        .iter()
+        .map(|&i| {
+            let key = key_bytes(targets[i].addr);
+            let offset = hash(&key, 0x6d61_676c_6576_0001) % m;
+            let skip = hash(&key, 0x6d61_676c_6576_0002) % (m - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    // A target takes a turn for every `max / weight` turns the heaviest
+    // takes (credit in the heaviest target's units), so shares follow
+    // weights.
+    let max = order.iter().map(|&i| targets[i].weight).max().unwrap_or(1);
+    let mut credit: Vec<u64> = vec![0; order.len()];
+    let mut next: Vec<u64> = vec![0; order.len()];
+    let mut slots: Vec<u32> = vec![u32::MAX; size as usize];
+    let mut filled = 0u64;
+    while filled < m {
+        for (k, &i) in order.iter().enumerate() {
+            credit[k] += u64::from(targets[i].weight);
+            if credit[k] < u64::from(max) {
+                continue;
+            }
+            credit[k] -= u64::from(max);
+            let (offset, skip) = perm[k];
+            // The target's next preferred slot that is still free.
+            let slot = loop {
+                let s = (offset + next[k] * skip) % m;
+                next[k] += 1;
+                if slots[s as usize] == u32::MAX {
+                    break s;
+                }
+            };
+            slots[slot as usize] = i as u32;
+            filled += 1;
+            if filled == m {
+                break;
+            }
+        }
+    }
+    slots
+}
+
+fn key_bytes(addr: SocketAddr) -> Vec<u8> {
+    let mut key = match addr.ip() {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    key.extend_from_slice(&addr.port().to_be_bytes());
+    key
+}
+
+/// FNV-1a with a seed, finished by splitmix64: stable across processes and
+/// versions (the table must not move when xalb restarts), and well mixed.
+fn hash(bytes: &[u8], seed: u64) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(n: u8) -> Vec<Entry> {
+        (1..=n)
+            .map(|i| Entry {
+                addr: SocketAddr::from(([10, 231, 2, i], 8080)),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    fn shares(t: &[u32], n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        for &s in t {
+            c[s as usize] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn every_slot_names_a_target_and_equal_targets_get_equal_shares() {
+        let ts = targets(5);
+        let t = table(&ts, TABLE_SIZE);
+        assert_eq!(t.len(), TABLE_SIZE as usize);
+        let c = shares(&t, 5);
+        let even = TABLE_SIZE as usize / 5;
+        for n in &c {
+            assert!(n.abs_diff(even) <= 1, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn removing_a_target_moves_its_slots_and_few_others() {
+        let ts = targets(10);
+        let before = table(&ts, TABLE_SIZE);
+        let fewer: Vec<Entry> = ts
+            .iter()
+            .copied()
+            .filter(|e| e.addr.ip() != ts[3].addr.ip())
+            .collect();
+        let after = table(&fewer, TABLE_SIZE);
+        let name = |tab: &[Entry], i: u32| tab[i as usize].addr;
+        let mut moved_others = 0;
+        for (b, a) in before.iter().zip(&after) {
+            let (b, a) = (name(&ts, *b), name(&fewer, *a));
+            if b != ts[3].addr && b != a {
+                moved_others += 1;
+            }
+        }
+        // Maglev trades a little disruption for evenness: a few percent of
+        // the others' slots move, against 90% with a modulo hash.
+        assert!(
+            moved_others < TABLE_SIZE as usize * 5 / 100,
+            "{moved_others} of the others' slots moved"
+        );
+    }
+
+    #[test]
+    fn the_listing_order_does_not_matter() {
+        let ts = targets(7);
+        let mut rev = ts.clone();
+        rev.reverse();
+        let a = table(&ts, TABLE_SIZE);
+        let b = table(&rev, TABLE_SIZE);
+        let names_a: Vec<SocketAddr> = a.iter().map(|&i| ts[i as usize].addr).collect();
+        let names_b: Vec<SocketAddr> = b.iter().map(|&i| rev[i as usize].addr).collect();
+        assert_eq!(names_a, names_b);
+    }
+
+    #[test]
+    fn shares_follow_weights_and_weight_zero_takes_none() {
+        let mut ts = targets(3);
+        ts[0].weight = 1;
+        ts[1].weight = 3;
+        ts[2].weight = 0;
+        let c = shares(&table(&ts, TABLE_SIZE), 3);
+        assert_eq!(c[2], 0);
+        let quarter = TABLE_SIZE as usize / 4;
+        assert!(c[0].abs_diff(quarter) <= 2, "{c:?}");
+        assert_eq!(c[0] + c[1], TABLE_SIZE as usize);
+    }
+
+    #[test]
+    fn no_weighted_target_gives_an_empty_table() {
+        assert!(table(&[], TABLE_SIZE).is_empty());
+        let mut ts = targets(2);
+        ts.iter_mut().for_each(|e| e.weight = 0);
+        assert!(table(&ts, TABLE_SIZE).is_empty());
+    }
+
+    #[test]
+    fn the_table_is_stable_across_builds() {
+        // Pinned: a change here moves every flow when xalb is upgraded.
+        assert_eq!(table(&targets(3), 13), GOLDEN);
+    }
+
+    const GOLDEN: [u32; 13] = [0, 2, 1, 0, 2, 0, 2, 1, 0, 0, 1, 2, 1];
+}
