@@ -5,6 +5,10 @@
 //! `user` feature they implement `aya::Pod`.
 #![no_std]
 
+pub mod csum;
+mod forward;
+pub use forward::*;
+
 /// Map names, as the XDP program declares them and the daemon looks them up.
 pub mod map_names {
     pub const LB_ADDRS_V4: &str = "LB_ADDRS_V4";
@@ -15,7 +19,6 @@ pub mod map_names {
     pub const SG_V6: &str = "SG_V6";
     pub const COUNTERS: &str = "COUNTERS";
     pub const ACTIVE_BANK: &str = "ACTIVE_BANK";
-    pub const BACKENDS: &str = "BACKENDS";
     /// Made and read by the daemon only (no program uses it): what the
     /// pinned maps mean, see [`super::StateBlob`].
     pub const STATE: &str = "STATE";
@@ -24,6 +27,13 @@ pub mod map_names {
     pub const LISTENER_COUNTERS: &str = "LISTENER_COUNTERS";
     pub const XDP_PROBING: &str = "XDP_PROBING";
     pub const LB_IFACES: &str = "LB_IFACES";
+    pub const RINGS: &str = "RINGS";
+    pub const TARGETS: &str = "TARGETS";
+    pub const TARGET_COUNTERS: &str = "TARGET_COUNTERS";
+    pub const FLOWS: &str = "FLOWS";
+    pub const NEW_FLOWS: &str = "NEW_FLOWS";
+    pub const FWD_CONFIG: &str = "FWD_CONFIG";
+    pub const FWD_SCRATCH: &str = "FWD_SCRATCH";
 }
 
 /// The version of the pinned state's layout (the maps of [`PINNED_MAPS`] and
@@ -31,13 +41,14 @@ pub mod map_names {
 /// pins of another layout are refused, never reused (the loader would reuse
 /// a pinned map without comparing it). A test fingerprints [`PINNED_MAPS`] so
 /// a change without a bump fails.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Kernel map types (`enum bpf_map_type`) of the maps below.
 pub mod map_type {
     pub const HASH: u32 = 1;
     pub const ARRAY: u32 = 2;
     pub const PERCPU_ARRAY: u32 = 6;
+    pub const LRU_HASH: u32 = 9;
     pub const LPM_TRIE: u32 = 11;
     pub const SOCKMAP: u32 = 15;
 }
@@ -76,7 +87,7 @@ const fn layout<K, V>(name: &'static str, map_type: u32, max_entries: u32) -> Ma
 
 /// The XDP object's maps, as `lb-ebpf` declares them (the daemon checks the
 /// loaded object against this table), each pinned under its name.
-pub const OBJECT_MAPS: [MapLayout; 14] = [
+pub const OBJECT_MAPS: [MapLayout; 20] = [
     layout::<u32, u32>(map_names::ACTIVE_BANK, map_type::ARRAY, 1),
     layout::<AddrKeyV4, LbAddr>(map_names::LB_ADDRS_V4, map_type::HASH, MAX_ADDRS * 2),
     layout::<AddrKeyV6, LbAddr>(map_names::LB_ADDRS_V6, map_type::HASH, MAX_ADDRS * 2),
@@ -84,7 +95,6 @@ pub const OBJECT_MAPS: [MapLayout; 14] = [
     layout::<SrcKeyV6, u8>(map_names::INTERNAL_V6, map_type::LPM_TRIE, MAX_PREFIXES * 2),
     layout::<SrcKeyV4, SgRules>(map_names::SG_V4, map_type::LPM_TRIE, MAX_PREFIXES * 2),
     layout::<SrcKeyV6, SgRules>(map_names::SG_V6, map_type::LPM_TRIE, MAX_PREFIXES * 2),
-    layout::<u32, BackendSet>(map_names::BACKENDS, map_type::HASH, MAX_GROUPS),
     layout::<u32, Counter>(map_names::COUNTERS, map_type::PERCPU_ARRAY, NUM_COUNTERS),
     layout::<ListenerKey, ListenerSlots>(map_names::LISTENERS, map_type::HASH, MAX_LISTENERS * 2),
     layout::<u32, u32>(map_names::SOCKS, map_type::SOCKMAP, MAX_SOCKS),
@@ -95,6 +105,21 @@ pub const OBJECT_MAPS: [MapLayout; 14] = [
     ),
     layout::<u32, u32>(map_names::XDP_PROBING, map_type::PERCPU_ARRAY, 1),
     layout::<IfaceKey, u64>(map_names::LB_IFACES, map_type::HASH, MAX_IFACES * 2),
+    layout::<RingKey, Ring>(map_names::RINGS, map_type::HASH, MAX_RINGS * 2),
+    layout::<u32, FwdTarget>(map_names::TARGETS, map_type::ARRAY, MAX_TARGETS),
+    layout::<u32, TargetCounter>(
+        map_names::TARGET_COUNTERS,
+        map_type::PERCPU_ARRAY,
+        MAX_TARGETS,
+    ),
+    layout::<FlowKey, FlowNat>(map_names::FLOWS, map_type::LRU_HASH, FLOW_TABLE_SIZE),
+    layout::<FlowKey, FlowNat>(
+        map_names::NEW_FLOWS,
+        map_type::LRU_HASH,
+        NEW_FLOW_TABLE_SIZE,
+    ),
+    layout::<u32, FwdConfig>(map_names::FWD_CONFIG, map_type::ARRAY, 1),
+    layout::<u32, FwdScratch>(map_names::FWD_SCRATCH, map_type::PERCPU_ARRAY, 1),
 ];
 
 /// The daemon's own map, pinned with the object's: one [`StateBlob`] per bank.
@@ -126,48 +151,6 @@ pub struct StateBlob {
     pub len: u32,
     pub _pad: u32,
     pub data: [u8; STATE_CAPACITY],
-}
-
-/// Most target groups whose backend sets the kernel holds.
-pub const MAX_GROUPS: u32 = 256;
-/// Most targets in one kernel backend set.
-pub const MAX_BACKENDS: usize = 64;
-
-/// One target the kernel may send a flow to.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Backend {
-    /// IPv4 in the first four bytes when `family` is 4.
-    pub addr: [u8; 16],
-    pub port: u16,
-    pub weight: u16,
-    pub family: u8,
-    pub _pad: [u8; 3],
-}
-
-/// Value of `BACKENDS` (key: target-group id, its index in the configuration):
-/// the targets of a group that may take new flows now. The daemon replaces a
-/// group's whole value in one hash-map update, which the kernel swaps under
-/// RCU, so a reader sees the old set or the new one, never a mix; `generation`
-/// rises with every change.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BackendSet {
-    pub generation: u64,
-    pub count: u32,
-    pub _pad: u32,
-    pub backends: [Backend; MAX_BACKENDS],
-}
-
-impl Default for BackendSet {
-    fn default() -> Self {
-        Self {
-            generation: 0,
-            count: 0,
-            _pad: 0,
-            backends: [Backend::default(); MAX_BACKENDS],
-        }
-    }
 }
 
 /// Every key of the configuration maps carries a bank (0 or 1). The daemon
@@ -230,26 +213,49 @@ pub struct ListenerKey {
     pub _pad: u8,
 }
 
-/// Value of `LISTENERS`: the listener's row of `LISTENER_COUNTERS` and the
-/// `SOCKS` slots of its IPv4 and IPv6 socket groups.
+/// Value of `LISTENERS`: the listener's row of `LISTENER_COUNTERS`, the
+/// `SOCKS` slots of its IPv4 and IPv6 socket groups (HTTP listeners), or
+/// the ring it forwards by (TCP listeners).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenerSlots {
     pub row: u32,
     pub sock_v4: u32,
     pub sock_v6: u32,
-    pub _pad: u32,
+    /// A TCP listener's ring (`RingKey::ring`); [`NO_RING`] for a listener
+    /// steered to the daemon's sockets.
+    pub ring: u32,
 }
 
 impl ListenerSlots {
-    /// The slots of listener row `row`.
+    /// The slots of listener row `row`, steered to sockets.
     pub const fn of_row(row: u32) -> Self {
         Self {
             row,
             sock_v4: sock_slot(row, false),
             sock_v6: sock_slot(row, true),
-            _pad: 0,
+            ring: NO_RING,
         }
+    }
+
+    /// Listener row `row`, forwarded by the kernel over ring `ring`.
+    pub const fn forwarded(row: u32, ring: u32) -> Self {
+        Self {
+            ring,
+            ..Self::of_row(row)
+        }
+    }
+
+    /// Whether the kernel forwards this listener's flows itself.
+    #[inline(always)]
+    pub const fn is_forwarded(&self) -> bool {
+        self.ring != NO_RING
+    }
+}
+
+impl Default for ListenerSlots {
+    fn default() -> Self {
+        Self::of_row(0)
     }
 }
 
@@ -267,7 +273,26 @@ pub struct ListenerCounter {
     pub no_socket: u64,
     /// Connection attempts the kernel would not hand to the socket found.
     pub assign_error: u64,
-    pub _pad: u64,
+    /// TCP listeners: flows begun (SYNs that created a flow).
+    pub new_flows: u64,
+    /// TCP listeners: client → target packets and bytes forwarded.
+    pub to_packets: u64,
+    pub to_bytes: u64,
+    /// TCP listeners: target → client packets and bytes forwarded.
+    pub from_packets: u64,
+    pub from_bytes: u64,
+    /// TCP listeners: packets of no known flow (or of a flow whose target
+    /// had to end it) answered with a reset.
+    pub flows_reset: u64,
+    /// TCP listeners: packets dropped for want of the next hop's
+    /// link-layer address (the daemon keeps the targets' entries warm).
+    pub no_neigh: u64,
+    /// TCP listeners: SYNs dropped because the group has no target, or no
+    /// source port was free for the translation.
+    pub no_target: u64,
+    /// TCP listeners: packets dropped because the kernel had no route to
+    /// the target (or forwarding is off on the interface).
+    pub no_route: u64,
 }
 
 /// The XDP program's load-time switch for the verdict log (`xalb run
@@ -379,6 +404,9 @@ pub struct LbAddr {
 
 /// The balancer's scheme is `internal`: sources outside `INTERNAL_V*` are dropped.
 pub const LB_FLAG_INTERNAL: u32 = 1;
+/// The balancer has a TCP listener: TCP fragments to it are dropped (they
+/// cannot be translated without their ports).
+pub const LB_FLAG_TCP_LISTENER: u32 = 2;
 
 /// Key of the IPv4 tries (`SG_V4`, `INTERNAL_V4`). The balancer id is part of the
 /// matched bits (always fully matched), so one trie serves every balancer:
@@ -502,9 +530,28 @@ pub enum Reason {
     /// it everywhere else, which the stack answers with a reset (TCP) or
     /// port unreachable (UDP), counted without bytes.
     DropWrongInterface = 12,
+    /// A packet of a TCP listener's flow, client → target, translated and
+    /// sent on by XDP.
+    FwdToTarget = 13,
+    /// A packet of a TCP listener's flow, target → client, translated and
+    /// sent on by XDP.
+    FwdFromTarget = 14,
+    /// A TCP listener's packet dropped for want of the next hop's
+    /// link-layer address (the client's retransmission finds it resolved).
+    DropNoNeighbour = 15,
+    /// A TCP listener's packet dropped: no route to the target, or
+    /// forwarding is off on the interface it came in on.
+    DropNoRoute = 16,
+    /// A SYN to a TCP listener whose group has no target, or for which no
+    /// translation source port was free.
+    DropNoTarget = 17,
+    /// A TCP packet of no known flow to a TCP listener, or of a flow whose
+    /// target had to end it: dropped, and answered with a reset so the
+    /// client does not wait for a timeout.
+    DropNoFlow = 18,
 }
 
-pub const NUM_REASONS: u32 = 13;
+pub const NUM_REASONS: u32 = 19;
 
 impl Reason {
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -521,6 +568,12 @@ impl Reason {
         Reason::PassRelated,
         Reason::DropNoSocket,
         Reason::DropWrongInterface,
+        Reason::FwdToTarget,
+        Reason::FwdFromTarget,
+        Reason::DropNoNeighbour,
+        Reason::DropNoRoute,
+        Reason::DropNoTarget,
+        Reason::DropNoFlow,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -538,6 +591,12 @@ impl Reason {
             Reason::PassRelated => "pass_related",
             Reason::DropNoSocket => "drop_no_socket",
             Reason::DropWrongInterface => "drop_wrong_interface",
+            Reason::FwdToTarget => "forward_to_target",
+            Reason::FwdFromTarget => "forward_from_target",
+            Reason::DropNoNeighbour => "drop_no_neighbour",
+            Reason::DropNoRoute => "drop_no_route",
+            Reason::DropNoTarget => "drop_no_target",
+            Reason::DropNoFlow => "drop_no_flow",
         }
     }
 
@@ -553,14 +612,20 @@ impl Reason {
             | Reason::PassNeighbour
             | Reason::PassAllowed
             | Reason::PassReply
-            | Reason::PassRelated => false,
+            | Reason::PassRelated
+            | Reason::FwdToTarget
+            | Reason::FwdFromTarget => false,
             Reason::DropInternal
             | Reason::DropDenied
             | Reason::DropFragment
             | Reason::DropMalformed
             | Reason::DropUnparsed
             | Reason::DropNoSocket
-            | Reason::DropWrongInterface => true,
+            | Reason::DropWrongInterface
+            | Reason::DropNoNeighbour
+            | Reason::DropNoRoute
+            | Reason::DropNoTarget
+            | Reason::DropNoFlow => true,
         }
     }
 }
@@ -603,10 +668,6 @@ mod pod {
     // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: plain old data, as said above.
-    unsafe impl aya::Pod for super::Backend {}
-    // SAFETY: plain old data, as said above.
-    unsafe impl aya::Pod for super::BackendSet {}
-    // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::StateBlob {}
     // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::ListenerKey {}
@@ -616,6 +677,22 @@ mod pod {
     unsafe impl aya::Pod for super::ListenerCounter {}
     // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::IfaceKey {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::RingKey {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::Ring {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::FwdTarget {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::FlowNat {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::FwdConfig {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::TargetCounter {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::FwdScratch {}
 }
 
 #[cfg(test)]
@@ -688,7 +765,11 @@ mod tests {
     fn a_reason_drops_exactly_when_its_name_says_so() {
         for r in Reason::ALL {
             assert_eq!(r.is_drop(), r.name().starts_with("drop_"), "{}", r.name());
-            assert!(r.is_drop() || r.name().starts_with("pass_"), "{}", r.name());
+            assert!(
+                r.is_drop() || r.name().starts_with("pass_") || r.name().starts_with("forward_"),
+                "{}",
+                r.name()
+            );
         }
     }
 }

@@ -43,10 +43,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use lb_common::{
-    counter_index, iface_bit, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, IfaceKey,
-    LbAddr, ListenerCounter, ListenerKey, ListenerSlots, Reason, SgRules, SrcKeyV4, SrcKeyV6,
-    VerdictRecord, LB_FLAG_INTERNAL, LB_ID_BITS, MAX_ADDRS, MAX_GROUPS, MAX_IFACES, MAX_LISTENERS,
-    MAX_PREFIXES, MAX_SOCKS, NO_LB, NUM_COUNTERS,
+    counter_index, iface_bit, proto, trie_id, AddrKeyV4, AddrKeyV6, Counter, IfaceKey, LbAddr,
+    ListenerCounter, ListenerKey, ListenerSlots, Reason, SgRules, SrcKeyV4, SrcKeyV6,
+    VerdictRecord, LB_FLAG_INTERNAL, LB_FLAG_TCP_LISTENER, LB_ID_BITS, MAX_ADDRS, MAX_IFACES,
+    MAX_LISTENERS, MAX_PREFIXES, MAX_SOCKS, NO_LB, NUM_COUNTERS,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -81,11 +81,6 @@ static SG_V4: LpmTrie<SrcKeyV4, SgRules> = LpmTrie::with_max_entries(MAX_PREFIXE
 
 #[map(name = "SG_V6")]
 static SG_V6: LpmTrie<SrcKeyV6, SgRules> = LpmTrie::with_max_entries(MAX_PREFIXES * 2, 0);
-
-/// Healthy backends per target group, for the TCP fast path (written by the
-/// daemon's health tracking; read here once the fast path lands).
-#[map(name = "BACKENDS")]
-static BACKENDS: HashMap<u32, BackendSet> = HashMap::with_max_entries(MAX_GROUPS, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
@@ -138,15 +133,45 @@ const ENOENT: i32 = 2;
 /// More-fragments, in `Ipv4Hdr::frag_flags`.
 const IP_MF: u8 = 1;
 
+mod forward;
+
+/// What becomes of a packet: the reason it is counted under (in balancer
+/// row `slot`) and the action taken.
+pub struct Verdict {
+    slot: u32,
+    reason: Reason,
+    action: u32,
+}
+
+impl Verdict {
+    /// Drop or pass, as the reason says.
+    #[inline(always)]
+    fn of(slot: u32, reason: Reason) -> Self {
+        let action = if reason.is_drop() {
+            xdp_action::XDP_DROP
+        } else {
+            xdp_action::XDP_PASS
+        };
+        Self::new(slot, reason, action)
+    }
+
+    #[inline(always)]
+    fn new(slot: u32, reason: Reason, action: u32) -> Self {
+        Self {
+            slot,
+            reason,
+            action,
+        }
+    }
+}
+
 #[xdp]
 pub fn xalb_xdp(ctx: XdpContext) -> u32 {
-    let (slot, reason) = classify(&ctx);
-    count(slot, reason, (ctx.data_end() - ctx.data()) as u64);
-    if reason.is_drop() {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
-    }
+    // The length before a reset may trim the frame.
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let v = classify(&ctx);
+    count(v.slot, v.reason, len);
+    v.action
 }
 
 #[inline(always)]
@@ -179,9 +204,9 @@ fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
     ptr_at::<T>(ctx, off).map(|p| unsafe { p.read_unaligned() })
 }
 
-fn classify(ctx: &XdpContext) -> (u32, Reason) {
+fn classify(ctx: &XdpContext) -> Verdict {
     let Some(eth) = read::<EthHdr>(ctx, 0) else {
-        return (NO_LB, Reason::DropMalformed);
+        return Verdict::of(NO_LB, Reason::DropMalformed);
     };
     let mut ethertype = eth.ether_type;
     let mut off = EthHdr::LEN;
@@ -190,7 +215,7 @@ fn classify(ctx: &XdpContext) -> (u32, Reason) {
             break;
         }
         let Some(tag) = read::<VlanHdr>(ctx, off) else {
-            return (NO_LB, Reason::DropMalformed);
+            return Verdict::of(NO_LB, Reason::DropMalformed);
         };
         ethertype = tag.ether_type;
         off += VlanHdr::LEN;
@@ -199,8 +224,8 @@ fn classify(ctx: &XdpContext) -> (u32, Reason) {
         ETH_P_IP => ipv4(ctx, off),
         ETH_P_IPV6 => ipv6(ctx, off),
         // Too many VLAN tags to see what is inside: it could be IP to a balancer.
-        ETH_P_8021Q | ETH_P_8021AD => (NO_LB, Reason::DropUnparsed),
-        _ => (NO_LB, Reason::PassNonIp),
+        ETH_P_8021Q | ETH_P_8021AD => Verdict::of(NO_LB, Reason::DropUnparsed),
+        _ => Verdict::of(NO_LB, Reason::PassNonIp),
     }
 }
 
@@ -237,8 +262,12 @@ struct Flow {
 /// are read within the packet's own length, never in trailing padding.
 #[derive(Clone, Copy)]
 struct L4 {
+    /// The IP header's offset.
+    l3: usize,
     off: usize,
     end: usize,
+    /// IPv4 options or IPv6 extension headers before the transport header.
+    extended: bool,
 }
 
 /// A copy of the `T` at `off` if it lies within the IP packet ending at
@@ -446,6 +475,10 @@ pub fn xalb_steer(ctx: SkLookupContext) -> u32 {
     let Some(li) = listener(bank, lb.lb_id, port as u16) else {
         return sk_action::SK_PASS;
     };
+    // XDP forwards a TCP listener's flows; none reaches a socket here.
+    if li.is_forwarded() {
+        return sk_action::SK_PASS;
+    }
     let idx = if family == AF_INET {
         li.sock_v4
     } else {
@@ -588,17 +621,9 @@ impl Family for V6 {
     }
 }
 
-fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
+fn ipv4(ctx: &XdpContext, off: usize) -> Verdict {
     let Some(ip) = read::<Ipv4Hdr>(ctx, off) else {
-        return (NO_LB, Reason::DropMalformed);
-    };
-    let bank = active_bank();
-    let key = AddrKeyV4 {
-        bank,
-        addr: ip.dst_addr,
-    };
-    let Some(lb) = (unsafe { LB_ADDRS_V4.get(key) }).copied() else {
-        return (NO_LB, Reason::PassNotBalancer);
+        return Verdict::of(NO_LB, Reason::DropMalformed);
     };
     let flow = Flow {
         proto: ip.proto,
@@ -613,25 +638,29 @@ fn ipv4(ctx: &XdpContext, off: usize) -> (u32, Reason) {
         Err(Reason::DropMalformed)
     } else {
         Ok(L4 {
+            l3: off,
             off: off + ihl,
             end: off + total,
+            extended: ihl > Ipv4Hdr::LEN,
         })
     };
-    let reason = balancer::<V4>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4);
-    (lb.lb_id, reason)
-}
-
-fn ipv6(ctx: &XdpContext, off: usize) -> (u32, Reason) {
-    let Some(ip) = read::<Ipv6Hdr>(ctx, off) else {
-        return (NO_LB, Reason::DropMalformed);
-    };
+    if let Some(v) = existing_flow::<V4>(ctx, &ip.src_addr, &ip.dst_addr, &flow, l4) {
+        return v;
+    }
     let bank = active_bank();
-    let key = AddrKeyV6 {
+    let key = AddrKeyV4 {
         bank,
         addr: ip.dst_addr,
     };
-    let Some(lb) = (unsafe { LB_ADDRS_V6.get(key) }).copied() else {
-        return (NO_LB, Reason::PassNotBalancer);
+    let Some(lb) = (unsafe { LB_ADDRS_V4.get(key) }).copied() else {
+        return Verdict::of(NO_LB, Reason::PassNotBalancer);
+    };
+    balancer::<V4>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4)
+}
+
+fn ipv6(ctx: &XdpContext, off: usize) -> Verdict {
+    let Some(ip) = read::<Ipv6Hdr>(ctx, off) else {
+        return Verdict::of(NO_LB, Reason::DropMalformed);
     };
     let mut flow = Flow {
         proto: ip.next_hdr,
@@ -639,8 +668,64 @@ fn ipv6(ctx: &XdpContext, off: usize) -> (u32, Reason) {
         ..Flow::default()
     };
     let l4 = ipv6_transport_offset(ctx, off, &ip, &mut flow);
-    let reason = balancer::<V6>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4);
-    (lb.lb_id, reason)
+    if let Some(v) = existing_flow::<V6>(ctx, &ip.src_addr, &ip.dst_addr, &flow, l4) {
+        return v;
+    }
+    let bank = active_bank();
+    let key = AddrKeyV6 {
+        bank,
+        addr: ip.dst_addr,
+    };
+    let Some(lb) = (unsafe { LB_ADDRS_V6.get(key) }).copied() else {
+        return Verdict::of(NO_LB, Reason::PassNotBalancer);
+    };
+    balancer::<V6>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4)
+}
+
+/// The TCP packet at `l4` as the forwarding path reads it, if it may take
+/// that path: untagged (the IP header right after Ethernet), not a
+/// fragment, its TCP header within the IP packet.
+#[inline(always)]
+fn tcp_packet<F: Family>(
+    ctx: &XdpContext,
+    src: &F::Addr,
+    dst: &F::Addr,
+    flow: &Flow,
+    l4: L4,
+) -> Option<forward::Packet> {
+    if flow.proto != proto::TCP || flow.fragment || l4.l3 != EthHdr::LEN {
+        return None;
+    }
+    if l4.off + TcpHdr::LEN > l4.end {
+        return None;
+    }
+    forward::packet(
+        ctx,
+        F::FAMILY,
+        F::wide(src),
+        F::wide(dst),
+        l4.off,
+        l4.end - l4.l3,
+        l4.extended,
+    )
+}
+
+/// The verdict on a packet of a flow the kernel forwards (either
+/// direction), before anything else: its first packet passed the rules.
+#[inline(always)]
+fn existing_flow<F: Family>(
+    ctx: &XdpContext,
+    src: &F::Addr,
+    dst: &F::Addr,
+    flow: &Flow,
+    l4: Result<L4, Reason>,
+) -> Option<Verdict> {
+    let l4 = l4.ok()?;
+    if flow.proto != proto::TCP || !forward::enabled() {
+        return None;
+    }
+    let pkt = tcp_packet::<F>(ctx, src, dst, flow, l4)?;
+    forward::existing(ctx, &pkt)
 }
 
 const IPPROTO_HOPOPTS: u8 = IpProto::HopOpt as u8;
@@ -692,7 +777,12 @@ fn ipv6_transport_offset(
                 // must not be read as one.
                 if u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0 {
                     flow.proto = next;
-                    return Ok(L4 { off: l4off, end });
+                    return Ok(L4 {
+                        l3: off,
+                        off: l4off,
+                        end,
+                        extended: true,
+                    });
                 }
             }
             _ => break,
@@ -712,7 +802,12 @@ fn ipv6_transport_offset(
     if l4off > end {
         return Err(Reason::DropMalformed);
     }
-    Ok(L4 { off: l4off, end })
+    Ok(L4 {
+        l3: off,
+        off: l4off,
+        end,
+        extended: l4off != off + Ipv6Hdr::LEN,
+    })
 }
 
 /// The verdict on a packet to balancer `lb` once its L3 header is parsed
@@ -727,19 +822,20 @@ fn balancer<F: Family>(
     dst: &F::Addr,
     mut flow: Flow,
     l4: Result<L4, Reason>,
-) -> Reason {
+) -> Verdict {
     // The interface first: a packet that should not have come this way is
     // dropped whatever it is. On a listed interface it is always one of some
     // balancer's, so this catches another balancer's packets.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let reason = if !on_its_interface(bank, lb.lb_id, ifindex) {
-        Reason::DropWrongInterface
+    let verdict = if !on_its_interface(bank, lb.lb_id, ifindex) {
+        Verdict::of(lb.lb_id, Reason::DropWrongInterface)
     } else {
         match l4 {
             Ok(l4) => rules::<F>(ctx, bank, lb, src, dst, &mut flow, l4),
-            Err(reason) => reason,
+            Err(reason) => Verdict::of(lb.lb_id, reason),
         }
     };
+    let reason = verdict.reason;
     if XDP_LOG.load() != 0 {
         let record = VerdictRecord {
             lb_id: lb.lb_id,
@@ -754,7 +850,7 @@ fn balancer<F: Family>(
         };
         log_verdict(ctx, &record);
     }
-    reason
+    verdict
 }
 
 /// Out of line: the packet path keeps its registers and size when the log is on.
@@ -774,11 +870,12 @@ fn rules<F: Family>(
     dst: &F::Addr,
     flow: &mut Flow,
     l4: L4,
-) -> Reason {
+) -> Verdict {
+    let lb_id = lb.lb_id;
     let mut icmp_type = 0;
     if !flow.fragment {
         let Some(t) = transport(ctx, l4, flow) else {
-            return Reason::DropMalformed;
+            return Verdict::of(lb_id, Reason::DropMalformed);
         };
         icmp_type = t;
         // Neighbour discovery (router/neighbour solicitation and
@@ -790,7 +887,7 @@ fn rules<F: Family>(
             && (133..=137).contains(&icmp_type)
             && flow.hop_limit == 255
         {
-            return Reason::PassNeighbour;
+            return Verdict::of(lb_id, Reason::PassNeighbour);
         }
     }
     let key = Key::new(
@@ -817,25 +914,49 @@ fn rules<F: Family>(
         && F::is_icmp_error(flow.proto, icmp_type)
         && is_related::<F>(ctx, l4, dst)
     {
-        return Reason::PassRelated;
+        return Verdict::of(lb_id, Reason::PassRelated);
+    }
+    if reason != Reason::PassAllowed || flow.proto != proto::TCP {
+        return Verdict::of(lb_id, reason);
+    }
+    if flow.fragment {
+        // A fragment's ports are unknown, and a TCP listener's packets
+        // cannot be translated without them.
+        if lb.flags & LB_FLAG_TCP_LISTENER != 0 {
+            return Verdict::of(lb_id, Reason::DropFragment);
+        }
+        return Verdict::of(lb_id, reason);
+    }
+    let Some(li) = listener(bank, lb_id, flow.dport) else {
+        return Verdict::of(lb_id, reason);
+    };
+    if li.is_forwarded() {
+        let Some(pkt) = tcp_packet::<F>(ctx, src, dst, flow, l4) else {
+            // VLAN-tagged: the forwarding path does not rewrite tags.
+            return Verdict::of(lb_id, Reason::DropUnparsed);
+        };
+        let at = forward::Listener {
+            bank,
+            lb_id,
+            slots: li,
+        };
+        return forward::begin(ctx, &pkt, &at);
     }
     // A connection the rules let in, to a listener no process serves now
     // (between a daemon's end and the next start): dropped, not reset, so
     // the client's SYN retransmission connects once one is back.
-    if reason == Reason::PassAllowed && flow.opens {
-        if let Some(li) = listener(bank, lb.lb_id, flow.dport) {
-            let idx = if F::FAMILY == 6 {
-                li.sock_v6
-            } else {
-                li.sock_v4
-            };
-            if !sock_present(idx) {
-                listener_count(li.row, |c| c.no_socket += 1);
-                return Reason::DropNoSocket;
-            }
+    if flow.opens {
+        let idx = if F::FAMILY == 6 {
+            li.sock_v6
+        } else {
+            li.sock_v4
+        };
+        if !sock_present(idx) {
+            listener_count(li.row, |c| c.no_socket += 1);
+            return Verdict::of(lb_id, Reason::DropNoSocket);
         }
     }
-    reason
+    Verdict::of(lb_id, reason)
 }
 
 /// Whether the ICMP error at `l4` quotes a packet this host sent from `dst`

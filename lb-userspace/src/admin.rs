@@ -41,6 +41,7 @@ pub struct SocketEntry {
 }
 
 /// A target removed by a reload, draining until `until`.
+#[derive(Clone)]
 pub struct DrainingTarget {
     pub group: String,
     pub target: Arc<TargetState>,
@@ -55,6 +56,8 @@ pub struct AdminView {
     pub lb_rows: Vec<(u32, String)>,
     /// (listener counter row, balancer, port) of every steered listener.
     pub listener_rows: Vec<(u32, String, u16)>,
+    /// (row, group, target) of every forwarding target (TCP listeners).
+    pub target_rows: Vec<(u32, String, std::net::SocketAddr)>,
     pub listeners: Vec<ListenerEntry>,
     pub sockets: Vec<SocketEntry>,
     /// (balancer, group) in configuration order.
@@ -232,6 +235,22 @@ pub fn metrics(view: &AdminView) -> String {
                 }
             }
         }
+        if let Ok(rows) = dp.maps.read_listener_counters(&view.listener_rows) {
+            forwarding_metrics(&mut e, &rows);
+        }
+        if let Ok(rows) = dp.maps.read_target_counters(&view.target_rows) {
+            target_metrics(&mut e, &rows);
+        }
+        if !view.target_rows.is_empty() {
+            let (established, handshakes) = dp.maps.flow_entries();
+            let mut f = e.family(
+                "xalb_flow_table_entries",
+                Kind::Gauge,
+                "Entries of the kernel's flow tables for TCP listeners (two per flow), by table",
+            );
+            f.sample(&[("table", "established")], established as u64);
+            f.sample(&[("table", "handshake")], handshakes as u64);
+        }
         if let Ok(rows) = dp.maps.read_counters(&view.lb_rows) {
             let families = [
                 (
@@ -258,6 +277,97 @@ pub fn metrics(view: &AdminView) -> String {
         }
     }
     e.finish()
+}
+
+/// TCP listeners' forwarding counters, from the listener rows that forward.
+fn forwarding_metrics(e: &mut Exposition, rows: &[crate::kernel::counters::ListenerCounterRow]) {
+    let forwarded: Vec<_> = rows
+        .iter()
+        .filter(|r| r.all.new_flows + r.all.flows_reset + r.all.no_target + r.all.no_route > 0)
+        .map(|r| (r, format!("{}:{}", r.lb, r.port)))
+        .collect();
+    type Field = fn(&lb_common::ListenerCounter) -> u64;
+    let families: [(&'static str, &str, Field); 8] = [
+        (
+            "xalb_listener_new_flow_count_total",
+            "TCP listener: flows the kernel began (SYNs that created a flow)",
+            |c| c.new_flows,
+        ),
+        (
+            "xalb_listener_forwarded_packets_total",
+            "TCP listener: client-to-target packets the kernel forwarded",
+            |c| c.to_packets,
+        ),
+        (
+            "xalb_listener_forwarded_bytes_total",
+            "TCP listener: client-to-target bytes (IP packets) the kernel forwarded",
+            |c| c.to_bytes,
+        ),
+        (
+            "xalb_listener_returned_packets_total",
+            "TCP listener: target-to-client packets the kernel forwarded",
+            |c| c.from_packets,
+        ),
+        (
+            "xalb_listener_returned_bytes_total",
+            "TCP listener: target-to-client bytes (IP packets) the kernel forwarded",
+            |c| c.from_bytes,
+        ),
+        (
+            "xalb_listener_reset_flow_count_total",
+            "TCP listener: packets of no flow (or of an ended one) answered with a reset",
+            |c| c.flows_reset,
+        ),
+        (
+            "xalb_listener_no_neighbour_drop_count_total",
+            "TCP listener: packets dropped for want of the next hop's link-layer address",
+            |c| c.no_neigh,
+        ),
+        (
+            "xalb_listener_no_target_drop_count_total",
+            "TCP listener: SYNs dropped for want of a target or a free translation port",
+            |c| c.no_target,
+        ),
+    ];
+    for (name, help, field) in families {
+        let mut f = e.family(name, Kind::Counter, help);
+        for (r, listener) in &forwarded {
+            f.sample(
+                &[
+                    ("load_balancer", r.lb.as_str()),
+                    ("listener", listener.as_str()),
+                ],
+                field(&r.all),
+            );
+        }
+    }
+}
+
+/// Forwarding targets' counters (TCP listeners).
+fn target_metrics(e: &mut Exposition, rows: &[crate::kernel::counters::TargetCounterRow]) {
+    let named: Vec<_> = rows.iter().map(|r| (r, r.target.to_string())).collect();
+    type Field = fn(&lb_common::TargetCounter) -> u64;
+    let families: [(&'static str, &str, Field); 7] = [
+        ("xalb_target_new_flow_count_total", "Flows the kernel began to the target", |c| c.new_flows),
+        ("xalb_target_forwarded_packets_total", "Client-to-target packets the kernel forwarded", |c| c.to_packets),
+        ("xalb_target_forwarded_bytes_total", "Client-to-target bytes (IP packets) the kernel forwarded", |c| c.to_bytes),
+        ("xalb_target_returned_packets_total", "Target-to-client packets the kernel forwarded", |c| c.from_packets),
+        ("xalb_target_returned_bytes_total", "Target-to-client bytes (IP packets) the kernel forwarded", |c| c.from_bytes),
+        ("xalb_target_reset_flow_count_total", "Flows of the target the kernel ended with a reset (target unhealthy, removed or drained)", |c| c.flows_reset),
+        ("xalb_target_no_neighbour_drop_count_total", "Packets of the target's flows dropped for want of the next hop's link-layer address", |c| c.no_neigh),
+    ];
+    for (name, help, field) in families {
+        let mut f = e.family(name, Kind::Counter, help);
+        for (r, target) in &named {
+            f.sample(
+                &[
+                    ("target_group", r.group.as_str()),
+                    ("target", target.as_str()),
+                ],
+                field(&r.c),
+            );
+        }
+    }
 }
 
 fn reply(

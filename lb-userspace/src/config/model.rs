@@ -80,6 +80,9 @@ pub struct TargetGroup {
     pub deregistration_delay: Duration,
     /// Zero when off.
     pub slow_start: Duration,
+    /// TCP groups: targets see the client's address (only the destination
+    /// is rewritten); false is full NAT.
+    pub preserve_client_ip: bool,
     pub targets: Vec<Target>,
     pub health_check: HealthCheck,
     pub stickiness: Stickiness,

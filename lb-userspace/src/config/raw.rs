@@ -79,6 +79,7 @@ pub(crate) struct RawTargetGroup {
     pub algorithm: Option<S<String>>,
     pub deregistration_delay: Option<S<String>>,
     pub slow_start: Option<S<String>>,
+    pub preserve_client_ip: Option<S<bool>>,
     #[serde(default)]
     pub targets: Vec<S<RawTarget>>,
     pub health_check: Option<S<RawHealthCheck>>,

@@ -2,8 +2,8 @@
 //! served, targets checked, signals and reloads handled, counters reported.
 
 mod affinity;
-pub mod backends;
 mod error;
+mod forwarding;
 pub mod lock;
 mod state;
 pub mod sticky_key;
@@ -249,6 +249,8 @@ fn run_with(
 
     let dp = running.datapath.clone();
     let lb_rows = running.lb_rows();
+    let listener_rows = running.listener_rows();
+    let target_rows = running.target_rows();
     let workers = rt.block_on(running.shutdown(SHUTDOWN_GRACE));
     workers.shutdown();
     rt.shutdown_timeout(SHUTDOWN_GRACE);
@@ -260,6 +262,24 @@ fn run_with(
             }
         }
         Err(e) => error!(error = %e, "cannot read the XDP counters"),
+    }
+    // Listeners and forwarding targets, in the same style; a line only for
+    // what counted something.
+    if let Ok(rows) = dp.maps.read_listener_counters(&listener_rows) {
+        for row in rows
+            .iter()
+            .filter(|r| r.all != lb_common::ListenerCounter::default())
+        {
+            println!("{row}");
+        }
+    }
+    if let Ok(rows) = dp.maps.read_target_counters(&target_rows) {
+        for row in rows
+            .iter()
+            .filter(|r| r.c != lb_common::TargetCounter::default())
+        {
+            println!("{row}");
+        }
     }
     info!(
         pins = %pinned_in,

@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::affinity::WorkerAffinity;
-use super::backends::BackendSync;
 use super::error::{Applied, ApplyError};
+use super::forwarding::Forwarding;
 use super::takeover::HandedGroup;
 use super::workers::Workers;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
@@ -66,7 +66,7 @@ pub struct Running {
     checkers: Vec<JoinHandle<()>>,
     draining: Arc<Mutex<Vec<DrainingTarget>>>,
     view: Arc<RwLock<AdminView>>,
-    backends: BackendSync,
+    forwarding: Forwarding,
     access_log: Option<AccessLog>,
     workers: Workers,
     /// Each balancer's row of the XDP counters, kept by name across reloads.
@@ -141,7 +141,12 @@ impl Running {
             .unwrap_or_default();
         let (slots, new_rows) = recorded.next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
         let mut kcfg = kernel::compile(&cfg, &slots)?;
-        kcfg.listeners = kernel::steering(&slots, &listener_rows);
+        kcfg.listeners = kernel::steering(&cfg, &slots, &listener_rows);
+        let mut forwarding = Forwarding::default();
+        kcfg.rings = forwarding
+            .prepare(&cfg, &plan.shared.groups, &[], &mut dp.maps)
+            .map_err(kernel::DatapathError::from)?;
+        enable_forwarding(&cfg);
         if taking_over {
             // The counters go on; rows new to this configuration may hold a
             // removed balancer's or listener's counts.
@@ -173,7 +178,7 @@ impl Running {
             checkers: Vec::new(),
             draining: Arc::default(),
             view: Arc::new(RwLock::new(AdminView::default())),
-            backends: BackendSync::default(),
+            forwarding,
             access_log,
             workers,
             slots,
@@ -287,8 +292,13 @@ impl Running {
     /// again: a successor that left half-way may have applied its own.
     pub fn reassert(&mut self) -> Result<(), ApplyError> {
         let mut kcfg = kernel::compile(&self.cfg, &self.slots)?;
-        kcfg.listeners = kernel::steering(&self.slots, &self.listener_rows);
+        kcfg.listeners = kernel::steering(&self.cfg, &self.slots, &self.listener_rows);
         let mut dp = self.datapath.lock().unwrap();
+        let draining = self.draining.lock().unwrap().clone();
+        kcfg.rings = self
+            .forwarding
+            .prepare(&self.cfg, &self.shared.groups, &draining, &mut dp.maps)
+            .map_err(kernel::DatapathError::from)?;
         dp.maps
             .reread_active_bank()
             .map_err(kernel::DatapathError::from)?;
@@ -349,6 +359,7 @@ impl Running {
         v.listeners
             .dedup_by(|a, b| a.lb == b.lb && a.port == b.port);
         v.listener_rows = self.listener_rows();
+        v.target_rows = self.target_rows();
         v.sockets = self
             .bindings
             .iter()
@@ -376,16 +387,11 @@ impl Running {
         v.draining = self.draining.clone();
     }
 
-    /// Keeps the kernel's healthy-backend sets in step with target health.
+    /// Keeps the kernel's forwarding tables (TCP listeners) in step with
+    /// target health, and forgets drained targets.
     pub fn sync_kernel_backends(&mut self) {
-        let groups: Vec<_> = self
-            .cfg
-            .target_groups
-            .iter()
-            .filter_map(|g| self.shared.groups.get(&g.name).cloned())
-            .collect();
-        self.backends.sync(&self.datapath, &groups);
-        // Drained targets whose delay is over become unused and are forgotten.
+        // Drained targets whose delay is over become unused and are forgotten
+        // (and their flows in the kernel end).
         let now = Instant::now();
         self.draining.lock().unwrap().retain(|d| {
             let over = now >= d.until;
@@ -394,6 +400,19 @@ impl Running {
             }
             !over
         });
+        let draining = self.draining.lock().unwrap().clone();
+        let mut dp = self.datapath.lock().unwrap();
+        if let Err(e) =
+            self.forwarding
+                .sync(&self.cfg, &self.shared.groups, &draining, &mut dp.maps)
+        {
+            tracing::warn!(error = %e, "cannot update the kernel's forwarding tables");
+        }
+    }
+
+    /// (row, group, target) of every forwarding target row.
+    pub fn target_rows(&self) -> Vec<(u32, String, std::net::SocketAddr)> {
+        self.forwarding.rows()
     }
 
     /// Re-reads the configuration file and applies it whole, or nothing.
@@ -404,7 +423,7 @@ impl Running {
             .next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
         let (listener_rows, new_listener_rows) = self.listener_rows.next(&cfg);
         let mut kcfg = kernel::compile(&cfg, &slots)?;
-        kcfg.listeners = kernel::steering(&slots, &listener_rows);
+        kcfg.listeners = kernel::steering(&cfg, &slots, &listener_rows);
         check_host(&cfg)?;
         let access_log = if cfg.access_log == self.cfg.access_log {
             self.access_log.clone()
@@ -432,6 +451,19 @@ impl Running {
             // Likewise a new listener's row, and its socket slots.
             zero_rows(&mut dp, &new_rows, &new_listener_rows)?;
             set_sockets(&mut dp, &fresh)?;
+            // Targets this reload removes drain: their rows and flows stay.
+            let now = Instant::now();
+            let mut draining = self.draining.lock().unwrap().clone();
+            draining.extend(plan.removed.iter().map(|r| DrainingTarget {
+                group: r.group.clone(),
+                target: r.target.clone(),
+                until: now + r.delay,
+            }));
+            kcfg.rings = self
+                .forwarding
+                .prepare(&cfg, &plan.shared.groups, &draining, &mut dp.maps)
+                .map_err(kernel::DatapathError::from)?;
+            enable_forwarding(&cfg);
             dp.apply(&kcfg)?;
         }
         self.slots = slots;
@@ -724,6 +756,24 @@ async fn open_access_log(cfg: &Config) -> Result<Option<AccessLog>, ApplyError> 
 
 /// The first listener whose default action or a rule forwards to `group`
 /// (alone or weighted); `None` when no listener uses the group.
+/// Turns forwarding on for the interfaces of balancers with a TCP
+/// listener (the kernel's FIB answers the XDP program only there).
+fn enable_forwarding(cfg: &Config) {
+    for lb in &cfg.load_balancers {
+        let tcp = cfg.listeners.iter().any(|l| {
+            l.load_balancer == lb.name && l.protocol == crate::config::model::ListenerProtocol::Tcp
+        });
+        if !tcp {
+            continue;
+        }
+        for iface in &lb.interfaces {
+            if let Err(e) = kernel::forwarding::enable_forwarding(iface) {
+                tracing::warn!(interface = %iface, error = %e, "cannot turn forwarding on; TCP listeners' packets will be dropped as drop_no_route");
+            }
+        }
+    }
+}
+
 fn listener_of_group<'c>(cfg: &'c Config, group: &str) -> Option<&'c Listener> {
     let uses = |a: &Action| match a {
         Action::Forward { target_group } => target_group == group,

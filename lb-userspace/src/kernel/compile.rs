@@ -11,11 +11,13 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use lb_common::{
-    iface_bit, proto, LbAddr, ListenerSlots, PortRange, SgRules, LB_FLAG_INTERNAL, MAX_RANGES,
+    iface_bit, proto, LbAddr, ListenerSlots, PortRange, Ring, SgRules, LB_FLAG_INTERNAL,
+    LB_FLAG_TCP_LISTENER, MAX_RANGES,
 };
 
+use super::forwarding;
 use super::slots::{LbSlots, ListenerRows};
-use crate::config::model::{Config, IpProtocol, Scheme};
+use crate::config::model::{Config, IpProtocol, ListenerProtocol, Scheme};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
@@ -58,6 +60,9 @@ pub struct KernelConfig {
     /// resolves them, and adds the devices holding each balancer's
     /// addresses, when it writes a bank ([`super::host::interface_masks`]).
     pub iface_names: Vec<(String, u64)>,
+    /// The TCP listeners' Maglev tables by `RingKey::ring`. [`compile`]
+    /// leaves it empty; the daemon fills it from its targets' health.
+    pub rings: Vec<(u32, Box<Ring>)>,
 }
 
 /// One ingress rule as the kernel sees it.
@@ -87,13 +92,17 @@ pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileErr
         let id = slots
             .row(&lb.name)
             .expect("the slots are made from the same configuration");
+        let tcp = cfg
+            .listeners
+            .iter()
+            .any(|l| l.load_balancer == lb.name && l.protocol == ListenerProtocol::Tcp);
         let value = LbAddr {
             lb_id: id,
             flags: if lb.scheme == Scheme::Internal {
                 LB_FLAG_INTERNAL
             } else {
                 0
-            },
+            } | if tcp { LB_FLAG_TCP_LISTENER } else { 0 },
         };
         out.names.push((id, lb.name.clone()));
         for iface in &lb.interfaces {
@@ -148,11 +157,30 @@ pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileErr
 }
 
 /// The `LISTENERS` entries of the listeners in `rows`, each under its
-/// balancer's row in `lbs`.
-pub fn steering(lbs: &LbSlots, rows: &ListenerRows) -> Vec<(u32, u16, ListenerSlots)> {
+/// balancer's row in `lbs`: steered to sockets, or (TCP listeners of
+/// `cfg`) forwarded by their group's ring.
+pub fn steering(
+    cfg: &Config,
+    lbs: &LbSlots,
+    rows: &ListenerRows,
+) -> Vec<(u32, u16, ListenerSlots)> {
+    let rings = forwarding::ring_names(cfg);
     rows.rows()
         .into_iter()
-        .filter_map(|(row, lb, port)| Some((lbs.row(&lb)?, port, ListenerSlots::of_row(row))))
+        .filter_map(|(row, lb, port)| {
+            let listener = cfg
+                .listeners
+                .iter()
+                .find(|l| l.load_balancer == lb && l.port == port);
+            let slots = match listener.and_then(forwarding::forwarded_group) {
+                Some(group) => {
+                    let ring = rings.iter().position(|r| *r == group)?;
+                    ListenerSlots::forwarded(row, ring as u32)
+                }
+                None => ListenerSlots::of_row(row),
+            };
+            Some((lbs.row(&lb)?, port, slots))
+        })
         .collect()
 }
 

@@ -1,7 +1,7 @@
 //! Reading the XDP program's per-CPU verdict counters, and the listener
 //! counters both programs keep.
 
-use lb_common::{counter_index, Counter, ListenerCounter, Reason, NO_LB};
+use lb_common::{counter_index, Counter, ListenerCounter, Reason, TargetCounter, NO_LB};
 
 use super::maps::{ctx, Maps, MapsError};
 
@@ -73,6 +73,8 @@ pub struct ListenerCounterRow {
     pub no_socket: u64,
     /// Connection attempts the kernel would not hand to its socket.
     pub assign_error: u64,
+    /// Every counter of the row (a TCP listener's forwarding ones too).
+    pub all: ListenerCounter,
 }
 
 impl Maps {
@@ -93,12 +95,14 @@ impl Maps {
                     steered: 0,
                     no_socket: 0,
                     assign_error: 0,
+                    all: ListenerCounter::default(),
                 };
                 for c in per_cpu.iter() {
-                    sum.steered += c.steered;
-                    sum.no_socket += c.no_socket;
-                    sum.assign_error += c.assign_error;
+                    add(&mut sum.all, c);
                 }
+                sum.steered = sum.all.steered;
+                sum.no_socket = sum.all.no_socket;
+                sum.assign_error = sum.all.assign_error;
                 Ok(sum)
             })
             .collect()
@@ -118,14 +122,129 @@ impl Maps {
     }
 }
 
+fn add(sum: &mut ListenerCounter, c: &ListenerCounter) {
+    sum.steered += c.steered;
+    sum.no_socket += c.no_socket;
+    sum.assign_error += c.assign_error;
+    sum.new_flows += c.new_flows;
+    sum.to_packets += c.to_packets;
+    sum.to_bytes += c.to_bytes;
+    sum.from_packets += c.from_packets;
+    sum.from_bytes += c.from_bytes;
+    sum.flows_reset += c.flows_reset;
+    sum.no_neigh += c.no_neigh;
+    sum.no_target += c.no_target;
+    sum.no_route += c.no_route;
+}
+
+/// The `no_neigh` counts of target rows `rows`, summed: the daemon warms
+/// the targets' neighbour entries when it rises.
+pub fn no_neigh_total(maps: &Maps, rows: &[u32]) -> u64 {
+    rows.iter()
+        .filter_map(|row| maps.target_counters.get(row, 0).ok())
+        .map(|per_cpu| per_cpu.iter().map(|c| c.no_neigh).sum::<u64>())
+        .sum()
+}
+
+/// A forwarding target's counters, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetCounterRow {
+    pub group: String,
+    pub target: std::net::SocketAddr,
+    pub c: TargetCounter,
+}
+
+impl Maps {
+    /// The counters of the forwarding target rows `rows` (row, group, target).
+    pub fn read_target_counters(
+        &self,
+        rows: &[(u32, String, std::net::SocketAddr)],
+    ) -> Result<Vec<TargetCounterRow>, MapsError> {
+        rows.iter()
+            .map(|(row, group, target)| {
+                let per_cpu = self
+                    .target_counters
+                    .get(row, 0)
+                    .map_err(ctx(lb_common::map_names::TARGET_COUNTERS))?;
+                let mut c = TargetCounter::default();
+                for v in per_cpu.iter() {
+                    c.to_packets += v.to_packets;
+                    c.to_bytes += v.to_bytes;
+                    c.from_packets += v.from_packets;
+                    c.from_bytes += v.from_bytes;
+                    c.new_flows += v.new_flows;
+                    c.flows_reset += v.flows_reset;
+                    c.no_neigh += v.no_neigh;
+                }
+                Ok(TargetCounterRow {
+                    group: group.clone(),
+                    target: *target,
+                    c,
+                })
+            })
+            .collect()
+    }
+
+    /// Zeroes the counters of target rows about to be reused.
+    pub fn zero_target_counters(&mut self, rows: &[u32]) -> Result<(), MapsError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
+        for &row in rows {
+            let values = aya::maps::PerCpuValues::try_from(vec![TargetCounter::default(); cpus])
+                .expect("one value per CPU");
+            self.target_counters
+                .set(row, values, 0)
+                .map_err(ctx(lb_common::map_names::TARGET_COUNTERS))?;
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for ListenerCounterRow {
     /// `listener_counter lb=web-alb port=80 steered=12 no_socket=0
-    /// assign_error=0`, in the style of the `xdp_counter` lines.
+    /// assign_error=0`, in the style of the `xdp_counter` lines; a TCP
+    /// listener's forwarding counters follow when it forwarded anything.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "listener_counter lb={} port={} steered={} no_socket={} assign_error={}",
             self.lb, self.port, self.steered, self.no_socket, self.assign_error
+        )?;
+        let a = &self.all;
+        if a.new_flows + a.to_packets + a.flows_reset + a.no_neigh + a.no_target + a.no_route > 0 {
+            write!(
+                f,
+                " new_flows={} to_packets={} to_bytes={} from_packets={} from_bytes={} flows_reset={} no_neigh={} no_target={} no_route={}",
+                a.new_flows,
+                a.to_packets,
+                a.to_bytes,
+                a.from_packets,
+                a.from_bytes,
+                a.flows_reset,
+                a.no_neigh,
+                a.no_target,
+                a.no_route
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for TargetCounterRow {
+    /// `target_counter group=tcp-pool target=10.0.0.2:80 new_flows=3 ...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.c;
+        write!(
+            f,
+            "target_counter group={} target={} new_flows={} to_packets={} to_bytes={} from_packets={} from_bytes={} flows_reset={} no_neigh={}",
+            self.group,
+            self.target,
+            c.new_flows,
+            c.to_packets,
+            c.to_bytes,
+            c.from_packets,
+            c.from_bytes,
+            c.flows_reset,
+            c.no_neigh
         )
     }
 }

@@ -11,9 +11,9 @@ use std::os::fd::AsRawFd;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, SockMap};
 use aya::Ebpf;
 use lb_common::{
-    map_names, proto, trie_id, AddrKeyV4, AddrKeyV6, BackendSet, Counter, IfaceKey, LbAddr,
-    ListenerCounter, ListenerKey, ListenerSlots, SgRules, SrcKeyV4, SrcKeyV6, LB_ID_BITS,
-    NUM_BANKS,
+    map_names, proto, trie_id, AddrKeyV4, AddrKeyV6, Counter, FlowKey, FlowNat, FwdConfig,
+    FwdTarget, IfaceKey, LbAddr, ListenerCounter, ListenerKey, ListenerSlots, Ring, RingKey,
+    SgRules, SrcKeyV4, SrcKeyV6, TargetCounter, LB_ID_BITS, NUM_BANKS,
 };
 
 use super::compile::KernelConfig;
@@ -51,7 +51,12 @@ pub struct Maps {
     sg_v4: LpmTrie<MapData, SrcKeyV4, SgRules>,
     sg_v6: LpmTrie<MapData, SrcKeyV6, SgRules>,
     pub(crate) counters: PerCpuArray<MapData, Counter>,
-    backends: HashMap<MapData, u32, BackendSet>,
+    rings: HashMap<MapData, RingKey, Ring>,
+    targets: Array<MapData, FwdTarget>,
+    pub(crate) target_counters: PerCpuArray<MapData, TargetCounter>,
+    flows: HashMap<MapData, FlowKey, FlowNat>,
+    new_flows: HashMap<MapData, FlowKey, FlowNat>,
+    fwd_config: Array<MapData, FwdConfig>,
     listeners: HashMap<MapData, ListenerKey, ListenerSlots>,
     socks: SockMap<MapData>,
     pub(crate) listener_counters: PerCpuArray<MapData, ListenerCounter>,
@@ -145,7 +150,12 @@ impl Maps {
             sg_v4: take(ebpf, map_names::SG_V4)?,
             sg_v6: take(ebpf, map_names::SG_V6)?,
             counters: take(ebpf, map_names::COUNTERS)?,
-            backends: take(ebpf, map_names::BACKENDS)?,
+            rings: take(ebpf, map_names::RINGS)?,
+            targets: take(ebpf, map_names::TARGETS)?,
+            target_counters: take(ebpf, map_names::TARGET_COUNTERS)?,
+            flows: take(ebpf, map_names::FLOWS)?,
+            new_flows: take(ebpf, map_names::NEW_FLOWS)?,
+            fwd_config: take(ebpf, map_names::FWD_CONFIG)?,
             listeners: take(ebpf, map_names::LISTENERS)?,
             socks: take(ebpf, map_names::SOCKS)?,
             listener_counters: take(ebpf, map_names::LISTENER_COUNTERS)?,
@@ -213,6 +223,11 @@ impl Maps {
             self.listeners
                 .insert(listener_key(bank, *lb_id, *port), slots, 0)
                 .map_err(ctx(map_names::LISTENERS))?;
+        }
+        for (ring, table) in &cfg.rings {
+            self.rings
+                .insert(RingKey { bank, ring: *ring }, table.as_ref(), 0)
+                .map_err(ctx(map_names::RINGS))?;
         }
         // Resolved now, not at compile time: indexes and addresses are the
         // host's. An interface recreated with a new index needs a reload, as
@@ -283,6 +298,15 @@ impl Maps {
         for k in ifaces {
             self.ifaces.remove(&k).map_err(ctx(map_names::LB_IFACES))?;
         }
+        let rings: Vec<RingKey> = self
+            .rings
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.bank == bank)
+            .collect();
+        for k in rings {
+            self.rings.remove(&k).map_err(ctx(map_names::RINGS))?;
+        }
         Ok(())
     }
 
@@ -333,30 +357,57 @@ impl Maps {
         entries
     }
 
-    /// Replaces a target group's kernel backend set in one update.
-    pub fn set_backends(&mut self, group_id: u32, set: &BackendSet) -> Result<(), MapsError> {
-        self.backends
-            .insert(group_id, set, 0)
-            .map_err(ctx(map_names::BACKENDS))
-    }
-
-    /// A target group's kernel backend set, if written.
-    pub fn backends(&self, group_id: u32) -> Option<BackendSet> {
-        self.backends.get(&group_id, 0).ok()
-    }
-
-    /// Drops the sets of groups at or past `count` (after a reload shrank the list).
-    pub fn trim_backends(&mut self, count: u32) -> Result<(), MapsError> {
-        let stale: Vec<u32> = self
-            .backends
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|&k| k >= count)
-            .collect();
-        for k in stale {
-            self.backends.remove(&k).map_err(ctx(map_names::BACKENDS))?;
+    /// Replaces ring `ring` (`RingKey::ring`) of the active bank in one
+    /// update (the kernel swaps the value whole), or removes it (`None`).
+    pub fn set_ring(&mut self, ring: u32, table: Option<&Ring>) -> Result<(), MapsError> {
+        let key = RingKey {
+            bank: self.bank,
+            ring,
+        };
+        match table {
+            Some(t) => self.rings.insert(key, t, 0).map_err(ctx(map_names::RINGS)),
+            None => match self.rings.remove(&key) {
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    Ok(())
+                }
+                r => r.map_err(ctx(map_names::RINGS)),
+            },
         }
-        Ok(())
+    }
+
+    /// The active bank's ring `ring`, if written. For tests and diagnostics.
+    pub fn ring(&self, ring: u32) -> Option<Ring> {
+        let key = RingKey {
+            bank: self.bank,
+            ring,
+        };
+        self.rings.get(&key, 0).ok()
+    }
+
+    /// Writes forwarding target row `row`.
+    pub fn set_target(&mut self, row: u32, target: &FwdTarget) -> Result<(), MapsError> {
+        self.targets
+            .set(row, target, 0)
+            .map_err(ctx(map_names::TARGETS))
+    }
+
+    /// Forwarding target row `row` as the kernel holds it.
+    pub fn target(&self, row: u32) -> Result<FwdTarget, MapsError> {
+        self.targets.get(&row, 0).map_err(ctx(map_names::TARGETS))
+    }
+
+    pub fn set_fwd_config(&mut self, cfg: &FwdConfig) -> Result<(), MapsError> {
+        self.fwd_config
+            .set(0, cfg, 0)
+            .map_err(ctx(map_names::FWD_CONFIG))
+    }
+
+    /// Entries in the established and the handshake flow tables (two per
+    /// flow). A walk over the tables: for metrics, not per packet.
+    pub fn flow_entries(&self) -> (usize, usize) {
+        (self.flows.keys().count(), self.new_flows.keys().count())
     }
 
     /// Every entry of the IPv4 security-group trie, of both banks: (bank,

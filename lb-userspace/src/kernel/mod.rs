@@ -4,6 +4,7 @@
 pub mod compile;
 pub mod counters;
 pub mod datapath;
+pub mod forwarding;
 pub mod grace;
 pub mod host;
 pub mod maglev;
@@ -14,4 +15,4 @@ pub mod verdict_log;
 
 pub use compile::{compile, steering, CompileError, KernelConfig};
 pub use datapath::{Datapath, DatapathError, XdpModeChoice};
-pub use slots::{LbSlots, ListenerRows};
+pub use slots::{LbSlots, ListenerRows, TargetRows};

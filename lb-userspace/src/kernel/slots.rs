@@ -11,6 +11,7 @@
 //! freed by the same reload, at the cost of a few stray counts.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use crate::config::model::{Config, ListenerProtocol};
 
@@ -128,11 +129,12 @@ pub struct ListenerRows {
 }
 
 impl ListenerRows {
-    /// The listeners the daemon serves and the kernel steers to it: HTTP.
+    /// The listeners the kernel knows: HTTP ones, which it steers to the
+    /// daemon's sockets, and TCP ones, which it forwards itself.
     pub fn steered(cfg: &Config) -> impl Iterator<Item = (String, u16)> + '_ {
         cfg.listeners
             .iter()
-            .filter(|l| l.protocol == ListenerProtocol::Http)
+            .filter(|l| matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Tcp))
             .map(|l| (l.load_balancer.clone(), l.port))
     }
 
@@ -166,6 +168,42 @@ impl ListenerRows {
             .by_key
             .iter()
             .map(|((lb, port), &r)| (r, lb.clone(), *port))
+            .collect();
+        rows.sort();
+        rows
+    }
+}
+
+/// Which row of `TARGETS` (and of the target counters) each forwarding
+/// target (group, address and port) uses, kept across reloads like
+/// [`LbSlots`]: a flow records its target's row, so a row stays its
+/// target's while the target stays (draining included).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetRows {
+    rows: Rows<(String, SocketAddr)>,
+}
+
+impl TargetRows {
+    /// The rows for `targets` after these, and the rows newly taken.
+    pub fn next(
+        &self,
+        targets: impl IntoIterator<Item = (String, SocketAddr)>,
+    ) -> (Self, Vec<u32>) {
+        let (rows, taken) = self.rows.next(targets, lb_common::MAX_TARGETS);
+        (Self { rows }, taken)
+    }
+
+    pub fn row(&self, group: &str, addr: SocketAddr) -> Option<u32> {
+        self.rows.by_key.get(&(group.to_string(), addr)).copied()
+    }
+
+    /// (row, group, target), by row.
+    pub fn rows(&self) -> Vec<(u32, String, SocketAddr)> {
+        let mut rows: Vec<_> = self
+            .rows
+            .by_key
+            .iter()
+            .map(|((g, a), &r)| (r, g.clone(), *a))
             .collect();
         rows.sort();
         rows

@@ -71,6 +71,11 @@ impl TargetState {
         self.drain_started.notify_waiters();
     }
 
+    /// Whether it was deregistered and drains (no new requests or flows).
+    pub fn is_draining(&self) -> bool {
+        self.drain_deadline.lock().unwrap().is_some()
+    }
+
     /// Resolves when this target's draining time is over (never, if it is
     /// not draining).
     pub async fn drained(&self) {

@@ -33,7 +33,7 @@ impl Checker<'_> {
         // Refused rather than accepted and left unbound: a listener that
         // passes `xalb check` must answer. The rest of the listener is still
         // checked, so the file is ready when these protocols are served.
-        if let Some(proto @ (ListenerProtocol::Https | ListenerProtocol::Tcp)) = protocol {
+        if let Some(proto @ ListenerProtocol::Https) = protocol {
             self.err(
                 l.protocol.span(),
                 format!("{p}.protocol"),

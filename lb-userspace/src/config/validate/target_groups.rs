@@ -48,6 +48,18 @@ impl Checker<'_> {
             secs(0),
             &SLOW_START,
         );
+        let preserve_client_ip = match &g.preserve_client_ip {
+            Some(v) if protocol.is_some_and(|p| p != TargetProtocol::Tcp) => {
+                self.err(
+                    v.span(),
+                    format!("{p}.preserve_client_ip"),
+                    "preserve_client_ip applies to TCP target groups (HTTP targets see the client in X-Forwarded-For)",
+                );
+                false
+            }
+            Some(v) => *v.get_ref(),
+            None => false,
+        };
 
         let mut targets: Vec<Target> = Vec::new();
         let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
@@ -99,6 +111,7 @@ impl Checker<'_> {
             algorithm,
             deregistration_delay,
             slow_start,
+            preserve_client_ip,
             targets,
             health_check,
             stickiness,

@@ -1,0 +1,625 @@
+//! TCP listeners, forwarded here: no socket, no copy to user space.
+//!
+//! A SYN the security groups let in, to a TCP listener, is hashed to a slot
+//! of its group's Maglev ring (`RINGS`), which names a target (`TARGETS`).
+//! Two flow-table entries are made, one per direction, each saying how to
+//! rewrite a packet of its 4-tuple: full NAT by default (client → target
+//! packets leave from the balancer's own address toward the target and a
+//! source port of the reserved range), destination only with
+//! `preserve_client_ip`. Every later packet, either way, is found by its
+//! tuple, rewritten with incremental checksums, given the next hop's MACs
+//! from the kernel's FIB, and sent on (`XDP_TX` on the interface it came
+//! in on, `XDP_REDIRECT` to another); a translated packet is never passed
+//! to the stack.
+//!
+//! Flows wait in `NEW_FLOWS` until the client acknowledges the target's
+//! SYN-ACK, and only then move to `FLOWS`: a SYN flood churns the
+//! handshake table and never evicts an established flow. A packet of no
+//! flow (an ended one, a target's failure) is answered with a reset, so
+//! the client learns at once instead of at its timeout.
+
+use core::ffi::c_void;
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
+    },
+    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_tail},
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use lb_common::{
+    csum, flow_hash, proto, FlowKey, FlowNat, FwdConfig, FwdScratch, FwdTarget, ListenerSlots, Reason, Ring, RingKey, TargetCounter, FLOW_TABLE_SIZE, FLOW_TO_TARGET,
+    FWD_SCRATCH_LEN, MAX_RINGS, MAX_TARGETS, NEW_FLOW_TABLE_SIZE, RING_SIZE,
+    TARGET_PRESERVE_CLIENT_IP,
+};
+use network_types::eth::EthHdr;
+
+use crate::{listener_count, ptr_at, Verdict};
+
+/// (bank, ring) → a TCP target group's Maglev table (one ring per family:
+/// `ring * 2 + is_v6`).
+#[map(name = "RINGS")]
+static RINGS: HashMap<RingKey, Ring> = HashMap::with_max_entries(MAX_RINGS * 2, 0);
+
+#[map(name = "TARGETS")]
+static TARGETS: Array<FwdTarget> = Array::with_max_entries(MAX_TARGETS, 0);
+
+#[map(name = "TARGET_COUNTERS")]
+static TARGET_COUNTERS: PerCpuArray<TargetCounter> = PerCpuArray::with_max_entries(MAX_TARGETS, 0);
+
+/// Established flows, both directions (shared by every CPU: the two
+/// directions arrive on different interfaces and queues).
+#[map(name = "FLOWS")]
+static FLOWS: LruHashMap<FlowKey, FlowNat> = LruHashMap::with_max_entries(FLOW_TABLE_SIZE, 0);
+
+/// Handshakes in progress, both directions.
+#[map(name = "NEW_FLOWS")]
+static NEW_FLOWS: LruHashMap<FlowKey, FlowNat> =
+    LruHashMap::with_max_entries(NEW_FLOW_TABLE_SIZE, 0);
+
+#[map(name = "FWD_CONFIG")]
+static FWD_CONFIG: Array<FwdConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "FWD_SCRATCH")]
+static FWD_SCRATCH: PerCpuArray<FwdScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the forwarding path works on, in `FWD_SCRATCH` (this CPU's, and a
+/// program runs to its end on one CPU): the BPF stack has no room for it.
+#[repr(C)]
+struct Scratch {
+    /// The entry a packet is rewritten by, and the one of its replies.
+    fwd: FlowNat,
+    rev: FlowNat,
+    /// The key of `rev`.
+    key: FlowKey,
+    fib: FibParams,
+    tcp: [u8; TCP_LEN],
+    ip: [u8; IPV6_LEN],
+}
+
+const _: () = assert!(size_of::<Scratch>() <= FWD_SCRATCH_LEN);
+
+/// This CPU's scratch space. Fields are borrowed one at a time, never the
+/// whole, so no two borrows overlap.
+#[inline(always)]
+fn scratch() -> Option<*mut Scratch> {
+    FWD_SCRATCH.get_ptr_mut(0).map(|p| p.cast::<Scratch>())
+}
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+/// Source ports tried for a new flow's translation before giving up.
+const PORT_PROBES: u32 = 4;
+/// IPv4 header length without options; the reset is built without any.
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const TCP_LEN: usize = 20;
+
+/// A TCP packet the forwarding path may handle: untagged, not a fragment,
+/// its headers within the IP packet.
+pub struct Packet {
+    /// 4 or 6.
+    pub family: u8,
+    /// Offset of the IP header (always right after Ethernet) and of TCP.
+    pub l4: usize,
+    /// Length of the IP packet (header included).
+    pub ip_len: usize,
+    pub key: FlowKey,
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    /// Whether an IPv4 header has options, or an IPv6 one extension
+    /// headers: such packets are forwarded but never answered with a
+    /// reset (which is built without them).
+    pub extended: bool,
+}
+
+impl Packet {
+    #[inline(always)]
+    fn opens(&self) -> bool {
+        self.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+}
+
+/// Whether some balancer has a TCP listener (then the flow tables exist
+/// for something).
+#[inline(always)]
+pub fn enabled() -> bool {
+    FWD_CONFIG.get(0).is_some_and(|c| c.enabled != 0)
+}
+
+/// The verdict on a packet of a known flow, either direction; `None` when
+/// it belongs to none.
+#[inline(never)]
+pub fn existing(ctx: &XdpContext, pkt: &Packet) -> Option<Verdict> {
+    let s = scratch()?;
+    // A copy: an entry removed from an LRU table may be reused at once.
+    let (fwd, rev, back) = unsafe { (&mut (*s).fwd, &mut (*s).rev, &mut (*s).key) };
+    if let Some(nat) = FLOWS.get_ptr(&pkt.key) {
+        *fwd = unsafe { *nat };
+        return Some(forward(ctx, pkt, fwd));
+    }
+    let p = NEW_FLOWS.get_ptr_mut(&pkt.key)?;
+    *fwd = unsafe { *p };
+    reverse(pkt.family, fwd, back);
+    if fwd.flags & FLOW_TO_TARGET == 0 {
+        if pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+            // The target's SYN-ACK: the client's handshake ACK must
+            // acknowledge its sequence number.
+            if let Some(client) = NEW_FLOWS.get_ptr_mut(&*back) {
+                unsafe { (*client).ack = pkt.seq.wrapping_add(1) };
+            }
+        }
+    } else if pkt.flags & (TCP_SYN | TCP_ACK) == TCP_ACK && fwd.ack != 0 && pkt.ack == fwd.ack {
+        // The handshake completed: the flow moves to the established table.
+        if let Some(r) = NEW_FLOWS.get_ptr(&*back) {
+            *rev = unsafe { *r };
+            if FLOWS.insert(&*back, &*rev, 0).is_ok() && FLOWS.insert(&pkt.key, &*fwd, 0).is_ok() {
+                let _ = NEW_FLOWS.remove(&*back);
+                let _ = NEW_FLOWS.remove(&pkt.key);
+            }
+        }
+    }
+    Some(forward(ctx, pkt, fwd))
+}
+
+/// Sets `key` to the key of the packets that answer packets rewritten by
+/// `nat`.
+#[inline(always)]
+fn reverse(family: u8, nat: &FlowNat, key: &mut FlowKey) {
+    key.saddr = nat.daddr;
+    key.daddr = nat.saddr;
+    key.sport = nat.dport;
+    key.dport = nat.sport;
+    key.family = family;
+    key.proto = proto::TCP;
+    key._pad = 0;
+}
+
+/// A TCP listener, as a packet to it found it.
+pub struct Listener {
+    pub bank: u32,
+    /// The balancer's counter row.
+    pub lb_id: u32,
+    pub slots: ListenerSlots,
+}
+
+/// The verdict on a packet the security groups let in to TCP listener
+/// `at` that belongs to no flow: a SYN begins one; any other packet is
+/// answered with a reset.
+#[inline(never)]
+pub fn begin(ctx: &XdpContext, pkt: &Packet, at: &Listener) -> Verdict {
+    let (bank, lb_id, li) = (at.bank, at.lb_id, &at.slots);
+    if !pkt.opens() {
+        return refuse(ctx, pkt, lb_id, li.row);
+    }
+    let Some(s) = scratch() else {
+        return no_target(lb_id, li.row);
+    };
+    let (fwd, rev, back) = unsafe { (&mut (*s).fwd, &mut (*s).rev, &mut (*s).key) };
+    let ring_key = RingKey {
+        bank,
+        ring: li.ring * 2 + u32::from(pkt.family == 6),
+    };
+    let hash = flow_hash(&pkt.key);
+    let Some(ring) = (unsafe { RINGS.get(&ring_key) }) else {
+        return no_target(lb_id, li.row);
+    };
+    let slot = (hash % RING_SIZE as u32) as usize;
+    let Some(&row) = ring.slots.get(slot) else {
+        return no_target(lb_id, li.row);
+    };
+    let row = u32::from(row);
+    let Some(target) = TARGETS.get(row) else {
+        return no_target(lb_id, li.row);
+    };
+    if target.family != pkt.family {
+        return no_target(lb_id, li.row);
+    }
+    let preserve = target.flags & TARGET_PRESERVE_CLIENT_IP != 0;
+    fwd.saddr = if preserve { pkt.key.saddr } else { target.snat };
+    fwd.daddr = target.addr;
+    fwd.sport = pkt.key.sport;
+    fwd.dport = target.port;
+    fwd.target = row as u16;
+    fwd.listener = li.row as u16;
+    fwd.epoch = target.epoch;
+    fwd.flags = FLOW_TO_TARGET;
+    fwd.ack = 0;
+    fwd.lb_id = lb_id;
+    *rev = *fwd;
+    rev.saddr = pkt.key.daddr;
+    rev.daddr = pkt.key.saddr;
+    rev.sport = pkt.key.dport;
+    rev.dport = pkt.key.sport;
+    rev.flags = 0;
+    let claimed = if preserve {
+        claim(pkt.family, fwd, rev, back)
+    } else {
+        let Some(cfg) = FWD_CONFIG.get(0) else {
+            return no_target(lb_id, li.row);
+        };
+        let span = u32::from(cfg.port_hi.saturating_sub(cfg.port_lo)) + 1;
+        let mut claimed = false;
+        for i in 0..PORT_PROBES {
+            // Spread over the range by the flow's hash, so probes of
+            // concurrent SYNs rarely meet.
+            fwd.sport = (u32::from(cfg.port_lo) + hash.rotate_left(i * 8) % span) as u16;
+            if claim(pkt.family, fwd, rev, back) {
+                claimed = true;
+                break;
+            }
+        }
+        claimed
+    };
+    if !claimed {
+        return no_target(lb_id, li.row);
+    }
+    if NEW_FLOWS.insert(&pkt.key, &*fwd, 0).is_err() {
+        let _ = NEW_FLOWS.remove(&*back);
+        return no_target(lb_id, li.row);
+    }
+    listener_count(li.row, |c| c.new_flows += 1);
+    target_count(row, |c| c.new_flows += 1);
+    forward(ctx, pkt, fwd)
+}
+
+/// Makes `rev` the entry of the replies to packets rewritten by `fwd`
+/// (their key, set in `back`), unless a flow already holds that tuple (its
+/// source port is taken).
+#[inline(always)]
+fn claim(family: u8, fwd: &FlowNat, rev: &FlowNat, back: &mut FlowKey) -> bool {
+    reverse(family, fwd, back);
+    if FLOWS.get_ptr(&*back).is_some() {
+        return false;
+    }
+    NEW_FLOWS.insert(&*back, rev, BPF_NOEXIST as u64).is_ok()
+}
+
+#[inline(always)]
+fn no_target(lb_id: u32, listener: u32) -> Verdict {
+    listener_count(listener, |c| c.no_target += 1);
+    Verdict::of(lb_id, Reason::DropNoTarget)
+}
+
+#[inline(always)]
+fn target_count(row: u32, f: impl FnOnce(&mut TargetCounter)) {
+    if let Some(c) = TARGET_COUNTERS.get_ptr_mut(row) {
+        // Per-CPU slot: no other writer.
+        f(unsafe { &mut *c });
+    }
+}
+
+/// Rewrites and sends on a packet of flow `nat`; ends the flow instead
+/// when its target's flows had to end.
+#[inline(always)]
+fn forward(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> Verdict {
+    let to_target = nat.flags & FLOW_TO_TARGET != 0;
+    let row = u32::from(nat.target);
+    let listener = u32::from(nat.listener);
+    let alive = TARGETS.get(row).is_some_and(|t| t.epoch == nat.epoch);
+    if !alive {
+        forget(&pkt.key, pkt.family, nat);
+        target_count(row, |c| c.flows_reset += 1);
+        if to_target {
+            return refuse(ctx, pkt, nat.lb_id, listener);
+        }
+        return Verdict::of(nat.lb_id, Reason::DropNoFlow);
+    }
+    if !rewrite(ctx, pkt, nat) {
+        return Verdict::of(nat.lb_id, Reason::DropMalformed);
+    }
+    let bytes = pkt.ip_len as u64;
+    let reason = match send(ctx, pkt, nat) {
+        Ok(action) => {
+            if to_target {
+                listener_count(listener, |c| {
+                    c.to_packets += 1;
+                    c.to_bytes += bytes;
+                });
+                target_count(row, |c| {
+                    c.to_packets += 1;
+                    c.to_bytes += bytes;
+                });
+                return Verdict::new(nat.lb_id, Reason::FwdToTarget, action);
+            }
+            listener_count(listener, |c| {
+                c.from_packets += 1;
+                c.from_bytes += bytes;
+            });
+            target_count(row, |c| {
+                c.from_packets += 1;
+                c.from_bytes += bytes;
+            });
+            return Verdict::new(nat.lb_id, Reason::FwdFromTarget, action);
+        }
+        Err(reason) => reason,
+    };
+    if reason == Reason::DropNoNeighbour {
+        listener_count(listener, |c| c.no_neigh += 1);
+        target_count(row, |c| c.no_neigh += 1);
+    } else {
+        listener_count(listener, |c| c.no_route += 1);
+    }
+    Verdict::of(nat.lb_id, reason)
+}
+
+/// Removes both entries of the flow `nat` belongs to, from both tables.
+#[inline(always)]
+fn forget(key: &FlowKey, family: u8, nat: &FlowNat) {
+    let _ = FLOWS.remove(key);
+    let _ = NEW_FLOWS.remove(key);
+    let Some(s) = scratch() else {
+        return;
+    };
+    let back = unsafe { &mut (*s).key };
+    reverse(family, nat, back);
+    let _ = FLOWS.remove(&*back);
+    let _ = NEW_FLOWS.remove(&*back);
+}
+
+/// Writes `v` at `off` bytes into the packet, if it lies within it.
+#[inline(always)]
+fn store<T>(ctx: &XdpContext, off: usize, v: T) -> bool {
+    match ptr_at::<T>(ctx, off) {
+        Some(p) => {
+            unsafe { (p as *mut T).write_unaligned(v) };
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
+    ptr_at::<T>(ctx, off).map(|p| unsafe { p.read_unaligned() })
+}
+
+/// Rewrites addresses and ports to `nat`'s, updating the IPv4 header and
+/// TCP checksums for exactly the words that changed (RFC 1624).
+#[inline(never)]
+fn rewrite(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> bool {
+    let l3 = EthHdr::LEN;
+    let old_ports: [u8; 4] = ports(pkt.key.sport, pkt.key.dport);
+    let new_ports: [u8; 4] = ports(nat.sport, nat.dport);
+    let (removed, added) = if pkt.family == 4 {
+        let old = addrs4(&pkt.key.saddr, &pkt.key.daddr);
+        let new = addrs4(&nat.saddr, &nat.daddr);
+        let Some(check) = load::<[u8; 2]>(ctx, l3 + 10) else {
+            return false;
+        };
+        let ip_check = csum::update(
+            u16::from_be_bytes(check),
+            csum::sum_complement(&old),
+            csum::sum(&new),
+        );
+        if !store(ctx, l3 + 12, new) || !store(ctx, l3 + 10, ip_check.to_be_bytes()) {
+            return false;
+        }
+        (csum::sum_complement(&old), csum::sum(&new))
+    } else {
+        let old = addrs6(&pkt.key.saddr, &pkt.key.daddr);
+        let new = addrs6(&nat.saddr, &nat.daddr);
+        if !store(ctx, l3 + 8, new) {
+            return false;
+        }
+        (csum::sum_complement(&old), csum::sum(&new))
+    };
+    let Some(check) = load::<[u8; 2]>(ctx, pkt.l4 + 16) else {
+        return false;
+    };
+    let tcp_check = csum::update(
+        u16::from_be_bytes(check),
+        removed + csum::sum_complement(&old_ports),
+        added + csum::sum(&new_ports),
+    );
+    store(ctx, pkt.l4, new_ports) && store(ctx, pkt.l4 + 16, tcp_check.to_be_bytes())
+}
+
+#[inline(always)]
+fn ports(sport: u16, dport: u16) -> [u8; 4] {
+    let (s, d) = (sport.to_be_bytes(), dport.to_be_bytes());
+    [s[0], s[1], d[0], d[1]]
+}
+
+#[inline(always)]
+fn addrs4(saddr: &[u8; 16], daddr: &[u8; 16]) -> [u8; 8] {
+    [
+        saddr[0], saddr[1], saddr[2], saddr[3], daddr[0], daddr[1], daddr[2], daddr[3],
+    ]
+}
+
+#[inline(always)]
+fn addrs6(saddr: &[u8; 16], daddr: &[u8; 16]) -> [u8; 32] {
+    let mut a = [0u8; 32];
+    a[..16].copy_from_slice(saddr);
+    a[16..].copy_from_slice(daddr);
+    a
+}
+
+/// Finds the next hop of the rewritten packet in the kernel's FIB, sets its
+/// MACs, and gives the action that sends it: `XDP_TX` back out of the
+/// interface it came in on, `XDP_REDIRECT` to another.
+#[inline(never)]
+fn send(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> Result<u32, Reason> {
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(s) = scratch() else {
+        return Err(Reason::DropNoRoute);
+    };
+    let p = unsafe { &mut (*s).fib };
+    *p = unsafe { core::mem::zeroed() };
+    p.l4_protocol = proto::TCP;
+    p.sport = u16::from_ne_bytes(nat.sport.to_be_bytes());
+    p.dport = u16::from_ne_bytes(nat.dport.to_be_bytes());
+    p.__bindgen_anon_1.tot_len = pkt.ip_len as u16;
+    p.ifindex = ingress;
+    if pkt.family == 4 {
+        p.family = AF_INET;
+        p.__bindgen_anon_3.ipv4_src =
+            u32::from_ne_bytes([nat.saddr[0], nat.saddr[1], nat.saddr[2], nat.saddr[3]]);
+        p.__bindgen_anon_4.ipv4_dst =
+            u32::from_ne_bytes([nat.daddr[0], nat.daddr[1], nat.daddr[2], nat.daddr[3]]);
+    } else {
+        p.family = AF_INET6;
+        p.__bindgen_anon_3.ipv6_src = words(&nat.saddr);
+        p.__bindgen_anon_4.ipv6_dst = words(&nat.daddr);
+    }
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut c_void,
+            p,
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        return Err(Reason::DropNoNeighbour);
+    }
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return Err(Reason::DropNoRoute);
+    }
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&p.dmac);
+    macs[6..].copy_from_slice(&p.smac);
+    if !store(ctx, 0, macs) {
+        return Err(Reason::DropMalformed);
+    }
+    if p.ifindex == ingress {
+        return Ok(xdp_action::XDP_TX);
+    }
+    Ok(unsafe { bpf_redirect(p.ifindex, 0) } as u32)
+}
+
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// Drops a packet of no flow and, when it acknowledges something (so a
+/// reset it would accept can be built: RFC 9293 §3.10.7.1), answers it
+/// with a reset in its place, sent back where it came from.
+#[inline(never)]
+fn refuse(ctx: &XdpContext, pkt: &Packet, lb_id: u32, listener: u32) -> Verdict {
+    listener_count(listener, |c| c.flows_reset += 1);
+    let drop = Verdict::of(lb_id, Reason::DropNoFlow);
+    if pkt.flags & (TCP_ACK | TCP_RST) != TCP_ACK || pkt.extended {
+        return drop;
+    }
+    let k = &pkt.key;
+    // The reset: from the packet's destination to its source, sequence
+    // number what the packet acknowledged, no ACK, no options, no data.
+    let mut tcp = [0u8; TCP_LEN];
+    tcp[0..2].copy_from_slice(&k.dport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&k.sport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&pkt.ack.to_be_bytes());
+    tcp[12] = (TCP_LEN as u8 / 4) << 4;
+    tcp[13] = TCP_RST;
+    let Some(macs) = load::<[u8; 12]>(ctx, 0) else {
+        return drop;
+    };
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    let l3 = EthHdr::LEN;
+    let frame = ctx.data_end() - ctx.data();
+    if pkt.family == 4 {
+        let addrs = addrs4(&k.daddr, &k.saddr);
+        let pseudo = csum::sum(&addrs) + u32::from(proto::TCP) + TCP_LEN as u32;
+        let check = csum::finish(pseudo + csum::sum(&tcp));
+        tcp[16..18].copy_from_slice(&check.to_be_bytes());
+        let mut ip = [0u8; IPV4_LEN];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((IPV4_LEN + TCP_LEN) as u16).to_be_bytes());
+        // Don't fragment.
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = proto::TCP;
+        ip[12..20].copy_from_slice(&addrs);
+        let ip_check = csum::finish(csum::sum(&ip));
+        ip[10..12].copy_from_slice(&ip_check.to_be_bytes());
+        if !shrink(ctx, frame, l3 + IPV4_LEN + TCP_LEN)
+            || !store(ctx, 0, swapped)
+            || !store(ctx, l3, ip)
+            || !store(ctx, l3 + IPV4_LEN, tcp)
+        {
+            return drop;
+        }
+    } else {
+        let addrs = addrs6(&k.daddr, &k.saddr);
+        let pseudo = csum::sum(&addrs) + u32::from(proto::TCP) + TCP_LEN as u32;
+        let check = csum::finish(pseudo + csum::sum(&tcp));
+        tcp[16..18].copy_from_slice(&check.to_be_bytes());
+        let mut ip = [0u8; IPV6_LEN];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&(TCP_LEN as u16).to_be_bytes());
+        ip[6] = proto::TCP;
+        ip[7] = 64;
+        ip[8..40].copy_from_slice(&addrs);
+        if !shrink(ctx, frame, l3 + IPV6_LEN + TCP_LEN)
+            || !store(ctx, 0, swapped)
+            || !store(ctx, l3, ip)
+            || !store(ctx, l3 + IPV6_LEN, tcp)
+        {
+            return drop;
+        }
+    }
+    Verdict::new(lb_id, Reason::DropNoFlow, xdp_action::XDP_TX)
+}
+
+/// Trims the frame (`len` bytes now) to `to` bytes.
+#[inline(always)]
+fn shrink(ctx: &XdpContext, len: usize, to: usize) -> bool {
+    if len < to {
+        return false;
+    }
+    let delta = -((len - to) as i32);
+    delta == 0 || unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } == 0
+}
+
+/// The parts of a TCP header the forwarding path reads.
+#[inline(always)]
+pub fn packet(
+    ctx: &XdpContext,
+    family: u8,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    l4: usize,
+    ip_len: usize,
+    extended: bool,
+) -> Option<Packet> {
+    let h = load::<[u8; TCP_LEN]>(ctx, l4)?;
+    // The data offset must cover the fixed header.
+    if h[12] >> 4 < 5 {
+        return None;
+    }
+    Some(Packet {
+        family,
+        l4,
+        ip_len,
+        key: FlowKey {
+            saddr,
+            daddr,
+            sport: u16::from_be_bytes([h[0], h[1]]),
+            dport: u16::from_be_bytes([h[2], h[3]]),
+            family,
+            proto: proto::TCP,
+            _pad: 0,
+        },
+        flags: h[13],
+        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+        extended,
+    })
+}
