@@ -34,6 +34,7 @@ pub mod map_names {
     pub const NEW_FLOWS: &str = "NEW_FLOWS";
     pub const FWD_CONFIG: &str = "FWD_CONFIG";
     pub const FWD_SCRATCH: &str = "FWD_SCRATCH";
+    pub const FORWARD: &str = "FORWARD";
 }
 
 /// The version of the pinned state's layout (the maps of [`PINNED_MAPS`] and
@@ -47,6 +48,7 @@ pub const LAYOUT_VERSION: u32 = 4;
 pub mod map_type {
     pub const HASH: u32 = 1;
     pub const ARRAY: u32 = 2;
+    pub const PROG_ARRAY: u32 = 3;
     pub const PERCPU_ARRAY: u32 = 6;
     pub const LRU_HASH: u32 = 9;
     pub const LPM_TRIE: u32 = 11;
@@ -87,7 +89,7 @@ const fn layout<K, V>(name: &'static str, map_type: u32, max_entries: u32) -> Ma
 
 /// The XDP object's maps, as `lb-ebpf` declares them (the daemon checks the
 /// loaded object against this table), each pinned under its name.
-pub const OBJECT_MAPS: [MapLayout; 20] = [
+pub const OBJECT_MAPS: [MapLayout; 21] = [
     layout::<u32, u32>(map_names::ACTIVE_BANK, map_type::ARRAY, 1),
     layout::<AddrKeyV4, LbAddr>(map_names::LB_ADDRS_V4, map_type::HASH, MAX_ADDRS * 2),
     layout::<AddrKeyV6, LbAddr>(map_names::LB_ADDRS_V6, map_type::HASH, MAX_ADDRS * 2),
@@ -120,6 +122,7 @@ pub const OBJECT_MAPS: [MapLayout; 20] = [
     ),
     layout::<u32, FwdConfig>(map_names::FWD_CONFIG, map_type::ARRAY, 1),
     layout::<u32, FwdScratch>(map_names::FWD_SCRATCH, map_type::PERCPU_ARRAY, 1),
+    layout::<u32, u32>(map_names::FORWARD, map_type::PROG_ARRAY, 1),
 ];
 
 /// The daemon's own map, pinned with the object's: one [`StateBlob`] per bank.
@@ -182,6 +185,10 @@ pub struct AddrKeyV6 {
 
 /// The XDP program's name in the object file.
 pub const XDP_PROGRAM: &str = "xalb_xdp";
+
+/// The forwarding half of the XDP program (TCP listeners), which
+/// [`XDP_PROGRAM`] reaches by a tail call through `FORWARD`.
+pub const FORWARD_PROGRAM: &str = "xalb_forward";
 
 /// The sk_lookup program's name in the object file: it hands each new
 /// connection to a balancer address to its listener's sockets.

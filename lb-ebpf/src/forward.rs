@@ -17,6 +17,12 @@
 //! handshake table and never evicts an established flow. A packet of no
 //! flow (an ended one, a target's failure) is answered with a reset, so
 //! the client learns at once instead of at its timeout.
+//!
+//! The work is split in two programs: `xalb_xdp` parses, applies the rules
+//! and finds the packet's flow or listener, then leaves the rest (the
+//! flow tables' updates, the rewrite, the FIB) to `xalb_forward` by a tail
+//! call. Each runs on its own 512-byte stack and is verified alone: in one
+//! program the verifier walked the product of both halves' paths.
 
 use core::ffi::c_void;
 use core::mem::size_of;
@@ -27,8 +33,8 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
     },
     helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_tail},
-    macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    macros::{map, xdp},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use lb_common::{
@@ -38,7 +44,7 @@ use lb_common::{
 };
 use network_types::eth::EthHdr;
 
-use crate::{listener_count, ptr_at, Verdict};
+use crate::{count, listener_count, ptr_at, Verdict};
 
 /// (bank, ring) → a TCP target group's Maglev table (one ring per family:
 /// `ring * 2 + is_v6`).
@@ -67,10 +73,27 @@ static FWD_CONFIG: Array<FwdConfig> = Array::with_max_entries(1, 0);
 #[map(name = "FWD_SCRATCH")]
 static FWD_SCRATCH: PerCpuArray<FwdScratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// What the forwarding path works on, in `FWD_SCRATCH` (this CPU's, and a
-/// program runs to its end on one CPU): the BPF stack has no room for it.
+/// Slot 0: `xalb_forward`, which the daemon puts there after loading it.
+#[map(name = "FORWARD")]
+static FORWARD: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// What `xalb_xdp` leaves `xalb_forward` to do.
+const MODE_FLOW: u32 = 1;
+const MODE_BEGIN: u32 = 2;
+
+/// What the two programs share about the packet in hand, in `FWD_SCRATCH`
+/// (this CPU's: a packet's programs run to their end on one CPU, tail call
+/// included), and where the forwarding path works: the BPF stack has no
+/// room for it.
 #[repr(C)]
 struct Scratch {
+    pkt: Packet,
+    /// [`MODE_FLOW`]: `fwd` is the packet's flow entry, from the handshake
+    /// table when `handshake` is set. [`MODE_BEGIN`]: `at` is the listener
+    /// the packet may begin a flow to.
+    mode: u32,
+    handshake: u32,
+    at: Listener,
     /// The entry a packet is rewritten by, and the one of its replies.
     fwd: FlowNat,
     rev: FlowNat,
@@ -101,6 +124,14 @@ const PORT_PROBES: u32 = 4;
 const IPV4_LEN: usize = 20;
 const IPV6_LEN: usize = 40;
 const TCP_LEN: usize = 20;
+
+/// A TCP listener, as a packet to it found it.
+pub struct Listener {
+    pub bank: u32,
+    /// The balancer's counter row.
+    pub lb_id: u32,
+    pub slots: ListenerSlots,
+}
 
 /// A TCP packet the forwarding path may handle: untagged, not a fragment,
 /// its headers within the IP packet.
@@ -135,39 +166,96 @@ pub fn enabled() -> bool {
     FWD_CONFIG.get(0).is_some_and(|c| c.enabled != 0)
 }
 
-/// The verdict on a packet of a known flow, either direction; `None` when
-/// it belongs to none.
-#[inline(never)]
-pub fn existing(ctx: &XdpContext, pkt: &Packet) -> Option<Verdict> {
+/// In `xalb_xdp`: for the packet [`stage`]d, if it belongs to a known
+/// flow (either direction), hands it to `xalb_forward`; `None` when it
+/// belongs to none.
+#[inline(always)]
+pub fn existing(ctx: &XdpContext) -> Option<Verdict> {
     let s = scratch()?;
-    // A copy: an entry removed from an LRU table may be reused at once.
-    let (fwd, rev, back) = unsafe { (&mut (*s).fwd, &mut (*s).rev, &mut (*s).key) };
-    if let Some(nat) = FLOWS.get_ptr(&pkt.key) {
+    let (pkt, fwd) = unsafe { (&(*s).pkt, &mut (*s).fwd) };
+    let handshake = if let Some(nat) = FLOWS.get_ptr(&pkt.key) {
+        // A copy: an entry removed from an LRU table may be reused at once.
         *fwd = unsafe { *nat };
-        return Some(forward(ctx, pkt, fwd));
+        0
+    } else {
+        let nat = NEW_FLOWS.get_ptr(&pkt.key)?;
+        *fwd = unsafe { *nat };
+        1
+    };
+    unsafe {
+        (*s).mode = MODE_FLOW;
+        (*s).handshake = handshake;
     }
-    let p = NEW_FLOWS.get_ptr_mut(&pkt.key)?;
-    *fwd = unsafe { *p };
-    reverse(pkt.family, fwd, back);
-    if fwd.flags & FLOW_TO_TARGET == 0 {
-        if pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
-            // The target's SYN-ACK: the client's handshake ACK must
-            // acknowledge its sequence number.
-            if let Some(client) = NEW_FLOWS.get_ptr_mut(&*back) {
-                unsafe { (*client).ack = pkt.seq.wrapping_add(1) };
+    Some(hand_over(ctx, fwd.lb_id))
+}
+
+/// In `xalb_xdp`: hands the packet [`stage`]d, which the rules let in to
+/// TCP listener `at` and which belongs to no flow, to `xalb_forward`.
+#[inline(always)]
+pub fn begin(ctx: &XdpContext, at: Listener) -> Verdict {
+    let lb_id = at.lb_id;
+    let Some(s) = scratch() else {
+        return Verdict::of(lb_id, Reason::DropNoRoute);
+    };
+    unsafe {
+        (*s).mode = MODE_BEGIN;
+        (*s).at = at;
+    }
+    hand_over(ctx, lb_id)
+}
+
+/// The tail call; it returns only when `xalb_forward` is not in place
+/// (a daemon that has not loaded it yet): the packet is dropped.
+#[inline(always)]
+fn hand_over(ctx: &XdpContext, lb_id: u32) -> Verdict {
+    unsafe { FORWARD.tail_call(ctx, 0) };
+    Verdict::of(lb_id, Reason::DropNoRoute)
+}
+
+/// The forwarding half: what `xalb_xdp` handed over, finished here.
+#[xdp]
+pub fn xalb_forward(ctx: XdpContext) -> u32 {
+    // The length before a reset may trim the frame.
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let v = match scratch() {
+        Some(s) if unsafe { (*s).mode } == MODE_BEGIN => new_flow(&ctx, s),
+        Some(s) => known_flow(&ctx, s),
+        None => Verdict::of(lb_common::NO_LB, Reason::DropNoRoute),
+    };
+    count(v.slot, v.reason, len);
+    v.action
+}
+
+/// A packet of a known flow: the handshake's steps, then the rewrite.
+#[inline(always)]
+fn known_flow(ctx: &XdpContext, s: *mut Scratch) -> Verdict {
+    let (pkt, fwd, rev, back) = unsafe { (&(*s).pkt, &mut (*s).fwd, &mut (*s).rev, &mut (*s).key) };
+    if unsafe { (*s).handshake } != 0 {
+        reverse(pkt.family, fwd, back);
+        if fwd.flags & FLOW_TO_TARGET == 0 {
+            if pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+                // The target's SYN-ACK: the client's handshake ACK must
+                // acknowledge its sequence number.
+                if let Some(client) = NEW_FLOWS.get_ptr_mut(&*back) {
+                    unsafe { (*client).ack = pkt.seq.wrapping_add(1) };
+                }
+            }
+        } else if pkt.flags & (TCP_SYN | TCP_ACK) == TCP_ACK && fwd.ack != 0 && pkt.ack == fwd.ack
+        {
+            // The handshake completed: the flow moves to the established
+            // table.
+            if let Some(r) = NEW_FLOWS.get_ptr(&*back) {
+                *rev = unsafe { *r };
+                if FLOWS.insert(&*back, &*rev, 0).is_ok()
+                    && FLOWS.insert(&pkt.key, &*fwd, 0).is_ok()
+                {
+                    let _ = NEW_FLOWS.remove(&*back);
+                    let _ = NEW_FLOWS.remove(&pkt.key);
+                }
             }
         }
-    } else if pkt.flags & (TCP_SYN | TCP_ACK) == TCP_ACK && fwd.ack != 0 && pkt.ack == fwd.ack {
-        // The handshake completed: the flow moves to the established table.
-        if let Some(r) = NEW_FLOWS.get_ptr(&*back) {
-            *rev = unsafe { *r };
-            if FLOWS.insert(&*back, &*rev, 0).is_ok() && FLOWS.insert(&pkt.key, &*fwd, 0).is_ok() {
-                let _ = NEW_FLOWS.remove(&*back);
-                let _ = NEW_FLOWS.remove(&pkt.key);
-            }
-        }
     }
-    Some(forward(ctx, pkt, fwd))
+    forward(ctx, s)
 }
 
 /// Sets `key` to the key of the packets that answer packets rewritten by
@@ -183,27 +271,23 @@ fn reverse(family: u8, nat: &FlowNat, key: &mut FlowKey) {
     key._pad = 0;
 }
 
-/// A TCP listener, as a packet to it found it.
-pub struct Listener {
-    pub bank: u32,
-    /// The balancer's counter row.
-    pub lb_id: u32,
-    pub slots: ListenerSlots,
-}
-
-/// The verdict on a packet the security groups let in to TCP listener
-/// `at` that belongs to no flow: a SYN begins one; any other packet is
-/// answered with a reset.
-#[inline(never)]
-pub fn begin(ctx: &XdpContext, pkt: &Packet, at: &Listener) -> Verdict {
+/// A packet the security groups let in to a TCP listener that belongs to
+/// no flow: a SYN begins one; any other packet is answered with a reset.
+#[inline(always)]
+fn new_flow(ctx: &XdpContext, s: *mut Scratch) -> Verdict {
+    let (pkt, at, fwd, rev, back) = unsafe {
+        (
+            &(*s).pkt,
+            &(*s).at,
+            &mut (*s).fwd,
+            &mut (*s).rev,
+            &mut (*s).key,
+        )
+    };
     let (bank, lb_id, li) = (at.bank, at.lb_id, &at.slots);
     if !pkt.opens() {
-        return refuse(ctx, pkt, lb_id, li.row);
+        return refuse(ctx, s, lb_id, li.row);
     }
-    let Some(s) = scratch() else {
-        return no_target(lb_id, li.row);
-    };
-    let (fwd, rev, back) = unsafe { (&mut (*s).fwd, &mut (*s).rev, &mut (*s).key) };
     let ring_key = RingKey {
         bank,
         ring: li.ring * 2 + u32::from(pkt.family == 6),
@@ -212,7 +296,9 @@ pub fn begin(ctx: &XdpContext, pkt: &Packet, at: &Listener) -> Verdict {
     let Some(ring) = (unsafe { RINGS.get(&ring_key) }) else {
         return no_target(lb_id, li.row);
     };
-    let slot = (hash % RING_SIZE as u32) as usize;
+    // Opaque to the optimiser: it would drop the bounds check, proven by
+    // the modulo, that the verifier cannot prove itself.
+    let slot = core::hint::black_box((hash % RING_SIZE as u32) as usize);
     let Some(&row) = ring.slots.get(slot) else {
         return no_target(lb_id, li.row);
     };
@@ -268,7 +354,7 @@ pub fn begin(ctx: &XdpContext, pkt: &Packet, at: &Listener) -> Verdict {
     }
     listener_count(li.row, |c| c.new_flows += 1);
     target_count(row, |c| c.new_flows += 1);
-    forward(ctx, pkt, fwd)
+    forward(ctx, s)
 }
 
 /// Makes `rev` the entry of the replies to packets rewritten by `fwd`
@@ -297,19 +383,20 @@ fn target_count(row: u32, f: impl FnOnce(&mut TargetCounter)) {
     }
 }
 
-/// Rewrites and sends on a packet of flow `nat`; ends the flow instead
+/// Rewrites and sends on a packet of flow `fwd`; ends the flow instead
 /// when its target's flows had to end.
 #[inline(always)]
-fn forward(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> Verdict {
+fn forward(ctx: &XdpContext, s: *mut Scratch) -> Verdict {
+    let (pkt, nat) = unsafe { (&(*s).pkt, &(*s).fwd) };
     let to_target = nat.flags & FLOW_TO_TARGET != 0;
     let row = u32::from(nat.target);
     let listener = u32::from(nat.listener);
     let alive = TARGETS.get(row).is_some_and(|t| t.epoch == nat.epoch);
     if !alive {
-        forget(&pkt.key, pkt.family, nat);
+        forget(s);
         target_count(row, |c| c.flows_reset += 1);
         if to_target {
-            return refuse(ctx, pkt, nat.lb_id, listener);
+            return refuse(ctx, s, nat.lb_id, listener);
         }
         return Verdict::of(nat.lb_id, Reason::DropNoFlow);
     }
@@ -317,7 +404,7 @@ fn forward(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> Verdict {
         return Verdict::of(nat.lb_id, Reason::DropMalformed);
     }
     let bytes = pkt.ip_len as u64;
-    let reason = match send(ctx, pkt, nat) {
+    let reason = match send(ctx, s) {
         Ok(action) => {
             if to_target {
                 listener_count(listener, |c| {
@@ -351,16 +438,13 @@ fn forward(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> Verdict {
     Verdict::of(nat.lb_id, reason)
 }
 
-/// Removes both entries of the flow `nat` belongs to, from both tables.
+/// Removes both entries of the packet's flow, from both tables.
 #[inline(always)]
-fn forget(key: &FlowKey, family: u8, nat: &FlowNat) {
-    let _ = FLOWS.remove(key);
-    let _ = NEW_FLOWS.remove(key);
-    let Some(s) = scratch() else {
-        return;
-    };
-    let back = unsafe { &mut (*s).key };
-    reverse(family, nat, back);
+fn forget(s: *mut Scratch) {
+    let (pkt, nat, back) = unsafe { (&(*s).pkt, &(*s).fwd, &mut (*s).key) };
+    let _ = FLOWS.remove(&pkt.key);
+    let _ = NEW_FLOWS.remove(&pkt.key);
+    reverse(pkt.family, nat, back);
     let _ = FLOWS.remove(&*back);
     let _ = NEW_FLOWS.remove(&*back);
 }
@@ -383,44 +467,52 @@ fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
 }
 
 /// Rewrites addresses and ports to `nat`'s, updating the IPv4 header and
-/// TCP checksums for exactly the words that changed (RFC 1624).
+/// TCP checksums for exactly the words that changed (RFC 1624). Each header
+/// is reached through one bounds-checked pointer: checks of separate
+/// fields get merged by the optimiser in ways the verifier cannot follow.
 #[inline(never)]
 fn rewrite(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> bool {
     let l3 = EthHdr::LEN;
     let old_ports: [u8; 4] = ports(pkt.key.sport, pkt.key.dport);
     let new_ports: [u8; 4] = ports(nat.sport, nat.dport);
     let (removed, added) = if pkt.family == 4 {
-        let old = addrs4(&pkt.key.saddr, &pkt.key.daddr);
-        let new = addrs4(&nat.saddr, &nat.daddr);
-        let Some(check) = load::<[u8; 2]>(ctx, l3 + 10) else {
+        let Some(ip) = ptr_at::<[u8; IPV4_LEN]>(ctx, l3) else {
             return false;
         };
-        let ip_check = csum::update(
-            u16::from_be_bytes(check),
-            csum::sum_complement(&old),
-            csum::sum(&new),
-        );
-        if !store(ctx, l3 + 12, new) || !store(ctx, l3 + 10, ip_check.to_be_bytes()) {
-            return false;
-        }
+        let ip = unsafe { &mut *(ip as *mut [u8; IPV4_LEN]) };
+        let old = addrs4(&pkt.key.saddr, &pkt.key.daddr);
+        let new = addrs4(&nat.saddr, &nat.daddr);
+        let check = u16::from_be_bytes([ip[10], ip[11]]);
+        let ip_check = csum::update(check, csum::sum_complement(&old), csum::sum(&new));
+        ip[12..20].copy_from_slice(&new);
+        ip[10..12].copy_from_slice(&ip_check.to_be_bytes());
         (csum::sum_complement(&old), csum::sum(&new))
     } else {
+        let Some(ip) = ptr_at::<[u8; IPV6_LEN]>(ctx, l3) else {
+            return false;
+        };
+        let ip = unsafe { &mut *(ip as *mut [u8; IPV6_LEN]) };
         let old = addrs6(&pkt.key.saddr, &pkt.key.daddr);
         let new = addrs6(&nat.saddr, &nat.daddr);
-        if !store(ctx, l3 + 8, new) {
-            return false;
-        }
+        ip[8..40].copy_from_slice(&new);
         (csum::sum_complement(&old), csum::sum(&new))
     };
-    let Some(check) = load::<[u8; 2]>(ctx, pkt.l4 + 16) else {
+    // Read back from the scratch map, the offset is unbounded to the
+    // verifier: the mask bounds it (a TCP header is never past 1024 bytes).
+    let l4 = pkt.l4 & 0x7ff;
+    let Some(tcp) = ptr_at::<[u8; TCP_LEN]>(ctx, l4) else {
         return false;
     };
+    let tcp = unsafe { &mut *(tcp as *mut [u8; TCP_LEN]) };
+    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
     let tcp_check = csum::update(
-        u16::from_be_bytes(check),
+        check,
         removed + csum::sum_complement(&old_ports),
         added + csum::sum(&new_ports),
     );
-    store(ctx, pkt.l4, new_ports) && store(ctx, pkt.l4 + 16, tcp_check.to_be_bytes())
+    tcp[0..4].copy_from_slice(&new_ports);
+    tcp[16..18].copy_from_slice(&tcp_check.to_be_bytes());
+    true
 }
 
 #[inline(always)]
@@ -448,12 +540,9 @@ fn addrs6(saddr: &[u8; 16], daddr: &[u8; 16]) -> [u8; 32] {
 /// MACs, and gives the action that sends it: `XDP_TX` back out of the
 /// interface it came in on, `XDP_REDIRECT` to another.
 #[inline(never)]
-fn send(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> Result<u32, Reason> {
+fn send(ctx: &XdpContext, s: *mut Scratch) -> Result<u32, Reason> {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let Some(s) = scratch() else {
-        return Err(Reason::DropNoRoute);
-    };
-    let p = unsafe { &mut (*s).fib };
+    let (pkt, nat, p) = unsafe { (&(*s).pkt, &(*s).fwd, &mut (*s).fib) };
     *p = unsafe { core::mem::zeroed() };
     p.l4_protocol = proto::TCP;
     p.sport = u16::from_ne_bytes(nat.sport.to_be_bytes());
@@ -511,7 +600,8 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
 /// reset it would accept can be built: RFC 9293 §3.10.7.1), answers it
 /// with a reset in its place, sent back where it came from.
 #[inline(never)]
-fn refuse(ctx: &XdpContext, pkt: &Packet, lb_id: u32, listener: u32) -> Verdict {
+fn refuse(ctx: &XdpContext, s: *mut Scratch, lb_id: u32, listener: u32) -> Verdict {
+    let (pkt, tcp, ip) = unsafe { (&(*s).pkt, &mut (*s).tcp, &mut (*s).ip) };
     listener_count(listener, |c| c.flows_reset += 1);
     let drop = Verdict::of(lb_id, Reason::DropNoFlow);
     if pkt.flags & (TCP_ACK | TCP_RST) != TCP_ACK || pkt.extended {
@@ -520,7 +610,7 @@ fn refuse(ctx: &XdpContext, pkt: &Packet, lb_id: u32, listener: u32) -> Verdict 
     let k = &pkt.key;
     // The reset: from the packet's destination to its source, sequence
     // number what the packet acknowledged, no ACK, no options, no data.
-    let mut tcp = [0u8; TCP_LEN];
+    *tcp = [0u8; TCP_LEN];
     tcp[0..2].copy_from_slice(&k.dport.to_be_bytes());
     tcp[2..4].copy_from_slice(&k.sport.to_be_bytes());
     tcp[4..8].copy_from_slice(&pkt.ack.to_be_bytes());
@@ -537,7 +627,7 @@ fn refuse(ctx: &XdpContext, pkt: &Packet, lb_id: u32, listener: u32) -> Verdict 
     if pkt.family == 4 {
         let addrs = addrs4(&k.daddr, &k.saddr);
         let pseudo = csum::sum(&addrs) + u32::from(proto::TCP) + TCP_LEN as u32;
-        let check = csum::finish(pseudo + csum::sum(&tcp));
+        let check = csum::finish(pseudo + csum::sum(tcp));
         tcp[16..18].copy_from_slice(&check.to_be_bytes());
         let mut ip = [0u8; IPV4_LEN];
         ip[0] = 0x45;
@@ -552,16 +642,16 @@ fn refuse(ctx: &XdpContext, pkt: &Packet, lb_id: u32, listener: u32) -> Verdict 
         if !shrink(ctx, frame, l3 + IPV4_LEN + TCP_LEN)
             || !store(ctx, 0, swapped)
             || !store(ctx, l3, ip)
-            || !store(ctx, l3 + IPV4_LEN, tcp)
+            || !store(ctx, l3 + IPV4_LEN, *tcp)
         {
             return drop;
         }
     } else {
         let addrs = addrs6(&k.daddr, &k.saddr);
         let pseudo = csum::sum(&addrs) + u32::from(proto::TCP) + TCP_LEN as u32;
-        let check = csum::finish(pseudo + csum::sum(&tcp));
+        let check = csum::finish(pseudo + csum::sum(tcp));
         tcp[16..18].copy_from_slice(&check.to_be_bytes());
-        let mut ip = [0u8; IPV6_LEN];
+        *ip = [0u8; IPV6_LEN];
         ip[0] = 0x60;
         ip[4..6].copy_from_slice(&(TCP_LEN as u16).to_be_bytes());
         ip[6] = proto::TCP;
@@ -569,8 +659,8 @@ fn refuse(ctx: &XdpContext, pkt: &Packet, lb_id: u32, listener: u32) -> Verdict 
         ip[8..40].copy_from_slice(&addrs);
         if !shrink(ctx, frame, l3 + IPV6_LEN + TCP_LEN)
             || !store(ctx, 0, swapped)
-            || !store(ctx, l3, ip)
-            || !store(ctx, l3 + IPV6_LEN, tcp)
+            || !store(ctx, l3, *ip)
+            || !store(ctx, l3 + IPV6_LEN, *tcp)
         {
             return drop;
         }
@@ -588,38 +678,42 @@ fn shrink(ctx: &XdpContext, len: usize, to: usize) -> bool {
     delta == 0 || unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } == 0
 }
 
-/// The parts of a TCP header the forwarding path reads.
+/// In `xalb_xdp`: reads the TCP header at `l4` into the scratch space, for
+/// [`existing`] or [`begin`]; false if it cannot be forwarded.
 #[inline(always)]
-pub fn packet(
+pub fn stage(
     ctx: &XdpContext,
     family: u8,
-    saddr: [u8; 16],
-    daddr: [u8; 16],
+    saddr: &[u8; 16],
+    daddr: &[u8; 16],
     l4: usize,
     ip_len: usize,
     extended: bool,
-) -> Option<Packet> {
-    let h = load::<[u8; TCP_LEN]>(ctx, l4)?;
+) -> bool {
+    let Some(h) = load::<[u8; TCP_LEN]>(ctx, l4) else {
+        return false;
+    };
     // The data offset must cover the fixed header.
     if h[12] >> 4 < 5 {
-        return None;
+        return false;
     }
-    Some(Packet {
-        family,
-        l4,
-        ip_len,
-        key: FlowKey {
-            saddr,
-            daddr,
-            sport: u16::from_be_bytes([h[0], h[1]]),
-            dport: u16::from_be_bytes([h[2], h[3]]),
-            family,
-            proto: proto::TCP,
-            _pad: 0,
-        },
-        flags: h[13],
-        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
-        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
-        extended,
-    })
+    let Some(s) = scratch() else {
+        return false;
+    };
+    let pkt = unsafe { &mut (*s).pkt };
+    pkt.family = family;
+    pkt.l4 = l4;
+    pkt.ip_len = ip_len;
+    pkt.key.saddr = *saddr;
+    pkt.key.daddr = *daddr;
+    pkt.key.sport = u16::from_be_bytes([h[0], h[1]]);
+    pkt.key.dport = u16::from_be_bytes([h[2], h[3]]);
+    pkt.key.family = family;
+    pkt.key.proto = proto::TCP;
+    pkt.key._pad = 0;
+    pkt.flags = h[13];
+    pkt.seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+    pkt.ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+    pkt.extended = extended;
+    true
 }

@@ -633,7 +633,9 @@ fn ipv4(ctx: &XdpContext, off: usize) -> Verdict {
     };
     let ihl = ip.ihl() as usize;
     let total = ip.tot_len() as usize;
-    let pkt_len = ctx.data_end() - ctx.data();
+    // Opaque to the optimiser, which would otherwise drop the frame-end
+    // checks of later reads as implied by this one; the verifier needs them.
+    let pkt_len = core::hint::black_box(ctx.data_end() - ctx.data());
     let l4 = if ip.version() != 4 || ihl < Ipv4Hdr::LEN || total < ihl || off + total > pkt_len {
         Err(Reason::DropMalformed)
     } else {
@@ -682,28 +684,28 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Verdict {
     balancer::<V6>(ctx, bank, &lb, &ip.src_addr, &ip.dst_addr, flow, l4)
 }
 
-/// The TCP packet at `l4` as the forwarding path reads it, if it may take
+/// Stages the TCP packet at `l4` for the forwarding path, if it may take
 /// that path: untagged (the IP header right after Ethernet), not a
 /// fragment, its TCP header within the IP packet.
 #[inline(always)]
-fn tcp_packet<F: Family>(
+fn stage_tcp<F: Family>(
     ctx: &XdpContext,
     src: &F::Addr,
     dst: &F::Addr,
     flow: &Flow,
     l4: L4,
-) -> Option<forward::Packet> {
+) -> bool {
     if flow.proto != proto::TCP || flow.fragment || l4.l3 != EthHdr::LEN {
-        return None;
+        return false;
     }
     if l4.off + TcpHdr::LEN > l4.end {
-        return None;
+        return false;
     }
-    forward::packet(
+    forward::stage(
         ctx,
         F::FAMILY,
-        F::wide(src),
-        F::wide(dst),
+        &F::wide(src),
+        &F::wide(dst),
         l4.off,
         l4.end - l4.l3,
         l4.extended,
@@ -724,8 +726,10 @@ fn existing_flow<F: Family>(
     if flow.proto != proto::TCP || !forward::enabled() {
         return None;
     }
-    let pkt = tcp_packet::<F>(ctx, src, dst, flow, l4)?;
-    forward::existing(ctx, &pkt)
+    if !stage_tcp::<F>(ctx, src, dst, flow, l4) {
+        return None;
+    }
+    forward::existing(ctx)
 }
 
 const IPPROTO_HOPOPTS: u8 = IpProto::HopOpt as u8;
@@ -746,7 +750,9 @@ fn ipv6_transport_offset(
     flow: &mut Flow,
 ) -> Result<L4, Reason> {
     let payload = ip.payload_len() as usize;
-    let pkt_len = ctx.data_end() - ctx.data();
+    // Opaque to the optimiser, which would otherwise drop the frame-end
+    // checks of later reads as implied by this one; the verifier needs them.
+    let pkt_len = core::hint::black_box(ctx.data_end() - ctx.data());
     // Payload length 0 means a jumbogram, which xalb does not accept.
     if ip.version() != 6 || payload == 0 || off + Ipv6Hdr::LEN + payload > pkt_len {
         return Err(Reason::DropMalformed);
@@ -931,16 +937,16 @@ fn rules<F: Family>(
         return Verdict::of(lb_id, reason);
     };
     if li.is_forwarded() {
-        let Some(pkt) = tcp_packet::<F>(ctx, src, dst, flow, l4) else {
+        if !stage_tcp::<F>(ctx, src, dst, flow, l4) {
             // VLAN-tagged: the forwarding path does not rewrite tags.
             return Verdict::of(lb_id, Reason::DropUnparsed);
-        };
+        }
         let at = forward::Listener {
             bank,
             lb_id,
             slots: li,
         };
-        return forward::begin(ctx, &pkt, &at);
+        return forward::begin(ctx, at);
     }
     // A connection the rules let in, to a listener no process serves now
     // (between a daemon's end and the next start): dropped, not reset, so

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, Map, MapData, ProgramArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{ProgramError, SkLookup, Xdp, XdpMode};
@@ -163,6 +163,9 @@ enum Held {
 pub struct Datapath {
     ebpf: Ebpf,
     pub maps: Maps,
+    /// `FORWARD`, held: a program array's slots empty when the last
+    /// descriptor of an unpinned one closes.
+    _forward: ProgramArray<MapData>,
     /// What the maps mean, per bank ([`PinnedState`]).
     state: Array<MapData, StateBlob>,
     /// Where maps and links are pinned; `None` when nothing is.
@@ -221,6 +224,26 @@ impl Datapath {
             .try_into()
             .map_err(DatapathError::Verify)?;
         prog.load().map_err(DatapathError::Verify)?;
+        // The forwarding half, which the first reaches by a tail call.
+        let fwd: &mut Xdp = ebpf
+            .program_mut(lb_common::FORWARD_PROGRAM)
+            .ok_or(DatapathError::NoProgram(lb_common::FORWARD_PROGRAM))?
+            .try_into()
+            .map_err(DatapathError::Verify)?;
+        fwd.load().map_err(DatapathError::Verify)?;
+        let fwd_fd = fwd
+            .fd()
+            .map_err(DatapathError::Verify)?
+            .try_clone()
+            .map_err(|e| DatapathError::Verify(ProgramError::IOError(e)))?;
+        let mut forward: ProgramArray<MapData> = ebpf
+            .take_map(map_names::FORWARD)
+            .ok_or(MapsError::Missing(map_names::FORWARD))?
+            .try_into()
+            .map_err(ctx(map_names::FORWARD))?;
+        forward
+            .set(0, &fwd_fd, 0)
+            .map_err(ctx(map_names::FORWARD))?;
         let steer: &mut SkLookup = ebpf
             .program_mut(lb_common::SK_LOOKUP_PROGRAM)
             .ok_or(DatapathError::NoProgram(lb_common::SK_LOOKUP_PROGRAM))?
@@ -237,6 +260,7 @@ impl Datapath {
         Ok(Self {
             ebpf,
             maps,
+            _forward: forward,
             state,
             pins,
             links: Default::default(),
@@ -573,7 +597,8 @@ fn check_object(ebpf: &Ebpf) -> Result<(), DatapathError> {
                 | Map::ArrayOfMaps(d)
                 | Map::HashOfMaps(d)
                 | Map::RingBuf(d)
-                | Map::PerfEventArray(d),
+                | Map::PerfEventArray(d)
+                | Map::ProgramArray(d),
             ) => d,
             _ => return Err(MapsError::Missing(want.name).into()),
         };
