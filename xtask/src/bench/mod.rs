@@ -72,6 +72,12 @@ pub struct Args {
     /// conn-per-request,stream].
     #[arg(long, value_enum, value_delimiter = ',')]
     tcp_kinds: Vec<tcp::TcpKind>,
+    /// Run the tcp scenario on the veths' default offloads (TSO on, GRO off) rather than
+    /// the settings XDP forwarding needs (transmit checksumming off, GRO on): the peers
+    /// as they run by default, several times faster on long streams; xalb's kernel path
+    /// cannot forward on them.
+    #[arg(long)]
+    tcp_veth_defaults: bool,
     /// Idle client connections each balancer holds in the idle scenario.
     #[arg(long, default_value_t = 10_000)]
     idle_connections: u32,
@@ -261,6 +267,7 @@ impl Plan {
             },
             repeat,
             warmup,
+            veth_defaults: a.tcp_veth_defaults,
         });
         Ok(Self {
             l7,
@@ -590,6 +597,9 @@ fn options(plan: &Plan) -> BTreeMap<String, String> {
     if let Some(t) = &plan.tcp {
         o.insert("rounds".into(), t.repeat.to_string());
         o.insert("warmup_s".into(), t.warmup.to_string());
+        if t.veth_defaults {
+            o.insert("tcp_veth".into(), "defaults".into());
+        }
     }
     if let Some(k) = &plan.kernel {
         o.insert("rounds".into(), k.repeat.to_string());
@@ -727,6 +737,45 @@ mod tests {
         assert_eq!(p.l7.unwrap().kinds, [Kind::KeepAlive, Kind::H2c]);
         let cli = Cli::parse_from(["bench", "--scenarios", "upgrade", "--kinds", "h2c"]);
         assert!(Plan::new(&cli.args).is_err());
+    }
+
+    #[test]
+    fn tcp_runs_by_default_and_in_a_smoke_run_only_when_asked() {
+        use tcp::{TcpKind, TcpSystem};
+        let t = plan(&[]).tcp.unwrap();
+        assert_eq!(t.kinds, TcpKind::ALL);
+        assert_eq!(t.systems[0], TcpSystem::Xalb);
+        assert_eq!(t.systems.last(), Some(&TcpSystem::Direct));
+        assert!(!t.veth_defaults);
+        assert!(plan(&["--quick"]).tcp.is_some());
+        assert!(plan(&["--smoke"]).tcp.is_none());
+        let smoke = plan(&["--smoke", "--scenarios", "tcp"]);
+        assert!(smoke.l7.is_none() && smoke.kernel.is_none());
+        assert_eq!(
+            smoke.tcp.unwrap().kinds,
+            [TcpKind::ConnPerRequest, TcpKind::Stream]
+        );
+        let p = plan(&[
+            "--scenarios",
+            "tcp",
+            "--tcp-kinds",
+            "stream,fixed-rate",
+            "--tcp-veth-defaults",
+        ]);
+        let t = p.tcp.unwrap();
+        assert_eq!(t.kinds, [TcpKind::Stream, TcpKind::FixedRate]);
+        assert!(t.veth_defaults);
+        // Its HTTP kinds' commands are listed, once each.
+        let p = plan(&[
+            "--kinds",
+            "keep-alive",
+            "--tcp-kinds",
+            "keep-alive,fixed-rate",
+        ]);
+        let cmds = load_commands(&p);
+        let wrk = cmds.iter().filter(|c| c.starts_with("wrk")).count();
+        let h2load = cmds.iter().filter(|c| c.starts_with("h2load")).count();
+        assert_eq!((wrk, h2load), (1, 1), "{cmds:#?}");
     }
 
     #[test]

@@ -761,6 +761,23 @@ pub fn start_tcp(
         }
         System::Xalb => {
             let d = dir.join("xalb-tcp");
+            // `xalb check` first: a configuration xalb refuses (TCP listeners
+            // before its kernel path serves them) is named in one line.
+            let conf = d.join("xalb.toml");
+            write(&conf, &configs.xalb)?;
+            let out = ns
+                .command(&xalb_bin.to_string_lossy())
+                .arg("check")
+                .arg("-c")
+                .arg(&conf)
+                .output()
+                .context("running xalb check")?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "xalb check refuses the configuration: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
             let (p, pin, _) = spawn_xalb(ns, Launch::Serve, d, dir, xalb_bin, &configs.xalb)?;
             pinned = pin;
             p

@@ -127,6 +127,10 @@ pub struct TcpPlan {
     /// Seconds of unrecorded keep-alive load through a freshly started
     /// balancer process before measuring (0: none).
     pub warmup: u64,
+    /// Leave the veths' offloads as they are (TSO on, GRO off) instead of
+    /// `XDP_FORWARDING_OFFLOADS`: the peers as the issue first measured
+    /// them, which xalb's kernel path cannot forward on.
+    pub veth_defaults: bool,
 }
 
 /// Parallel streams of the stream kind, as in the issue's `iperf3 -P 4`.
@@ -203,7 +207,7 @@ enum Active {
     Direct,
     /// The NAT table in the balancer namespace.
     Nftables,
-    Process(peers::Running),
+    Process(Box<peers::Running>),
 }
 
 struct Env<'a> {
@@ -218,7 +222,7 @@ impl Env<'_> {
     fn start(&self, system: TcpSystem) -> Result<Active> {
         let process = |s: System| {
             peers::start_tcp(s, self.topo, self.dir, self.xalb_bin, self.configs)
-                .map(Active::Process)
+                .map(|r| Active::Process(Box::new(r)))
         };
         match system {
             TcpSystem::Direct => Ok(Active::Direct),
@@ -395,10 +399,16 @@ pub fn run(
     let ipvs = ipvs_status();
     report.tcp_setup = Some(TcpSetup {
         configs: configs.clone(),
-        offloads: format!(
-            "ethtool -K eth0 {} in the client's and both backends' namespaces",
-            XDP_FORWARDING_OFFLOADS.join(" ")
-        ),
+        offloads: if plan.veth_defaults {
+            "the veths' defaults (--tcp-veth-defaults: TSO on, GRO off), on which XDP cannot \
+             forward"
+                .into()
+        } else {
+            format!(
+                "`ethtool -K eth0 {}` in the client's and both backends' namespaces",
+                XDP_FORWARDING_OFFLOADS.join(" ")
+            )
+        },
         stream_command: format!(
             "iperf {}   (iperf 2.x, client namespace; an `iperf -s -p {STREAM_PORT}` on each backend)",
             iperf_args("TARGET", opts.duration).join(" ")
@@ -406,7 +416,11 @@ pub fn run(
         ipvs: ipvs.clone(),
     });
     // Held to the end of the scenario: restored on drop.
-    let _offloads = topo.xdp_forwarding_offloads()?;
+    let _offloads = if plan.veth_defaults {
+        None
+    } else {
+        Some(topo.xdp_forwarding_offloads()?)
+    };
     let _sinks = peers::start_stream_sinks(topo, dir)?;
     let env = Env {
         topo,

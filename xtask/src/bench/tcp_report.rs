@@ -28,8 +28,8 @@ pub struct TcpSample {
     pub errors: u64,
     /// Wall time of the measured run, the load tool's start to its exit.
     pub secs: f64,
-    /// The whole host's busy CPU seconds over the run (user + nice + system
-    /// + irq + softirq, all CPUs), and of it softirq, where the kernel's
+    /// The whole host's busy CPU seconds over the run (user, nice, system,
+    /// irq and softirq, all CPUs), and of it softirq, where the kernel's
     /// forwarding (XDP, netfilter) shows; steal beside it, not in it.
     pub host_busy_s: f64,
     pub host_softirq_s: f64,
@@ -233,7 +233,7 @@ impl Report {
              kernel.\n"
         );
         if let Some(s) = &self.tcp_setup {
-            let _ = writeln!(o, "Veth settings for every TCP row: `{}`.\n", s.offloads);
+            let _ = writeln!(o, "Veth settings for every TCP row: {}.\n", s.offloads);
             let _ = writeln!(o, "Streams: `{}`.\n", s.stream_command);
             let _ = writeln!(o, "IPVS: {}.\n", s.ipvs);
             let block = |o: &mut String, title: &str, lang: &str, text: &str| {
