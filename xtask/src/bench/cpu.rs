@@ -71,6 +71,54 @@ impl HostCpu {
     }
 }
 
+/// CPU seconds of the host's processes that are not the bench's: user and
+/// system, their own and their reaped children's, summed over every process
+/// that is neither a kernel thread, nor this process, nor in a process group
+/// `ours` names. The difference of two readings is what other work (another
+/// build, another bench) spent meanwhile, which the host's busy time
+/// includes: a process that exits in between moves its time to the parent
+/// that reaps it, so the sum keeps it.
+pub fn others_cpu_s(ours: impl Fn(i32) -> bool) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut ticks = 0.0;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        ticks += foreign_ticks(&stat, &ours).unwrap_or(0.0);
+    }
+    ticks / hz
+}
+
+/// PF_KTHREAD in /proc/PID/stat's flags.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// utime + stime + cutime + cstime of a /proc/PID/stat line, unless the
+/// process is a kernel thread or in one of `ours`' groups.
+fn foreign_ticks(stat: &str, ours: &impl Fn(i32) -> bool) -> Option<f64> {
+    // Fields from the state on (field 3); the command name may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let pgid: i32 = f.get(2)?.parse().ok()?;
+    let flags: u64 = f.get(6)?.parse().ok()?;
+    if flags & PF_KTHREAD != 0 || ours(pgid) {
+        return Some(0.0);
+    }
+    // utime, stime, cutime, cstime are fields 14-17.
+    Some((11..15).filter_map(|i| f.get(i)?.parse::<f64>().ok()).sum())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +136,18 @@ mod tests {
         // A short line (old kernels) reads as zeros past its end.
         assert_eq!(HostCpu::parse("cpu 1 2 3 4", 1.0).steal, 0.0);
         assert!(HostCpu::now().busy_s() > 0.0);
+    }
+
+    #[test]
+    fn others_are_processes_neither_kernel_threads_nor_ours() {
+        // pid 42 "(a b)", state S, ppid 1, pgrp 42, ..., flags 0; utime 10,
+        // stime 5, cutime 3, cstime 2.
+        let user = "42 (a b) S 1 42 42 0 -1 4194304 0 0 0 0 10 5 3 2 20 0 1 0";
+        let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 7 8 0 0 20 0 1 0";
+        let none = |_| false;
+        assert_eq!(foreign_ticks(user, &none), Some(20.0));
+        assert_eq!(foreign_ticks(kthread, &none), Some(0.0));
+        assert_eq!(foreign_ticks(user, &|g| g == 42), Some(0.0));
+        assert!(others_cpu_s(none) >= 0.0);
     }
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::cleanup::Proc;
-use super::cpu::HostCpu;
+use super::cleanup::{self, Proc};
+use super::cpu::{others_cpu_s, HostCpu};
 use super::load::{self, Kind, LoadOpts};
 use super::peers::{self, System, TcpConfigs, NFT_NAT_TABLE, STREAM_PORT};
 use super::report::Report;
@@ -316,6 +316,11 @@ impl Env<'_> {
     ) -> Result<TcpSample> {
         let pid = balancer.map(Proc::pid);
         let proc0 = pid.map(load::sample_group);
+        let others = || {
+            let ours = cleanup::our_groups();
+            others_cpu_s(|g| ours.contains(&g))
+        };
+        let others0 = others();
         let cpu0 = HostCpu::now();
         let t0 = Instant::now();
         let mut s = match kind.http() {
@@ -349,6 +354,7 @@ impl Env<'_> {
         };
         let cpu = HostCpu::now().since(&cpu0);
         s.secs = t0.elapsed().as_secs_f64();
+        s.others_cpu_s = (others() - others0).max(0.0);
         if let Some(p) = balancer {
             if p.exited() {
                 bail!(

@@ -34,6 +34,10 @@ pub struct TcpSample {
     pub host_busy_s: f64,
     pub host_softirq_s: f64,
     pub host_steal_s: f64,
+    /// Of host_busy_s, what processes outside the bench spent (user and
+    /// system; `cpu::others_cpu_s`): how far other work on the host
+    /// inflates this run's CPU figures.
+    pub others_cpu_s: f64,
     /// host_busy_s per 1000 connections or requests, or per GB.
     pub host_cpu_per_unit: Option<f64>,
     /// The balancer's own processes' user + system CPU, per the same unit
@@ -86,6 +90,7 @@ fn tcp_median(s: &[TcpSample]) -> Option<TcpSample> {
         host_busy_s: m(|x| Some(x.host_busy_s))?,
         host_softirq_s: m(|x| Some(x.host_softirq_s))?,
         host_steal_s: m(|x| Some(x.host_steal_s))?,
+        others_cpu_s: m(|x| Some(x.others_cpu_s))?,
         host_cpu_per_unit: m(|x| x.host_cpu_per_unit),
         proc_cpu_per_unit: m(|x| x.proc_cpu_per_unit),
         target: s.first()?.target.clone(),
@@ -156,6 +161,20 @@ impl Report {
         }
         let t = tcp_targets(&self.tcp);
         self.targets.extend(t);
+        let worst = self
+            .tcp
+            .iter()
+            .filter_map(|r| r.median.as_ref())
+            .filter(|m| m.host_busy_s > 0.0)
+            .map(|m| m.others_cpu_s / m.host_busy_s)
+            .reduce(f64::max);
+        if let Some(w) = worst.filter(|&w| w > 0.05) {
+            self.notes.push(format!(
+                "other processes on the host spent up to {:.0}% of a TCP row's host CPU (column \
+                 \"others\"): its CPU figures are that much too high, and its rates may be low",
+                w * 100.0
+            ));
+        }
     }
 
     pub(super) fn tcp_markdown(&self, o: &mut String) {
@@ -169,8 +188,8 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "| load | system | rate | p50 | p99 | max | errors | host CPU | balancer's share | balancer process | ÷ direct | XDP |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "| load | system | rate | p50 | p99 | max | errors | host CPU | balancer's share | balancer process | others | ÷ direct | XDP |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         let kind_of = |r: &TcpRow| {
             TcpKind::ALL
@@ -196,7 +215,7 @@ impl Report {
                 }
                 let _ = writeln!(
                     o,
-                    "| {} | {} | {status} | | | | | | | | | |",
+                    "| {} | {} | {status} | | | | | | | | | | |",
                     r.scenario, r.system
                 );
                 continue;
@@ -206,7 +225,7 @@ impl Report {
                 |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3} s/{}", r.cpu_unit));
             let _ = writeln!(
                 o,
-                "| {} | {} | {rate} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {rate} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.scenario,
                 r.system,
                 r.rate_unit,
@@ -217,6 +236,11 @@ impl Report {
                 per(m.host_cpu_per_unit),
                 per(r.balancer_cpu_per_unit),
                 per(m.proc_cpu_per_unit),
+                if m.host_busy_s > 0.0 {
+                    format!("{:.0}%", m.others_cpu_s / m.host_busy_s * 100.0)
+                } else {
+                    "n/a".into()
+                },
                 r.vs_direct.map_or("n/a".into(), |v| format!("{v:.2}×")),
                 m.xdp.as_deref().unwrap_or("none"),
             );
@@ -230,7 +254,8 @@ impl Report {
             "\nhost CPU is user + nice + system + irq + softirq summed over all CPUs (steal left out), \
              read from /proc/stat before and after each run; s/1k conn is also ms per connection. \
              balancer process: the balancer's own processes' CPU, which misses what it does in the \
-             kernel.\n"
+             kernel. others: the share of the host figure spent by processes outside the bench \
+             (another build or bench on the host), which inflates it.\n"
         );
         if let Some(s) = &self.tcp_setup {
             let _ = writeln!(o, "Veth settings for every TCP row: {}.\n", s.offloads);
