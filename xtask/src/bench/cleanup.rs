@@ -126,6 +126,12 @@ pub fn unregister_ns(name: &str) -> bool {
     take(&mut registry().namespaces, |n| n == name)
 }
 
+/// The process groups of the processes the bench started and has not
+/// stopped yet.
+pub fn our_groups() -> Vec<i32> {
+    registry().groups.clone()
+}
+
 pub fn register_mount(path: &Path) {
     registry().mounts.push(path.to_path_buf());
 }

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 
 use super::bpf;
 use super::cleanup::{self, Proc};
+use super::cpu::HostCpu;
 use super::l7;
 use super::load::{Kind, LoadOpts};
 use super::peers::{self, Configs, System};
@@ -178,45 +179,16 @@ struct Snapshot {
     busy_ns: u64,
 }
 
-/// Busy CPU time of the whole host, in ns.
+/// Busy CPU time of the whole host, in ns; steal included, as this
+/// scenario's figures always have.
 fn host_busy_ns() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy: u64 = f
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, v)| v)
-        .sum();
-    busy * 1_000_000_000 / hz
+    let c = HostCpu::now();
+    ((c.busy_s() + c.steal) * 1e9) as u64
 }
 
 /// The XDP program attached to the balancer's eth0: (id, mode, name).
 fn attached_xdp(topo: &Topology) -> Result<Option<(u32, String, String)>> {
-    let link = topo.lb.link("eth0")?;
-    let xdp = &link["xdp"];
-    let Some(id) = xdp["prog"]["id"].as_u64() else {
-        return Ok(None);
-    };
-    let mode = match xdp["mode"].as_u64() {
-        Some(1) => "native",
-        Some(2) => "generic",
-        Some(3) => "offload",
-        _ => "?",
-    };
-    let name = xdp["prog"]["name"].as_str().unwrap_or("?").to_string();
-    Ok(Some((id as u32, mode.to_string(), name)))
+    topo.lb.xdp_attachment("eth0")
 }
 
 fn nft_counter(topo: &Topology) -> Result<u64> {

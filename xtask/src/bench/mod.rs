@@ -9,6 +9,7 @@
 
 mod bpf;
 mod cleanup;
+mod cpu;
 mod idle;
 mod kernel;
 mod l7;
@@ -16,6 +17,8 @@ mod load;
 mod peers;
 mod report;
 pub mod tally;
+mod tcp;
+mod tcp_report;
 mod topology;
 mod upgrade;
 
@@ -38,6 +41,10 @@ pub enum Scenario {
     L7,
     /// Packet drops by XDP, nftables and xdp-filter; XDP's cost on allowed traffic.
     Kernel,
+    /// TCP listeners: new connections/s, keep-alive requests, long streams and latency
+    /// through xalb's kernel path, HAProxy mode tcp, nginx stream, nftables NAT and direct,
+    /// with the host's busy CPU per connection, request and GB.
+    Tcp,
     /// Each balancer's resident memory holding many idle client connections.
     Idle,
     /// Requests failed while each balancer is upgraded in place a third of
@@ -54,13 +61,23 @@ pub struct Args {
     /// A few seconds: one round of one-second keep-alive and fixed-rate runs (the test suite's check).
     #[arg(long)]
     smoke: bool,
-    /// Which scenarios to run [default: l7,kernel,idle; with --smoke l7,kernel].
+    /// Which scenarios to run [default: l7,kernel,tcp,idle; with --smoke l7,kernel].
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
     /// Which HTTP load kinds the l7 scenario runs [default: all four; with --smoke keep-alive,fixed-rate];
     /// the upgrade scenario runs those of conn-per-request and keep-alive given [default: both].
     #[arg(long, value_enum, value_delimiter = ',')]
     kinds: Vec<Kind>,
+    /// Which load kinds the tcp scenario runs [default: all four; with --smoke
+    /// conn-per-request,stream].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    tcp_kinds: Vec<tcp::TcpKind>,
+    /// Run the tcp scenario on the veths' default offloads (TSO on, GRO off) rather than
+    /// the settings XDP forwarding needs (transmit checksumming off, GRO on): the peers
+    /// as they run by default, several times faster on long streams; xalb's kernel path
+    /// cannot forward on them.
+    #[arg(long)]
+    tcp_veth_defaults: bool,
     /// Idle client connections each balancer holds in the idle scenario.
     #[arg(long, default_value_t = 10_000)]
     idle_connections: u32,
@@ -96,6 +113,7 @@ struct Plan {
     kernel: Option<kernel::KernelPlan>,
     idle: Option<idle::IdlePlan>,
     upgrade: Option<upgrade::UpgradePlan>,
+    tcp: Option<tcp::TcpPlan>,
     load: LoadOpts,
     mode: &'static str,
 }
@@ -128,7 +146,12 @@ impl Plan {
             // Ten thousand connections per balancer is no smoke test.
             vec![Scenario::L7, Scenario::Kernel]
         } else {
-            vec![Scenario::L7, Scenario::Kernel, Scenario::Idle]
+            vec![
+                Scenario::L7,
+                Scenario::Kernel,
+                Scenario::Tcp,
+                Scenario::Idle,
+            ]
         };
         let kinds = if !a.kinds.is_empty() {
             a.kinds.clone()
@@ -226,11 +249,32 @@ impl Plan {
         } else {
             None
         };
+        let tcp = scenarios.contains(&Scenario::Tcp).then(|| tcp::TcpPlan {
+            systems: vec![
+                tcp::TcpSystem::Xalb,
+                tcp::TcpSystem::Nftables,
+                tcp::TcpSystem::Haproxy,
+                tcp::TcpSystem::Nginx,
+                tcp::TcpSystem::Direct,
+            ],
+            kinds: if !a.tcp_kinds.is_empty() {
+                a.tcp_kinds.clone()
+            } else if a.smoke {
+                // One wrk kind and the streams: every tool and system once.
+                vec![tcp::TcpKind::ConnPerRequest, tcp::TcpKind::Stream]
+            } else {
+                tcp::TcpKind::ALL.to_vec()
+            },
+            repeat,
+            warmup,
+            veth_defaults: a.tcp_veth_defaults,
+        });
         Ok(Self {
             l7,
             kernel,
             idle,
             upgrade,
+            tcp,
             load,
             mode,
         })
@@ -261,7 +305,14 @@ fn run_inner(args: &Args, plan: &Plan) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("cargo xtask bench needs root (network namespaces, XDP, BPF)");
     }
-    ensure_tools(plan.kernel.is_some())?;
+    let mut tools = vec![L7_TOOLS];
+    if plan.kernel.is_some() {
+        tools.push(KERNEL_TOOLS);
+    }
+    if plan.tcp.is_some() {
+        tools.push(TCP_TOOLS);
+    }
+    ensure_tools(&tools)?;
     let build_started = Instant::now();
     let xalb_bin = match &args.xalb {
         Some(p) => p
@@ -299,6 +350,11 @@ fn run_inner(args: &Args, plan: &Plan) -> Result<()> {
     if let Some(k) = &plan.kernel {
         progress("kernel scenario");
         kernel::run(&topo, &dir, &xalb_bin, &configs, k, &plan.load, &mut report)?;
+    }
+    if let Some(t) = &plan.tcp {
+        progress("TCP scenario");
+        let configs = peers::TcpConfigs::new(&dir);
+        tcp::run(&topo, &dir, &xalb_bin, &configs, t, &plan.load, &mut report)?;
     }
     if let Some(i) = &plan.idle {
         progress("idle scenario");
@@ -344,6 +400,16 @@ const KERNEL_TOOLS: &[(&str, &str)] = &[
     ("nftables", "nft"),
 ];
 
+/// Debian package and the command, or for a file that is no command its
+/// absolute path, it must provide.
+const TCP_TOOLS: &[(&str, &str)] = &[
+    ("iperf", "iperf"),
+    ("nftables", "nft"),
+    ("conntrack", "conntrack"),
+    ("ethtool", "ethtool"),
+    ("libnginx-mod-stream", peers::NGINX_STREAM_MODULE),
+];
+
 /// Packages apt has no candidate for.
 fn without_candidate(pkgs: &[&str]) -> Vec<String> {
     pkgs.iter()
@@ -364,10 +430,12 @@ fn without_candidate(pkgs: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn ensure_tools(kernel: bool) -> Result<()> {
-    let mut tools: Vec<(&str, &str)> = L7_TOOLS.to_vec();
-    if kernel {
-        tools.extend_from_slice(KERNEL_TOOLS);
+fn ensure_tools(sets: &[&[(&str, &str)]]) -> Result<()> {
+    let mut tools: Vec<(&str, &str)> = Vec::new();
+    for t in sets.iter().flat_map(|s| s.iter()) {
+        if !tools.contains(t) {
+            tools.push(*t);
+        }
     }
     let missing: Vec<&str> = tools
         .iter()
@@ -389,7 +457,11 @@ fn ensure_tools(kernel: bool) -> Result<()> {
         toolchain::ensure_apt(&missing)?;
     }
     for (pkg, cmd) in tools {
-        if find_command(cmd).is_none() {
+        if cmd.starts_with('/') {
+            if !Path::new(cmd).exists() {
+                bail!("{cmd} is missing although {pkg} is installed: apt-get install --reinstall {pkg}");
+            }
+        } else if find_command(cmd).is_none() {
             bail!(
                 "`{cmd}` not found although {pkg} is installed: apt-get install --reinstall {pkg}"
             );
@@ -522,6 +594,13 @@ fn options(plan: &Plan) -> BTreeMap<String, String> {
     if let Some(u) = &plan.upgrade {
         o.insert("rounds".into(), u.repeat.to_string());
     }
+    if let Some(t) = &plan.tcp {
+        o.insert("rounds".into(), t.repeat.to_string());
+        o.insert("warmup_s".into(), t.warmup.to_string());
+        if t.veth_defaults {
+            o.insert("tcp_veth".into(), "defaults".into());
+        }
+    }
     if let Some(k) = &plan.kernel {
         o.insert("rounds".into(), k.repeat.to_string());
         o.insert("kernel_window_s".into(), k.window.as_secs().to_string());
@@ -546,6 +625,18 @@ fn load_commands(plan: &Plan) -> Vec<String> {
     let mut v: Vec<String> = kinds.iter().map(|&k| load::command(k, o)).collect();
     if kinds != [Kind::KeepAlive] {
         v.push("TARGET: 10.231.1.1:80 for xalb, nginx and HAProxy (nginx h2c: :8080); 10.231.11.2:80 (h2c :8080) for direct".into());
+    }
+    if let Some(t) = &plan.tcp {
+        for k in t.kinds.iter().filter_map(|k| k.http()) {
+            let c = load::command(k, o);
+            if !v.contains(&c) {
+                v.push(c);
+            }
+        }
+        v.push(
+            "TCP scenario TARGET: 10.231.1.1:80 through each balancer; for direct 10.231.11.2:80 and              10.231.12.2:80 in alternate rounds (streams: the same addresses, port 5001; command below the TCP table)"
+                .into(),
+        );
     }
     if let Some(i) = &plan.idle {
         v.push(format!(
@@ -646,6 +737,45 @@ mod tests {
         assert_eq!(p.l7.unwrap().kinds, [Kind::KeepAlive, Kind::H2c]);
         let cli = Cli::parse_from(["bench", "--scenarios", "upgrade", "--kinds", "h2c"]);
         assert!(Plan::new(&cli.args).is_err());
+    }
+
+    #[test]
+    fn tcp_runs_by_default_and_in_a_smoke_run_only_when_asked() {
+        use tcp::{TcpKind, TcpSystem};
+        let t = plan(&[]).tcp.unwrap();
+        assert_eq!(t.kinds, TcpKind::ALL);
+        assert_eq!(t.systems[0], TcpSystem::Xalb);
+        assert_eq!(t.systems.last(), Some(&TcpSystem::Direct));
+        assert!(!t.veth_defaults);
+        assert!(plan(&["--quick"]).tcp.is_some());
+        assert!(plan(&["--smoke"]).tcp.is_none());
+        let smoke = plan(&["--smoke", "--scenarios", "tcp"]);
+        assert!(smoke.l7.is_none() && smoke.kernel.is_none());
+        assert_eq!(
+            smoke.tcp.unwrap().kinds,
+            [TcpKind::ConnPerRequest, TcpKind::Stream]
+        );
+        let p = plan(&[
+            "--scenarios",
+            "tcp",
+            "--tcp-kinds",
+            "stream,fixed-rate",
+            "--tcp-veth-defaults",
+        ]);
+        let t = p.tcp.unwrap();
+        assert_eq!(t.kinds, [TcpKind::Stream, TcpKind::FixedRate]);
+        assert!(t.veth_defaults);
+        // Its HTTP kinds' commands are listed, once each.
+        let p = plan(&[
+            "--kinds",
+            "keep-alive",
+            "--tcp-kinds",
+            "keep-alive,fixed-rate",
+        ]);
+        let cmds = load_commands(&p);
+        let wrk = cmds.iter().filter(|c| c.starts_with("wrk")).count();
+        let h2load = cmds.iter().filter(|c| c.starts_with("h2load")).count();
+        assert_eq!((wrk, h2load), (1, 1), "{cmds:#?}");
     }
 
     #[test]

@@ -270,6 +270,170 @@ default_action = {{ type = "forward", target_group = "backends" }}
     )
 }
 
+/// Where the TCP scenario's balancers take the stream load, and where the
+/// backends' stream sinks (iperf 2 servers) listen.
+pub const STREAM_PORT: u16 = 5001;
+
+/// Debian's libnginx-mod-stream installs the module here; nginx's own
+/// build leaves it out.
+pub const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+/// The TCP scenario's configurations: each balancer forwards TCP on
+/// `LB_ADDR:80` to the backends' nginx on port 80, and on `STREAM_PORT` to
+/// their stream sinks, the connections spread round robin (xalb: by flow
+/// hash), full NAT (the backends see the balancer's address).
+#[derive(Serialize, Clone)]
+pub struct TcpConfigs {
+    pub haproxy: String,
+    pub nginx: String,
+    pub nftables: String,
+    pub xalb: String,
+}
+
+impl TcpConfigs {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            haproxy: haproxy_tcp(),
+            nginx: nginx_stream(&dir.join("nginx-stream")),
+            nftables: nftables_nat(),
+            xalb: xalb_tcp(),
+        }
+    }
+}
+
+/// HAProxy `mode tcp`, otherwise as the HTTP one: a thread per core, no log.
+pub fn haproxy_tcp() -> String {
+    let mut s = format!(
+        "global
+    nbthread {cores}
+    maxconn 20000
+    no strict-limits
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+",
+        cores = cores()
+    );
+    for (name, port) in [("web", 80), ("sink", STREAM_PORT)] {
+        s.push_str(&format!(
+            "
+listen {name}
+    bind {lb}:{port} backlog 8192
+    balance roundrobin
+    server b1 {b1}:{port}
+    server b2 {b2}:{port}
+",
+            lb = ip4(LB_ADDR),
+            b1 = ip4(BACKENDS[0]),
+            b2 = ip4(BACKENDS[1]),
+        ));
+    }
+    s
+}
+
+/// nginx's `stream` module, round robin over the backends, a worker per core.
+pub fn nginx_stream(prefix: &Path) -> String {
+    let mut s = format!(
+        "load_module {NGINX_STREAM_MODULE};
+{common}stream {{
+",
+        common = nginx_common(prefix, NGINX_WORKER_CONNECTIONS),
+    );
+    for (name, port) in [("web", 80), ("sink", STREAM_PORT)] {
+        s.push_str(&format!(
+            "    upstream {name} {{
+        server {b1}:{port};
+        server {b2}:{port};
+    }}
+    server {{
+        listen {lb}:{port} backlog=8192;
+        proxy_pass {name};
+    }}
+",
+            lb = ip4(LB_ADDR),
+            b1 = ip4(BACKENDS[0]),
+            b2 = ip4(BACKENDS[1]),
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// The name of the nftables table `nftables_nat` makes.
+pub const NFT_NAT_TABLE: &str = "xbench_nat";
+
+/// The kernel's own balancing, in the balancer namespace: each new
+/// connection to the balancer's ports gets the next backend (numgen inc over
+/// the two; only a connection's first packet meets the nat chains, the rest
+/// follow its conntrack entry), then masquerade, so replies come back
+/// through the balancer as they do through the other systems: full NAT.
+pub fn nftables_nat() -> String {
+    format!(
+        "table ip {NFT_NAT_TABLE} {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        ip daddr {lb} tcp dport {{ 80, {STREAM_PORT} }} dnat to numgen inc mod 2 map {{ 0 : {b1}, 1 : {b2} }}
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ct status dnat oifname {{ \"eth1\", \"eth2\" }} masquerade
+    }}
+}}
+",
+        lb = ip4(LB_ADDR),
+        b1 = ip4(BACKENDS[0]),
+        b2 = ip4(BACKENDS[1]),
+    )
+}
+
+/// xalb with two TCP listeners, forwarded by its kernel path; the balancer
+/// lists every interface its flows cross, the client's and the targets'.
+pub fn xalb_tcp() -> String {
+    let mut s = format!(
+        r#"[[security_group]]
+name = "bench-tcp"
+ingress = [
+  {{ protocol = "tcp", ports = "80", source = "0.0.0.0/0" }},
+  {{ protocol = "tcp", ports = "{STREAM_PORT}", source = "0.0.0.0/0" }},
+]
+
+[[load_balancer]]
+name = "bench"
+interfaces = ["eth0", "eth1", "eth2"]
+addresses = ["{lb}"]
+security_groups = ["bench-tcp"]
+"#,
+        lb = ip4(LB_ADDR),
+    );
+    for (name, port) in [("web", 80), ("sink", STREAM_PORT)] {
+        s.push_str(&format!(
+            r#"
+[[target_group]]
+name = "{name}"
+protocol = "TCP"
+port = {port}
+targets = [{{ address = "{b1}" }}, {{ address = "{b2}" }}]
+
+# The peers run no active health checks either.
+[target_group.health_check]
+enabled = false
+
+[[listener]]
+load_balancer = "bench"
+protocol = "TCP"
+port = {port}
+default_action = {{ type = "forward", target_group = "{name}" }}
+"#,
+            b1 = ip4(BACKENDS[0]),
+            b2 = ip4(BACKENDS[1]),
+        ));
+    }
+    s
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -512,31 +676,9 @@ pub fn launch(
             } else {
                 "xalb"
             });
-            let conf = d.join("xalb.toml");
-            write(&conf, xalb_config)?;
-            let state = d.join("state");
-            let mut args: Vec<std::ffi::OsString> = vec!["run".into(), "-c".into(), conf.into()];
-            args.extend(["--stats-interval".into(), "0".into()]);
-            args.extend(["--state-dir".into(), state.clone().into()]);
-            pinned = Pinned::prepare(ns, xalb_bin, dir, &state)?;
-            if let Some(p) = &pinned {
-                args.extend(["--bpffs".into(), p.bpffs.clone().into()]);
-            }
-            let x = XalbCommand {
-                bin: xalb_bin.to_path_buf(),
-                args,
-                log_filter: match how {
-                    Launch::Serve => "warn",
-                    Launch::Upgradable => "warn,xalb::daemon=info",
-                }
-                .into(),
-                dir: d.clone(),
-            };
-            let mut cmd = ns.command(&xalb_bin.to_string_lossy());
-            cmd.args(&x.args).env("RUST_LOG", &x.log_filter);
+            let (p, pin, x) = spawn_xalb(ns, how, d, dir, xalb_bin, xalb_config)?;
+            pinned = pin;
             xalb = Some(x);
-            let p = Proc::spawn("xalb", cmd, &d.join("output.log"))?;
-            wait_for_line(&p, "xalb: ready")?;
             (p, lb80, lb80)
         }
     };
@@ -548,6 +690,135 @@ pub fn launch(
         xalb,
         _pinned: pinned,
     })
+}
+
+/// Starts xalb with `config` in `d` (its configuration, state and logs);
+/// it has printed `xalb: ready` once this returns.
+fn spawn_xalb(
+    ns: &Ns,
+    how: Launch,
+    d: PathBuf,
+    dir: &Path,
+    xalb_bin: &Path,
+    config: &str,
+) -> Result<(Proc, Option<Pinned>, XalbCommand)> {
+    let conf = d.join("xalb.toml");
+    write(&conf, config)?;
+    let state = d.join("state");
+    let mut args: Vec<std::ffi::OsString> = vec!["run".into(), "-c".into(), conf.into()];
+    args.extend(["--stats-interval".into(), "0".into()]);
+    args.extend(["--state-dir".into(), state.clone().into()]);
+    let pinned = Pinned::prepare(ns, xalb_bin, dir, &state)?;
+    if let Some(p) = &pinned {
+        args.extend(["--bpffs".into(), p.bpffs.clone().into()]);
+    }
+    let x = XalbCommand {
+        bin: xalb_bin.to_path_buf(),
+        args,
+        log_filter: match how {
+            Launch::Serve => "warn",
+            Launch::Upgradable => "warn,xalb::daemon=info",
+        }
+        .into(),
+        dir: d.clone(),
+    };
+    let mut cmd = ns.command(&xalb_bin.to_string_lossy());
+    cmd.args(&x.args).env("RUST_LOG", &x.log_filter);
+    // Declared after `pinned`, so on an error it stops before the detach.
+    let p = Proc::spawn("xalb", cmd, &d.join("output.log"))?;
+    wait_for_line(&p, "xalb: ready")?;
+    Ok((p, pinned, x))
+}
+
+/// A TCP balancer of the TCP scenario (nginx, HAProxy or xalb with
+/// `TcpConfigs`), serving once this returns: a connection from the client
+/// namespace to `LB_ADDR:80` reaches a backend through it. (xalb's TCP
+/// listeners have no socket in the balancer namespace to try from there.)
+pub fn start_tcp(
+    system: System,
+    topo: &Topology,
+    dir: &Path,
+    xalb_bin: &Path,
+    configs: &TcpConfigs,
+) -> Result<Running> {
+    let ns = &topo.lb;
+    let lb80 = SocketAddr::from((LB_ADDR, 80));
+    let mut pinned = None;
+    let proc = match system {
+        System::Nginx => start_nginx(
+            ns,
+            "nginx stream balancer",
+            &dir.join("nginx-stream"),
+            &configs.nginx,
+        )?,
+        System::Haproxy => {
+            let d = dir.join("haproxy-tcp");
+            let conf = d.join("haproxy.cfg");
+            write(&conf, &configs.haproxy)?;
+            let mut cmd = ns.command("haproxy");
+            cmd.arg("-db").arg("-f").arg(&conf);
+            Proc::spawn("haproxy (mode tcp)", cmd, &d.join("stdout.log"))?
+        }
+        System::Xalb => {
+            let d = dir.join("xalb-tcp");
+            // `xalb check` first: a configuration xalb refuses (TCP listeners
+            // before its kernel path serves them) is named in one line.
+            let conf = d.join("xalb.toml");
+            write(&conf, &configs.xalb)?;
+            let out = ns
+                .command(&xalb_bin.to_string_lossy())
+                .arg("check")
+                .arg("-c")
+                .arg(&conf)
+                .output()
+                .context("running xalb check")?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "xalb check refuses the configuration: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let (p, pin, _) = spawn_xalb(ns, Launch::Serve, d, dir, xalb_bin, &configs.xalb)?;
+            pinned = pin;
+            p
+        }
+        other => anyhow::bail!("{} is not a TCP balancer process", other.name()),
+    };
+    topo.client
+        .wait_tcp(lb80, Duration::from_secs(20), || !proc.exited())
+        .with_context(|| {
+            format!(
+                "{} did not start forwarding; its output:\n{}",
+                proc.name,
+                proc.log_tail()
+            )
+        })?;
+    Ok(Running {
+        proc: Some(proc),
+        http1: lb80,
+        h2c: lb80,
+        xalb: None,
+        _pinned: pinned,
+    })
+}
+
+/// The stream sinks: an iperf 2 server on `STREAM_PORT` in each backend,
+/// receiving once this returns.
+pub fn start_stream_sinks(topo: &Topology, dir: &Path) -> Result<Vec<Proc>> {
+    let mut procs = Vec::new();
+    for (i, addr) in BACKENDS.iter().enumerate() {
+        let ns = &topo.backends[i];
+        let mut cmd = ns.command("iperf");
+        cmd.args(["-s", "-p", &STREAM_PORT.to_string(), "-B", &ip4(*addr)]);
+        let p = Proc::spawn(
+            &format!("iperf server, backend {}", i + 1),
+            cmd,
+            &dir.join(format!("iperf-be{}.log", i + 1)),
+        )?;
+        wait_ready(ns, &p, SocketAddr::from((*addr, STREAM_PORT)))?;
+        procs.push(p);
+    }
+    Ok(procs)
 }
 
 fn wait_for_line(p: &Proc, line: &str) -> Result<()> {

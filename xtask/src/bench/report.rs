@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::load::{Kind, LoadResult, WrkErrors};
 use super::peers::Configs;
+use super::tcp_report::{TcpRow, TcpSetup};
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 #[serde(default)]
@@ -130,6 +131,8 @@ pub struct Report {
     pub kernel: Vec<Row<KernelSample>>,
     pub idle: Vec<Row<IdleSample>>,
     pub upgrade: Vec<Row<UpgradeSample>>,
+    pub tcp: Vec<TcpRow>,
+    pub tcp_setup: Option<TcpSetup>,
     pub configs: Option<Configs>,
     pub kernel_setup: Option<KernelSetup>,
     pub targets: Vec<String>,
@@ -439,6 +442,7 @@ impl Report {
             };
         }
         self.check_targets();
+        self.finish_tcp();
     }
 
     /// "`what`: met/NOT met (xalb's p99 vs the lower of the peers')" for
@@ -723,6 +727,7 @@ impl Report {
             }
             o.push('\n');
         }
+        self.tcp_markdown(&mut o);
         if let Some(n) = self
             .idle
             .iter()
@@ -940,7 +945,7 @@ fn ratio(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |v| format!("{v:.2}×"))
 }
 
-fn thousands(v: f64) -> String {
+pub(super) fn thousands(v: f64) -> String {
     let s = format!("{:.0}", v);
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

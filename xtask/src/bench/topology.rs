@@ -88,6 +88,24 @@ impl Ns {
             .context("link has no ifindex")
     }
 
+    /// The XDP program attached to `dev`: (id, mode, name); mode is
+    /// "native", "generic" or "offload".
+    pub fn xdp_attachment(&self, dev: &str) -> Result<Option<(u32, String, String)>> {
+        let link = self.link(dev)?;
+        let xdp = &link["xdp"];
+        let Some(id) = xdp["prog"]["id"].as_u64() else {
+            return Ok(None);
+        };
+        let mode = match xdp["mode"].as_u64() {
+            Some(1) => "native",
+            Some(2) => "generic",
+            Some(3) => "offload",
+            _ => "?",
+        };
+        let name = xdp["prog"]["name"].as_str().unwrap_or("?").to_string();
+        Ok(Some((id as u32, mode.to_string(), name)))
+    }
+
     /// Writes a per-namespace sysctl from a thread inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
@@ -224,4 +242,88 @@ pub fn stale_namespaces() -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
+}
+
+/// What forwarding by XDP between these veths needs of the client's and the
+/// backends' ends, applied to every system of the scenario that needs it so
+/// that all are measured on the same settings:
+///
+/// - GRO on: a frame that XDP sends (XDP_TX, XDP_REDIRECT) into a veth is
+///   dropped unless the veth's peer has NAPI, which an XDP program or GRO
+///   gives it. The balancer's ends have XDP when xalb runs; these are the
+///   peers frames are redirected to.
+/// - Transmit checksumming off (and with it TSO): a frame sent with the
+///   checksum left to offload arrives as CHECKSUM_PARTIAL, which XDP cannot
+///   see and a redirect breaks. Off, the sender computes every checksum and
+///   segments in software (GSO), which costs every system throughput.
+pub const XDP_FORWARDING_OFFLOADS: [&str; 4] = ["tx", "off", "gro", "on"];
+
+/// The offload settings of the client's and backends' eth0 as they were
+/// before `Topology::xdp_forwarding_offloads`, restored on drop.
+pub struct Offloads {
+    before: Vec<(String, bool, bool)>,
+}
+
+impl Topology {
+    /// Applies `XDP_FORWARDING_OFFLOADS` to the client's and backends' eth0.
+    pub fn xdp_forwarding_offloads(&self) -> Result<Offloads> {
+        let mut guard = Offloads { before: Vec::new() };
+        for ns in [&self.client, &self.backends[0], &self.backends[1]] {
+            let k = ns.run("ethtool", &["-k", "eth0"])?;
+            let tx = feature(&k, "tx-checksumming").context("ethtool -k: tx-checksumming")?;
+            let gro = feature(&k, "generic-receive-offload").context("ethtool -k: GRO")?;
+            guard.before.push((ns.name.clone(), tx, gro));
+            let mut args = vec!["-K", "eth0"];
+            args.extend(XDP_FORWARDING_OFFLOADS);
+            ns.run("ethtool", &args)?;
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for Offloads {
+    fn drop(&mut self) {
+        let on = |b: bool| if b { "on" } else { "off" };
+        for (ns, tx, gro) in &self.before {
+            let r = output(Command::new("ip").args(["netns", "exec", ns]).args([
+                "ethtool",
+                "-K",
+                "eth0",
+                "tx",
+                on(*tx),
+                "gro",
+                on(*gro),
+            ]));
+            if let Err(e) = r {
+                eprintln!("xtask bench: restoring eth0's offloads in {ns}: {e:#}");
+            }
+        }
+    }
+}
+
+/// A feature's state in `ethtool -k` output ("tx-checksumming: on",
+/// "generic-receive-offload: off [fixed]").
+fn feature(ethtool_k: &str, name: &str) -> Option<bool> {
+    ethtool_k.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(name)?.strip_prefix(':')?;
+        match rest.split_whitespace().next()? {
+            "on" => Some(true),
+            "off" => Some(false),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ethtool_features_are_read_by_name() {
+        let k = "Features for eth0:\nrx-checksumming: on\ntx-checksumming: off\n\
+                 \ttx-checksum-ipv4: off [fixed]\ngeneric-receive-offload: on [fixed]\n";
+        assert_eq!(feature(k, "tx-checksumming"), Some(false));
+        assert_eq!(feature(k, "generic-receive-offload"), Some(true));
+        assert_eq!(feature(k, "rx-gro-list"), None);
+    }
 }
