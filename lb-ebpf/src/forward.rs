@@ -100,6 +100,8 @@ struct Scratch {
     /// The key of `rev`.
     key: FlowKey,
     fib: FibParams,
+    /// A reset being built: Ethernet addresses, IP and TCP headers.
+    macs: [u8; 12],
     tcp: [u8; TCP_LEN],
     ip: [u8; IPV6_LEN],
 }
@@ -470,33 +472,31 @@ fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
 /// TCP checksums for exactly the words that changed (RFC 1624). Each header
 /// is reached through one bounds-checked pointer: checks of separate
 /// fields get merged by the optimiser in ways the verifier cannot follow.
+/// No address is copied to the stack, which has little room left here.
 #[inline(never)]
 fn rewrite(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> bool {
     let l3 = EthHdr::LEN;
-    let old_ports: [u8; 4] = ports(pkt.key.sport, pkt.key.dport);
-    let new_ports: [u8; 4] = ports(nat.sport, nat.dport);
-    let (removed, added) = if pkt.family == 4 {
+    let k = &pkt.key;
+    let v4 = pkt.family == 4;
+    let removed = addr_sum(&k.saddr, v4, true) + addr_sum(&k.daddr, v4, true);
+    let added = addr_sum(&nat.saddr, v4, false) + addr_sum(&nat.daddr, v4, false);
+    if v4 {
         let Some(ip) = ptr_at::<[u8; IPV4_LEN]>(ctx, l3) else {
             return false;
         };
         let ip = unsafe { &mut *(ip as *mut [u8; IPV4_LEN]) };
-        let old = addrs4(&pkt.key.saddr, &pkt.key.daddr);
-        let new = addrs4(&nat.saddr, &nat.daddr);
         let check = u16::from_be_bytes([ip[10], ip[11]]);
-        let ip_check = csum::update(check, csum::sum_complement(&old), csum::sum(&new));
-        ip[12..20].copy_from_slice(&new);
-        ip[10..12].copy_from_slice(&ip_check.to_be_bytes());
-        (csum::sum_complement(&old), csum::sum(&new))
+        ip[10..12].copy_from_slice(&csum::update(check, removed, added).to_be_bytes());
+        ip[12..16].copy_from_slice(&nat.saddr[..4]);
+        ip[16..20].copy_from_slice(&nat.daddr[..4]);
     } else {
         let Some(ip) = ptr_at::<[u8; IPV6_LEN]>(ctx, l3) else {
             return false;
         };
         let ip = unsafe { &mut *(ip as *mut [u8; IPV6_LEN]) };
-        let old = addrs6(&pkt.key.saddr, &pkt.key.daddr);
-        let new = addrs6(&nat.saddr, &nat.daddr);
-        ip[8..40].copy_from_slice(&new);
-        (csum::sum_complement(&old), csum::sum(&new))
-    };
+        ip[8..24].copy_from_slice(&nat.saddr);
+        ip[24..40].copy_from_slice(&nat.daddr);
+    }
     // Read back from the scratch map, the offset is unbounded to the
     // verifier: the mask bounds it (a TCP header is never past 1024 bytes).
     let l4 = pkt.l4 & 0x7ff;
@@ -505,35 +505,29 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, nat: &FlowNat) -> bool {
     };
     let tcp = unsafe { &mut *(tcp as *mut [u8; TCP_LEN]) };
     let check = u16::from_be_bytes([tcp[16], tcp[17]]);
-    let tcp_check = csum::update(
-        check,
-        removed + csum::sum_complement(&old_ports),
-        added + csum::sum(&new_ports),
-    );
-    tcp[0..4].copy_from_slice(&new_ports);
+    let old_ports = (!k.sport as u32) + (!k.dport as u32);
+    let new_ports = nat.sport as u32 + nat.dport as u32;
+    let tcp_check = csum::update(check, removed + old_ports, added + new_ports);
+    tcp[0..2].copy_from_slice(&nat.sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&nat.dport.to_be_bytes());
     tcp[16..18].copy_from_slice(&tcp_check.to_be_bytes());
     true
 }
 
+/// The one's-complement sum of an address's words (IPv4: its first four
+/// bytes), or of their complements (`complement`: the words removed).
 #[inline(always)]
-fn ports(sport: u16, dport: u16) -> [u8; 4] {
-    let (s, d) = (sport.to_be_bytes(), dport.to_be_bytes());
-    [s[0], s[1], d[0], d[1]]
-}
-
-#[inline(always)]
-fn addrs4(saddr: &[u8; 16], daddr: &[u8; 16]) -> [u8; 8] {
-    [
-        saddr[0], saddr[1], saddr[2], saddr[3], daddr[0], daddr[1], daddr[2], daddr[3],
-    ]
-}
-
-#[inline(always)]
-fn addrs6(saddr: &[u8; 16], daddr: &[u8; 16]) -> [u8; 32] {
-    let mut a = [0u8; 32];
-    a[..16].copy_from_slice(saddr);
-    a[16..].copy_from_slice(daddr);
-    a
+fn addr_sum(a: &[u8; 16], v4: bool, complement: bool) -> u32 {
+    let words = if v4 { 2 } else { 8 };
+    let mut s = 0u32;
+    for i in 0..8 {
+        if i >= words {
+            break;
+        }
+        let w = u16::from_be_bytes([a[2 * i], a[2 * i + 1]]);
+        s += u32::from(if complement { !w } else { w });
+    }
+    s
 }
 
 /// Finds the next hop of the rewritten packet in the kernel's FIB, sets its
@@ -598,10 +592,11 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
 
 /// Drops a packet of no flow and, when it acknowledges something (so a
 /// reset it would accept can be built: RFC 9293 §3.10.7.1), answers it
-/// with a reset in its place, sent back where it came from.
+/// with a reset in its place, sent back where it came from. Built in the
+/// scratch space: this runs beside the rest on one small stack.
 #[inline(never)]
 fn refuse(ctx: &XdpContext, s: *mut Scratch, lb_id: u32, listener: u32) -> Verdict {
-    let (pkt, tcp, ip) = unsafe { (&(*s).pkt, &mut (*s).tcp, &mut (*s).ip) };
+    let (pkt, tcp, ip, macs) = unsafe { (&(*s).pkt, &mut (*s).tcp, &mut (*s).ip, &mut (*s).macs) };
     listener_count(listener, |c| c.flows_reset += 1);
     let drop = Verdict::of(lb_id, Reason::DropNoFlow);
     if pkt.flags & (TCP_ACK | TCP_RST) != TCP_ACK || pkt.extended {
@@ -616,56 +611,79 @@ fn refuse(ctx: &XdpContext, s: *mut Scratch, lb_id: u32, listener: u32) -> Verdi
     tcp[4..8].copy_from_slice(&pkt.ack.to_be_bytes());
     tcp[12] = (TCP_LEN as u8 / 4) << 4;
     tcp[13] = TCP_RST;
-    let Some(macs) = load::<[u8; 12]>(ctx, 0) else {
+    let Some(m) = ptr_at::<[u8; 12]>(ctx, 0) else {
         return drop;
     };
-    let mut swapped = [0u8; 12];
-    swapped[..6].copy_from_slice(&macs[6..]);
-    swapped[6..].copy_from_slice(&macs[..6]);
-    let l3 = EthHdr::LEN;
-    let frame = ctx.data_end() - ctx.data();
-    if pkt.family == 4 {
-        let addrs = addrs4(&k.daddr, &k.saddr);
-        let pseudo = csum::sum(&addrs) + u32::from(proto::TCP) + TCP_LEN as u32;
-        let check = csum::finish(pseudo + csum::sum(tcp));
-        tcp[16..18].copy_from_slice(&check.to_be_bytes());
-        let mut ip = [0u8; IPV4_LEN];
+    let m = unsafe { &*m };
+    macs[..6].copy_from_slice(&m[6..]);
+    macs[6..].copy_from_slice(&m[..6]);
+    let v4 = pkt.family == 4;
+    let addr_sum = if v4 {
+        csum::sum::<4>(&[k.saddr[0], k.saddr[1], k.saddr[2], k.saddr[3]])
+            + csum::sum::<4>(&[k.daddr[0], k.daddr[1], k.daddr[2], k.daddr[3]])
+    } else {
+        csum::sum(&k.saddr) + csum::sum(&k.daddr)
+    };
+    let check = csum::finish(addr_sum + u32::from(proto::TCP) + TCP_LEN as u32 + csum::sum(tcp));
+    tcp[16..18].copy_from_slice(&check.to_be_bytes());
+    *ip = [0u8; IPV6_LEN];
+    let ip_len = if v4 {
         ip[0] = 0x45;
         ip[2..4].copy_from_slice(&((IPV4_LEN + TCP_LEN) as u16).to_be_bytes());
         // Don't fragment.
         ip[6] = 0x40;
         ip[8] = 64;
         ip[9] = proto::TCP;
-        ip[12..20].copy_from_slice(&addrs);
-        let ip_check = csum::finish(csum::sum(&ip));
+        ip[12..16].copy_from_slice(&k.daddr[..4]);
+        ip[16..20].copy_from_slice(&k.saddr[..4]);
+        let mut hdr = [0u8; IPV4_LEN];
+        hdr.copy_from_slice(&ip[..IPV4_LEN]);
+        let ip_check = csum::finish(csum::sum(&hdr));
         ip[10..12].copy_from_slice(&ip_check.to_be_bytes());
-        if !shrink(ctx, frame, l3 + IPV4_LEN + TCP_LEN)
-            || !store(ctx, 0, swapped)
-            || !store(ctx, l3, ip)
-            || !store(ctx, l3 + IPV4_LEN, *tcp)
-        {
-            return drop;
-        }
+        IPV4_LEN
     } else {
-        let addrs = addrs6(&k.daddr, &k.saddr);
-        let pseudo = csum::sum(&addrs) + u32::from(proto::TCP) + TCP_LEN as u32;
-        let check = csum::finish(pseudo + csum::sum(tcp));
-        tcp[16..18].copy_from_slice(&check.to_be_bytes());
-        *ip = [0u8; IPV6_LEN];
         ip[0] = 0x60;
         ip[4..6].copy_from_slice(&(TCP_LEN as u16).to_be_bytes());
         ip[6] = proto::TCP;
         ip[7] = 64;
-        ip[8..40].copy_from_slice(&addrs);
-        if !shrink(ctx, frame, l3 + IPV6_LEN + TCP_LEN)
-            || !store(ctx, 0, swapped)
-            || !store(ctx, l3, *ip)
-            || !store(ctx, l3 + IPV6_LEN, *tcp)
-        {
-            return drop;
-        }
+        ip[8..24].copy_from_slice(&k.daddr);
+        ip[24..40].copy_from_slice(&k.saddr);
+        IPV6_LEN
+    };
+    let l3 = EthHdr::LEN;
+    let frame = ctx.data_end() - ctx.data();
+    if !shrink(ctx, frame, l3 + ip_len + TCP_LEN) {
+        return drop;
+    }
+    let Some(m) = ptr_at::<[u8; 12]>(ctx, 0) else {
+        return drop;
+    };
+    unsafe { (m as *mut [u8; 12]).write_unaligned(*macs) };
+    let written = if v4 {
+        write_headers::<IPV4_LEN>(ctx, ip, tcp)
+    } else {
+        write_headers::<IPV6_LEN>(ctx, ip, tcp)
+    };
+    if !written {
+        return drop;
     }
     Verdict::new(lb_id, Reason::DropNoFlow, xdp_action::XDP_TX)
+}
+
+/// Writes the first `N` bytes of `ip` (the IP header), then `tcp`, after
+/// Ethernet.
+#[inline(always)]
+fn write_headers<const N: usize>(ctx: &XdpContext, ip: &[u8; IPV6_LEN], tcp: &[u8; TCP_LEN]) -> bool {
+    let Some(h) = ptr_at::<[u8; N]>(ctx, EthHdr::LEN) else {
+        return false;
+    };
+    let h = unsafe { &mut *(h as *mut [u8; N]) };
+    h.copy_from_slice(&ip[..N]);
+    let Some(t) = ptr_at::<[u8; TCP_LEN]>(ctx, EthHdr::LEN + N) else {
+        return false;
+    };
+    unsafe { (t as *mut [u8; TCP_LEN]).write_unaligned(*tcp) };
+    true
 }
 
 /// Trims the frame (`len` bytes now) to `to` bytes.

@@ -242,6 +242,23 @@ pub fn metrics(view: &AdminView) -> String {
             target_metrics(&mut e, &rows);
         }
         if !view.target_rows.is_empty() {
+            let slots = dp.maps.ring_slots();
+            let mut f = e.family(
+                "xalb_target_ring_slots",
+                Kind::Gauge,
+                "Slots of its group's Maglev ring a TCP target holds now (of 16381 per family): its share of new flows",
+            );
+            for (row, group, target) in &view.target_rows {
+                let target = target.to_string();
+                f.sample(
+                    &[
+                        ("target_group", group.as_str()),
+                        ("target", target.as_str()),
+                    ],
+                    slots.get(row).copied().unwrap_or(0),
+                );
+            }
+            drop(f);
             let (established, handshakes) = dp.maps.flow_entries();
             let mut f = e.family(
                 "xalb_flow_table_entries",

@@ -10,8 +10,13 @@ use crate::netns::Netns;
 
 /// A GET on the admin endpoint, from inside the balancer's namespace.
 pub fn admin_get(bed: &HttpBed, path: &str) -> Reply {
+    admin_get_in(&bed.lb, path)
+}
+
+/// A GET on the admin endpoint of the balancer in `lb`.
+pub fn admin_get_in(lb: &Netns, path: &str) -> Reply {
     let path = path.to_string();
-    in_ns(&bed.lb, async move || {
+    in_ns(lb, async move || {
         get(ADMIN.parse().unwrap(), &path, &[]).await
     })
     .unwrap()
@@ -35,7 +40,12 @@ pub fn admin_post(bed: &HttpBed, path: &str) -> Reply {
 
 /// `/targets` (with `query`, e.g. `?target_group=web`), parsed.
 pub fn targets(bed: &HttpBed, query: &str) -> Vec<Row> {
-    let r = admin_get(bed, &format!("/targets{query}"));
+    targets_in(&bed.lb, query)
+}
+
+/// [`targets`] of the balancer in `lb`.
+pub fn targets_in(lb: &Netns, query: &str) -> Vec<Row> {
+    let r = admin_get_in(lb, &format!("/targets{query}"));
     assert_eq!(r.status, 200);
     let reply: xalb::admin::TargetsReply = serde_json::from_slice(&r.body)
         .unwrap_or_else(|e| panic!("not a /targets reply ({e}): {:?}", r.body));

@@ -61,11 +61,23 @@ impl Stderr {
 
 static NEXT_STATE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// Counters printed by `xalb run` when it stops.
+/// Counters printed by `xalb run` when it stops: the XDP verdicts as
+/// (balancer, reason, packets), and every line (listener and target
+/// counters among them) as printed.
 #[derive(Debug, Default)]
-pub struct Counters(pub Vec<(String, String, u64)>);
+pub struct Counters(pub Vec<(String, String, u64)>, pub Vec<String>);
 
 impl Counters {
+    /// Field `key` of the first printed line that starts with `prefix`
+    /// (`listener_counter lb=edge port=80`, say), as a number.
+    pub fn field(&self, prefix: &str, key: &str) -> Option<u64> {
+        let line = self.1.iter().find(|l| l.starts_with(prefix))?;
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    }
+
     /// Packets counted for (balancer or "-", reason).
     pub fn get(&self, lb: &str, reason: &str) -> u64 {
         self.0
@@ -165,6 +177,7 @@ impl Daemon {
         }
         let mut counters = Counters::default();
         while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(2)) {
+            counters.1.push(line.clone());
             if let Some(rest) = line.strip_prefix("xdp_counter ") {
                 let field = |k: &str| {
                     rest.split(' ')

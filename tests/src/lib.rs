@@ -16,6 +16,7 @@ pub mod packet;
 pub mod recording;
 pub mod scripted;
 pub mod tcp;
+pub mod tcp_bed;
 
 use std::path::PathBuf;
 

@@ -73,7 +73,7 @@ fn main() -> Result<()> {
         Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Demo => {
             let bin = build::all(true)?;
-            toolchain::ensure_apt(&["iproute2"])?;
+            toolchain::ensure_apt(&["iproute2", "ethtool"])?;
             run_status(
                 Command::new(env!("CARGO"))
                     .args([
@@ -113,7 +113,7 @@ fn test(args: Vec<String>) -> Result<()> {
         "warnings",
     ]))?;
     let filtered = !args.is_empty();
-    toolchain::ensure_apt(&["iproute2"])?;
+    toolchain::ensure_apt(&["iproute2", "ethtool"])?;
     // Echo cargo's output and add up its per-binary results into one closing
     // line, so the run's verdict is not the last binary's (often empty) line.
     // The workspace includes xtask itself: its unit tests cover the bench's

@@ -95,6 +95,7 @@ impl Forwarding {
             let [v4, v6] = forwarding::tables(&targets);
             for (v6, table) in [(false, v4), (true, v6)] {
                 let k = forwarding::ring_key(key, v6);
+                info!(ring = k, targets = %describe(&of_family(&targets, v6)), "TCP listener ring");
                 if let Some(t) = table {
                     out.push((k, t));
                 }
@@ -137,6 +138,7 @@ impl Forwarding {
                 let [v4t, v6t] = forwarding::tables(&now);
                 let table = if v6 { v6t } else { v4t };
                 maps.set_ring(k, table.as_deref())?;
+                info!(ring = k, targets = %describe(&now), "TCP listener ring rebuilt");
                 self.rings.insert(k, now);
             }
         }
@@ -241,6 +243,15 @@ impl Forwarding {
             }
         }
     }
+}
+
+/// `addr*weight ...`, for logs.
+fn describe(targets: &[RingTarget]) -> String {
+    let parts: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{}*{}", t.addr, t.weight))
+        .collect();
+    parts.join(" ")
 }
 
 fn of_family(targets: &[RingTarget], v6: bool) -> Vec<RingTarget> {

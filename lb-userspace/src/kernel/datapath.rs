@@ -64,6 +64,8 @@ pub enum DatapathError {
         "the kernel refused the sk_lookup program: {0} (needs Linux 5.9 or newer with BPF; run as root)"
     )]
     VerifySteering(#[source] ProgramError),
+    #[error("the kernel refused the forwarding program (TCP listeners): {0}")]
+    VerifyForward(#[source] ProgramError),
     #[error("cannot attach the sk_lookup program to this network namespace: {0}")]
     AttachSteering(#[source] ProgramError),
     #[error("cannot open this process's network namespace: {0}")]
@@ -229,13 +231,13 @@ impl Datapath {
             .program_mut(lb_common::FORWARD_PROGRAM)
             .ok_or(DatapathError::NoProgram(lb_common::FORWARD_PROGRAM))?
             .try_into()
-            .map_err(DatapathError::Verify)?;
-        fwd.load().map_err(DatapathError::Verify)?;
+            .map_err(DatapathError::VerifyForward)?;
+        fwd.load().map_err(DatapathError::VerifyForward)?;
         let fwd_fd = fwd
             .fd()
-            .map_err(DatapathError::Verify)?
+            .map_err(DatapathError::VerifyForward)?
             .try_clone()
-            .map_err(|e| DatapathError::Verify(ProgramError::IOError(e)))?;
+            .map_err(|e| DatapathError::VerifyForward(ProgramError::IOError(e)))?;
         let mut forward: ProgramArray<MapData> = ebpf
             .take_map(map_names::FORWARD)
             .ok_or(MapsError::Missing(map_names::FORWARD))?
@@ -308,6 +310,14 @@ impl Datapath {
     pub fn program(&self) -> &Xdp {
         self.ebpf
             .program(lb_common::XDP_PROGRAM)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    /// The forwarding half (TCP listeners), reached by a tail call.
+    pub fn forward_program(&self) -> &Xdp {
+        self.ebpf
+            .program(lb_common::FORWARD_PROGRAM)
             .and_then(|p| <&Xdp>::try_from(p).ok())
             .expect("loaded in Datapath::load")
     }

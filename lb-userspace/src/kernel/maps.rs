@@ -386,6 +386,26 @@ impl Maps {
         self.rings.get(&key, 0).ok()
     }
 
+    /// Slots per target row over every ring of the active bank: each
+    /// target's share of new flows now. For metrics.
+    pub fn ring_slots(&self) -> std::collections::BTreeMap<u32, u64> {
+        let mut slots = std::collections::BTreeMap::new();
+        let keys: Vec<RingKey> = self
+            .rings
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.bank == self.bank)
+            .collect();
+        for k in keys {
+            if let Ok(ring) = self.rings.get(&k, 0) {
+                for &row in &ring.slots {
+                    *slots.entry(u32::from(row)).or_insert(0) += 1;
+                }
+            }
+        }
+        slots
+    }
+
     /// Writes forwarding target row `row`.
     pub fn set_target(&mut self, row: u32, target: &FwdTarget) -> Result<(), MapsError> {
         self.targets

@@ -1,0 +1,156 @@
+//! The TCP listener test topology: the balancer routes between the client's
+//! segment and the targets', so the kernel sends each translated packet out
+//! of the other interface (`XDP_REDIRECT`).
+//!
+//! ```text
+//!   client 10.231.40.2, fd00:231::40:2 ──eth0── balancer 10.231.40.1, fd00:231::40:1
+//!   balancer 10.231.41.1, fd00:231::41:1 ──eth1── targets 10.231.41.11-19, fd00:231::41:11-19
+//! ```
+//! Senders have transmit checksum offload off and receivers receive offload
+//! off, so a wrong checksum written by the kernel fails a test instead of
+//! passing unnoticed; GRO on the client's and targets' ends gives those veths
+//! the NAPI instance that frames redirected into them need.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::daemon::Daemon;
+use crate::netns::{addr, veth, Netns};
+
+pub struct TcpBed {
+    pub client: Netns,
+    pub lb: Netns,
+    pub targets: Netns,
+    pub config: PathBuf,
+}
+
+/// The balancer's addresses, as the client reaches them.
+pub const LB_V4: &str = "10.231.40.1";
+pub const LB_V6: &str = "fd00:231::40:1";
+
+impl TcpBed {
+    pub fn new(config: &str) -> Result<Self> {
+        crate::require_root();
+        let client = Netns::new("tcl")?;
+        let lb = Netns::new("tlb")?;
+        let targets = Netns::new("ttg")?;
+        veth(&client, "eth0", &lb, "eth0")?;
+        veth(&lb, "eth1", &targets, "eth0")?;
+        addr(&client, "eth0", "10.231.40.2/24")?;
+        addr(&client, "eth0", "fd00:231::40:2/112")?;
+        addr(&lb, "eth0", "10.231.40.1/24")?;
+        addr(&lb, "eth0", "fd00:231::40:1/112")?;
+        addr(&lb, "eth1", "10.231.41.1/24")?;
+        addr(&lb, "eth1", "fd00:231::41:1/112")?;
+        for i in 11..20 {
+            addr(&targets, "eth0", &format!("10.231.41.{i}/24"))?;
+            addr(&targets, "eth0", &format!("fd00:231::41:{i}/112"))?;
+        }
+        client.ip(&["route", "add", "default", "via", "10.231.40.1"])?;
+        client.ip(&["-6", "route", "add", "default", "via", "fd00:231::40:1"])?;
+        // Only needed when targets see the client's address.
+        targets.ip(&["route", "add", "default", "via", "10.231.41.1"])?;
+        targets.ip(&["-6", "route", "add", "default", "via", "fd00:231::41:1"])?;
+        for ns in [&client, &targets] {
+            offloads(ns, "eth0", &["tx", "off", "rx", "off", "gro", "on"])?;
+        }
+        let config_path = std::env::temp_dir().join(format!("{}.toml", lb.name()));
+        std::fs::write(&config_path, config)?;
+        Ok(Self {
+            client,
+            lb,
+            targets,
+            config: config_path,
+        })
+    }
+
+    pub fn start(&self) -> Result<Daemon> {
+        Daemon::start(&self.lb, &self.config, &[])
+    }
+
+    /// Replaces the configuration file (for a reload).
+    pub fn write_config(&self, config: &str) -> Result<()> {
+        std::fs::write(&self.config, config).context("writing the config")
+    }
+}
+
+impl Drop for TcpBed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// `ethtool -K IFACE SETTINGS...` in `ns`.
+pub fn offloads(ns: &Netns, iface: &str, settings: &[&str]) -> Result<()> {
+    let out = ns
+        .command("ethtool")
+        .arg("-K")
+        .arg(iface)
+        .args(settings)
+        .output()
+        .context("running ethtool")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ethtool -K {iface} {settings:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A target's address on the bed, by host number.
+pub fn target(host: u8, port: u16, v6: bool) -> SocketAddr {
+    if v6 {
+        format!("[fd00:231::41:{host}]:{port}").parse().unwrap()
+    } else {
+        SocketAddr::from(([10, 231, 41, host], port))
+    }
+}
+
+/// A balancer "edge" on eth0 (clients) and eth1 (targets), TCP port 80
+/// open to the client's addresses only, one TCP listener on port 80
+/// forwarding to the TCP group "echo" of `targets` (`address` entries),
+/// `group_extra` lines added to the group.
+pub fn tcp_config(targets: &[SocketAddr], group_extra: &str) -> String {
+    let targets: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{{ address = \"{}\", port = {} }}", t.ip(), t.port()))
+        .collect();
+    format!(
+        r#"
+[[security_group]]
+name = "tcp"
+ingress = [
+  {{ protocol = "tcp", ports = "80", source = "10.231.40.2/32" }},
+  {{ protocol = "tcp", ports = "80", source = "fd00:231::40:2/128" }},
+]
+
+[[target_group]]
+name = "echo"
+protocol = "TCP"
+port = 7000
+targets = [{}]
+{group_extra}
+
+[target_group.health_check]
+interval = "5s"
+timeout = "2s"
+healthy_threshold = 2
+unhealthy_threshold = 2
+
+[[load_balancer]]
+name = "edge"
+interfaces = ["eth0", "eth1"]
+addresses = ["{LB_V4}", "{LB_V6}"]
+security_groups = ["tcp"]
+
+[[listener]]
+load_balancer = "edge"
+protocol = "TCP"
+port = 80
+default_action = {{ type = "forward", target_group = "echo" }}
+"#,
+        targets.join(", ")
+    )
+}
