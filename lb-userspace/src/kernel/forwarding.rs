@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn the_translation_takes_the_upper_half_of_the_ephemeral_range() {
-        assert_eq!(translation_ports(32768, 60999), (46885, 60999));
+        assert_eq!(translation_ports(32768, 60999), (46884, 60999));
         assert_eq!(translation_ports(1024, 1025), (1025, 1025));
         assert_eq!(parse_range("32768\t60999\n"), Some((32768, 60999)));
         assert_eq!(parse_range("61000 32768"), None);

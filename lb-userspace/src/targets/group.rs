@@ -487,6 +487,7 @@ pub(crate) mod tests {
             algorithm,
             deregistration_delay: Duration::from_secs(300),
             slow_start: Duration::ZERO,
+            preserve_client_ip: false,
             targets: weights
                 .iter()
                 .enumerate()
