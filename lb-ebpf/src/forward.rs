@@ -38,7 +38,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    csum, flow_hash, proto, FlowKey, FlowNat, FwdConfig, FwdScratch, FwdTarget, ListenerSlots, Reason, Ring, RingKey, TargetCounter, FLOW_TABLE_SIZE, FLOW_TO_TARGET,
+    csum, flow_hash, proto, FlowKey, FlowNat, FwdConfig, FwdScratch, FwdTarget, ListenerSlots,
+    NeighKey, MAX_NEIGH_MISSES, Reason, Ring, RingKey, TargetCounter, FLOW_TABLE_SIZE, FLOW_TO_TARGET,
     FWD_SCRATCH_LEN, MAX_RINGS, MAX_TARGETS, NEW_FLOW_TABLE_SIZE, RING_SIZE,
     TARGET_PRESERVE_CLIENT_IP,
 };
@@ -69,6 +70,10 @@ static NEW_FLOWS: LruHashMap<FlowKey, FlowNat> =
 
 #[map(name = "FWD_CONFIG")]
 static FWD_CONFIG: Array<FwdConfig> = Array::with_max_entries(1, 0);
+
+/// Next hops without a neighbour entry, for the daemon to resolve.
+#[map(name = "NEIGH_MISSES")]
+static NEIGH_MISSES: LruHashMap<NeighKey, u32> = LruHashMap::with_max_entries(MAX_NEIGH_MISSES, 0);
 
 #[map(name = "FWD_SCRATCH")]
 static FWD_SCRATCH: PerCpuArray<FwdScratch> = PerCpuArray::with_max_entries(1, 0);
@@ -563,6 +568,21 @@ fn send(ctx: &XdpContext, s: *mut Scratch) -> Result<u32, Reason> {
         )
     };
     if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        // The lookup left the next hop (the gateway, or the destination
+        // itself on a link) in the destination field.
+        let mut miss = NeighKey {
+            family: pkt.family,
+            ..NeighKey::default()
+        };
+        if pkt.family == 4 {
+            miss.addr[..4].copy_from_slice(&unsafe { p.__bindgen_anon_4.ipv4_dst }.to_ne_bytes());
+        } else {
+            let w = unsafe { p.__bindgen_anon_4.ipv6_dst };
+            for i in 0..4 {
+                miss.addr[i * 4..i * 4 + 4].copy_from_slice(&w[i].to_ne_bytes());
+            }
+        }
+        let _ = NEIGH_MISSES.insert(&miss, &p.ifindex, 0);
         return Err(Reason::DropNoNeighbour);
     }
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {

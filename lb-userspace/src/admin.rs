@@ -258,7 +258,6 @@ pub fn metrics(view: &AdminView) -> String {
                     slots.get(row).copied().unwrap_or(0),
                 );
             }
-            drop(f);
             let (established, handshakes) = dp.maps.flow_entries();
             let mut f = e.family(
                 "xalb_flow_table_entries",

@@ -59,7 +59,7 @@ impl Steered {
         let slots = LbSlots::for_config(&cfg);
         let (rows, _) = ListenerRows::default().next(&cfg);
         let mut kcfg = compile(&cfg, &slots).unwrap();
-        kcfg.listeners = steering(&slots, &rows);
+        kcfg.listeners = steering(&cfg, &slots, &rows);
         let mut dp = Datapath::load().expect("the programs load");
         dp.apply(&kcfg).unwrap();
         Self {

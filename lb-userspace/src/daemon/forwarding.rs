@@ -31,8 +31,9 @@ pub struct Forwarding {
     ports: Option<(u16, u16)>,
     /// The balancer's address toward each target, by target address.
     sources: HashMap<IpAddr, Option<IpAddr>>,
-    /// `no_neigh` over every target row when last looked at.
-    no_neigh: u64,
+    /// Whether the targets' neighbour entries were asked for since the
+    /// rows last changed.
+    warmed: bool,
 }
 
 /// A forwarding target and what it may receive now.
@@ -81,6 +82,7 @@ impl Forwarding {
         let (rows, _) = self.rows.next(keys);
         let old = std::mem::replace(&mut self.rows, rows);
         self.sources.clear();
+        self.warmed = false;
         self.write_rows(&live, maps)?;
         // Rows no target holds any more: their flows end.
         for (row, _, _) in old.rows() {
@@ -228,18 +230,21 @@ impl Forwarding {
             .collect()
     }
 
-    /// When a forwarded packet found no neighbour entry for its next hop,
-    /// asks the kernel to resolve every target's again.
-    fn warm_neighbours(&mut self, maps: &Maps, live: &[Live<'_>]) {
-        let rows: Vec<u32> = self.rows.rows().iter().map(|(r, _, _)| *r).collect();
-        let now = crate::kernel::counters::no_neigh_total(maps, &rows);
-        if now == self.no_neigh {
-            return;
+    /// Asks the kernel to resolve each next hop a forwarded packet found
+    /// no neighbour entry for (the packet was dropped; the client's
+    /// retransmission finds the entry), and the targets' own once after a
+    /// change of rows.
+    fn warm_neighbours(&mut self, maps: &mut Maps, live: &[Live<'_>]) {
+        let mut hops = maps.take_neigh_misses();
+        if !self.warmed {
+            self.warmed = true;
+            hops.extend(live.iter().map(|l| l.target.addr().ip()));
         }
-        self.no_neigh = now;
-        for l in live {
-            if let Err(e) = forwarding::warm_neighbour(l.target.addr().ip()) {
-                warn!(target = %l.target.addr(), error = %e, "cannot resolve the target's neighbour entry");
+        hops.sort_unstable();
+        hops.dedup();
+        for hop in hops {
+            if let Err(e) = forwarding::warm_neighbour(hop) {
+                warn!(next_hop = %hop, error = %e, "cannot resolve a forwarding next hop's neighbour entry");
             }
         }
     }

@@ -3,7 +3,7 @@
 
 mod affinity;
 mod error;
-mod forwarding;
+pub mod forwarding;
 pub mod lock;
 mod state;
 pub mod sticky_key;

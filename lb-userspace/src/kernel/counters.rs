@@ -137,15 +137,6 @@ fn add(sum: &mut ListenerCounter, c: &ListenerCounter) {
     sum.no_route += c.no_route;
 }
 
-/// The `no_neigh` counts of target rows `rows`, summed: the daemon warms
-/// the targets' neighbour entries when it rises.
-pub fn no_neigh_total(maps: &Maps, rows: &[u32]) -> u64 {
-    rows.iter()
-        .filter_map(|row| maps.target_counters.get(row, 0).ok())
-        .map(|per_cpu| per_cpu.iter().map(|c| c.no_neigh).sum::<u64>())
-        .sum()
-}
-
 /// A forwarding target's counters, summed over CPUs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetCounterRow {

@@ -6,14 +6,15 @@
 //! ([`Grace`]), then the old bank is emptied. A packet never sees half of a
 //! configuration, nor an emptied one.
 
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, SockMap};
 use aya::Ebpf;
 use lb_common::{
     map_names, proto, trie_id, AddrKeyV4, AddrKeyV6, Counter, FlowKey, FlowNat, FwdConfig,
-    FwdTarget, IfaceKey, LbAddr, ListenerCounter, ListenerKey, ListenerSlots, Ring, RingKey,
-    SgRules, SrcKeyV4, SrcKeyV6, TargetCounter, LB_ID_BITS, NUM_BANKS,
+    FwdTarget, IfaceKey, LbAddr, ListenerCounter, ListenerKey, ListenerSlots, NeighKey, Ring,
+    RingKey, SgRules, SrcKeyV4, SrcKeyV6, TargetCounter, LB_ID_BITS, NUM_BANKS,
 };
 
 use super::compile::KernelConfig;
@@ -57,6 +58,7 @@ pub struct Maps {
     flows: HashMap<MapData, FlowKey, FlowNat>,
     new_flows: HashMap<MapData, FlowKey, FlowNat>,
     fwd_config: Array<MapData, FwdConfig>,
+    neigh_misses: HashMap<MapData, NeighKey, u32>,
     listeners: HashMap<MapData, ListenerKey, ListenerSlots>,
     socks: SockMap<MapData>,
     pub(crate) listener_counters: PerCpuArray<MapData, ListenerCounter>,
@@ -156,6 +158,7 @@ impl Maps {
             flows: take(ebpf, map_names::FLOWS)?,
             new_flows: take(ebpf, map_names::NEW_FLOWS)?,
             fwd_config: take(ebpf, map_names::FWD_CONFIG)?,
+            neigh_misses: take(ebpf, map_names::NEIGH_MISSES)?,
             listeners: take(ebpf, map_names::LISTENERS)?,
             socks: take(ebpf, map_names::SOCKS)?,
             listener_counters: take(ebpf, map_names::LISTENER_COUNTERS)?,
@@ -428,6 +431,24 @@ impl Maps {
     /// flow). A walk over the tables: for metrics, not per packet.
     pub fn flow_entries(&self) -> (usize, usize) {
         (self.flows.keys().count(), self.new_flows.keys().count())
+    }
+
+    /// Takes the next hops the XDP program found no neighbour entry for
+    /// since the last call (at most `MAX_NEIGH_MISSES`, the most recent).
+    pub fn take_neigh_misses(&mut self) -> Vec<IpAddr> {
+        let keys: Vec<NeighKey> = self.neigh_misses.keys().filter_map(Result::ok).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            // Removed first: a miss recorded again meanwhile is kept for
+            // the next call.
+            let _ = self.neigh_misses.remove(&k);
+            match k.family {
+                4 => out.push(IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])),
+                6 => out.push(IpAddr::from(k.addr)),
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Every entry of the IPv4 security-group trie, of both banks: (bank,

@@ -20,6 +20,8 @@ pub mod group;
 pub mod health;
 pub mod sticky;
 
+/// The target groups by name, as every listener shares them.
+pub use crate::proxy::service::Groups;
 pub use group::{GroupPick, Outstanding, Pick, TargetGroupRuntime, TargetState, WeightedGroups};
 pub use health::{Health, HealthState, Reason};
 pub use sticky::{APP_COOKIE, GROUP_COOKIE, LB_COOKIE};
