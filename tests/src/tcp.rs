@@ -18,10 +18,27 @@ pub struct Server {
 impl Server {
     pub fn start(ns: &Netns, addr: SocketAddr, greeting: &str) -> Result<Self> {
         let greeting = greeting.as_bytes().to_vec();
+        Self::greeting_with(ns, addr, move |_| greeting.clone())
+    }
+
+    /// A server whose greeting is the address its peer connected from
+    /// (`IP\n`): what the target sees of the client.
+    pub fn telling_peer(ns: &Netns, addr: SocketAddr) -> Result<Self> {
+        Self::greeting_with(ns, addr, |peer| format!("{}\n", peer.ip()).into_bytes())
+    }
+
+    fn greeting_with(
+        ns: &Netns,
+        addr: SocketAddr,
+        greeting: impl Fn(SocketAddr) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Result<Self> {
         let acceptor = Acceptor::start(ns, addr, move |mut s: TcpStream| {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = s.write_all(&greeting);
-            let mut buf = [0u8; 4096];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            let Ok(peer) = s.peer_addr() else {
+                return;
+            };
+            let _ = s.write_all(&greeting(peer));
+            let mut buf = [0u8; 16384];
             while let Ok(n) = s.read(&mut buf) {
                 if n == 0 || s.write_all(&buf[..n]).is_err() {
                     break;

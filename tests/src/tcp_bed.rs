@@ -8,8 +8,9 @@
 //! ```
 //! Senders have transmit checksum offload off and receivers receive offload
 //! off, so a wrong checksum written by the kernel fails a test instead of
-//! passing unnoticed; GRO on the client's and targets' ends gives those veths
-//! the NAPI instance that frames redirected into them need.
+//! passing unnoticed. The client's and targets' ends run an `XDP_PASS`
+//! program: veth delivers frames sent to it with `XDP_TX` or a redirect
+//! promptly only to a peer with an XDP program (see [`crate::xdp_pass`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct TcpBed {
     pub lb: Netns,
     pub targets: Netns,
     pub config: PathBuf,
+    /// The `XDP_PASS` links of the client's and targets' ends.
+    _pass: Vec<std::os::fd::OwnedFd>,
 }
 
 /// The balancer's addresses, as the client reaches them.
@@ -53,8 +56,10 @@ impl TcpBed {
         // Only needed when targets see the client's address.
         targets.ip(&["route", "add", "default", "via", "10.231.41.1"])?;
         targets.ip(&["-6", "route", "add", "default", "via", "fd00:231::41:1"])?;
+        let mut pass = Vec::new();
         for ns in [&client, &targets] {
             offloads(ns, "eth0", &["tx", "off", "rx", "off", "gro", "on"])?;
+            pass.push(crate::xdp_pass::attach(ns, "eth0")?);
         }
         let config_path = std::env::temp_dir().join(format!("{}.toml", lb.name()));
         std::fs::write(&config_path, config)?;
@@ -63,6 +68,7 @@ impl TcpBed {
             lb,
             targets,
             config: config_path,
+            _pass: pass,
         })
     }
 

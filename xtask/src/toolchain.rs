@@ -150,10 +150,14 @@ pub fn ensure_apt(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    run_status(Command::new("apt-get").args(["update", "-q"]))?;
+    // Two xtask runs at once (tests run in parallel) wait for each other
+    // instead of failing on dpkg's lock.
+    let wait = ["-o", "DPkg::Lock::Timeout=600"];
+    run_status(Command::new("apt-get").args(wait).args(["update", "-q"]))?;
     run_status(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(wait)
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing),
     )
