@@ -21,11 +21,12 @@ const XDP_PASS: i32 = 2;
 /// `bpf(cmd, attr)` with `attr` as the kernel's union, zero-padded.
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
     // SAFETY: the attribute buffer is larger than every field the kernel
-    // reads for these commands; the returned fd is new and ours.
+    // reads for these commands.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: the kernel just made this fd for us alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
