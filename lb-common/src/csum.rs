@@ -98,4 +98,35 @@ mod tests {
         h[12..20].copy_from_slice(&new);
         assert_eq!(updated, full(&h));
     }
+
+    proptest::proptest! {
+        /// Replacing any aligned 8 bytes (two addresses, or ports and
+        /// more) of checksummed data and updating the checksum leaves data
+        /// that verifies, with the checksum a recomputation gives (or its
+        /// other one's-complement zero).
+        #[test]
+        fn any_update_verifies(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 40),
+            at in 0usize..15,
+            new: [u8; 8],
+        ) {
+            let mut d: [u8; 40] = data.try_into().unwrap();
+            // The checksum field is the first word.
+            d[0..2].copy_from_slice(&[0, 0]);
+            let check = full(&d);
+            d[0..2].copy_from_slice(&check.to_be_bytes());
+            let at = 2 + 2 * at;
+            let old: [u8; 8] = d[at..at + 8].try_into().unwrap();
+            let updated = update(check, sum_complement(&old), sum(&new));
+            d[at..at + 8].copy_from_slice(&new);
+            d[0..2].copy_from_slice(&updated.to_be_bytes());
+            proptest::prop_assert_eq!(fold(sum(&d)), 0xffff, "the data verifies");
+            d[0..2].copy_from_slice(&[0, 0]);
+            let again = full(&d);
+            proptest::prop_assert!(
+                updated == again || (updated | again == 0xffff && updated & again == 0),
+                "{:#06x} vs {:#06x}", updated, again
+            );
+        }
+    }
 }

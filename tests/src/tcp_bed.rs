@@ -25,8 +25,10 @@ pub struct TcpBed {
     pub lb: Netns,
     pub targets: Netns,
     pub config: PathBuf,
-    /// The `XDP_PASS` links of the client's and targets' ends.
+    /// The `XDP_PASS` links of the ends that receive translated frames.
     _pass: Vec<std::os::fd::OwnedFd>,
+    /// The L2 segment of [`TcpBed::one_segment`].
+    _bridge: Option<Netns>,
 }
 
 /// The balancer's addresses, as the client reaches them.
@@ -69,6 +71,66 @@ impl TcpBed {
             targets,
             config: config_path,
             _pass: pass,
+            _bridge: None,
+        })
+    }
+
+    /// The other topology: client, balancer and targets on one segment (a
+    /// bridge in a namespace of its own), so the kernel sends translated
+    /// packets back out of the interface they came in on (`XDP_TX`).
+    ///
+    /// ```text
+    ///   client 10.231.42.2 ─┐
+    ///   balancer 10.231.42.1 (eth0) ─ br0
+    ///   targets 10.231.42.11-19 ─┘      (and fd00:231::42:*)
+    /// ```
+    /// `config` is written for the routed bed ([`tcp_config`]); its
+    /// addresses and interfaces are moved onto the segment.
+    pub fn one_segment(config: &str) -> Result<Self> {
+        crate::require_root();
+        let client = Netns::new("scl")?;
+        let lb = Netns::new("slb")?;
+        let targets = Netns::new("stg")?;
+        let bridge = Netns::new("sbr")?;
+        bridge.ip(&["link", "add", "br0", "type", "bridge"])?;
+        bridge.ip(&["link", "set", "br0", "up"])?;
+        for (ns, port) in [(&client, "pc"), (&lb, "plb"), (&targets, "pt")] {
+            veth(&bridge, port, ns, "eth0")?;
+            bridge.ip(&["link", "set", port, "master", "br0"])?;
+        }
+        addr(&client, "eth0", "10.231.42.2/24")?;
+        addr(&client, "eth0", "fd00:231::42:2/112")?;
+        addr(&lb, "eth0", "10.231.42.1/24")?;
+        addr(&lb, "eth0", "fd00:231::42:1/112")?;
+        for i in 11..20 {
+            addr(&targets, "eth0", &format!("10.231.42.{i}/24"))?;
+            addr(&targets, "eth0", &format!("fd00:231::42:{i}/112"))?;
+        }
+        let mut pass = Vec::new();
+        for ns in [&client, &targets] {
+            offloads(ns, "eth0", &["tx", "off", "rx", "off", "gro", "on"])?;
+            pass.push(crate::xdp_pass::attach(ns, "eth0")?);
+        }
+        // The balancer's frames sent back out of eth0 arrive on "plb".
+        pass.push(crate::xdp_pass::attach(&bridge, "plb")?);
+        let config = config
+            .replace("10.231.40.", "10.231.42.")
+            .replace("fd00:231::40:", "fd00:231::42:")
+            .replace("10.231.41.", "10.231.42.")
+            .replace("fd00:231::41:", "fd00:231::42:")
+            .replace(
+                "interfaces = [\"eth0\", \"eth1\"]",
+                "interfaces = [\"eth0\"]",
+            );
+        let config_path = std::env::temp_dir().join(format!("{}.toml", lb.name()));
+        std::fs::write(&config_path, config)?;
+        Ok(Self {
+            client,
+            lb,
+            targets,
+            config: config_path,
+            _pass: pass,
+            _bridge: Some(bridge),
         })
     }
 
@@ -112,6 +174,18 @@ pub fn target(host: u8, port: u16, v6: bool) -> SocketAddr {
     } else {
         SocketAddr::from(([10, 231, 41, host], port))
     }
+}
+
+/// Where [`TcpBed::one_segment`] puts the routed bed's address `a`.
+pub fn on_segment(a: SocketAddr) -> SocketAddr {
+    let ip = a
+        .ip()
+        .to_string()
+        .replace("10.231.40.", "10.231.42.")
+        .replace("10.231.41.", "10.231.42.")
+        .replace("fd00:231::40:", "fd00:231::42:")
+        .replace("fd00:231::41:", "fd00:231::42:");
+    SocketAddr::new(ip.parse().unwrap(), a.port())
 }
 
 /// A balancer "edge" on eth0 (clients) and eth1 (targets), TCP port 80

@@ -113,7 +113,8 @@ fn an_https_listener_is_refused_with_its_certificate_problems() {
     assert!(stderr.contains(&mismatch), "{stderr}");
     assert!(!stdout.contains("OK"), "{stdout}");
 
-    // TCP likewise.
+    // A TCP listener is served, by the kernel, from a TCP target group
+    // only.
     let tcp = format!(
         "{seed}\n[[listener]]\nload_balancer = \"web-alb\"\nprotocol = \"TCP\"\nport = 5432\n\
          default_action = {{ type = \"forward\", target_group = \"web\" }}\n"
@@ -122,8 +123,22 @@ fn an_https_listener_is_refused_with_its_certificate_problems() {
     let (code, stdout, stderr) = check(&f);
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
-        stderr.contains("listener \"web-alb:5432\".protocol: TCP listeners are not served yet (planned); use HTTP"),
+        stderr.contains("listener \"web-alb:5432\".default_action.target_group: target group \"web\" is HTTP; a TCP listener is forwarded by the kernel and needs a TCP target group"),
         "{stderr}"
+    );
+    let tcp = format!(
+        "{tcp}\n[[target_group]]\nname = \"db\"\nprotocol = \"TCP\"\nport = 5432\n\
+         targets = [{{ address = \"10.0.1.20\" }}]\n"
+    )
+    .replace(
+        "port = 5432\ndefault_action = { type = \"forward\", target_group = \"web\" }",
+        "port = 5432\ndefault_action = { type = \"forward\", target_group = \"db\" }",
+    );
+    std::fs::write(&f, &tcp).unwrap();
+    let (code, stdout, stderr) = check(&f);
+    assert_eq!(
+        code, 0,
+        "a TCP listener to a TCP group is accepted: {stdout}{stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use xalb_tests::admin::{admin_get_in, targets_in, wait_for};
 use xalb_tests::netns::Netns;
 use xalb_tests::tcp::{probe, Outcome, Server};
-use xalb_tests::tcp_bed::{target, tcp_config, TcpBed, LB_V4, LB_V6};
+use xalb_tests::tcp_bed::{on_segment, target, tcp_config, TcpBed, LB_V4, LB_V6};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -115,19 +115,31 @@ fn listening(ns: &Netns, port: u16) -> bool {
     })
 }
 
-fn spread_and_stay(v6: bool) {
-    let targets = [target(11, 7000, v6), target(12, 7000, v6)];
-    let bed = TcpBed::new(&tcp_config(&targets, "")).unwrap();
+/// Whether the flows spread and stay: on the routed bed (`XDP_REDIRECT`
+/// between interfaces) or, `one_segment`, with everyone on one segment
+/// (`XDP_TX` back out of the interface).
+fn spread_and_stay(v6: bool, one_segment: bool) {
+    let mut targets = [target(11, 7000, v6), target(12, 7000, v6)];
+    let mut to = lb(v6);
+    let config = tcp_config(&targets, "");
+    let bed = if one_segment {
+        targets = targets.map(on_segment);
+        to = on_segment(to);
+        TcpBed::one_segment(&config).unwrap()
+    } else {
+        TcpBed::new(&config).unwrap()
+    };
     let _a = Server::start(&bed.targets, targets[0], "a\n").unwrap();
     let _b = Server::start(&bed.targets, targets[1], "b\n").unwrap();
     let d = bed.start().unwrap();
     wait_in_ring(&bed.lb, &targets);
     // Every flow keeps its target for its life: a packet sent to the other
     // one would meet no socket there and reset the connection.
-    let names = sessions(&bed.client, lb(v6), 60, 5);
+    let names = sessions(&bed.client, to, 60, 5);
     let a = names.iter().filter(|n| *n == "a").count();
     let b = names.iter().filter(|n| *n == "b").count();
     let socket = listening(&bed.lb, 80);
+    let tx = xdp_tx(&bed.lb);
     let (counters, stderr) = d.stop().unwrap();
     assert_eq!(a + b, 60, "every session reached a target: {names:?}");
     // A fair split of 60 has fewer than 12 on one side with probability
@@ -148,16 +160,41 @@ fn spread_and_stay(v6: bool) {
     );
     assert!(counters.get("edge", "forward_to_target") > 0);
     assert!(counters.get("edge", "forward_from_target") > 0);
+    assert_eq!(
+        tx > 0,
+        one_segment,
+        "XDP_TX only on one segment: {tx} frames sent back out"
+    );
+}
+
+/// Frames the balancer's eth0 sent back out with `XDP_TX` (veth's count).
+fn xdp_tx(lb: &Netns) -> u64 {
+    let out = lb.command("ethtool").args(["-S", "eth0"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("rx_queue_") && l.contains("_xdp_tx:"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[test]
 fn ipv4_flows_spread_over_both_targets_and_stay_on_theirs() {
-    spread_and_stay(false);
+    spread_and_stay(false, false);
+}
+
+#[test]
+fn ipv4_flows_spread_and_stay_with_targets_on_the_clients_segment() {
+    spread_and_stay(false, true);
+}
+
+#[test]
+fn ipv6_flows_spread_and_stay_with_targets_on_the_clients_segment() {
+    spread_and_stay(true, true);
 }
 
 #[test]
 fn ipv6_flows_spread_over_both_targets_and_stay_on_theirs() {
-    spread_and_stay(true);
+    spread_and_stay(true, false);
 }
 
 /// An open session through the balancer: the stream and the greeting line.

@@ -33,13 +33,14 @@ pub fn table(targets: &[Entry], size: u32) -> Vec<u32> {
     if order.is_empty() {
         return Vec::new();
     }
-    let perm: Vec<(u64, u64)> = order
+    // Both below the table size, which is a u32.
+    let perm: Vec<(u32, u32)> = order
         .iter()
         .map(|&i| {
             let key = key_bytes(targets[i].addr);
             let offset = hash(&key, 0x6d61_676c_6576_0001) % m;
             let skip = hash(&key, 0x6d61_676c_6576_0002) % (m - 1) + 1;
-            (offset, skip)
+            (offset as u32, skip as u32)
         })
         .collect();
     // A target takes a turn for every `max / weight` turns the heaviest
@@ -60,7 +61,7 @@ pub fn table(targets: &[Entry], size: u32) -> Vec<u32> {
             let (offset, skip) = perm[k];
             // The target's next preferred slot that is still free.
             let slot = loop {
-                let s = (offset + next[k] * skip) % m;
+                let s = (u64::from(offset) + next[k] * u64::from(skip)) % m;
                 next[k] += 1;
                 if slots[s as usize] == u32::MAX {
                     break s;
@@ -197,4 +198,81 @@ mod tests {
     }
 
     const GOLDEN: [u32; 13] = [0, 2, 1, 0, 2, 0, 2, 1, 0, 0, 1, 2, 1];
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `n` targets on distinct addresses drawn from `base`.
+        fn spread(base: [u8; 3], weights: &[u32]) -> Vec<Entry> {
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &weight)| Entry {
+                    addr: SocketAddr::from((
+                        [10, base[0], base[1], base[2].wrapping_add(i as u8)],
+                        7000,
+                    )),
+                    weight,
+                })
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Each target's share of the slots is its weight's, within 2%
+            /// (and a slot: the last round of turns is cut short).
+            #[test]
+            fn shares_follow_weights(base: [u8; 3], weights in proptest::collection::vec(1u32..=10, 1..=8)) {
+                let ts = spread(base, &weights);
+                let c = shares(&table(&ts, TABLE_SIZE), ts.len());
+                let total: u32 = weights.iter().sum();
+                for (i, w) in weights.iter().enumerate() {
+                    let want = f64::from(TABLE_SIZE) * f64::from(*w) / f64::from(total);
+                    prop_assert!(
+                        (c[i] as f64 - want).abs() <= want * 0.02 + 1.0,
+                        "target {i}: {} slots, want {want:.0} ({c:?}, weights {weights:?})", c[i]
+                    );
+                }
+            }
+
+            /// Removing one of N equal targets moves its own slots (1/N)
+            /// and at most 1% of the table besides.
+            #[test]
+            fn removing_a_target_moves_about_its_share(base: [u8; 3], n in 2usize..=12, gone in 0usize..12) {
+                let gone = gone % n;
+                let ts = spread(base, &vec![1; n]);
+                let fewer: Vec<Entry> = ts.iter().enumerate().filter(|(i, _)| *i != gone).map(|(_, e)| *e).collect();
+                let before = table(&ts, TABLE_SIZE);
+                let after = table(&fewer, TABLE_SIZE);
+                let moved = before
+                    .iter()
+                    .zip(&after)
+                    .filter(|(b, a)| ts[**b as usize].addr != fewer[**a as usize].addr)
+                    .count();
+                let bound = TABLE_SIZE as f64 * (1.0 / n as f64 + 0.01);
+                prop_assert!((moved as f64) <= bound, "{moved} of {TABLE_SIZE} slots moved removing 1 of {n}");
+                // Every slot the removed target held moved, none to it.
+                prop_assert!(after.iter().all(|a| fewer[*a as usize].addr != ts[gone].addr));
+            }
+
+            /// The same targets in any order give the same table.
+            #[test]
+            fn the_order_does_not_matter(base: [u8; 3], weights in proptest::collection::vec(1u32..=4, 1..=6), seed: u64) {
+                let ts = spread(base, &weights);
+                let mut shuffled = ts.clone();
+                let mut x = seed | 1;
+                for i in (1..shuffled.len()).rev() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+                }
+                let a: Vec<SocketAddr> = table(&ts, TABLE_SIZE).iter().map(|&i| ts[i as usize].addr).collect();
+                let b: Vec<SocketAddr> = table(&shuffled, TABLE_SIZE).iter().map(|&i| shuffled[i as usize].addr).collect();
+                prop_assert_eq!(a, b);
+            }
+        }
+    }
 }
