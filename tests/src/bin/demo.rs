@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: the seed scenario (../examples/seed-alb.toml) in network
-//! namespaces, with `xalb run` on the balancer host, explained in plain words.
+//! namespaces, with `xalb run` on the balancer host, explained in plain words;
+//! then a TCP listener forwarded by the kernel (../examples/tcp-listener.toml).
 //!
 //!   client 10.0.0.100 ──eth0── balancer host 10.0.0.10 ──eth1── web1 10.0.1.10
 //!                                                      └─eth2── web2 10.0.2.10
@@ -103,19 +104,19 @@ fn main() -> Result<()> {
     )?;
 
     println!("\n-- target health (checks every 5 s, a new target healthy after 1 pass):");
-    wait_for(&lb, "10.0.1.10", "healthy")?;
-    wait_for(&lb, "10.0.2.10", "healthy")?;
+    wait_for(&lb, "10.0.1.10", 80, "healthy")?;
+    wait_for(&lb, "10.0.2.10", 80, "healthy")?;
     describe(&lb)?;
 
     println!("\n-- web-1 stops. The client keeps asking:");
     drop(w1);
     requests(&client, 6)?;
-    wait_for(&lb, "10.0.1.10", "unhealthy")?;
+    wait_for(&lb, "10.0.1.10", 80, "unhealthy")?;
     describe(&lb)?;
 
     println!("\n-- web-1 starts again (healthy after 2 passes):");
     let _w1 = Backend::start(&web1, "10.0.1.10:80".parse()?, "web-1")?;
-    wait_for(&lb, "10.0.1.10", "healthy")?;
+    wait_for(&lb, "10.0.1.10", 80, "healthy")?;
     describe(&lb)?;
     requests(&client, 4)?;
 
@@ -143,7 +144,132 @@ fn main() -> Result<()> {
     }
     println!("\n-- after xalb detach, port 22 answers again:");
     show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22")?;
+    tcp_listener(&client, &lb, &web1, &web2)?;
     println!("\n== demo done; namespaces removed.");
+    Ok(())
+}
+
+/// The second act: a TCP listener the kernel forwards, from
+/// examples/tcp-listener.toml.
+fn tcp_listener(client: &Netns, lb: &Netns, web1: &Netns, web2: &Netns) -> Result<()> {
+    let config = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/tcp-listener.toml"
+    ));
+    println!(
+        "\n== a TCP listener, forwarded by the kernel ({})",
+        config.display()
+    );
+    println!(
+        "   listener TCP:7000 forwards to target group echo: 10.0.1.10:7000 and 10.0.2.10:7000."
+    );
+    println!("   XDP picks a target by Maglev hashing and translates addresses both ways; no socket of xalb's holds these connections.");
+    // veth hands translated frames on promptly only to an end running XDP,
+    // and a sender's checksum offload would leave XDP a partial checksum.
+    let mut pass = Vec::new();
+    for ns in [client, web1, web2] {
+        xalb_tests::tcp_bed::offloads(ns, "eth0", &["tx", "off"])?;
+        pass.push(xalb_tests::xdp_pass::attach(ns, "eth0")?);
+    }
+    let _e1 = Server::start(web1, "10.0.1.10:7000".parse()?, "echo-1\n")?;
+    let _e2 = Server::start(web2, "10.0.2.10:7000".parse()?, "echo-2\n")?;
+    let daemon = Daemon::start(lb, &config, &[])?;
+    println!(
+        "\n-- xalb run -c {} : XDP on eth0, eth1 and eth2",
+        config.display()
+    );
+    wait_for(lb, "10.0.1.10", 7000, "healthy")?;
+    wait_for(lb, "10.0.2.10", 7000, "healthy")?;
+    println!("   both echo targets healthy; client -> 10.0.0.10:7000, twelve connections:");
+    let mut held = Vec::new();
+    for i in 0..12 {
+        let (s, name) = session(client)?;
+        println!("     connection {i:>2} -> {name}");
+        held.push((s, name));
+    }
+    let ones = held.iter().filter(|(_, n)| n == "echo-1").count();
+    println!(
+        "   echo-1 took {ones}, echo-2 took {}; each connection stays on its target.",
+        held.len() - ones
+    );
+    let ss = lb.command("ss").args(["-Htan"]).output()?;
+    let on_7000: Vec<String> = String::from_utf8_lossy(&ss.stdout)
+        .lines()
+        .filter(|l| l.contains(":7000"))
+        .map(str::to_string)
+        .collect();
+    println!(
+        "   the balancer host's socket table (ss -tan) for port 7000 with 12 connections open: {}",
+        if on_7000.is_empty() {
+            "empty".to_string()
+        } else {
+            on_7000.join("; ")
+        }
+    );
+
+    println!("\n-- web-1's host drops off the network (its address removed):");
+    web1.ip(&["addr", "del", "10.0.1.10/24", "dev", "eth0"])?;
+    wait_for(lb, "10.0.1.10", 7000, "unhealthy")?;
+    println!(
+        "   xalb's checks find echo-1 unhealthy; the kernel resets its flows on their next packet:"
+    );
+    let mut reset = 0;
+    let mut alive = 0;
+    for (s, name) in &mut held {
+        match echo(s) {
+            Ok(()) => alive += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => reset += 1,
+            Err(e) => println!("     a connection to {name}: {e}"),
+        }
+    }
+    println!("   of the 12 open connections, {reset} were reset (echo-1's) and {alive} go on (echo-2's).");
+    let mut after = Vec::new();
+    for _ in 0..6 {
+        after.push(session(client)?.1);
+    }
+    println!("   six new connections went to: {}", after.join(", "));
+    drop(held);
+    let (counters, _) = daemon.stop()?;
+    println!("\n-- xalb stopped. Its forwarding counters:");
+    for line in counters
+        .1
+        .iter()
+        .filter(|l| l.starts_with("listener_counter") || l.starts_with("target_counter"))
+    {
+        println!("   {line}");
+    }
+    let (ok, _, _) = xalb_tests::daemon::detach(lb, None)?;
+    if !ok {
+        bail!("xalb detach failed");
+    }
+    web1.ip(&["addr", "add", "10.0.1.10/24", "dev", "eth0"])?;
+    drop(pass);
+    Ok(())
+}
+
+/// A connection to the TCP listener: the stream and its target's greeting.
+fn session(client: &Netns) -> Result<(std::net::TcpStream, String)> {
+    client.run(|| -> Result<(std::net::TcpStream, String)> {
+        use std::io::Read;
+        let to: SocketAddr = "10.0.0.10:7000".parse()?;
+        let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte[0] != b'\n' {
+            s.read_exact(&mut byte)?;
+            line.push(byte[0]);
+        }
+        Ok((s, String::from_utf8_lossy(&line).trim().to_string()))
+    })?
+}
+
+/// One echo round trip on an open connection.
+fn echo(s: &mut std::net::TcpStream) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    s.write_all(b"ping")?;
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back)?;
     Ok(())
 }
 
@@ -177,11 +303,13 @@ fn describe(lb: &Netns) -> Result<()> {
     Ok(())
 }
 
-/// Waits (up to 40 s) until the admin endpoint reports `state` for `address`.
-fn wait_for(lb: &Netns, address: &str, state: &str) -> Result<()> {
+/// Waits (up to 40 s) until the admin endpoint reports `state` for
+/// `address`:`port`.
+fn wait_for(lb: &Netns, address: &str, port: u16, state: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    let needle =
-        format!("\"address\": \"{address}\",\n      \"port\": 80,\n      \"state\": \"{state}\"");
+    let needle = format!(
+        "\"address\": \"{address}\",\n      \"port\": {port},\n      \"state\": \"{state}\""
+    );
     while std::time::Instant::now() < deadline {
         let body = in_ns(lb, async || {
             get("127.0.0.1:9901".parse().unwrap(), "/targets", &[])
