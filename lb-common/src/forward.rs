@@ -97,6 +97,23 @@ pub struct FlowKey {
 
 /// [`FlowNat::flags`]: the entry translates client → target packets.
 pub const FLOW_TO_TARGET: u32 = 1;
+/// [`FlowNat::flags`]: a FIN or a reset of the flow passed; once the flow
+/// has been quiet for [`FLOW_REUSE_QUIET`], a new flow may take its
+/// translation (the source port toward the target).
+pub const FLOW_CLOSING: u32 = 2;
+
+/// Units of [`FlowNat::since`]: 2^30 ns of the kernel's coarse clock.
+pub const FLOW_CLOCK_SHIFT: u32 = 30;
+/// Quiet time (in [`FLOW_CLOCK_SHIFT`] units, about 2 s) after which a
+/// closing flow's translation may be taken by a new flow. Without reuse, a
+/// source port stays taken until the flow table evicts the entry: about
+/// 14,000 ports per target at Linux's default range would run out after
+/// two seconds of 7,000 new connections per second.
+pub const FLOW_REUSE_QUIET: u32 = 2;
+/// Age (same units, about 8.6 s) after which a handshake that never
+/// completed gives up its translation to a new flow: a client's SYN
+/// retransmissions come at 1 s and 3 s.
+pub const HANDSHAKE_REUSE_AGE: u32 = 8;
 
 /// Value of the flow tables: how a packet of this key is rewritten and
 /// whose counters it goes to.
@@ -122,6 +139,9 @@ pub struct FlowNat {
     pub ack: u32,
     /// The balancer's counter row.
     pub lb_id: u32,
+    /// Coarse clock ([`FLOW_CLOCK_SHIFT`]) of the handshake's first SYN,
+    /// then, once closing, of the flow's latest packet.
+    pub since: u32,
 }
 
 /// Value of `FWD_CONFIG` (one entry, not banked): what the XDP program

@@ -32,14 +32,14 @@ use aya_ebpf::{
         bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_tail},
+    helpers::generated::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_tail},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use lb_common::{
     csum, flow_hash, proto, FlowKey, FlowNat, FwdConfig, FwdScratch, FwdTarget, ListenerSlots,
-    NeighKey, MAX_NEIGH_MISSES, Reason, Ring, RingKey, TargetCounter, FLOW_TABLE_SIZE, FLOW_TO_TARGET,
+    NeighKey, MAX_NEIGH_MISSES, Reason, Ring, RingKey, TargetCounter, FLOW_CLOCK_SHIFT, FLOW_CLOSING, FLOW_REUSE_QUIET, FLOW_TABLE_SIZE, FLOW_TO_TARGET, HANDSHAKE_REUSE_AGE,
     FWD_SCRATCH_LEN, MAX_RINGS, MAX_TARGETS, NEW_FLOW_TABLE_SIZE, RING_SIZE,
     TARGET_PRESERVE_CLIENT_IP,
 };
@@ -104,6 +104,8 @@ struct Scratch {
     rev: FlowNat,
     /// The key of `rev`.
     key: FlowKey,
+    /// The key of a flow whose translation a new one takes over.
+    stale: FlowKey,
     fib: FibParams,
     /// A reset being built: Ethernet addresses, IP and TCP headers.
     macs: [u8; 12],
@@ -122,6 +124,7 @@ fn scratch() -> Option<*mut Scratch> {
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
@@ -327,14 +330,16 @@ fn new_flow(ctx: &XdpContext, s: *mut Scratch) -> Verdict {
     fwd.flags = FLOW_TO_TARGET;
     fwd.ack = 0;
     fwd.lb_id = lb_id;
+    fwd.since = now();
     *rev = *fwd;
     rev.saddr = pkt.key.daddr;
     rev.daddr = pkt.key.saddr;
     rev.sport = pkt.key.dport;
     rev.dport = pkt.key.sport;
     rev.flags = 0;
+    let stale = unsafe { &mut (*s).stale };
     let claimed = if preserve {
-        claim(pkt.family, fwd, rev, back)
+        claim(pkt.family, fwd, rev, back, stale)
     } else {
         let Some(cfg) = FWD_CONFIG.get(0) else {
             return no_target(lb_id, li.row);
@@ -345,7 +350,7 @@ fn new_flow(ctx: &XdpContext, s: *mut Scratch) -> Verdict {
             // Spread over the range by the flow's hash, so probes of
             // concurrent SYNs rarely meet.
             fwd.sport = (u32::from(cfg.port_lo) + hash.rotate_left(i * 8) % span) as u16;
-            if claim(pkt.family, fwd, rev, back) {
+            if claim(pkt.family, fwd, rev, back, stale) {
                 claimed = true;
                 break;
             }
@@ -365,15 +370,59 @@ fn new_flow(ctx: &XdpContext, s: *mut Scratch) -> Verdict {
 }
 
 /// Makes `rev` the entry of the replies to packets rewritten by `fwd`
-/// (their key, set in `back`), unless a flow already holds that tuple (its
-/// source port is taken).
+/// (their key, set in `back`), unless a live flow holds that tuple (its
+/// source port is taken). A flow that closed and went quiet, or a
+/// handshake that never completed, gives the tuple up: both its entries go.
 #[inline(always)]
-fn claim(family: u8, fwd: &FlowNat, rev: &FlowNat, back: &mut FlowKey) -> bool {
+fn claim(family: u8, fwd: &FlowNat, rev: &FlowNat, back: &mut FlowKey, stale: &mut FlowKey) -> bool {
     reverse(family, fwd, back);
-    if FLOWS.get_ptr(&*back).is_some() {
-        return false;
+    let age = |old: &FlowNat| fwd.since.wrapping_sub(old.since);
+    if let Some(old) = FLOWS.get_ptr(&*back) {
+        let old = unsafe { &*old };
+        if old.flags & FLOW_CLOSING == 0 || age(old) < FLOW_REUSE_QUIET {
+            return false;
+        }
+        reverse(family, old, stale);
+        let _ = FLOWS.remove(&*stale);
+        let _ = FLOWS.remove(&*back);
+    } else if let Some(old) = NEW_FLOWS.get_ptr(&*back) {
+        let old = unsafe { &*old };
+        if age(old) < HANDSHAKE_REUSE_AGE {
+            return false;
+        }
+        reverse(family, old, stale);
+        let _ = NEW_FLOWS.remove(&*stale);
+        let _ = NEW_FLOWS.remove(&*back);
     }
     NEW_FLOWS.insert(&*back, rev, BPF_NOEXIST as u64).is_ok()
+}
+
+/// The coarse clock in [`FLOW_CLOCK_SHIFT`] units.
+#[inline(always)]
+fn now() -> u32 {
+    (unsafe { bpf_ktime_get_coarse_ns() } >> FLOW_CLOCK_SHIFT) as u32
+}
+
+/// Marks both entries of an established flow closing, as of now: a FIN or
+/// a reset passed, or a packet of a flow already closing (its quiet time
+/// starts again).
+#[inline(never)]
+fn closing(s: *mut Scratch) {
+    let (pkt, nat, back) = unsafe { (&(*s).pkt, &(*s).fwd, &mut (*s).key) };
+    let t = now();
+    reverse(pkt.family, nat, back);
+    if let Some(e) = FLOWS.get_ptr_mut(&pkt.key) {
+        unsafe {
+            (*e).flags |= FLOW_CLOSING;
+            (*e).since = t;
+        }
+    }
+    if let Some(e) = FLOWS.get_ptr_mut(&*back) {
+        unsafe {
+            (*e).flags |= FLOW_CLOSING;
+            (*e).since = t;
+        }
+    }
 }
 
 #[inline(always)]
@@ -406,6 +455,11 @@ fn forward(ctx: &XdpContext, s: *mut Scratch) -> Verdict {
             return refuse(ctx, s, nat.lb_id, listener);
         }
         return Verdict::of(nat.lb_id, Reason::DropNoFlow);
+    }
+    if unsafe { (*s).handshake } == 0
+        && (pkt.flags & (TCP_FIN | TCP_RST) != 0 || nat.flags & FLOW_CLOSING != 0)
+    {
+        closing(s);
     }
     if !rewrite(ctx, pkt, nat) {
         return Verdict::of(nat.lb_id, Reason::DropMalformed);

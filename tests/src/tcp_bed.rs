@@ -138,6 +138,11 @@ impl TcpBed {
         Daemon::start(&self.lb, &self.config, &[])
     }
 
+    /// `xalb run` with `extra` arguments.
+    pub fn start_with(&self, extra: &[&str]) -> Result<Daemon> {
+        Daemon::start(&self.lb, &self.config, extra)
+    }
+
     /// Replaces the configuration file (for a reload).
     pub fn write_config(&self, config: &str) -> Result<()> {
         std::fs::write(&self.config, config).context("writing the config")

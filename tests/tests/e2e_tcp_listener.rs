@@ -439,3 +439,38 @@ fn next_hops_without_a_neighbour_entry_are_resolved_again() {
         "the first SYN after the flush met no entry\n{stderr}"
     );
 }
+
+#[test]
+fn flows_outlive_a_takeover_by_a_new_xalb() {
+    let targets = [target(11, 7000, false), target(12, 7000, false)];
+    let bed = TcpBed::new(&tcp_config(&targets, "")).unwrap();
+    let _a = Server::start(&bed.targets, targets[0], "a\n").unwrap();
+    let _b = Server::start(&bed.targets, targets[1], "b\n").unwrap();
+    let state = std::env::temp_dir().join(format!("{}-state", bed.lb.name()));
+    let state = state.to_str().unwrap().to_string();
+    let old = bed.start_with(&["--state-dir", &state]).unwrap();
+    wait_in_ring(&bed.lb, &targets);
+    let mut open_flows = one_on_each(&bed.client, lb(false), &["a", "b"]);
+    let new = bed
+        .start_with(&["--state-dir", &state, "--takeover"])
+        .unwrap();
+    new.wait_stderr(Duration::from_secs(30), |l| l.contains("takeover: done"))
+        .unwrap();
+    let (exited_ok, old_log) = old.wait_exit().unwrap();
+    assert!(exited_ok, "{old_log}");
+    for (i, s) in open_flows.iter_mut().enumerate() {
+        echo(s).unwrap_or_else(|e| panic!("flow {i} goes on after the takeover: {e}"));
+    }
+    let names = sessions(&bed.client, lb(false), 20, 1);
+    let (counters, stderr) = new.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&state);
+    assert!(
+        names.iter().any(|n| n == "a") && names.iter().any(|n| n == "b"),
+        "new flows spread after it: {names:?}"
+    );
+    assert_eq!(
+        counters.field("listener_counter lb=edge port=80", "flows_reset"),
+        Some(0),
+        "no flow was reset\n{stderr}"
+    );
+}

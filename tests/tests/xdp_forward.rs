@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use aya::programs::{TestRun, TestRunOptions};
+use lb_common::FwdConfig;
 use xalb::daemon::forwarding::Forwarding;
 use xalb::kernel::{compile, steering, Datapath, LbSlots, ListenerRows};
 use xalb::targets::health;
@@ -23,6 +24,7 @@ const XDP_REDIRECT: u32 = 4;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
 const PSH: u8 = 0x08;
 
 const CONFIG: &str = r#"
@@ -152,8 +154,10 @@ fn ifindex(name: &str) -> u32 {
     unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
-#[test]
-fn a_flow_is_translated_both_ways_with_exact_checksums() {
+/// Runs `f` in a namespace of its own where the programs are loaded with
+/// [`CONFIG`] as the daemon would write it: eth0 toward the client,
+/// eth1 toward the target, permanent neighbours with the MACs above.
+fn with_bed(f: impl FnOnce(&mut Bed) + Send + 'static) {
     xalb_tests::require_root();
     let lb = Netns::new("xfw").unwrap();
     let peer = Netns::new("xfp").unwrap();
@@ -183,7 +187,7 @@ fn a_flow_is_translated_both_ways_with_exact_checksums() {
         ])
         .unwrap();
     }
-    lb.run(|| {
+    lb.run(move || {
         for iface in ["eth0", "eth1"] {
             xalb::kernel::forwarding::enable_forwarding(iface).unwrap();
         }
@@ -202,11 +206,20 @@ fn a_flow_is_translated_both_ways_with_exact_checksums() {
         let mut fw = Forwarding::default();
         kcfg.rings = fw.prepare(&cfg, &groups, &[], &mut dp.maps).unwrap();
         dp.apply(&kcfg).unwrap();
-        let bed = Bed {
+        let mut bed = Bed {
             dp,
             eth0: ifindex("eth0"),
             eth1: ifindex("eth1"),
         };
+        f(&mut bed);
+    })
+    .unwrap();
+    drop(peer);
+}
+
+#[test]
+fn a_flow_is_translated_both_ways_with_exact_checksums() {
+    with_bed(|bed| {
         let (lb0, lb1) = (Ipv4Addr::new(10, 231, 40, 1), Ipv4Addr::new(10, 231, 41, 1));
         let client = (Ipv4Addr::new(10, 231, 40, 2), 40000);
         let target = (Ipv4Addr::new(10, 231, 41, 11), 7000);
@@ -361,7 +374,105 @@ fn a_flow_is_translated_both_ways_with_exact_checksums() {
         want[24..26].copy_from_slice(&c.to_be_bytes());
         assert_eq!(out, want, "the reset");
         assert_eq!(bed.dp.maps.flow_entries(), (2, 0), "no flow for it");
+    });
+}
+
+/// A client's segment to the listener from port `sport`.
+fn from_client(sport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    frame(&Seg {
+        src_mac: CLIENT_MAC,
+        dst_mac: LB0_MAC,
+        src: (Ipv4Addr::new(10, 231, 40, 2), sport),
+        dst: (Ipv4Addr::new(10, 231, 40, 1), 80),
+        flags,
+        seq,
+        ack,
+        options: &[],
+        payload: &[],
     })
-    .unwrap();
-    drop(peer);
+}
+
+/// Sends a SYN from `sport` until it is forwarded (up to 30 s): how long
+/// a taken translation took to be given up. The translation port it got.
+fn syn_until_forwarded(bed: &Bed, sport: u16) -> u16 {
+    let started = std::time::Instant::now();
+    loop {
+        let (action, out) = bed.run(&from_client(sport, SYN, 1, 0), bed.eth0);
+        if action == XDP_REDIRECT {
+            return u16::from_be_bytes([out[34], out[35]]);
+        }
+        assert_eq!(action, XDP_DROP);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the SYN from {sport} was never forwarded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_closed_or_abandoned_flow_gives_up_its_translation_and_a_live_one_does_not() {
+    with_bed(|bed| {
+        // One translation port only: flows compete for it.
+        bed.dp
+            .maps
+            .set_fwd_config(&FwdConfig {
+                enabled: 1,
+                port_lo: 50000,
+                port_hi: 50000,
+            })
+            .unwrap();
+        let target = (Ipv4Addr::new(10, 231, 41, 11), 7000);
+        let lb1 = Ipv4Addr::new(10, 231, 41, 1);
+        // Flow A, established.
+        assert_eq!(
+            bed.run(&from_client(40000, SYN, 1000, 0), bed.eth0).0,
+            XDP_REDIRECT
+        );
+        let syn_ack = frame(&Seg {
+            src_mac: TARGET_MAC,
+            dst_mac: LB1_MAC,
+            src: target,
+            dst: (lb1, 50000),
+            flags: SYN | ACK,
+            seq: 5000,
+            ack: 1001,
+            options: &[],
+            payload: &[],
+        });
+        assert_eq!(bed.run(&syn_ack, bed.eth1).0, XDP_REDIRECT);
+        assert_eq!(
+            bed.run(&from_client(40000, ACK, 1001, 5001), bed.eth0).0,
+            XDP_REDIRECT
+        );
+        assert_eq!(bed.dp.maps.flow_entries(), (2, 0));
+        // A live flow keeps its port: another client's SYN finds none.
+        assert_eq!(
+            bed.run(&from_client(40001, SYN, 1, 0), bed.eth0).0,
+            XDP_DROP
+        );
+        // A closes: once quiet for about two seconds, B takes its port,
+        // and A's entries go.
+        assert_eq!(
+            bed.run(&from_client(40000, FIN | ACK, 1001, 5001), bed.eth0)
+                .0,
+            XDP_REDIRECT
+        );
+        assert_eq!(
+            bed.run(&from_client(40001, SYN, 1, 0), bed.eth0).0,
+            XDP_DROP,
+            "not at once"
+        );
+        assert_eq!(syn_until_forwarded(bed, 40001), 50000);
+        assert_eq!(bed.dp.maps.flow_entries(), (0, 2), "A gone, B half-open");
+        // B never completes its handshake: C takes the port after about
+        // nine seconds.
+        assert_eq!(
+            bed.run(&from_client(40002, SYN, 1, 0), bed.eth0).0,
+            XDP_DROP,
+            "not at once"
+        );
+        assert_eq!(syn_until_forwarded(bed, 40002), 50000);
+        assert_eq!(bed.dp.maps.flow_entries(), (0, 2), "B gone, C half-open");
+    });
 }

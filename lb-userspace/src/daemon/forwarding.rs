@@ -163,18 +163,18 @@ impl Forwarding {
                 .or_insert_with(|| forwarding::source_toward(addr.ip()).ok());
             let before = match self.written.get(&row) {
                 Some(t) => *t,
-                // First write by this process: flows a predecessor left
-                // in the tables for this row end.
+                // First write by this process: what a predecessor left.
                 None => maps.target(row).unwrap_or_default(),
             };
             let mut epoch = before.epoch;
             let mut next = forwarding::fwd_target(addr, source, l.preserve, epoch);
+            // A predecessor's row (restart, takeover) that names the same
+            // target keeps its epoch: its flows go on.
             let same_target = next.addr == before.addr
                 && next.port == before.port
-                && next.family == before.family
-                && self.written.contains_key(&row);
+                && next.family == before.family;
             let alive = l.weight > 0 || l.draining;
-            let was_alive = self.written.get(&row).is_some_and(|t| t.family != 0);
+            let was_alive = before.family != 0;
             if !same_target || (was_alive && !alive) {
                 epoch = epoch.wrapping_add(1);
             }
