@@ -11,17 +11,14 @@ use lb_common::{FwdTarget, Ring, MAX_RINGS, RING_SIZE, TARGET_PRESERVE_CLIENT_IP
 use super::maglev::{self, Entry};
 use crate::config::model::{Action, Config, Listener, ListenerProtocol};
 
-/// The target group a TCP listener forwards to (the first of a weighted
-/// forward: a flow goes to one group).
+/// The target group a TCP listener forwards to (validation refuses any
+/// other action on one).
 pub fn forwarded_group(l: &Listener) -> Option<&str> {
     if l.protocol != ListenerProtocol::Tcp {
         return None;
     }
     match &l.default_action {
         Action::Forward { target_group } => Some(target_group),
-        Action::WeightedForward { target_groups, .. } => {
-            target_groups.first().map(|g| g.name.as_str())
-        }
         _ => None,
     }
 }

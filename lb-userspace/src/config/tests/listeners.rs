@@ -393,6 +393,24 @@ fn http_target_group_behind_tcp_listener() {
 }
 
 #[test]
+fn a_tcp_listener_forwards_to_one_group() {
+    let text = base_plus(
+        &tcp_listener()
+            .set(
+                "default_action",
+                "{ type = \"forward\", target_groups = [{ name = \"db\" }] }",
+            )
+            .to_string(),
+    );
+    assert_error(
+        &text,
+        "target_groups = [",
+        "listener \"web-alb:5432\".default_action.target_groups",
+        &["a TCP listener forwards to one target group"],
+    );
+}
+
+#[test]
 fn rules_need_an_http_listener() {
     let text = base_plus(&format!(
         "{}\n{}",

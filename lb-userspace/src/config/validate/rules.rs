@@ -310,6 +310,14 @@ impl Checker<'_> {
                     );
                     ok = false;
                 }
+                if listener == Some(ListenerProtocol::Tcp) {
+                    self.err(
+                        list.span(),
+                        field.clone(),
+                        "a TCP listener forwards to one target group, as an NLB's does (the kernel hashes each flow to one of its targets); use target_group = \"...\"",
+                    );
+                    ok = false;
+                }
                 let mut groups: Vec<WeightedGroup> = Vec::new();
                 for (j, g) in list.get_ref().iter().enumerate() {
                     let gp = format!("{field}[{j}]");
