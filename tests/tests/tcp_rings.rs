@@ -97,6 +97,21 @@ fn rings_and_target_rows_follow_target_health() {
         let e12 = epoch(&dp, r12);
         let e11 = epoch(&dp, r11);
 
+        // Slow start: .11 ramping at a quarter of its weight takes a
+        // quarter of its share; fully ramped, all of it again.
+        echo.targets()[0].set_ramp(250);
+        fw.sync(&cfg, &groups, &[], &mut dp.maps).unwrap();
+        let share = |dp: &Datapath, r: u32| slots(dp, r) as f64 / RING as f64;
+        let ramping = 250.0 / (250.0 + 3000.0);
+        assert!(
+            (share(&dp, r11) - ramping).abs() < 0.02,
+            "{}",
+            share(&dp, r11)
+        );
+        echo.targets()[0].set_ramp(1000);
+        fw.sync(&cfg, &groups, &[], &mut dp.maps).unwrap();
+        assert!((share(&dp, r11) - 0.25).abs() < 0.02, "{}", share(&dp, r11));
+
         // An unchanged state writes nothing.
         let v4 = dp.maps.ring(ring_key(0, false)).unwrap();
         fw.sync(&cfg, &groups, &[], &mut dp.maps).unwrap();
