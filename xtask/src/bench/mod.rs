@@ -252,6 +252,7 @@ impl Plan {
         let tcp = scenarios.contains(&Scenario::Tcp).then(|| tcp::TcpPlan {
             systems: vec![
                 tcp::TcpSystem::Xalb,
+                tcp::TcpSystem::XalbGeneric,
                 tcp::TcpSystem::Nftables,
                 tcp::TcpSystem::Haproxy,
                 tcp::TcpSystem::Nginx,

@@ -676,7 +676,7 @@ pub fn launch(
             } else {
                 "xalb"
             });
-            let (p, pin, x) = spawn_xalb(ns, how, d, dir, xalb_bin, xalb_config)?;
+            let (p, pin, x) = spawn_xalb(ns, how, d, dir, xalb_bin, xalb_config, &[])?;
             pinned = pin;
             xalb = Some(x);
             (p, lb80, lb80)
@@ -701,11 +701,13 @@ fn spawn_xalb(
     dir: &Path,
     xalb_bin: &Path,
     config: &str,
+    extra: &[&str],
 ) -> Result<(Proc, Option<Pinned>, XalbCommand)> {
     let conf = d.join("xalb.toml");
     write(&conf, config)?;
     let state = d.join("state");
     let mut args: Vec<std::ffi::OsString> = vec!["run".into(), "-c".into(), conf.into()];
+    args.extend(extra.iter().map(|a| a.into()));
     args.extend(["--stats-interval".into(), "0".into()]);
     args.extend(["--state-dir".into(), state.clone().into()]);
     let pinned = Pinned::prepare(ns, xalb_bin, dir, &state)?;
@@ -734,12 +736,15 @@ fn spawn_xalb(
 /// `TcpConfigs`), serving once this returns: a connection from the client
 /// namespace to `LB_ADDR:80` reaches a backend through it. (xalb's TCP
 /// listeners have no socket in the balancer namespace to try from there.)
+///
+/// `xalb_extra`: arguments added to `xalb run` (the XDP mode).
 pub fn start_tcp(
     system: System,
     topo: &Topology,
     dir: &Path,
     xalb_bin: &Path,
     configs: &TcpConfigs,
+    xalb_extra: &[&str],
 ) -> Result<Running> {
     let ns = &topo.lb;
     let lb80 = SocketAddr::from((LB_ADDR, 80));
@@ -778,7 +783,15 @@ pub fn start_tcp(
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
-            let (p, pin, _) = spawn_xalb(ns, Launch::Serve, d, dir, xalb_bin, &configs.xalb)?;
+            let (p, pin, _) = spawn_xalb(
+                ns,
+                Launch::Serve,
+                d,
+                dir,
+                xalb_bin,
+                &configs.xalb,
+                xalb_extra,
+            )?;
             pinned = pin;
             p
         }

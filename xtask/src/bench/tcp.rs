@@ -94,6 +94,10 @@ impl TcpKind {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum TcpSystem {
     Xalb,
+    /// xalb with `--xdp-mode generic`: on veth, XDP in the driver copies
+    /// each frame the stack sends into a page of its own before the
+    /// program runs; generic XDP runs on the skb as it is.
+    XalbGeneric,
     Nftables,
     Haproxy,
     Nginx,
@@ -102,6 +106,7 @@ pub enum TcpSystem {
 
 /// The row names, which the targets look rows up by.
 pub const XALB: &str = "xalb (kernel path)";
+pub const XALB_GENERIC: &str = "xalb (kernel path, generic XDP)";
 pub const NFTABLES: &str = "nftables NAT (dnat numgen)";
 pub const HAPROXY: &str = "haproxy (mode tcp)";
 pub const NGINX: &str = "nginx (stream)";
@@ -112,6 +117,7 @@ impl TcpSystem {
     pub fn name(self) -> &'static str {
         match self {
             TcpSystem::Xalb => XALB,
+            TcpSystem::XalbGeneric => XALB_GENERIC,
             TcpSystem::Nftables => NFTABLES,
             TcpSystem::Haproxy => HAPROXY,
             TcpSystem::Nginx => NGINX,
@@ -220,8 +226,8 @@ struct Env<'a> {
 
 impl Env<'_> {
     fn start(&self, system: TcpSystem) -> Result<Active> {
-        let process = |s: System| {
-            peers::start_tcp(s, self.topo, self.dir, self.xalb_bin, self.configs)
+        let process = |s: System, extra: &[&str]| {
+            peers::start_tcp(s, self.topo, self.dir, self.xalb_bin, self.configs, extra)
                 .map(|r| Active::Process(Box::new(r)))
         };
         match system {
@@ -232,9 +238,10 @@ impl Env<'_> {
                 self.topo.lb.run("nft", &["-f", &path.to_string_lossy()])?;
                 Ok(Active::Nftables)
             }
-            TcpSystem::Haproxy => process(System::Haproxy),
-            TcpSystem::Nginx => process(System::Nginx),
-            TcpSystem::Xalb => process(System::Xalb),
+            TcpSystem::Haproxy => process(System::Haproxy, &[]),
+            TcpSystem::Nginx => process(System::Nginx, &[]),
+            TcpSystem::Xalb => process(System::Xalb, &[]),
+            TcpSystem::XalbGeneric => process(System::Xalb, &["--xdp-mode", "generic"]),
         }
     }
 
