@@ -160,6 +160,14 @@ fn spread_and_stay(v6: bool, one_segment: bool) {
     );
     assert!(counters.get("edge", "forward_to_target") > 0);
     assert!(counters.get("edge", "forward_from_target") > 0);
+    // 60 closed flows, two entries each, still in the table (none reused
+    // a port yet).
+    assert_eq!(
+        counters.field("flow_tables", "established"),
+        Some(120),
+        "{:?}",
+        counters.1
+    );
     assert_eq!(
         tx > 0,
         one_segment,

@@ -280,6 +280,12 @@ fn run_with(
         {
             println!("{row}");
         }
+        // Occupancy of the flow tables the kernel keeps (and goes on
+        // using) after this process, when TCP listeners use them.
+        if !target_rows.is_empty() {
+            let (established, handshakes) = dp.maps.flow_entries();
+            println!("flow_tables established={established} handshake={handshakes}");
+        }
     }
     info!(
         pins = %pinned_in,
