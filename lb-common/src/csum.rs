@@ -86,6 +86,13 @@ mod tests {
     }
 
     #[test]
+    fn a_fold_adds_back_the_carry_of_its_first_round() {
+        // 0xffff + 0x2 = 0x10001: a second round folds it to 0x2.
+        assert_eq!(fold(0x0002_ffff), 0x0002);
+        assert_eq!(fold(0x0001_0000), 0x0001);
+    }
+
+    #[test]
     fn an_update_equals_a_recomputation() {
         let mut h: [u8; 20] = [
             0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 0x0a, 0xe7,

@@ -228,3 +228,60 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
     h ^= h >> 16;
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    extern crate std;
+    use std::vec;
+
+    fn key(last: u8, sport: u16) -> FlowKey {
+        let mut k = FlowKey {
+            sport,
+            dport: 80,
+            family: 4,
+            proto: 6,
+            ..FlowKey::default()
+        };
+        k.saddr[..4].copy_from_slice(&[10, 231, 40, last]);
+        k.daddr[..4].copy_from_slice(&[10, 231, 40, 1]);
+        k
+    }
+
+    #[test]
+    fn the_flow_hash_is_pinned_and_depends_on_every_tuple_field() {
+        // Pinned: the daemon and every host must pick the same slot.
+        let k = key(2, 40000);
+        assert_eq!(flow_hash(&k), GOLDEN);
+        let mut changed = [k; 6];
+        changed[0].saddr[15] = 1;
+        changed[1].daddr[0] = 11;
+        changed[2].sport = 40001;
+        changed[3].dport = 81;
+        changed[4].proto = 17;
+        changed[5].saddr[3] = 3;
+        for c in changed {
+            assert_ne!(flow_hash(&c), GOLDEN, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn flow_hashes_spread_evenly_over_a_ring() {
+        // 200 clients × 500 ports over the 16381 slots: about 6.1 a slot.
+        let mut slots = vec![0u32; RING_SIZE];
+        for last in 0..200u8 {
+            for sport in 40000..40500u16 {
+                slots[flow_hash(&key(last, sport)) as usize % RING_SIZE] += 1;
+            }
+        }
+        let max = *slots.iter().max().unwrap();
+        let empty = slots.iter().filter(|n| **n == 0).count();
+        // Poisson(6.1): a slot above 25 or more than 1% empty slots
+        // (e^-6.1 = 0.22%) would mean a poor spread.
+        assert!(max <= 25, "fullest slot {max}");
+        assert!(empty < RING_SIZE / 100, "{empty} empty slots");
+    }
+
+    const GOLDEN: u32 = 341_937_186;
+}

@@ -715,6 +715,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_forwarded_listener_carries_its_ring_and_its_slots() {
+        let f = ListenerSlots::forwarded(3, 7);
+        assert_eq!((f.row, f.ring), (3, 7));
+        assert!(f.is_forwarded());
+        assert!(!ListenerSlots::of_row(3).is_forwarded());
+        assert_eq!(
+            (f.sock_v4, f.sock_v6),
+            (
+                ListenerSlots::of_row(3).sock_v4,
+                ListenerSlots::of_row(3).sock_v6
+            )
+        );
+    }
+
+    #[test]
     fn a_verdict_record_round_trips_through_its_bytes() {
         let r = VerdictRecord {
             lb_id: 3,

@@ -411,16 +411,12 @@ fn closing(s: *mut Scratch) {
     let (pkt, nat, back) = unsafe { (&(*s).pkt, &(*s).fwd, &mut (*s).key) };
     let t = now();
     reverse(pkt.family, nat, back);
-    if let Some(e) = FLOWS.get_ptr_mut(&pkt.key) {
-        unsafe {
-            (*e).flags |= FLOW_CLOSING;
-            (*e).since = t;
-        }
-    }
-    if let Some(e) = FLOWS.get_ptr_mut(&*back) {
-        unsafe {
-            (*e).flags |= FLOW_CLOSING;
-            (*e).since = t;
+    for key in [&pkt.key, &*back] {
+        if let Some(e) = FLOWS.get_ptr_mut(key) {
+            unsafe {
+                (*e).flags |= FLOW_CLOSING;
+                (*e).since = t;
+            }
         }
     }
 }

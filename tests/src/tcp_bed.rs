@@ -58,11 +58,19 @@ impl TcpBed {
         // Only needed when targets see the client's address.
         targets.ip(&["route", "add", "default", "via", "10.231.41.1"])?;
         targets.ip(&["-6", "route", "add", "default", "via", "fd00:231::41:1"])?;
-        let mut pass = Vec::new();
-        for ns in [&client, &targets] {
-            offloads(ns, "eth0", &["tx", "off", "rx", "off", "gro", "on"])?;
-            pass.push(crate::xdp_pass::attach(ns, "eth0")?);
-        }
+        let pass = ends(&client, &targets)?;
+        Self::finish(client, lb, targets, config, pass, None)
+    }
+
+    /// Writes the configuration beside the balancer's namespace name.
+    fn finish(
+        client: Netns,
+        lb: Netns,
+        targets: Netns,
+        config: &str,
+        pass: Vec<std::os::fd::OwnedFd>,
+        bridge: Option<Netns>,
+    ) -> Result<Self> {
         let config_path = std::env::temp_dir().join(format!("{}.toml", lb.name()));
         std::fs::write(&config_path, config)?;
         Ok(Self {
@@ -71,7 +79,7 @@ impl TcpBed {
             targets,
             config: config_path,
             _pass: pass,
-            _bridge: None,
+            _bridge: bridge,
         })
     }
 
@@ -106,11 +114,7 @@ impl TcpBed {
             addr(&targets, "eth0", &format!("10.231.42.{i}/24"))?;
             addr(&targets, "eth0", &format!("fd00:231::42:{i}/112"))?;
         }
-        let mut pass = Vec::new();
-        for ns in [&client, &targets] {
-            offloads(ns, "eth0", &["tx", "off", "rx", "off", "gro", "on"])?;
-            pass.push(crate::xdp_pass::attach(ns, "eth0")?);
-        }
+        let mut pass = ends(&client, &targets)?;
         // The balancer's frames sent back out of eth0 arrive on "plb".
         pass.push(crate::xdp_pass::attach(&bridge, "plb")?);
         let config = config
@@ -122,16 +126,7 @@ impl TcpBed {
                 "interfaces = [\"eth0\", \"eth1\"]",
                 "interfaces = [\"eth0\"]",
             );
-        let config_path = std::env::temp_dir().join(format!("{}.toml", lb.name()));
-        std::fs::write(&config_path, config)?;
-        Ok(Self {
-            client,
-            lb,
-            targets,
-            config: config_path,
-            _pass: pass,
-            _bridge: Some(bridge),
-        })
+        Self::finish(client, lb, targets, &config, pass, Some(bridge))
     }
 
     pub fn start(&self) -> Result<Daemon> {
@@ -153,6 +148,17 @@ impl Drop for TcpBed {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// The client's and targets' `eth0` made ready to receive translated
+/// frames (see the module's notes): the `XDP_PASS` links.
+fn ends(client: &Netns, targets: &Netns) -> Result<Vec<std::os::fd::OwnedFd>> {
+    let mut pass = Vec::new();
+    for ns in [client, targets] {
+        offloads(ns, "eth0", &["tx", "off", "rx", "off", "gro", "on"])?;
+        pass.push(crate::xdp_pass::attach(ns, "eth0")?);
+    }
+    Ok(pass)
 }
 
 /// `ethtool -K IFACE SETTINGS...` in `ns`.
