@@ -243,4 +243,53 @@ mod tests {
         let p = fwd_target("[fd00::2]:80".parse().unwrap(), None, true, 1);
         assert_eq!((p.family, p.flags), (6, TARGET_PRESERVE_CLIENT_IP));
     }
+
+    #[test]
+    fn tcp_listeners_name_the_groups_that_get_rings() {
+        let cfg = crate::config::parse_str(
+            r#"
+[[security_group]]
+name = "sg"
+ingress = [{ protocol = "tcp", ports = "80-81", source = "0.0.0.0/0" }]
+
+[[target_group]]
+name = "web"
+protocol = "HTTP"
+port = 80
+
+[[target_group]]
+name = "unused"
+protocol = "TCP"
+port = 7001
+
+[[target_group]]
+name = "db"
+protocol = "TCP"
+port = 7000
+
+[[load_balancer]]
+name = "lb"
+interfaces = ["eth0"]
+addresses = ["10.0.0.1"]
+security_groups = ["sg"]
+
+[[listener]]
+load_balancer = "lb"
+protocol = "HTTP"
+port = 80
+default_action = { type = "forward", target_group = "web" }
+
+[[listener]]
+load_balancer = "lb"
+protocol = "TCP"
+port = 81
+default_action = { type = "forward", target_group = "db" }
+"#,
+            "rings.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let groups: Vec<Option<&str>> = cfg.listeners.iter().map(forwarded_group).collect();
+        assert_eq!(groups, [None, Some("db")]);
+        assert_eq!(ring_names(&cfg), ["db"]);
+    }
 }
