@@ -30,7 +30,10 @@ const PSH: u8 = 0x08;
 const CONFIG: &str = r#"
 [[security_group]]
 name = "tcp"
-ingress = [{ protocol = "tcp", ports = "80", source = "10.231.40.2/32" }]
+ingress = [
+  { protocol = "tcp", ports = "80", source = "10.231.40.2/32" },
+  { protocol = "all", source = "10.231.40.9/32" },
+]
 
 [[target_group]]
 name = "echo"
@@ -158,6 +161,11 @@ fn ifindex(name: &str) -> u32 {
 /// [`CONFIG`] as the daemon would write it: eth0 toward the client,
 /// eth1 toward the target, permanent neighbours with the MACs above.
 fn with_bed(f: impl FnOnce(&mut Bed) + Send + 'static) {
+    with_bed_config(CONFIG, f)
+}
+
+/// [`with_bed`] with another configuration of the same shape.
+fn with_bed_config(config: &'static str, f: impl FnOnce(&mut Bed) + Send + 'static) {
     xalb_tests::require_root();
     let lb = Netns::new("xfw").unwrap();
     let peer = Netns::new("xfp").unwrap();
@@ -191,7 +199,7 @@ fn with_bed(f: impl FnOnce(&mut Bed) + Send + 'static) {
         for iface in ["eth0", "eth1"] {
             xalb::kernel::forwarding::enable_forwarding(iface).unwrap();
         }
-        let cfg = xalb::config::parse_str(CONFIG, "fwd.toml").unwrap_or_else(|e| panic!("{e}"));
+        let cfg = xalb::config::parse_str(config, "fwd.toml").unwrap_or_else(|e| panic!("{e}"));
         let slots = LbSlots::for_config(&cfg);
         let (rows, _) = ListenerRows::default().next(&cfg);
         let mut kcfg = compile(&cfg, &slots).unwrap();
@@ -474,5 +482,119 @@ fn a_closed_or_abandoned_flow_gives_up_its_translation_and_a_live_one_does_not()
         );
         assert_eq!(syn_until_forwarded(bed, 40002), 50000);
         assert_eq!(bed.dp.maps.flow_entries(), (0, 2), "B gone, C half-open");
+    });
+}
+
+#[test]
+fn a_fragment_to_a_tcp_listener_is_dropped_even_from_a_source_allowed_everything() {
+    with_bed(|bed| {
+        // 10.231.40.9 may send anything, fragments included, to an HTTP
+        // listener; a fragment cannot be translated, so to a TCP listener
+        // it is dropped, while the same source's SYN is forwarded.
+        let first = xalb_tests::packet::Packet::tcp("10.231.40.9", "10.231.40.1", 80)
+            .v4_fragment(true, 0)
+            .build();
+        assert_eq!(bed.run(&first, bed.eth0).0, XDP_DROP);
+        let later = xalb_tests::packet::Packet::tcp("10.231.40.9", "10.231.40.1", 80)
+            .v4_fragment(false, 100)
+            .build();
+        assert_eq!(bed.run(&later, bed.eth0).0, XDP_DROP);
+        assert_eq!(bed.dp.maps.flow_entries(), (0, 0));
+        let syn = xalb_tests::packet::Packet::tcp("10.231.40.9", "10.231.40.1", 80).build();
+        assert_eq!(bed.run(&syn, bed.eth0).0, XDP_REDIRECT);
+    });
+}
+
+const PRESERVING: &str = r#"
+[[security_group]]
+name = "tcp"
+ingress = [
+  { protocol = "tcp", ports = "80", source = "10.231.40.2/32" },
+  { protocol = "all", source = "10.231.40.9/32" },
+]
+
+[[target_group]]
+name = "echo"
+protocol = "TCP"
+port = 7000
+preserve_client_ip = true
+targets = [{ address = "10.231.41.11" }]
+
+[[load_balancer]]
+name = "edge"
+interfaces = ["eth0", "eth1"]
+addresses = ["10.231.40.1"]
+security_groups = ["tcp"]
+
+[[listener]]
+load_balancer = "edge"
+protocol = "TCP"
+port = 80
+default_action = { type = "forward", target_group = "echo" }
+"#;
+
+#[test]
+fn a_syn_flood_does_not_evict_an_established_flow() {
+    // With the client's address preserved no port runs out, so a flood
+    // fills the handshake table (2^16 entries, two per SYN) many times.
+    with_bed_config(PRESERVING, |bed| {
+        let target = (Ipv4Addr::new(10, 231, 41, 11), 7000);
+        let client = (Ipv4Addr::new(10, 231, 40, 2), 40000);
+        assert_eq!(
+            bed.run(&from_client(40000, SYN, 1000, 0), bed.eth0).0,
+            XDP_REDIRECT
+        );
+        let syn_ack = frame(&Seg {
+            src_mac: TARGET_MAC,
+            dst_mac: LB1_MAC,
+            src: target,
+            dst: client,
+            flags: SYN | ACK,
+            seq: 5000,
+            ack: 1001,
+            options: &[],
+            payload: &[],
+        });
+        assert_eq!(bed.run(&syn_ack, bed.eth1).0, XDP_REDIRECT);
+        assert_eq!(
+            bed.run(&from_client(40000, ACK, 1001, 5001), bed.eth0).0,
+            XDP_REDIRECT
+        );
+        assert_eq!(bed.dp.maps.flow_entries(), (2, 0));
+        let mut forwarded = 0u32;
+        for source in [2u8, 9] {
+            for sport in 1024..=65535u16 {
+                if source == 2 && sport == 40000 {
+                    continue;
+                }
+                let syn = frame(&Seg {
+                    src: (Ipv4Addr::new(10, 231, 40, source), sport),
+                    ..Seg {
+                        src_mac: CLIENT_MAC,
+                        dst_mac: LB0_MAC,
+                        src: client,
+                        dst: (Ipv4Addr::new(10, 231, 40, 1), 80),
+                        flags: SYN,
+                        seq: 1,
+                        ack: 0,
+                        options: &[],
+                        payload: &[],
+                    }
+                });
+                forwarded += u32::from(bed.run(&syn, bed.eth0).0 == XDP_REDIRECT);
+            }
+        }
+        // Every SYN began a handshake (the oldest evicted to make room) ...
+        assert_eq!(forwarded, 2 * 64_512 - 1);
+        let (established, handshakes) = bed.dp.maps.flow_entries();
+        assert!(
+            handshakes <= lb_common::NEW_FLOW_TABLE_SIZE as usize,
+            "{handshakes}"
+        );
+        // ... and the established flow is still there and forwarded.
+        assert_eq!(established, 2, "the established flow's entries");
+        let (action, out) = bed.run(&from_client(40000, ACK | PSH, 1001, 5001), bed.eth0);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(&out[30..34], &target.0.octets(), "to its target");
     });
 }
