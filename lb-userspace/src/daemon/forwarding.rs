@@ -94,7 +94,10 @@ impl Forwarding {
         let mut out = Vec::new();
         self.rings.clear();
         for (key, targets) in rings {
-            let [v4, v6] = forwarding::tables(&targets);
+            // Settled on what the kernel holds now (at a takeover, the
+            // predecessor's), so a reload moves no more choices than it must.
+            let held = [false, true].map(|v6| maps.ring(forwarding::ring_key(key, v6)));
+            let [v4, v6] = forwarding::tables(&targets, [held[0].as_ref(), held[1].as_ref()]);
             for (v6, table) in [(false, v4), (true, v6)] {
                 let k = forwarding::ring_key(key, v6);
                 info!(ring = k, targets = %describe(&of_family(&targets, v6)), "TCP listener ring");
@@ -137,7 +140,13 @@ impl Forwarding {
                 if self.rings.get(&k) == Some(&now) {
                     continue;
                 }
-                let [v4t, v6t] = forwarding::tables(&now);
+                let held = maps.ring(k);
+                let previous = if v6 {
+                    [None, held.as_ref()]
+                } else {
+                    [held.as_ref(), None]
+                };
+                let [v4t, v6t] = forwarding::tables(&now, previous);
                 let table = if v6 { v6t } else { v4t };
                 maps.set_ring(k, table.as_deref())?;
                 info!(ring = k, targets = %describe(&now), "TCP listener ring rebuilt");

@@ -77,6 +77,58 @@ pub fn table(targets: &[Entry], size: u32) -> Vec<u32> {
     slots
 }
 
+/// The table to write in place of `previous`: `fresh`'s share of slots
+/// for each target (so weights hold exactly as in `fresh`), with as many
+/// slots as those shares allow left to the target that held them. Pure
+/// Maglev moves a few percent of the others' slots besides the ones that
+/// must move (16381 slots, 11 targets, one removed: 1,687 moved where
+/// 1,489 had to); settled, removing a target moves its slots only, and
+/// adding one moves only what it takes. Values are any target ids (rows);
+/// slots of an id `fresh` does not have are given to those it has.
+pub fn settle(fresh: &[u32], previous: &[u32]) -> Vec<u32> {
+    if previous.len() != fresh.len() {
+        return fresh.to_vec();
+    }
+    let mut quota: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for &id in fresh {
+        *quota.entry(id).or_default() += 1;
+    }
+    let mut out: Vec<Option<u32>> = vec![None; fresh.len()];
+    let mut take = |out: &mut Vec<Option<u32>>, s: usize, id: u32| {
+        if let Some(q) = quota.get_mut(&id).filter(|q| **q > 0) {
+            *q -= 1;
+            out[s] = Some(id);
+        }
+    };
+    // Slots both tables agree on first, so that a target over its share
+    // gives up the slots Maglev would give away.
+    for s in 0..fresh.len() {
+        if fresh[s] == previous[s] {
+            take(&mut out, s, fresh[s]);
+        }
+    }
+    for s in 0..fresh.len() {
+        if out[s].is_none() {
+            take(&mut out, s, previous[s]);
+        }
+    }
+    for s in 0..fresh.len() {
+        if out[s].is_none() {
+            take(&mut out, s, fresh[s]);
+        }
+    }
+    // What is left: slots whose previous and fresh owners are both full,
+    // for the targets still short, in id order.
+    let mut short: Vec<(u32, usize)> = quota.into_iter().filter(|(_, q)| *q > 0).collect();
+    short.sort_unstable();
+    let mut short = short
+        .into_iter()
+        .flat_map(|(id, q)| std::iter::repeat_n(id, q));
+    out.into_iter()
+        .map(|o| o.or_else(|| short.next()).unwrap_or(u32::MAX))
+        .collect()
+}
+
 fn key_bytes(addr: SocketAddr) -> Vec<u8> {
     let mut key = match addr.ip() {
         std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets().to_vec(),
@@ -237,24 +289,41 @@ mod tests {
                 }
             }
 
-            /// Removing one of N equal targets moves its own slots (1/N)
-            /// and at most 1% of the table besides.
+            /// Removing one of N equal targets, the table settled on the
+            /// one before, moves its own slots (about 1/N) and no other;
+            /// pure Maglev stays within 1/N + 2%.
             #[test]
             fn removing_a_target_moves_about_its_share(base: [u8; 3], n in 2usize..=12, gone in 0usize..12) {
                 let gone = gone % n;
                 let ts = spread(base, &vec![1; n]);
                 let fewer: Vec<Entry> = ts.iter().enumerate().filter(|(i, _)| *i != gone).map(|(_, e)| *e).collect();
+                // Ids as the kernel sees them: index into `ts` (rows).
                 let before = table(&ts, TABLE_SIZE);
-                let after = table(&fewer, TABLE_SIZE);
-                let moved = before
-                    .iter()
-                    .zip(&after)
-                    .filter(|(b, a)| ts[**b as usize].addr != fewer[**a as usize].addr)
-                    .count();
-                let bound = TABLE_SIZE as f64 * (1.0 / n as f64 + 0.01);
-                prop_assert!((moved as f64) <= bound, "{moved} of {TABLE_SIZE} slots moved removing 1 of {n}");
-                // Every slot the removed target held moved, none to it.
-                prop_assert!(after.iter().all(|a| fewer[*a as usize].addr != ts[gone].addr));
+                let ids_of_fewer: Vec<u32> = (0..n as u32).filter(|i| *i != gone as u32).collect();
+                let fresh: Vec<u32> = table(&fewer, TABLE_SIZE).iter().map(|&i| ids_of_fewer[i as usize]).collect();
+                let moved = |after: &[u32]| before.iter().zip(after).filter(|(b, a)| b != a).count();
+                let share = TABLE_SIZE as f64 / n as f64;
+                prop_assert!((moved(&fresh) as f64) <= share + TABLE_SIZE as f64 * 0.02, "pure: {}", moved(&fresh));
+                let settled = settle(&fresh, &before);
+                let own = before.iter().filter(|b| **b == gone as u32).count();
+                prop_assert_eq!(moved(&settled), own, "only the removed target's slots move");
+                prop_assert!((own as f64) <= share + 1.0 + TABLE_SIZE as f64 * 0.01);
+                // The weights hold exactly as in the fresh table.
+                prop_assert_eq!(shares(&settled, n), shares(&fresh, n));
+            }
+
+            /// Adding a target to N moves at most its share (1/(N+1)) and
+            /// keeps the fresh table's shares.
+            #[test]
+            fn adding_a_target_moves_only_its_share(base: [u8; 3], n in 1usize..=11) {
+                let ts = spread(base, &vec![1; n + 1]);
+                let before = table(&ts[..n], TABLE_SIZE);
+                let fresh = table(&ts, TABLE_SIZE);
+                let settled = settle(&fresh, &before);
+                let moved = before.iter().zip(&settled).filter(|(b, a)| b != a).count();
+                let new_share = shares(&fresh, n + 1)[n];
+                prop_assert_eq!(moved, new_share);
+                prop_assert_eq!(shares(&settled, n + 1), shares(&fresh, n + 1));
             }
 
             /// The same targets in any order give the same table.
