@@ -170,7 +170,7 @@ impl Daemon {
         crate::interrupt::remove_daemon(self.child.id());
         // SAFETY: kill with a valid pid of our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait()?;
+        let status = self.wait_after_sigterm()?;
         let stderr = self.stderr_to_end();
         if !status.success() {
             bail!("xalb exited with {status}; stderr:\n{stderr}");
@@ -193,6 +193,29 @@ impl Daemon {
             }
         }
         Ok((counters, stderr))
+    }
+
+    /// Waits for the exit that SIGTERM asked for. A daemon once sat in its
+    /// main loop after a SIGTERM sent the moment it said it was ready (the
+    /// signal never reached the loop); rather than hang the suite on such a
+    /// lost signal, it is said loudly and the signal sent again.
+    fn wait_after_sigterm(&mut self) -> Result<std::process::ExitStatus> {
+        let asked = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if asked.elapsed() > Duration::from_secs(30) {
+                eprintln!(
+                    "xalb {} has not acted on SIGTERM for 30 s; sending it again",
+                    self.child.id()
+                );
+                // SAFETY: kill with a valid pid of our child, not yet reaped.
+                unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+                return Ok(self.child.wait()?);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {

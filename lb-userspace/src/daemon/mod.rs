@@ -208,6 +208,12 @@ fn run_with(
         .serve(control_tx)
         .map_err(RunError::ControlSocket)?;
     info!(admin = %admin_addr, "xalb running");
+    // Listening for signals before saying so: a supervisor may stop this
+    // process the moment it reads the line below.
+    let signals = {
+        let _in_rt = rt.enter();
+        Signals::new()?
+    };
     // A line a supervisor or test can wait for.
     println!("xalb: ready");
     if let Some(old) = old {
@@ -226,6 +232,7 @@ fn run_with(
     };
     let exit = rt.block_on(main_loop(
         &mut running,
+        signals,
         reload_rx,
         control_rx,
         &handing,
@@ -375,16 +382,37 @@ pub fn detach(opts: &DetachOptions) -> Result<Vec<String>, DetachError> {
     Ok(lines)
 }
 
+/// The signals the daemon acts on, listened for from creation on.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Inside the runtime's context.
+    fn new() -> Result<Self, RunError> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).map_err(RunError::Signals)?,
+            term: signal(SignalKind::terminate()).map_err(RunError::Signals)?,
+            hup: signal(SignalKind::hangup()).map_err(RunError::Signals)?,
+        })
+    }
+}
+
 async fn main_loop(
     running: &mut Running,
+    signals: Signals,
     mut reloads: mpsc::Receiver<ReloadRequest>,
     mut control: mpsc::Receiver<Control>,
     handing: &Handing<'_>,
     stats_interval: Duration,
 ) -> Result<Exit, RunError> {
-    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let Signals {
+        int: mut sigint,
+        term: mut sigterm,
+        hup: mut sighup,
+    } = signals;
     let period = if stats_interval.is_zero() {
         Duration::from_secs(3600)
     } else {
