@@ -161,11 +161,11 @@ fn ifindex(name: &str) -> u32 {
 /// [`CONFIG`] as the daemon would write it: eth0 toward the client,
 /// eth1 toward the target, permanent neighbours with the MACs above.
 fn with_bed(f: impl FnOnce(&mut Bed) + Send + 'static) {
-    with_bed_config(CONFIG, f)
+    with_bed_config(CONFIG.to_string(), f)
 }
 
 /// [`with_bed`] with another configuration of the same shape.
-fn with_bed_config(config: &'static str, f: impl FnOnce(&mut Bed) + Send + 'static) {
+fn with_bed_config(config: String, f: impl FnOnce(&mut Bed) + Send + 'static) {
     xalb_tests::require_root();
     let lb = Netns::new("xfw").unwrap();
     let peer = Netns::new("xfp").unwrap();
@@ -199,7 +199,7 @@ fn with_bed_config(config: &'static str, f: impl FnOnce(&mut Bed) + Send + 'stat
         for iface in ["eth0", "eth1"] {
             xalb::kernel::forwarding::enable_forwarding(iface).unwrap();
         }
-        let cfg = xalb::config::parse_str(config, "fwd.toml").unwrap_or_else(|e| panic!("{e}"));
+        let cfg = xalb::config::parse_str(&config, "fwd.toml").unwrap_or_else(|e| panic!("{e}"));
         let slots = LbSlots::for_config(&cfg);
         let (rows, _) = ListenerRows::default().next(&cfg);
         let mut kcfg = compile(&cfg, &slots).unwrap();
@@ -505,39 +505,16 @@ fn a_fragment_to_a_tcp_listener_is_dropped_even_from_a_source_allowed_everything
     });
 }
 
-const PRESERVING: &str = r#"
-[[security_group]]
-name = "tcp"
-ingress = [
-  { protocol = "tcp", ports = "80", source = "10.231.40.2/32" },
-  { protocol = "all", source = "10.231.40.9/32" },
-]
-
-[[target_group]]
-name = "echo"
-protocol = "TCP"
-port = 7000
-preserve_client_ip = true
-targets = [{ address = "10.231.41.11" }]
-
-[[load_balancer]]
-name = "edge"
-interfaces = ["eth0", "eth1"]
-addresses = ["10.231.40.1"]
-security_groups = ["tcp"]
-
-[[listener]]
-load_balancer = "edge"
-protocol = "TCP"
-port = 80
-default_action = { type = "forward", target_group = "echo" }
-"#;
+/// [`CONFIG`] with the client's address preserved.
+fn preserving() -> String {
+    CONFIG.replace("port = 7000\n", "port = 7000\npreserve_client_ip = true\n")
+}
 
 #[test]
 fn a_syn_flood_does_not_evict_an_established_flow() {
     // With the client's address preserved no port runs out, so a flood
     // fills the handshake table (2^16 entries, two per SYN) many times.
-    with_bed_config(PRESERVING, |bed| {
+    with_bed_config(preserving(), |bed| {
         let target = (Ipv4Addr::new(10, 231, 41, 11), 7000);
         let client = (Ipv4Addr::new(10, 231, 40, 2), 40000);
         assert_eq!(
