@@ -452,9 +452,7 @@ fn forward(ctx: &XdpContext, s: *mut Scratch) -> Verdict {
         }
         return Verdict::of(nat.lb_id, Reason::DropNoFlow);
     }
-    if unsafe { (*s).handshake } == 0
-        && (pkt.flags & (TCP_FIN | TCP_RST) != 0 || nat.flags & FLOW_CLOSING != 0)
-    {
+    if pkt.flags & (TCP_FIN | TCP_RST) != 0 || nat.flags & FLOW_CLOSING != 0 {
         closing(s);
     }
     if !rewrite(ctx, pkt, nat) {
@@ -688,13 +686,8 @@ fn refuse(ctx: &XdpContext, s: *mut Scratch, lb_id: u32, listener: u32) -> Verdi
     macs[..6].copy_from_slice(&m[6..]);
     macs[6..].copy_from_slice(&m[..6]);
     let v4 = pkt.family == 4;
-    let addr_sum = if v4 {
-        csum::sum::<4>(&[k.saddr[0], k.saddr[1], k.saddr[2], k.saddr[3]])
-            + csum::sum::<4>(&[k.daddr[0], k.daddr[1], k.daddr[2], k.daddr[3]])
-    } else {
-        csum::sum(&k.saddr) + csum::sum(&k.daddr)
-    };
-    let check = csum::finish(addr_sum + u32::from(proto::TCP) + TCP_LEN as u32 + csum::sum(tcp));
+    let addrs = addr_sum(&k.saddr, v4, false) + addr_sum(&k.daddr, v4, false);
+    let check = csum::finish(addrs + u32::from(proto::TCP) + TCP_LEN as u32 + csum::sum(tcp));
     tcp[16..18].copy_from_slice(&check.to_be_bytes());
     *ip = [0u8; IPV6_LEN];
     let ip_len = if v4 {

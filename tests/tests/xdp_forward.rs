@@ -400,6 +400,33 @@ fn from_client(sport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
     })
 }
 
+/// The client's flow from port 40000 through its handshake (the target
+/// answering to `seen_as`, what the target sees of the client), checked
+/// at each step and established at the end.
+fn establish(bed: &Bed, seen_as: (Ipv4Addr, u16)) {
+    assert_eq!(
+        bed.run(&from_client(40000, SYN, 1000, 0), bed.eth0).0,
+        XDP_REDIRECT
+    );
+    let syn_ack = frame(&Seg {
+        src_mac: TARGET_MAC,
+        dst_mac: LB1_MAC,
+        src: (Ipv4Addr::new(10, 231, 41, 11), 7000),
+        dst: seen_as,
+        flags: SYN | ACK,
+        seq: 5000,
+        ack: 1001,
+        options: &[],
+        payload: &[],
+    });
+    assert_eq!(bed.run(&syn_ack, bed.eth1).0, XDP_REDIRECT);
+    assert_eq!(
+        bed.run(&from_client(40000, ACK, 1001, 5001), bed.eth0).0,
+        XDP_REDIRECT
+    );
+    assert_eq!(bed.dp.maps.flow_entries(), (2, 0));
+}
+
 /// Sends a SYN from `sport` until it is forwarded (up to 30 s): how long
 /// a taken translation took to be given up. The translation port it got.
 fn syn_until_forwarded(bed: &Bed, sport: u16) -> u16 {
@@ -430,30 +457,8 @@ fn a_closed_or_abandoned_flow_gives_up_its_translation_and_a_live_one_does_not()
                 port_hi: 50000,
             })
             .unwrap();
-        let target = (Ipv4Addr::new(10, 231, 41, 11), 7000);
-        let lb1 = Ipv4Addr::new(10, 231, 41, 1);
         // Flow A, established.
-        assert_eq!(
-            bed.run(&from_client(40000, SYN, 1000, 0), bed.eth0).0,
-            XDP_REDIRECT
-        );
-        let syn_ack = frame(&Seg {
-            src_mac: TARGET_MAC,
-            dst_mac: LB1_MAC,
-            src: target,
-            dst: (lb1, 50000),
-            flags: SYN | ACK,
-            seq: 5000,
-            ack: 1001,
-            options: &[],
-            payload: &[],
-        });
-        assert_eq!(bed.run(&syn_ack, bed.eth1).0, XDP_REDIRECT);
-        assert_eq!(
-            bed.run(&from_client(40000, ACK, 1001, 5001), bed.eth0).0,
-            XDP_REDIRECT
-        );
-        assert_eq!(bed.dp.maps.flow_entries(), (2, 0));
+        establish(bed, (Ipv4Addr::new(10, 231, 41, 1), 50000));
         // A live flow keeps its port: another client's SYN finds none.
         assert_eq!(
             bed.run(&from_client(40001, SYN, 1, 0), bed.eth0).0,
@@ -517,27 +522,7 @@ fn a_syn_flood_does_not_evict_an_established_flow() {
     with_bed_config(preserving(), |bed| {
         let target = (Ipv4Addr::new(10, 231, 41, 11), 7000);
         let client = (Ipv4Addr::new(10, 231, 40, 2), 40000);
-        assert_eq!(
-            bed.run(&from_client(40000, SYN, 1000, 0), bed.eth0).0,
-            XDP_REDIRECT
-        );
-        let syn_ack = frame(&Seg {
-            src_mac: TARGET_MAC,
-            dst_mac: LB1_MAC,
-            src: target,
-            dst: client,
-            flags: SYN | ACK,
-            seq: 5000,
-            ack: 1001,
-            options: &[],
-            payload: &[],
-        });
-        assert_eq!(bed.run(&syn_ack, bed.eth1).0, XDP_REDIRECT);
-        assert_eq!(
-            bed.run(&from_client(40000, ACK, 1001, 5001), bed.eth0).0,
-            XDP_REDIRECT
-        );
-        assert_eq!(bed.dp.maps.flow_entries(), (2, 0));
+        establish(bed, client);
         let mut forwarded = 0u32;
         for source in [2u8, 9] {
             for sport in 1024..=65535u16 {

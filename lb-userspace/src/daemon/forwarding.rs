@@ -94,17 +94,14 @@ impl Forwarding {
         let mut out = Vec::new();
         self.rings.clear();
         for (key, targets) in rings {
-            // Settled on what the kernel holds now (at a takeover, the
-            // predecessor's), so a reload moves no more choices than it must.
-            let held = [false, true].map(|v6| maps.ring(forwarding::ring_key(key, v6)));
-            let [v4, v6] = forwarding::tables(&targets, [held[0].as_ref(), held[1].as_ref()]);
-            for (v6, table) in [(false, v4), (true, v6)] {
+            for v6 in [false, true] {
                 let k = forwarding::ring_key(key, v6);
-                info!(ring = k, targets = %describe(&of_family(&targets, v6)), "TCP listener ring");
-                if let Some(t) = table {
+                let targets = of_family(&targets, v6);
+                info!(ring = k, targets = %describe(&targets), "TCP listener ring");
+                if let Some(t) = settled_table(maps, k, &targets, v6) {
                     out.push((k, t));
                 }
-                self.rings.insert(k, of_family(&targets, v6));
+                self.rings.insert(k, targets);
             }
         }
         Ok(out)
@@ -140,14 +137,7 @@ impl Forwarding {
                 if self.rings.get(&k) == Some(&now) {
                     continue;
                 }
-                let held = maps.ring(k);
-                let previous = if v6 {
-                    [None, held.as_ref()]
-                } else {
-                    [held.as_ref(), None]
-                };
-                let [v4t, v6t] = forwarding::tables(&now, previous);
-                let table = if v6 { v6t } else { v4t };
+                let table = settled_table(maps, k, &now, v6);
                 maps.set_ring(k, table.as_deref())?;
                 info!(ring = k, targets = %describe(&now), "TCP listener ring rebuilt");
                 self.rings.insert(k, now);
@@ -257,6 +247,13 @@ impl Forwarding {
             }
         }
     }
+}
+
+/// Ring `k`'s table for `targets` (of one family), settled on the one the
+/// kernel's active bank holds now (at a takeover, the predecessor's), so a
+/// reload or a health change moves no more new-flow choices than it must.
+fn settled_table(maps: &Maps, k: u32, targets: &[RingTarget], v6: bool) -> Option<Box<Ring>> {
+    forwarding::table(targets, v6, maps.ring(k).as_ref())
 }
 
 /// `addr*weight ...`, for logs.

@@ -51,43 +51,39 @@ pub struct RingTarget {
     pub weight: u32,
 }
 
-/// The Maglev tables of one group's targets: IPv4 and IPv6 apart (a flow
-/// keeps its family), `None` for a family with no target of weight. Each
-/// is settled on the table it replaces, if any (`previous`, by family), so
-/// that a change of targets moves no more new-flow choices than it must.
-pub fn tables(targets: &[RingTarget], previous: [Option<&Ring>; 2]) -> [Option<Box<Ring>>; 2] {
-    let mut previous = previous.into_iter();
-    [false, true].map(|v6| {
-        let previous = previous.next().flatten();
-        let of_family: Vec<&RingTarget> = targets
-            .iter()
-            .filter(|t| t.addr.is_ipv6() == v6 && t.weight > 0)
-            .collect();
-        let entries: Vec<Entry> = of_family
-            .iter()
-            .map(|t| Entry {
-                addr: t.addr,
-                weight: t.weight,
-            })
-            .collect();
-        let slots = maglev::table(&entries, RING_SIZE as u32);
-        if slots.is_empty() {
-            return None;
+/// The Maglev table of one family of a group's targets (IPv4 and IPv6 are
+/// apart: a flow keeps its family), `None` with no target of weight in it;
+/// settled on the table it replaces, if any, so that a change of targets
+/// moves no more new-flow choices than it must.
+pub fn table(targets: &[RingTarget], v6: bool, previous: Option<&Ring>) -> Option<Box<Ring>> {
+    let of_family: Vec<&RingTarget> = targets
+        .iter()
+        .filter(|t| t.addr.is_ipv6() == v6 && t.weight > 0)
+        .collect();
+    let entries: Vec<Entry> = of_family
+        .iter()
+        .map(|t| Entry {
+            addr: t.addr,
+            weight: t.weight,
+        })
+        .collect();
+    let slots = maglev::table(&entries, RING_SIZE as u32);
+    if slots.is_empty() {
+        return None;
+    }
+    let fresh: Vec<u32> = slots.iter().map(|&i| of_family[i as usize].row).collect();
+    let rows = match previous {
+        Some(p) => {
+            let before: Vec<u32> = p.slots.iter().map(|&r| u32::from(r)).collect();
+            maglev::settle(&fresh, &before)
         }
-        let fresh: Vec<u32> = slots.iter().map(|&i| of_family[i as usize].row).collect();
-        let rows = match previous {
-            Some(p) => {
-                let before: Vec<u32> = p.slots.iter().map(|&r| u32::from(r)).collect();
-                maglev::settle(&fresh, &before)
-            }
-            None => fresh,
-        };
-        let mut ring = Box::<Ring>::default();
-        for (slot, &row) in ring.slots.iter_mut().zip(&rows) {
-            *slot = row as u16;
-        }
-        Some(ring)
-    })
+        None => fresh,
+    };
+    let mut ring = Box::<Ring>::default();
+    for (slot, &row) in ring.slots.iter_mut().zip(&rows) {
+        *slot = row as u16;
+    }
+    Some(ring)
 }
 
 /// A `TARGETS` row for `addr`, translated from `snat` (the balancer's
@@ -216,14 +212,12 @@ mod tests {
 
     #[test]
     fn each_family_gets_its_own_table_of_rows() {
-        let [v4, v6] = tables(
-            &[
-                t(7, "10.0.0.1:80", 1),
-                t(9, "10.0.0.2:80", 1),
-                t(3, "[fd00::1]:80", 1),
-            ],
-            [None, None],
-        );
+        let targets = [
+            t(7, "10.0.0.1:80", 1),
+            t(9, "10.0.0.2:80", 1),
+            t(3, "[fd00::1]:80", 1),
+        ];
+        let [v4, v6] = [false, true].map(|v6| table(&targets, v6, None));
         let v4 = v4.unwrap();
         assert!(v4.slots.iter().all(|&r| r == 7 || r == 9));
         assert!(v4.slots.contains(&7) && v4.slots.contains(&9));
@@ -232,7 +226,8 @@ mod tests {
 
     #[test]
     fn a_family_without_weight_has_no_table() {
-        let [v4, v6] = tables(&[t(1, "10.0.0.1:80", 0)], [None, None]);
+        let targets = [t(1, "10.0.0.1:80", 0)];
+        let [v4, v6] = [false, true].map(|v6| table(&targets, v6, None));
         assert!(v4.is_none() && v6.is_none());
     }
 
