@@ -2,7 +2,8 @@
 //! groups per packet and whose user half terminates and routes HTTP.
 //!
 //! Modules by concern: [`config`] (parse, validate), [`kernel`] (compile to maps,
-//! load, attach, counters), [`daemon`] (the `xalb run` process).
+//! load, attach, counters), [`daemon`] (the `xalb run` process), [`proxy`]
+//! (HTTP listeners and forwarding), [`tls`] (HTTPS listeners' TLS).
 
 pub mod admin;
 pub(crate) mod clock;
@@ -15,4 +16,5 @@ pub mod memory;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub mod targets;
+pub mod tls;
 pub(crate) mod worker;

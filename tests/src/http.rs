@@ -174,7 +174,7 @@ fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
                 .expect("a certificate");
             let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
             let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
+                rustls::crypto::aws_lc_rs::default_provider(),
             ))
             .with_safe_default_protocol_versions()
             .expect("default versions")

@@ -273,7 +273,7 @@ pub(super) fn check_key_matches(
     key_path: &Path,
 ) -> Result<(), (PemFile, String)> {
     // The provider the proxy's TLS uses, so "usable" means usable there.
-    let signing_key = rustls::crypto::ring::default_provider()
+    let signing_key = crate::tls::provider()
         .key_provider
         .load_private_key(key)
         .map_err(|e| {
