@@ -223,6 +223,9 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     println!("{}: OK", config.display());
     println!("{}", cfg.summary());
+    for w in &cfg.warnings {
+        println!("warning: {w}");
+    }
     // About the host this runs on, which may not be the balancer's.
     for note in xalb::kernel::host::interface_notes(&cfg) {
         println!("note: {note}");

@@ -78,6 +78,9 @@ pub struct ListenerMetrics {
     pub new_connections: Counter,
     pub rejected_connections: Counter,
     pub processed_bytes: Counter,
+    /// HTTPS: handshakes that failed (bad ClientHello, no common version or
+    /// suite, refused client certificate, plaintext, timeout).
+    pub tls_negotiation_errors: Counter,
 }
 
 impl ListenerMetrics {
@@ -260,7 +263,7 @@ impl Exposition {
     /// listener, metrics).
     pub fn listeners(&mut self, listeners: &[(&str, &str, &ListenerMetrics)]) {
         type Read = fn(&ListenerMetrics) -> &dyn SampleValue;
-        let families: [(&'static str, Kind, &str, Read); 12] = [
+        let families: [(&'static str, Kind, &str, Read); 13] = [
             (
                 "xalb_request_count_total",
                 Kind::Counter,
@@ -326,6 +329,12 @@ impl Exposition {
                 Kind::Counter,
                 "Client connections refused (accept failures)",
                 |m| &m.rejected_connections,
+            ),
+            (
+                "xalb_client_tls_negotiation_error_count_total",
+                Kind::Counter,
+                "TLS handshakes with clients that did not complete (the ALB's ClientTLSNegotiationErrorCount)",
+                |m| &m.tls_negotiation_errors,
             ),
             (
                 "xalb_processed_bytes_total",
@@ -640,6 +649,7 @@ mod tests {
             "xalb_active_connection_count gauge",
             "xalb_new_connection_count_total counter",
             "xalb_rejected_connection_count_total counter",
+            "xalb_client_tls_negotiation_error_count_total counter",
             "xalb_processed_bytes_total counter",
         ];
         let group = [

@@ -67,12 +67,17 @@ impl Config {
         for g in &self.target_groups {
             let _ = writeln!(
                 s,
-                "  {}: {} port {}, {} targets",
+                "  {}: {}{} port {}, {} targets",
                 g.name,
                 match g.protocol {
                     TargetProtocol::Http => "HTTP",
                     TargetProtocol::Https => "HTTPS",
                     TargetProtocol::Tcp => "TCP",
+                },
+                match g.protocol_version {
+                    ProtocolVersion::Http1 => "",
+                    ProtocolVersion::Http2 => " (HTTP2)",
+                    ProtocolVersion::Grpc => " (GRPC)",
                 },
                 g.port,
                 g.targets.len()
@@ -114,6 +119,32 @@ impl Config {
                 l.rules.len(),
                 action_summary(&l.default_action)
             );
+            if l.protocol == ListenerProtocol::Https {
+                let versions = l.tls_policy.map_or("", |p| p.versions_text());
+                let mtls = match &l.mutual_authentication {
+                    crate::tls::MutualAuth::Off => String::new(),
+                    crate::tls::MutualAuth::Passthrough => ", mutual TLS passthrough".into(),
+                    crate::tls::MutualAuth::Verify { trust_store } => format!(
+                        ", mutual TLS verify ({} CA certificates)",
+                        trust_store.len()
+                    ),
+                };
+                let _ = writeln!(s, "    ssl_policy {} ({versions}){mtls}", l.ssl_policy);
+                let now = crate::clock::unix_now();
+                for (i, c) in l.certificates.iter().enumerate() {
+                    let Some(served) = &c.served else { continue };
+                    let info = &served.info;
+                    let _ = writeln!(
+                        s,
+                        "    certificate {}{}: {}; expires {} (in {} days)",
+                        c.cert.display(),
+                        if i == 0 { " (default)" } else { "" },
+                        info.names.join(" "),
+                        crate::tls::certificate::iso8601(info.not_after),
+                        info.days_left(now)
+                    );
+                }
+            }
         }
         s.truncate(s.trim_end().len());
         s

@@ -18,6 +18,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub admin: Admin,
     pub access_log: AccessLog,
+    /// What is allowed but wants attention (a certificate expiring within
+    /// 30 days): printed by `xalb check`, logged at start and reload.
+    pub warnings: Vec<crate::config::Diagnostic>,
 }
 
 impl Config {
@@ -64,6 +67,16 @@ pub enum TargetProtocol {
     Tcp,
 }
 
+/// What the balancer speaks to an HTTP/HTTPS group's targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolVersion {
+    Http1,
+    /// h2c on HTTP groups, ALPN `h2` on HTTPS groups.
+    Http2,
+    /// HTTP/2 carrying gRPC; health checks judge the gRPC status.
+    Grpc,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
     RoundRobin,
@@ -76,6 +89,7 @@ pub struct TargetGroup {
     pub name: String,
     pub protocol: TargetProtocol,
     pub port: u16,
+    pub protocol_version: ProtocolVersion,
     pub algorithm: Algorithm,
     pub deregistration_delay: Duration,
     /// Zero when off.
@@ -113,6 +127,7 @@ pub struct HealthCheck {
     pub timeout: Duration,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
+    /// HTTP status codes, or gRPC status codes on GRPC groups.
     pub matcher: Matcher,
 }
 
@@ -185,6 +200,10 @@ pub struct Listener {
     /// HTTPS only; the first is the default, the rest are chosen by SNI.
     pub certificates: Vec<Certificate>,
     pub ssl_policy: String,
+    /// HTTPS only: the policy `ssl_policy` names.
+    pub tls_policy: Option<crate::tls::policy::Policy>,
+    /// HTTPS only.
+    pub mutual_authentication: crate::tls::MutualAuth,
     /// Sorted by priority, lowest first.
     pub rules: Vec<Rule>,
 }
@@ -196,10 +215,13 @@ impl Listener {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Certificate {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The chain and key as read when the file was checked: a reload
+    /// applies exactly what it checked.
+    pub served: Option<crate::tls::ServedCert>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

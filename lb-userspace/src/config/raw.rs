@@ -80,6 +80,7 @@ pub(crate) struct RawTargetGroup {
     pub deregistration_delay: Option<S<String>>,
     pub slow_start: Option<S<String>>,
     pub preserve_client_ip: Option<S<bool>>,
+    pub protocol_version: Option<S<String>>,
     #[serde(default)]
     pub targets: Vec<S<RawTarget>>,
     pub health_check: Option<S<RawHealthCheck>>,
@@ -146,6 +147,14 @@ pub(crate) struct RawListener {
     pub default_action: S<RawAction>,
     pub certificates: Option<S<Vec<S<RawCertificate>>>>,
     pub ssl_policy: Option<S<String>>,
+    pub mutual_authentication: Option<S<RawMutualAuthentication>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMutualAuthentication {
+    pub mode: S<String>,
+    pub trust_store: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

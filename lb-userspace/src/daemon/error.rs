@@ -32,6 +32,8 @@ pub enum ApplyError {
     #[error(transparent)]
     Bind(#[from] BindError),
     #[error(transparent)]
+    Tls(#[from] crate::tls::server::TlsError),
+    #[error(transparent)]
     Datapath(#[from] DatapathError),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
@@ -51,6 +53,7 @@ impl ApplyError {
             ApplyError::Host(_) => "host",
             ApplyError::AccessLog { .. } => "access_log",
             ApplyError::Bind(_) => "bind",
+            ApplyError::Tls(_) => "tls",
             ApplyError::Datapath(_) => "datapath",
             ApplyError::Workers(_) => "workers",
         }
@@ -62,7 +65,10 @@ impl ApplyError {
     pub fn http_status(&self) -> u16 {
         match self {
             ApplyError::Config(_) | ApplyError::Kernel(_) => 400,
-            ApplyError::Host(_) | ApplyError::AccessLog { .. } | ApplyError::Bind(_) => 409,
+            ApplyError::Host(_)
+            | ApplyError::AccessLog { .. }
+            | ApplyError::Bind(_)
+            | ApplyError::Tls(_) => 409,
             ApplyError::Datapath(_) | ApplyError::Workers(_) => 500,
         }
     }

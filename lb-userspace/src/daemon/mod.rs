@@ -53,6 +53,9 @@ pub type ReloadRequest = oneshot::Sender<Result<Applied, Refusal>>;
 
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let cfg = config::load(&opts.config).map_err(ApplyError::from)?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     Running::preflight(&cfg)?;
     let cookie = pins::netns_cookie()?;
     // The control plane (signals, reloads, health checks, admin); requests

@@ -102,7 +102,7 @@ impl Running {
         inherited: Option<Inherited>,
     ) -> Result<Self, ApplyError> {
         let access_log = open_access_log(&cfg).await?;
-        let plan = plan::plan(&cfg, None, access_log.clone());
+        let plan = plan::plan(&cfg, None, access_log.clone())?;
         let taking_over = inherited.is_some();
         let (handed, rows_before) = match inherited {
             Some(i) => (i.groups, ListenerRows::from_rows(i.listener_rows)),
@@ -418,6 +418,9 @@ impl Running {
     /// Re-reads the configuration file and applies it whole, or nothing.
     pub async fn reload(&mut self) -> Result<Applied, ApplyError> {
         let cfg = config::load(&self.path)?;
+        for w in &cfg.warnings {
+            tracing::warn!("{w}");
+        }
         let (slots, new_rows) = self
             .slots
             .next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
@@ -434,7 +437,7 @@ impl Running {
             &cfg,
             Some((&self.shared, &self.bindings)),
             access_log.clone(),
-        );
+        )?;
         // New listeners' sockets first: if one cannot be bound, nothing has
         // changed yet. Listeners that stay keep theirs, whatever addresses
         // their balancer gains or loses: the kernel steers those.

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crate::config::model::{Config, ListenerProtocol};
+use crate::config::model::Config;
 
 /// Rows of a kernel table by key, with a freed row quiet for one reload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,12 +129,11 @@ pub struct ListenerRows {
 }
 
 impl ListenerRows {
-    /// The listeners the kernel knows: HTTP ones, which it steers to the
-    /// daemon's sockets, and TCP ones, which it forwards itself.
+    /// The listeners the kernel knows: HTTP and HTTPS ones, which it steers
+    /// to the daemon's sockets, and TCP ones, which it forwards itself.
     pub fn steered(cfg: &Config) -> impl Iterator<Item = (String, u16)> + '_ {
         cfg.listeners
             .iter()
-            .filter(|l| matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Tcp))
             .map(|l| (l.load_balancer.clone(), l.port))
     }
 

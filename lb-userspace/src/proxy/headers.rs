@@ -79,6 +79,18 @@ pub fn lists_token(v: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Removes every `X-Amzn-Mtls-Clientcert*` field a client sent.
+pub fn strip_mtls(h: &mut HeaderMap) {
+    let ours: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| crate::tls::client_cert::is_mtls_header(n))
+        .cloned()
+        .collect();
+    for n in ours {
+        h.remove(n);
+    }
+}
+
 /// X-Forwarded-For (appended), -Proto and -Port (set), as the ALB does.
 pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str, port: u16) {
     let client = match client {

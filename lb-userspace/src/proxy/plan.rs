@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::access_log::AccessLog;
-use super::service::{ListenerCtx, Shared};
+use super::service::{ListenerCtx, ListenerTls, Shared};
 use crate::config::model::{Config, ListenerProtocol};
 use crate::metrics::ListenerMetrics;
 use crate::proxy::conn::listener::{ConnLimits, Family};
 use crate::proxy::route::router::Router;
 use crate::proxy::upstream::pool::Upstreams;
 use crate::targets::{TargetGroupRuntime, TargetState};
+use crate::tls::{self, server::server_config, server::TlsError, ServedCert};
 
 /// How long connecting to a target may take (the ALB's is 10 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,13 +47,13 @@ pub struct ProxyPlan {
     pub removed: Vec<Removed>,
 }
 
-/// Every HTTP listener of every balancer. With `old`, health and metrics
-/// carry over by name.
+/// Every HTTP and HTTPS listener of every balancer. With `old`, health and
+/// metrics carry over by name.
 pub fn plan(
     cfg: &Config,
     old: Option<(&Shared, &[Binding])>,
     access_log: Option<AccessLog>,
-) -> ProxyPlan {
+) -> Result<ProxyPlan, TlsError> {
     let mut removed = Vec::new();
     let groups: super::service::Groups = cfg
         .target_groups
@@ -103,7 +104,7 @@ pub fn plan(
     for l in cfg
         .listeners
         .iter()
-        .filter(|l| l.protocol == ListenerProtocol::Http)
+        .filter(|l| matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Https))
     {
         let Some(lb) = cfg.load_balancer(&l.load_balancer) else {
             continue;
@@ -115,10 +116,30 @@ pub fn plan(
             })
             .map(|b| b.ctx.metrics.clone())
             .unwrap_or_default();
+        let tls = match (l.protocol, l.tls_policy) {
+            (ListenerProtocol::Https, Some(policy)) => {
+                let certificates: Vec<ServedCert> = l
+                    .certificates
+                    .iter()
+                    .filter_map(|c| c.served.clone())
+                    .collect();
+                Some(ListenerTls {
+                    config: server_config(&tls::server::ListenerTls {
+                        listener: &l.name(),
+                        policy,
+                        certificates: &certificates,
+                        mutual: &l.mutual_authentication,
+                    })?,
+                    mutual: l.mutual_authentication.clone(),
+                })
+            }
+            _ => None,
+        };
         let ctx = Arc::new(ListenerCtx {
             lb: lb.name.clone(),
             port: l.port,
-            scheme: "http",
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
             router: Router::compile(l),
             target_timeout: lb.idle_timeout,
             metrics,
@@ -137,9 +158,9 @@ pub fn plan(
             .collect();
         bindings.push(Binding { ctx, families });
     }
-    ProxyPlan {
+    Ok(ProxyPlan {
         shared,
         bindings,
         removed,
-    }
+    })
 }

@@ -38,6 +38,8 @@ pub struct ListenerCtx {
     pub port: u16,
     /// "http" or "https", for X-Forwarded-Proto and redirects.
     pub scheme: &'static str,
+    /// HTTPS listeners: what their connections' handshakes use.
+    pub tls: Option<ListenerTls>,
     pub router: Router,
     /// How long a target may take to send its response head (the balancer's
     /// idle timeout, as the ALB).
@@ -47,6 +49,13 @@ pub struct ListenerCtx {
     pub access_log: Option<AccessLog>,
     /// Keep a client's X-Request-Id rather than replace it.
     pub trust_request_id: bool,
+}
+
+/// An HTTPS listener's TLS, replaced whole with its route on reload: new
+/// handshakes take new certificates, established connections keep theirs.
+pub struct ListenerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub mutual: crate::tls::MutualAuth,
 }
 
 /// Target groups by name, looked up on every forwarded request: a fast hash
@@ -412,9 +421,25 @@ fn prepare(ctx: &ListenerCtx, client: SocketAddr, req: &mut Request<UpstreamBody
     }
     *req.uri_mut() = Uri::from(pq);
     *req.version_mut() = Version::HTTP_11;
+    let conn = req
+        .extensions_mut()
+        .remove::<Arc<crate::proxy::conn::listener::ConnTls>>();
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h, upgrade);
     headers::add_forwarded(h, client.ip(), ctx.scheme, ctx.port);
+    if ctx
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.mutual != crate::tls::MutualAuth::Off)
+    {
+        // Only the balancer says what the client's certificate was.
+        headers::strip_mtls(h);
+        if let Some(conn) = conn {
+            for (name, value) in &conn.client_cert.0 {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+    }
     headers::set_request_id(h, ctx.trust_request_id);
 }
 

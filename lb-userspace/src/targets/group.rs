@@ -484,6 +484,7 @@ pub(crate) mod tests {
             name: name.to_string(),
             protocol: TargetProtocol::Http,
             port: 80,
+            protocol_version: model::ProtocolVersion::Http1,
             algorithm,
             deregistration_delay: Duration::from_secs(300),
             slow_start: Duration::ZERO,

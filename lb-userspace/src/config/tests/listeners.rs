@@ -41,7 +41,6 @@ fn certificate_files_must_be_readable() {
     assert_eq!(
         diagnostics_of(&text, &file),
         [
-            not_served(&file, &text, "HTTPS", 443),
             format!(
                 "{}:{}: listener \"web-alb:443\".certificates[0].key: {} is empty; expected a PEM file (relative paths are resolved from the configuration file's directory)",
                 file.display(),
@@ -60,30 +59,31 @@ fn position(text: &str, needle: &str) -> String {
     format!("{line}:{column}")
 }
 
-/// The diagnostic refusing `BASE`'s listener of `protocol` on `port`.
-fn not_served(file: &Path, text: &str, protocol: &str, port: u16) -> String {
-    format!(
-        "{}:{}: listener \"web-alb:{port}\".protocol: {protocol} listeners are not served yet (planned); use HTTP",
-        file.display(),
-        position(text, &format!("\"{protocol}\""))
-    )
-}
-
 #[test]
-fn https_listener_is_not_served_yet() {
-    let dir = cert_dir("unserved-https");
+fn an_https_listener_is_served() {
+    let dir = cert_dir("served-https");
     let file = dir.join("x.toml");
     let text = base_plus(&https_listener().to_string());
-    // Readable, matching certificate and key: the protocol is the only problem.
+    assert_eq!(diagnostics_of(&text, &file), Vec::<String>::new());
+    let cfg = parse_str(&text, &file.display().to_string()).unwrap();
+    let l = cfg.listeners.iter().find(|l| l.port == 443).unwrap();
+    assert_eq!(l.ssl_policy, crate::tls::policy::DEFAULT);
     assert_eq!(
-        diagnostics_of(&text, &file),
-        [not_served(&file, &text, "HTTPS", 443)]
+        l.tls_policy.map(|p| p.name),
+        Some(crate::tls::policy::DEFAULT)
     );
-    assert_error(
-        &text,
-        "protocol = \"HTTPS\"",
-        "listener \"web-alb:443\".protocol",
-        &["HTTPS listeners are not served yet (planned); use HTTP"],
+    assert_eq!(l.mutual_authentication, crate::tls::MutualAuth::Off);
+    let served = l.certificates[0].served.as_ref().expect("loaded");
+    assert_eq!(served.info.names, ["test.example"]);
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let summary = cfg.summary();
+    assert!(
+        summary.contains("ssl_policy ELBSecurityPolicy-TLS13-1-2-2021-06 (TLS 1.2-1.3)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("cert.pem (default): test.example; expires "),
+        "{summary}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -101,8 +101,8 @@ fn a_tcp_listener_is_served() {
 /// passes: several certificates (relative and absolute paths), an
 /// ssl_policy, rules on the HTTPS listener, a TCP listener's forward.
 #[test]
-fn unserved_listeners_are_otherwise_valid() {
-    let dir = cert_dir("unserved-full");
+fn https_and_tcp_listeners_with_every_option_are_valid() {
+    let dir = cert_dir("served-full");
     let file = dir.join("x.toml");
     let text = base_plus(&format!(
         "{}\n{}\n{}",
@@ -119,10 +119,7 @@ fn unserved_listeners_are_otherwise_valid() {
         tcp_listener(),
         "[[rule]]\nlistener = \"web-alb:443\"\npriority = 1\nconditions = [{ field = \"path-pattern\", values = [\"/a\"] }]\naction = { type = \"fixed-response\", status_code = 404 }\n",
     ));
-    assert_eq!(
-        diagnostics_of(&text, &file),
-        [not_served(&file, &text, "HTTPS", 443)]
-    );
+    assert_eq!(diagnostics_of(&text, &file), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -143,10 +140,7 @@ fn certificate_must_be_a_pem_certificate() {
             position(&text, "\"cert.pem\""),
         );
         // Nothing is said about the key: there is nothing to compare it with.
-        assert_eq!(
-            diagnostics_of(&text, &file),
-            [not_served(&file, &text, "HTTPS", 443), want]
-        );
+        assert_eq!(diagnostics_of(&text, &file), [want]);
     };
     let no_block = format!(
         "{c} is not a PEM certificate file: it has no \"-----BEGIN CERTIFICATE-----\" block"
@@ -186,10 +180,7 @@ fn key_must_be_a_pem_private_key() {
             file.display(),
             position(&text, "\"key.pem\""),
         );
-        assert_eq!(
-            diagnostics_of(&text, &file),
-            [not_served(&file, &text, "HTTPS", 443), want]
-        );
+        assert_eq!(diagnostics_of(&text, &file), [want]);
     };
 
     // A certificate is not a key.
@@ -219,10 +210,7 @@ fn sec1_keys_are_accepted() {
     let sec1 = sec1_of_pkcs8(&key_pair.serialize_der()).to_vec();
     std::fs::write(dir.join("key.pem"), pem_block("EC PRIVATE KEY", &sec1)).unwrap();
     let text = base_plus(&https_listener().to_string());
-    assert_eq!(
-        diagnostics_of(&text, &file),
-        [not_served(&file, &text, "HTTPS", 443)]
-    );
+    assert_eq!(diagnostics_of(&text, &file), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -290,7 +278,6 @@ fn key_must_match_its_certificate() {
     assert_eq!(
         diagnostics_of(&text, &file),
         [
-            not_served(&file, &text, "HTTPS", 443),
             format!(
                 "{}:{}: {CERT0}.key: key {} does not match certificate {} (the first certificate in the file)",
                 file.display(),
@@ -314,7 +301,7 @@ fn every_certificate_problem_is_reported_at_once() {
         "[\n  { cert = \"missing.pem\", key = \"key.pem\" },\n  { cert = \"junk.pem\", key = \"key.pem\" },\n  { cert = \"other.pem\", key = \"key.pem\" },\n]",
     ).to_string());
     let diags = diagnostics_of(&text, &file);
-    assert_eq!(diags.len(), 4, "{diags:#?}");
+    assert_eq!(diags.len(), 3, "{diags:#?}");
     let has = |needle: &str, part: &str| {
         let line = line_of(&text, needle);
         assert!(
@@ -324,7 +311,6 @@ fn every_certificate_problem_is_reported_at_once() {
             "line {line}: {part}: {diags:#?}"
         );
     };
-    has("protocol = \"HTTPS\"", "HTTPS listeners are not served yet");
     has("missing.pem", "certificates[0].cert: cannot read");
     has("junk.pem", "certificates[1].cert: ");
     has("junk.pem", "junk.pem is not a PEM certificate file");

@@ -16,6 +16,7 @@ mod names;
 mod rules;
 mod security_groups;
 mod target_groups;
+mod tls;
 mod valid;
 
 /// `examples/seed-alb.toml`, verbatim (also loaded from disk below).

@@ -62,8 +62,19 @@ pub(super) const MAX_HEADER_NAME_LEN: usize = 40;
 pub(super) const MAX_FIXED_BODY: usize = 1024;
 pub(super) const MAX_HC_PATH_LEN: usize = 1024;
 pub(super) const MAX_REDIRECT_PART_LEN: usize = 128;
-pub(super) const DEFAULT_SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+pub(super) const DEFAULT_SSL_POLICY: &str = crate::tls::policy::DEFAULT;
+/// A certificate expiring sooner than this is a warning (Let's Encrypt
+/// renews at 30 days left).
+pub(super) const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
 pub(super) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+pub(super) const PROTOCOL_VERSIONS: &[(&str, ProtocolVersion)] = &[
+    ("HTTP1", ProtocolVersion::Http1),
+    ("HTTP2", ProtocolVersion::Http2),
+    ("GRPC", ProtocolVersion::Grpc),
+];
+/// The ALB's gRPC health-check path when the file names none.
+pub(super) const GRPC_HC_PATH: &str = "/AWS.ALB/healthcheck";
 
 pub(super) const TARGET_PROTOCOLS: &[(&str, TargetProtocol)] = &[
     ("HTTP", TargetProtocol::Http),

@@ -30,19 +30,6 @@ impl Checker<'_> {
             self.err(l.load_balancer.span(), format!("{p}.load_balancer"), msg);
         }
         let protocol = self.choice(&l.protocol, &format!("{p}.protocol"), LISTENER_PROTOCOLS);
-        // Refused rather than accepted and left unbound: a listener that
-        // passes `xalb check` must answer. The rest of the listener is still
-        // checked, so the file is ready when these protocols are served.
-        if let Some(proto @ ListenerProtocol::Https) = protocol {
-            self.err(
-                l.protocol.span(),
-                format!("{p}.protocol"),
-                format!(
-                    "{} listeners are not served yet (planned); use HTTP",
-                    protocol_name(LISTENER_PROTOCOLS, proto)
-                ),
-            );
-        }
         let port = self.port(&l.port, &format!("{p}.port"));
         if let Some(port) = port {
             let line = self.line(&l.port.span());
@@ -105,18 +92,16 @@ impl Checker<'_> {
                             protocol_name(LISTENER_PROTOCOLS, proto)
                         ),
                     );
-                } else if v.get_ref().trim().is_empty() {
-                    self.err(
-                        v.span(),
-                        field,
-                        format!(
-                            "ssl_policy must not be empty; the default is {DEFAULT_SSL_POLICY:?}"
-                        ),
-                    );
+                } else if let Err(e) = crate::tls::policy::lookup(v.get_ref()) {
+                    self.err(v.span(), field, e.to_string());
                 }
                 v.get_ref().clone()
             }
         };
+        let tls_policy = is_https
+            .then(|| crate::tls::policy::lookup(&ssl_policy).ok())
+            .flatten();
+        let mutual_authentication = self.mutual_authentication(l, &p, protocol);
 
         let default_action = self.action(
             &format!("{p}.default_action"),
@@ -135,6 +120,8 @@ impl Checker<'_> {
             }),
             certificates,
             ssl_policy,
+            tls_policy,
+            mutual_authentication,
             rules: Vec::new(),
         }
     }
@@ -157,20 +144,147 @@ impl Checker<'_> {
                 .map_err(|msg| self.err(c.key.span(), key_field.clone(), msg))
                 .ok()
         });
+        let mut served = None;
         if let (Some(chain), Some(private_key), Some(cert), Some(key)) =
             (chain, private_key, &cert, &key)
         {
-            if let Err((culprit, msg)) = check_key_matches(chain, private_key, cert, key) {
-                let (span, field) = match culprit {
-                    PemFile::Key => (c.key.span(), key_field),
-                    PemFile::Cert => (c.cert.span(), cert_field),
-                };
-                self.err(span, field, msg);
+            match check_key_matches(chain, private_key, cert, key) {
+                Err((culprit, msg)) => {
+                    let (span, field) = match culprit {
+                        PemFile::Key => (c.key.span(), key_field),
+                        PemFile::Cert => (c.cert.span(), cert_field),
+                    };
+                    self.err(span, field, msg);
+                }
+                Ok(key) => served = self.served(key, &c.cert, &cert_field, cert),
             }
         }
         Certificate {
             cert: cert.unwrap_or_default(),
             key: key.unwrap_or_default(),
+            served,
+        }
+    }
+
+    /// A certificate whose key matched: its chain in order, and not
+    /// expired (a warning within 30 days of it).
+    fn served(
+        &mut self,
+        key: CertifiedKey,
+        at: &S<String>,
+        field: &str,
+        path: &Path,
+    ) -> Option<crate::tls::ServedCert> {
+        let fail = |this: &mut Self, msg: String| {
+            this.err(at.span(), field, format!("{}: {msg}", path.display()));
+        };
+        if let Err(msg) = crate::tls::certificate::check_chain_order(&key.cert) {
+            fail(self, msg);
+            return None;
+        }
+        let info = match crate::tls::CertInfo::of(&key.cert[0]) {
+            Ok(info) => info,
+            Err(msg) => {
+                fail(self, msg);
+                return None;
+            }
+        };
+        let now = crate::clock::unix_now();
+        let days = info.days_left(now);
+        let until = crate::tls::certificate::iso8601(info.not_after);
+        if info.not_after <= now {
+            fail(self, format!("the certificate expired on {until}"));
+            return None;
+        }
+        if info.not_before > now {
+            let from = crate::tls::certificate::iso8601(info.not_before);
+            fail(self, format!("the certificate is not valid before {from}"));
+            return None;
+        }
+        if days < CERT_EXPIRY_WARNING_DAYS {
+            self.warn(
+                at.span(),
+                field,
+                format!(
+                    "{}: the certificate expires on {until}, in {days} days",
+                    path.display()
+                ),
+            );
+        }
+        Some(crate::tls::ServedCert {
+            key: std::sync::Arc::new(key),
+            info,
+        })
+    }
+
+    /// `mutual_authentication`: HTTPS only; `verify` needs a trust store.
+    fn mutual_authentication(
+        &mut self,
+        l: &RawListener,
+        p: &str,
+        protocol: Option<ListenerProtocol>,
+    ) -> crate::tls::MutualAuth {
+        use crate::tls::MutualAuth;
+        let Some(m) = &l.mutual_authentication else {
+            return MutualAuth::Off;
+        };
+        let field = format!("{p}.mutual_authentication");
+        if let Some(proto) = protocol.filter(|p| *p != ListenerProtocol::Https) {
+            self.err(
+                m.span(),
+                field,
+                format!(
+                    "mutual_authentication applies to HTTPS listeners only; this listener is {}",
+                    protocol_name(LISTENER_PROTOCOLS, proto)
+                ),
+            );
+            return MutualAuth::Off;
+        }
+        let raw = m.get_ref();
+        let mode = raw.mode.get_ref().as_str();
+        let store = raw.trust_store.as_ref();
+        match (mode, store) {
+            ("off", None) => MutualAuth::Off,
+            ("passthrough", None) => MutualAuth::Passthrough,
+            ("off" | "passthrough", Some(t)) => {
+                self.err(
+                    t.span(),
+                    format!("{field}.trust_store"),
+                    format!("trust_store applies to mode \"verify\" only; this mode is {mode:?}"),
+                );
+                MutualAuth::Off
+            }
+            ("verify", None) => {
+                self.err(
+                    m.span(),
+                    format!("{field}.trust_store"),
+                    "mode \"verify\" needs trust_store = \"ca.pem\" (a PEM bundle of the CA certificates client certificates must chain to)",
+                );
+                MutualAuth::Off
+            }
+            ("verify", Some(t)) => {
+                let field = format!("{field}.trust_store");
+                let Some(path) = self.pem_path(t, &field) else {
+                    return MutualAuth::Off;
+                };
+                match read_trust_store(&path) {
+                    Ok(trust_store) => MutualAuth::Verify { trust_store },
+                    Err(msg) => {
+                        self.err(t.span(), field, msg);
+                        MutualAuth::Off
+                    }
+                }
+            }
+            (other, _) => {
+                self.err(
+                    raw.mode.span(),
+                    format!("{field}.mode"),
+                    format!(
+                        "unknown mode {other:?}; expected \"off\", \"verify\" or \"passthrough\""
+                    ),
+                );
+                MutualAuth::Off
+            }
         }
     }
 
@@ -259,6 +373,21 @@ pub(super) fn pem_problem(path: &Path, what: &str, e: &pem::Error) -> String {
     format!("{path} is not a valid PEM {what} file: {why}")
 }
 
+/// The CA certificates of a trust store: at least one, each a CA.
+pub(super) fn read_trust_store(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = read_cert_chain(path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, bad) = roots.add_parsable_certificates(certs.iter().cloned());
+    if bad > 0 {
+        return Err(format!(
+            "{}: {bad} of its {} certificates cannot be trust anchors (not valid X.509)",
+            path.display(),
+            certs.len()
+        ));
+    }
+    Ok(certs)
+}
+
 /// Which file of a certificate pair a problem is reported on.
 pub(super) enum PemFile {
     Cert,
@@ -271,7 +400,7 @@ pub(super) fn check_key_matches(
     key: PrivateKeyDer<'static>,
     cert_path: &Path,
     key_path: &Path,
-) -> Result<(), (PemFile, String)> {
+) -> Result<CertifiedKey, (PemFile, String)> {
     // The provider the proxy's TLS uses, so "usable" means usable there.
     let signing_key = crate::tls::provider()
         .key_provider
@@ -289,9 +418,10 @@ pub(super) fn check_key_matches(
                 ),
             )
         })?;
-    match CertifiedKey::new(chain, signing_key).keys_match() {
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
         // Unknown: the key cannot name its public half; nothing to compare.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(()),
+        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(certified),
         Err(rustls::Error::InconsistentKeys(_)) => Err((
             PemFile::Key,
             format!(

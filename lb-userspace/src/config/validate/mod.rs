@@ -52,9 +52,12 @@ pub(crate) fn validate(
         loc: Locator::new(file, text),
         base_dir,
         diags: Vec::new(),
+        warnings: Vec::new(),
     };
-    let config = c.config(raw);
+    let mut config = c.config(raw);
     if c.diags.is_empty() {
+        c.warnings.sort_by_key(|d| (d.line, d.column));
+        config.warnings = c.warnings;
         Ok(config)
     } else {
         // File order reads best; the sort is stable so problems on the same
@@ -82,12 +85,18 @@ struct Checker<'a> {
     loc: Locator<'a>,
     base_dir: &'a Path,
     diags: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
     fn err(&mut self, span: Range<usize>, field: impl Into<String>, msg: impl Into<String>) {
         let d = self.loc.diagnostic(span, field, msg);
         self.diags.push(d);
+    }
+
+    fn warn(&mut self, span: Range<usize>, field: impl Into<String>, msg: impl Into<String>) {
+        let d = self.loc.diagnostic(span, field, msg);
+        self.warnings.push(d);
     }
 
     fn line(&self, span: &Range<usize>) -> usize {
@@ -217,6 +226,7 @@ impl Checker<'_> {
             listeners,
             admin: self.admin(raw.admin.as_ref()),
             access_log: self.access_log(raw.access_log.as_ref()),
+            warnings: Vec::new(),
         }
     }
 

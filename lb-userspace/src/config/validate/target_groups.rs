@@ -61,6 +61,22 @@ impl Checker<'_> {
             None => false,
         };
 
+        let protocol_version = match &g.protocol_version {
+            None => ProtocolVersion::Http1,
+            Some(v) => {
+                let field = format!("{p}.protocol_version");
+                let version = self.choice(v, &field, PROTOCOL_VERSIONS);
+                if protocol == Some(TargetProtocol::Tcp) {
+                    self.err(
+                        v.span(),
+                        field,
+                        "protocol_version applies to HTTP/HTTPS target groups; a TCP group carries whatever its listener's clients send",
+                    );
+                }
+                version.unwrap_or(ProtocolVersion::Http1)
+            }
+        };
+
         let mut targets: Vec<Target> = Vec::new();
         let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
         for (j, t) in g.targets.iter().enumerate() {
@@ -102,12 +118,14 @@ impl Checker<'_> {
             }
         }
 
-        let health_check = self.health_check(&p, protocol, g.health_check.as_ref());
+        let grpc = protocol_version == ProtocolVersion::Grpc;
+        let health_check = self.health_check(&p, protocol, grpc, g.health_check.as_ref());
         let stickiness = self.stickiness(&p, protocol, g.stickiness.as_ref());
         TargetGroup {
             name: g.name.get_ref().clone(),
             protocol: protocol.unwrap_or(TargetProtocol::Http),
             port: port.unwrap_or(0),
+            protocol_version,
             algorithm,
             deregistration_delay,
             slow_start,
@@ -122,6 +140,7 @@ impl Checker<'_> {
         &mut self,
         group_path: &str,
         group: Option<TargetProtocol>,
+        grpc: bool,
         hc: Option<&S<RawHealthCheck>>,
     ) -> HealthCheck {
         let p = format!("{group_path}.health_check");
@@ -173,6 +192,7 @@ impl Checker<'_> {
         };
 
         let path = match &hc.path {
+            None if grpc => GRPC_HC_PATH.to_string(),
             None => "/".to_string(),
             Some(v) => {
                 let field = format!("{p}.path");
@@ -234,7 +254,13 @@ impl Checker<'_> {
         let healthy_threshold = threshold(&hc.healthy_threshold, "healthy_threshold", 5);
         let unhealthy_threshold = threshold(&hc.unhealthy_threshold, "unhealthy_threshold", 2);
 
-        let default_matcher = Matcher(vec![(200, 200)]);
+        // gRPC's default, 12, is UNIMPLEMENTED: what a server without the
+        // health-check method answers, alive.
+        let default_matcher = if grpc {
+            Matcher(vec![(12, 12)])
+        } else {
+            Matcher(vec![(200, 200)])
+        };
         let matcher = match &hc.matcher {
             None => default_matcher,
             Some(v) => {
@@ -251,7 +277,12 @@ impl Checker<'_> {
                         IntOrString::Int(n) => n.to_string(),
                         IntOrString::Str(s) => s.clone(),
                     };
-                    parse_matcher(&text).unwrap_or_else(|msg| {
+                    let parsed = if grpc {
+                        parse_grpc_matcher(&text)
+                    } else {
+                        parse_matcher(&text)
+                    };
+                    parsed.unwrap_or_else(|msg| {
                         self.err(v.span(), field, msg);
                         default_matcher
                     })
@@ -347,10 +378,30 @@ impl Checker<'_> {
 
 /// Health-check matcher: comma-separated codes and ranges within 200-499.
 pub(super) fn parse_matcher(s: &str) -> Result<Matcher, String> {
-    let allowed = "expected codes 200-499 as \"200\", \"200,302\" or \"200-399\"";
+    parse_codes(
+        s,
+        200..=499,
+        "expected codes 200-499 as \"200\", \"200,302\" or \"200-399\"",
+    )
+}
+
+/// A GRPC group's matcher: gRPC status codes 0-99.
+pub(super) fn parse_grpc_matcher(s: &str) -> Result<Matcher, String> {
+    parse_codes(
+        s,
+        0..=99,
+        "this group's protocol_version is GRPC: expected gRPC status codes 0-99 as \"0\", \"0,12\" or \"0-99\"",
+    )
+}
+
+fn parse_codes(
+    s: &str,
+    range: std::ops::RangeInclusive<i64>,
+    allowed: &str,
+) -> Result<Matcher, String> {
     let code = |t: &str| -> Result<u16, String> {
         match digits(t.trim()) {
-            Some(c @ 200..=499) => Ok(c as u16),
+            Some(c) if range.contains(&c) => Ok(c as u16),
             Some(c) => Err(format!(
                 "invalid matcher {s:?}: code {c} is out of range; {allowed}"
             )),

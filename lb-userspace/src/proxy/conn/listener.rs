@@ -31,6 +31,16 @@ use crate::proxy::h1::guard::{FramingGuard, GuardLimits, Switch};
 use crate::proxy::h1::server;
 use crate::proxy::service::{handle, with_all_fields, ListenerCtx, Shared};
 use crate::proxy::upstream::body::ClientBody;
+use crate::tls::client_cert::ClientCertHeaders;
+
+/// What an HTTPS connection's requests carry to the service, in their
+/// extensions.
+#[derive(Debug)]
+pub struct ConnTls {
+    /// Mutual TLS: the headers about the client's certificate (empty when
+    /// it presented none, or mutual TLS is off).
+    pub client_cert: ClientCertHeaders,
+}
 
 /// Limits a connection's parser enforces.
 #[derive(Clone, Copy, Debug)]
@@ -339,6 +349,20 @@ fn spawn_connection(
         metrics.new_connections.incr();
     }
     metrics.active_connections.incr();
+    let tls = route.get().ctx.tls.is_some();
+    if tls {
+        tokio::spawn(serve_tls_connection(
+            stream,
+            seat,
+            peer,
+            route,
+            limits,
+            metrics,
+            phase.clone(),
+            Arc::clone(spread),
+        ));
+        return;
+    }
     tokio::spawn(serve_connection(
         stream,
         seat,
@@ -349,6 +373,122 @@ fn spawn_connection(
         phase.clone(),
         Arc::clone(spread),
     ));
+}
+
+/// How long a client may take over its TLS handshake; one that stalls is
+/// dropped and counted as a negotiation error.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One HTTPS client connection: the handshake, then HTTP/2 when ALPN chose
+/// it, else HTTP/1.1 on the fast path and hyper after it. It stays on this
+/// worker: a TLS session's state cannot move with its socket.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls_connection(
+    stream: ClientSocket,
+    seat: Seat,
+    peer: SocketAddr,
+    route: ConnRoute,
+    limits: ConnLimits,
+    metrics: Arc<ListenerMetrics>,
+    mut phase: PhaseRx,
+    spread: Arc<Spread>,
+) {
+    let _seat = seat;
+    let Some(tls) = route
+        .get()
+        .ctx
+        .tls
+        .as_ref()
+        .map(|t| (Arc::clone(&t.config), t.mutual.clone()))
+    else {
+        metrics.active_connections.decr();
+        return;
+    };
+    let (config, mutual) = tls;
+    let fd = stream.raw_fd();
+    let meter = Meter::new(metrics.clone());
+    let activity = Arc::clone(&meter.activity);
+    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(Metered::new(stream, meter));
+    let mut stopped = phase.clone();
+    let io = tokio::select! {
+        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake) => match r {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "TLS handshake failed");
+                metrics.tls_negotiation_errors.incr();
+                metrics.active_connections.decr();
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TLS handshake timed out");
+                metrics.tls_negotiation_errors.incr();
+                metrics.active_connections.decr();
+                return;
+            }
+        },
+        // A drain lets the handshake finish (the connection is served, then
+        // closed after its response); a stop does not wait for it.
+        _ = stopped.wait_for(|p| *p == Phase::Stop) => {
+            metrics.active_connections.decr();
+            return;
+        }
+    };
+    let session = io.get_ref().1;
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let conn = Arc::new(ConnTls {
+        client_cert: ClientCertHeaders::new(&mutual, session.peer_certificates().unwrap_or(&[])),
+    });
+    let res = if h2 {
+        Box::pin(serve_with_hyper(
+            io,
+            BytesMut::new(),
+            true,
+            fd,
+            Some(conn),
+            route,
+            peer,
+            limits,
+            activity,
+            phase,
+        ))
+        .await
+    } else {
+        let mut load = spread.load().pinned_conn(crate::worker::index());
+        let fast = server::serve(
+            io,
+            &route,
+            peer,
+            limits,
+            &mut phase,
+            &activity,
+            &mut load,
+            Some(&conn),
+        )
+        .await;
+        match fast {
+            Ok(server::Outcome::Handoff(io, read)) => {
+                Box::pin(serve_with_hyper(
+                    io,
+                    read,
+                    false,
+                    fd,
+                    Some(conn),
+                    route,
+                    peer,
+                    limits,
+                    activity,
+                    phase,
+                ))
+                .await
+            }
+            Ok(server::Outcome::Closed | server::Outcome::Migrate(..)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    };
+    metrics.active_connections.decr();
+    if let Err(e) = res {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// One client connection on this worker, from its arrival until it closes
@@ -380,6 +520,7 @@ async fn serve_connection(
             &mut phase,
             &activity,
             &mut load,
+            None,
         )
         .await;
         match fast {
@@ -409,8 +550,9 @@ async fn serve_connection(
     // Boxed: a task is as large as its largest state, and hyper's
     // connection would make every idle fast-path connection that much
     // larger (10,000 idle connections must fit in 64 MiB).
+    let fd = io.get_ref().raw_fd();
     let res = Box::pin(serve_with_hyper(
-        io, read, route, peer, limits, activity, phase,
+        io, read, false, fd, None, route, peer, limits, activity, phase,
     ))
     .await;
     metrics.active_connections.decr();
@@ -419,23 +561,30 @@ async fn serve_connection(
     }
 }
 
-/// The rest of a connection handed over by the fast path: HTTP/1.1 behind
-/// the framing guard, or HTTP/2.
-async fn serve_with_hyper(
-    io: Metered<ClientSocket>,
+/// The rest of a connection handed over by the fast path (or, on HTTPS,
+/// chosen by ALPN): HTTP/1.1 behind the framing guard, or HTTP/2. `fd` is
+/// the socket, for the address the client reached (below); `conn` what
+/// every request on an HTTPS connection carries.
+#[allow(clippy::too_many_arguments)]
+async fn serve_with_hyper<IO>(
+    io: IO,
     read: BytesMut,
+    alpn_h2: bool,
+    fd: Option<std::os::fd::RawFd>,
+    conn: Option<Arc<ConnTls>>,
     route: ConnRoute,
     peer: SocketAddr,
     limits: ConnLimits,
     activity: Arc<AtomicU64>,
     mut phase_rx: PhaseRx,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let switch = Switch::default();
-    // The socket, for the address the client reached (below).
-    let fd = io.get_ref().raw_fd();
     // HTTP/2 is known by its preface, before any request: a drain may come
     // before the first one.
-    let h2 = is_h2_preface(&read);
+    let h2 = alpn_h2 || is_h2_preface(&read);
     let drain = Arc::new(ConnDrain::default());
     let io = TokioIo::new(FramingGuard::resume(
         Lingering::new(io, Arc::clone(&drain)),
@@ -450,6 +599,9 @@ async fn serve_with_hyper(
         let drain = Arc::clone(&svc_drain);
         let h1 = req.version() != http::Version::HTTP_2;
         let mut req = req.map(|b| http_body_util::Either::Left(ClientBody::new(b)));
+        if let Some(c) = &conn {
+            req.extensions_mut().insert(Arc::clone(c));
+        }
         if req.version() == http::Version::HTTP_10
             && !req.headers().contains_key(http::header::HOST)
         {
@@ -594,6 +746,9 @@ pub async fn quiet_for(activity: &AtomicU64, timeout: Duration) {
     }
 }
 
+/// Concurrent HTTP/2 streams per connection, as the ALB allows.
+const H2_MAX_STREAMS: u32 = 128;
+
 fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -608,7 +763,14 @@ fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
+        .max_header_list_size(limits.max_header_bytes as u32)
+        // The ALB's 128 concurrent requests per connection.
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // Rapid reset (CVE-2023-44487): streams a client opens and resets
+        // before they are served, and streams it makes us reset, are
+        // bounded per connection; beyond them it gets GOAWAY.
+        .max_pending_accept_reset_streams(Some(H2_MAX_STREAMS as usize))
+        .max_local_error_reset_streams(Some(1024));
     builder
 }
 

@@ -72,6 +72,9 @@ pub struct ConnLoad<'a> {
     worker: usize,
     /// The last period in which this connection counted itself busy.
     counted: u64,
+    /// Whether it can change workers at all: a TLS session's state lives
+    /// in its task, not in the socket.
+    movable: bool,
 }
 
 impl Load {
@@ -80,6 +83,15 @@ impl Load {
             load: self,
             worker,
             counted: u64::MAX,
+            movable: true,
+        }
+    }
+
+    /// A connection that counts its requests but stays on `worker`.
+    pub fn pinned_conn(&self, worker: usize) -> ConnLoad<'_> {
+        ConnLoad {
+            movable: false,
+            ..self.conn(worker)
         }
     }
 
@@ -107,7 +119,7 @@ impl ConnLoad<'_> {
     /// told to give connections away; counts the move as done.
     pub fn take_move(&self) -> Option<usize> {
         let slot = self.load.moves.at(self.worker);
-        if slot.load(Relaxed) & 0xffff_ffff == 0 {
+        if !self.movable || slot.load(Relaxed) & 0xffff_ffff == 0 {
             return None;
         }
         let before = slot

@@ -55,7 +55,9 @@ const COALESCE: usize = 64 * 1024;
 /// another worker. On [`Phase::Stop`] an idle connection closes at once; on
 /// [`Phase::Drain`] it waits for its next request (one may be on its way),
 /// and closes after answering it. `activity` is what the connection's
-/// [`crate::proxy::conn::meter::Metered`] socket bumps; `load` counts what it serves.
+/// [`crate::proxy::conn::meter::Metered`] socket bumps; `load` counts what it serves;
+/// `conn` is what an HTTPS connection's requests carry.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<IO>(
     mut io: IO,
     route: &crate::proxy::conn::listener::ConnRoute,
@@ -64,6 +66,7 @@ pub async fn serve<IO>(
     phase_rx: &mut PhaseRx,
     activity: &AtomicU64,
     load: &mut ConnLoad<'_>,
+    conn: Option<&std::sync::Arc<crate::proxy::conn::listener::ConnTls>>,
 ) -> io::Result<Outcome<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -119,6 +122,10 @@ where
             }
         };
         let head_request = req.method() == Method::HEAD;
+        let mut req = req;
+        if let Some(c) = conn {
+            req.extensions_mut().insert(std::sync::Arc::clone(c));
+        }
         // The response lives only in this block, not across the write's
         // await: a local kept over an await takes room in every idle
         // connection's future, moved out or not.

@@ -365,6 +365,8 @@ mod tests {
             default_action: fixed(503),
             certificates: vec![],
             ssl_policy: String::new(),
+            tls_policy: None,
+            mutual_authentication: crate::tls::MutualAuth::Off,
             rules,
         }
     }

@@ -135,7 +135,7 @@ default_action = {{ type = "forward", target_group = "t" }}
             "t.toml",
         )
         .unwrap();
-        let plan = crate::proxy::plan::plan(&cfg, None, None);
+        let plan = crate::proxy::plan::plan(&cfg, None, None).unwrap();
         let ctx = plan.bindings[0].ctx.clone();
         let metrics = ctx.metrics.clone();
         let slot = Slot::new(Route {
