@@ -17,6 +17,7 @@ pub mod recording;
 pub mod scripted;
 pub mod tcp;
 pub mod tcp_bed;
+pub mod tls;
 pub mod xdp_pass;
 
 use std::path::PathBuf;

@@ -113,7 +113,8 @@ fn test(args: Vec<String>) -> Result<()> {
         "warnings",
     ]))?;
     let filtered = !args.is_empty();
-    toolchain::ensure_apt(&["iproute2", "ethtool"])?;
+    // curl and openssl: real TLS clients for the HTTPS tests.
+    toolchain::ensure_apt(&["iproute2", "ethtool", "curl", "openssl"])?;
     // Echo cargo's output and add up its per-binary results into one closing
     // line, so the run's verdict is not the last binary's (often empty) line.
     // The workspace includes xtask itself: its unit tests cover the bench's
