@@ -168,22 +168,24 @@ async fn backend_service(
 /// A self-signed certificate for TLS backends, made once per test process.
 fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
     static ACCEPTOR: std::sync::OnceLock<tokio_rustls::TlsAcceptor> = std::sync::OnceLock::new();
-    ACCEPTOR
-        .get_or_init(|| {
-            let ck = rcgen::generate_simple_self_signed(vec!["backend.test".to_string()])
-                .expect("a certificate");
-            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
-            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("default versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)
-            .expect("a usable certificate");
-            tokio_rustls::TlsAcceptor::from(Arc::new(config))
-        })
-        .clone()
+    ACCEPTOR.get_or_init(|| tls_acceptor_alpn(&[])).clone()
+}
+
+/// A TLS acceptor with a fresh self-signed certificate, offering `alpn`.
+pub fn tls_acceptor_alpn(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    let ck = rcgen::generate_simple_self_signed(vec!["backend.test".to_string()])
+        .expect("a certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("default versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .expect("a usable certificate");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 impl Backend {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod bed;
 pub mod bpffs;
 pub mod daemon;
+pub mod grpc;
 pub mod http;
 pub mod interrupt;
 pub mod netns;

@@ -129,6 +129,9 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// HTTP status codes, or gRPC status codes on GRPC groups.
     pub matcher: Matcher,
+    /// The group's: HTTP and HTTPS checks speak it (a GRPC group's are gRPC
+    /// calls judged by their grpc-status).
+    pub version: ProtocolVersion,
 }
 
 /// HTTP status codes that count as healthy: a list of inclusive ranges.

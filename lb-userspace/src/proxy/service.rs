@@ -20,7 +20,7 @@ use tracing::debug;
 use super::access_log::{self, AccessLog, Entry};
 use super::errors::{plain, LbError, ProxyBody};
 use super::headers;
-use crate::config::model::{Action, TargetProtocol, WeightedGroup};
+use crate::config::model::{Action, ProtocolVersion, TargetProtocol, WeightedGroup};
 use crate::metrics::ListenerMetrics;
 use crate::proxy::conn::listener::{quiet_for, Route};
 use crate::proxy::conn::meter::{Meter, Metered};
@@ -478,6 +478,11 @@ async fn forward(
     };
     prepare(ctx, client, &mut req, upgrade);
     let tls = group.config().protocol == TargetProtocol::Https;
+    let version = group.config().protocol_version;
+    let h2 = version != ProtocolVersion::Http1;
+    if h2 {
+        crate::proxy::upstream::h2::into_h2(&mut req, tls, version == ProtocolVersion::Grpc);
+    }
     // A bodyless idempotent request can be sent again, once, if a target
     // fails it before answering (a dying target resetting a pooled
     // connection). Plain-HTTP targets hand such a request back; for TLS ones
@@ -487,7 +492,7 @@ async fn forward(
         && req.body().is_end_stream()
         && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let mut replays_left = usize::from(replayable);
-    let mut replay = (replayable && tls).then(|| {
+    let mut replay = (replayable && (tls || h2)).then(|| {
         (
             req.method().clone(),
             req.uri().clone(),
@@ -514,7 +519,7 @@ async fn forward(
         };
         let addr = pick.target().addr();
         let sent = Instant::now();
-        let attempt = shared.upstreams.send(addr, tls, req);
+        let attempt = shared.upstreams.send(addr, tls, h2, req);
         tokio::pin!(attempt);
         // The response deadline runs from the request's end: an upload may
         // take longer than `idle_timeout` (a stalled one is bounded by the

@@ -508,6 +508,7 @@ pub(crate) mod tests {
                 healthy_threshold: 5,
                 unhealthy_threshold: 2,
                 matcher: Matcher(vec![(200, 200)]),
+                version: model::ProtocolVersion::Http1,
             },
             stickiness: Stickiness {
                 enabled: stickiness.is_some(),

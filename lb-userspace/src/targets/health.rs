@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use super::group::{TargetGroupRuntime, TargetState};
-use crate::config::model::{HealthCheck, HealthCheckPort, TargetProtocol};
+use crate::config::model::{HealthCheck, HealthCheckPort, ProtocolVersion, TargetProtocol};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HealthState {
@@ -279,14 +279,18 @@ pub async fn check(hc: &HealthCheck, target: &TargetState) -> Outcome {
             Ok(s) => s,
             Err(_) => return Outcome::Failed,
         };
-        match hc.protocol {
-            TargetProtocol::Tcp => Outcome::Ok,
-            TargetProtocol::Http => http_check(hc, TokioIo::new(stream), addr).await,
-            TargetProtocol::Https => match crate::proxy::upstream::tls::connect(stream, addr).await
-            {
-                Ok(tls) => http_check(hc, TokioIo::new(tls), addr).await,
-                Err(_) => Outcome::Failed,
-            },
+        match (hc.protocol, hc.version) {
+            (TargetProtocol::Tcp, _) => Outcome::Ok,
+            (tls, ProtocolVersion::Http2 | ProtocolVersion::Grpc) => {
+                h2_check(hc, stream, addr, tls == TargetProtocol::Https).await
+            }
+            (TargetProtocol::Http, _) => http_check(hc, TokioIo::new(stream), addr).await,
+            (TargetProtocol::Https, _) => {
+                match crate::proxy::upstream::tls::connect(stream, addr).await {
+                    Ok(tls) => http_check(hc, TokioIo::new(tls), addr).await,
+                    Err(_) => Outcome::Failed,
+                }
+            }
         }
     };
     match tokio::time::timeout(hc.timeout, attempt).await {
@@ -326,6 +330,73 @@ where
     };
     conn.abort();
     outcome
+}
+
+/// A check over HTTP/2: a GET on HTTP2 groups, judged by its status; on
+/// GRPC groups a unary call with an empty message, as the ALB makes it,
+/// judged by its `grpc-status` (in the trailers, or in the head of a
+/// trailers-only answer).
+async fn h2_check(
+    hc: &HealthCheck,
+    stream: TcpStream,
+    addr: std::net::SocketAddr,
+    tls: bool,
+) -> Outcome {
+    use http_body_util::{BodyExt, Full};
+    let Ok(mut sender) =
+        crate::proxy::upstream::h2::connect::<Full<Bytes>>(stream, addr, tls).await
+    else {
+        return Outcome::Failed;
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let host = match addr.ip() {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", addr.port()),
+        v4 => format!("{v4}:{}", addr.port()),
+    };
+    let uri = format!("{scheme}://{host}{}", hc.path);
+    let grpc = hc.version == ProtocolVersion::Grpc;
+    let req = if grpc {
+        Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .header(http::header::USER_AGENT, "xalb-HealthChecker/1.0")
+            // One message: not compressed, zero bytes long.
+            .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+    } else {
+        Request::get(uri)
+            .header(http::header::USER_AGENT, "xalb-HealthChecker/1.0")
+            .body(Full::new(Bytes::new()))
+    };
+    let Ok(req) = req else { return Outcome::Failed };
+    let Ok(resp) = sender.send_request(req).await else {
+        return Outcome::Failed;
+    };
+    if !grpc {
+        let code = resp.status().as_u16();
+        return if hc.matcher.matches(code) {
+            Outcome::Ok
+        } else {
+            Outcome::Mismatch(code)
+        };
+    }
+    let (parts, body) = resp.into_parts();
+    let status = match grpc_status(&parts.headers) {
+        Some(s) => Some(s),
+        None => match body.collect().await {
+            Ok(collected) => collected.trailers().and_then(grpc_status),
+            Err(_) => return Outcome::Failed,
+        },
+    };
+    match status {
+        Some(code) if hc.matcher.matches(code) => Outcome::Ok,
+        Some(code) => Outcome::Mismatch(code),
+        // Not a gRPC answer at all.
+        None => Outcome::Failed,
+    }
+}
+
+fn grpc_status(h: &http::HeaderMap) -> Option<u16> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// A target that just turned healthy ramps its share linearly over the

@@ -118,8 +118,8 @@ impl Checker<'_> {
             }
         }
 
-        let grpc = protocol_version == ProtocolVersion::Grpc;
-        let health_check = self.health_check(&p, protocol, grpc, g.health_check.as_ref());
+        let health_check =
+            self.health_check(&p, protocol, protocol_version, g.health_check.as_ref());
         let stickiness = self.stickiness(&p, protocol, g.stickiness.as_ref());
         TargetGroup {
             name: g.name.get_ref().clone(),
@@ -140,9 +140,10 @@ impl Checker<'_> {
         &mut self,
         group_path: &str,
         group: Option<TargetProtocol>,
-        grpc: bool,
+        version: ProtocolVersion,
         hc: Option<&S<RawHealthCheck>>,
     ) -> HealthCheck {
+        let grpc = version == ProtocolVersion::Grpc;
         let p = format!("{group_path}.health_check");
         let empty = RawHealthCheck::default();
         let hc = hc.map_or(&empty, |h| h.get_ref());
@@ -300,6 +301,7 @@ impl Checker<'_> {
             healthy_threshold,
             unhealthy_threshold,
             matcher,
+            version,
         }
     }
 

@@ -117,7 +117,11 @@ struct Pool {
     idle: Mutex<Vec<Sender>>,
     /// Ours, for bodyless requests to plain-HTTP targets; newest at the back.
     plain: Mutex<std::collections::VecDeque<client::Conn>>,
+    /// HTTP/2 targets: one multiplexed connection.
+    h2: Mutex<Option<H2Sender>>,
 }
+
+type H2Sender = hyper::client::conn::http2::SendRequest<UpstreamBody>;
 
 impl Pool {
     /// A connection ready for a new request, if one is idle. Connections still
@@ -254,12 +258,20 @@ impl Upstreams {
     /// One attempt at `addr`: a pooled connection if one is idle (retried once
     /// on a fresh connection if it was closed under us), else a new one. The
     /// caller bounds the wait for the response head (one timer per request).
+    /// `h2`: the target speaks HTTP/2 ([`super::h2::into_h2`] made the request
+    /// ready for it).
     pub async fn send(
         &self,
         addr: SocketAddr,
         tls: bool,
+        h2: bool,
         req: Request<UpstreamBody>,
     ) -> Result<Response<TargetBody>, AttemptError> {
+        if h2 {
+            return Box::pin(self.send_h2(addr, tls, req))
+                .await
+                .map(|r| r.map(TargetBody::Hyper));
+        }
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
         if !tls && !upgrade && req.body().is_end_stream() && req.method() != Method::CONNECT {
             return self.send_plain(addr, req).await;
@@ -383,6 +395,73 @@ impl Upstreams {
             }
         }
         unreachable!("the loop returns on its second pass")
+    }
+}
+
+impl Upstreams {
+    /// This worker's HTTP/2 connection to `addr`, made if there is none (or
+    /// it closed).
+    async fn h2_sender(
+        &self,
+        pool: &Pool,
+        addr: SocketAddr,
+        tls: bool,
+        fresh: bool,
+    ) -> Result<H2Sender, ConnectFailure> {
+        if !fresh {
+            if let Some(s) = pool.h2.lock().unwrap().as_ref().filter(|s| !s.is_closed()) {
+                return Ok(s.clone());
+            }
+        }
+        let stream = self.connect_tcp(addr).await?;
+        let sender = tokio::time::timeout(
+            self.connect_timeout,
+            super::h2::connect::<UpstreamBody>(stream, addr, tls),
+        )
+        .await
+        .map_err(|_| ConnectFailure::Timeout)??;
+        *pool.h2.lock().unwrap() = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        tls: bool,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let pool = self.pool(addr, tls);
+        for fresh in [false, true] {
+            let mut sender = match self.h2_sender(&pool, addr, tls, fresh).await {
+                Ok(s) => s,
+                Err(e) => return Err(AttemptError::NotSent(Box::new(req), e)),
+            };
+            if sender.ready().await.is_err() {
+                // Closed under us (GOAWAY, reset): a new connection.
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(mut resp) => {
+                    // Answered to an HTTP/1.1 client as its own version.
+                    *resp.version_mut() = http::Version::HTTP_11;
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) if !fresh => req = back,
+                    Some(back) => {
+                        return Err(AttemptError::NotSent(
+                            Box::new(back),
+                            ConnectFailure::Other(e.into_error().to_string()),
+                        ))
+                    }
+                    None => return Err(AttemptError::Failed(e.into_error().into(), None)),
+                },
+            }
+        }
+        Err(AttemptError::NotSent(
+            Box::new(req),
+            ConnectFailure::Other("the HTTP/2 connection closed".into()),
+        ))
     }
 }
 

@@ -62,22 +62,39 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
+fn client_config(alpn: &[&[u8]]) -> TlsConnector {
+    let provider = Arc::new(crate::tls::provider());
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
 fn connector() -> &'static TlsConnector {
     static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
-    CONNECTOR.get_or_init(|| {
-        let provider = Arc::new(crate::tls::provider());
-        let config = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
-    })
+    CONNECTOR.get_or_init(|| client_config(&[]))
+}
+
+fn connector_h2() -> &'static TlsConnector {
+    static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
+    CONNECTOR.get_or_init(|| client_config(&[b"h2"]))
 }
 
 /// A TLS session to a target over `stream`, named by its address.
 pub async fn connect(stream: TcpStream, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
     let name = ServerName::IpAddress(addr.ip().into());
     connector().connect(name, stream).await
+}
+
+/// [`connect`], offering HTTP/2 by ALPN.
+pub async fn connect_h2(
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let name = ServerName::IpAddress(addr.ip().into());
+    connector_h2().connect(name, stream).await
 }
