@@ -527,3 +527,165 @@ fn new_certificates_apply_on_reload_with_no_failed_handshake() {
     assert_eq!(seen, [old, new], "the old certificate, then the new one");
     assert_eq!(negotiation_errors(&bed), 0);
 }
+
+/// HTTP/2 frames written and read by hand, for clients no library would be.
+mod h2raw {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const GOAWAY: u8 = 0x7;
+    pub const CONTINUATION: u8 = 0x9;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// The preface and an empty SETTINGS.
+    pub fn preface() -> Vec<u8> {
+        let mut b = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        b.extend(frame(SETTINGS, 0, 0, &[]));
+        b
+    }
+
+    /// HPACK for GET https://default.test/: indexed :method, :scheme,
+    /// :path, and :authority as a literal without indexing.
+    pub fn get_block() -> Vec<u8> {
+        let mut b = vec![0x82, 0x87, 0x84, 0x01, 12];
+        b.extend_from_slice(b"default.test");
+        b
+    }
+
+    /// Reads one frame: (type, flags, stream, payload); `None` at the end.
+    pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Option<(u8, u8, u32, Vec<u8>)> {
+        let mut head = [0u8; 9];
+        r.read_exact(&mut head).await.ok()?;
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0; len];
+        r.read_exact(&mut payload).await.ok()?;
+        Some((head[3], head[4], stream, payload))
+    }
+
+    /// Frames until a GOAWAY (its error code) or the end of the connection
+    /// (`None`).
+    pub async fn goaway<R: AsyncRead + Unpin>(r: &mut R) -> Option<u32> {
+        while let Some((kind, _, _, p)) = read(r).await {
+            if kind == GOAWAY && p.len() >= 8 {
+                return Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+            }
+        }
+        None
+    }
+
+    pub async fn send<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> bool {
+        w.write_all(bytes).await.is_ok() && w.flush().await.is_ok()
+    }
+}
+
+#[test]
+fn http2_over_tls_has_its_abuse_limits() {
+    use h2raw::*;
+    let c = certs("h2-limits");
+    let (bed, _b, _d) = bed(&config(&certificates(&c.pki.dir, &["default"]), ""));
+    let h2 = || {
+        TlsClient::new(Opts {
+            alpn: vec!["h2"],
+            ..Opts::default()
+        })
+    };
+    let (settings, oversized, flood, rapid, after) = in_ns(&bed.client, async move || {
+        // The server's SETTINGS: 128 concurrent streams, a 64 KiB header
+        // list.
+        let mut s = h2().connect(https(), "default.test").await.unwrap();
+        send(&mut s, &preface()).await;
+        let (kind, _, _, p) = read(&mut s).await.unwrap();
+        assert_eq!(kind, SETTINGS);
+        let settings: Vec<(u16, u32)> = p
+            .chunks(6)
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                )
+            })
+            .collect();
+
+        // A header list over the limit is refused with 431 by hyper's
+        // client, the connection left usable.
+        let s = h2().connect(https(), "default.test").await.unwrap();
+        let (mut send_req, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(s),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let big = "x".repeat(70 * 1024);
+        let req = http::Request::get("https://default.test/big-header")
+            .header("x-big", big)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let oversized = send_req
+            .send_request(req)
+            .await
+            .map(|r| r.status().as_u16());
+
+        // CONTINUATION flood: one header block that never ends, at most
+        // 4 MiB of it; the server gives up long before.
+        let mut s = h2().connect(https(), "default.test").await.unwrap();
+        send(&mut s, &preface()).await;
+        send(&mut s, &frame(HEADERS, 0, 1, &get_block())).await;
+        let chunk = frame(CONTINUATION, 0, 1, &[0x82; 16_384]);
+        let mut sent = 0;
+        while sent < 256 && send(&mut s, &chunk).await {
+            sent += 1;
+        }
+        let (mut r, _w) = tokio::io::split(s);
+        let flood = (goaway(&mut r).await, sent);
+
+        // Rapid reset: streams opened and reset at once, up to 1,000.
+        let mut s = h2().connect(https(), "default.test").await.unwrap();
+        send(&mut s, &preface()).await;
+        let mut burst = Vec::new();
+        for i in 0..1000u32 {
+            let id = 2 * i + 1;
+            burst.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &get_block()));
+            burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+        }
+        send(&mut s, &burst).await;
+        let (mut r, _w) = tokio::io::split(s);
+        let rapid = goaway(&mut r).await;
+
+        // Others are served meanwhile and after.
+        let s = h2().connect(https(), "default.test").await.unwrap();
+        let after = tls::get(s, "default.test", "/after").await.unwrap().status;
+        (settings, oversized, flood, rapid, after)
+    })
+    .unwrap();
+    assert!(
+        settings.contains(&(0x3, 128)),
+        "MAX_CONCURRENT_STREAMS: {settings:?}"
+    );
+    assert!(
+        settings.contains(&(0x6, 65_536)),
+        "MAX_HEADER_LIST_SIZE: {settings:?}"
+    );
+    assert_eq!(oversized.ok(), Some(431));
+    let (code, sent) = flood;
+    assert!(
+        code.is_some() || sent < 256,
+        "CONTINUATION flood went unanswered"
+    );
+    assert!(sent < 256, "the server read 4 MiB of one header block");
+    // ENHANCE_YOUR_CALM.
+    assert_eq!(rapid, Some(0xb), "rapid reset");
+    assert_eq!(after, 200);
+}
