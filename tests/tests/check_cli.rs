@@ -73,10 +73,11 @@ fn a_broken_file_exits_1_naming_file_line_column_and_field() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// An HTTPS listener passes no check until HTTPS is served (it would be left
-/// unbound), and its certificates are still checked in the same run.
+/// An HTTPS listener's certificates are checked: a mismatched pair fails,
+/// a good one passes with its names and expiry in the summary, and one
+/// expiring within 30 days passes with a warning.
 #[test]
-fn an_https_listener_is_refused_with_its_certificate_problems() {
+fn an_https_listener_is_checked_with_its_certificates() {
     let dir = std::env::temp_dir().join(format!("xalb-check-https-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // Certificate A with the key of B: a mismatched pair.
@@ -99,11 +100,7 @@ fn an_https_listener_is_refused_with_its_certificate_problems() {
 
     let (code, stdout, stderr) = check(&f);
     assert_eq!(code, 1, "{stdout}{stderr}");
-    let protocol = format!(
-        "https.toml:{}:12: listener \"web-alb:443\".protocol: HTTPS listeners are not served yet (planned); use HTTP",
-        line("protocol = \"HTTPS\"")
-    );
-    assert!(stderr.contains(&protocol), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "the mismatch only: {stderr}");
     let mismatch = format!(
         "https.toml:{}:41: listener \"web-alb:443\".certificates[0].key: key {} does not match certificate {}",
         line("b-key.pem"),
@@ -112,6 +109,51 @@ fn an_https_listener_is_refused_with_its_certificate_problems() {
     );
     assert!(stderr.contains(&mismatch), "{stderr}");
     assert!(!stdout.contains("OK"), "{stdout}");
+
+    // B's own pair passes; the summary shows the policy, names and expiry.
+    std::fs::write(dir.join("b.pem"), b.cert.pem()).unwrap();
+    std::fs::write(&f, text.replace("a.pem", "b.pem")).unwrap();
+    let (code, stdout, stderr) = check(&f);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("web-alb:443: HTTPS, 0 rules, default: forward to web"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ssl_policy ELBSecurityPolicy-TLS13-1-2-2021-06 (TLS 1.2-1.3)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("b.pem (default): b.example; expires "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("warning:"), "{stdout}");
+
+    // Ten days left: still served, with a warning naming the place.
+    let mut params = rcgen::CertificateParams::new(vec!["soon.example".to_string()]).unwrap();
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
+    params.not_after = (now + std::time::Duration::from_secs(10 * 86_400 + 3600)).into();
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.join("a.pem"), params.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(dir.join("b-key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(&f, &text).unwrap();
+    let (code, stdout, stderr) = check(&f);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let warning = stdout
+        .lines()
+        .find(|l| l.starts_with("warning: "))
+        .unwrap_or_else(|| panic!("no warning: {stdout}"));
+    let at = format!("warning: {}:{}:", f.display(), line("b-key.pem"));
+    let what = format!(
+        ": listener \"web-alb:443\".certificates[0].cert: {}: the certificate expires on ",
+        dir.join("a.pem").display()
+    );
+    assert!(
+        warning.starts_with(&at) && warning.contains(&what),
+        "{warning}"
+    );
+    assert!(warning.ends_with(", in 10 days"), "{warning}");
 
     // A TCP listener is served, by the kernel, from a TCP target group
     // only.

@@ -73,7 +73,7 @@ fn main() -> Result<()> {
         Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Demo => {
             let bin = build::all(true)?;
-            toolchain::ensure_apt(&["iproute2", "ethtool"])?;
+            toolchain::ensure_apt(&["iproute2", "ethtool", "curl", "openssl"])?;
             run_status(
                 Command::new(env!("CARGO"))
                     .args([

@@ -129,7 +129,12 @@ impl Config {
                         trust_store.len()
                     ),
                 };
-                let _ = writeln!(s, "    ssl_policy {} ({versions}){mtls}", l.ssl_policy);
+                let pq = if l.tls_policy.is_some_and(|p| p.post_quantum) {
+                    ", post-quantum X25519MLKEM768"
+                } else {
+                    ""
+                };
+                let _ = writeln!(s, "    ssl_policy {} ({versions}{pq}){mtls}", l.ssl_policy);
                 let now = crate::clock::unix_now();
                 for (i, c) in l.certificates.iter().enumerate() {
                     let Some(served) = &c.served else { continue };

@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the seed scenario (../examples/seed-alb.toml) in network
 //! namespaces, with `xalb run` on the balancer host, explained in plain words;
-//! then a TCP listener forwarded by the kernel (../examples/tcp-listener.toml).
+//! then a TCP listener forwarded by the kernel (../examples/tcp-listener.toml),
+//! and an HTTPS listener (../examples/https-listener.toml).
 //!
 //!   client 10.0.0.100 ──eth0── balancer host 10.0.0.10 ──eth1── web1 10.0.1.10
 //!                                                      └─eth2── web2 10.0.2.10
@@ -145,6 +146,7 @@ fn main() -> Result<()> {
     println!("\n-- after xalb detach, port 22 answers again:");
     show(&client, None, "10.0.0.10:22", "client -> balancer TCP 22")?;
     tcp_listener(&client, &lb, &web1, &web2)?;
+    https_listener(&client, &lb)?;
     println!("\n== demo done; namespaces removed.");
     Ok(())
 }
@@ -244,6 +246,100 @@ fn tcp_listener(client: &Netns, lb: &Netns, web1: &Netns, web2: &Netns) -> Resul
     }
     web1.ip(&["addr", "add", "10.0.1.10/24", "dev", "eth0"])?;
     drop(pass);
+    Ok(())
+}
+
+/// The third act: an HTTPS listener with two certificates chosen by SNI,
+/// and HTTP redirected to it, from examples/https-listener.toml.
+fn https_listener(client: &Netns, lb: &Netns) -> Result<()> {
+    let examples = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"));
+    let config = examples.join("https-listener.toml");
+    let ca = examples.join("certs/demo-ca.pem");
+    println!("\n== an HTTPS listener ({})", config.display());
+    println!("   listener HTTPS:443 terminates TLS: www.example.com (ECDSA, the default certificate) and");
+    println!("   api.example.com (RSA), chosen by SNI; HTTP/2 by ALPN; listener HTTP:80 redirects to HTTPS.");
+    let daemon = Daemon::start(lb, &config, &[])?;
+    wait_for(lb, "10.0.1.10", 80, "healthy")?;
+    wait_for(lb, "10.0.2.10", 80, "healthy")?;
+
+    println!("\n-- curl http://10.0.0.10/hello : the HTTP listener's answer");
+    let out = client
+        .command("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{response_code} Location: %{redirect_url}",
+        ])
+        .arg("http://10.0.0.10/hello")
+        .output()?;
+    println!("   {}", String::from_utf8_lossy(&out.stdout));
+
+    println!("\n-- curl -L http://www.example.com/hello (resolved to 10.0.0.10, checked against the demo CA):");
+    for host in ["www.example.com", "api.example.com"] {
+        let out = client
+            .command("curl")
+            .args(["-sS", "-L", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("{host}:80:10.0.0.10")])
+            .args(["--resolve", &format!("{host}:443:10.0.0.10")])
+            .args([
+                "-w",
+                "\n%{url_effective} HTTP/%{http_version} %{response_code}",
+            ])
+            .arg(format!("http://{host}/hello"))
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let backend = stdout.lines().next().unwrap_or_default();
+        let last = stdout.lines().last().unwrap_or_default();
+        let proto = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("x-forwarded-proto: "))
+            .unwrap_or("?");
+        println!("   {host}: followed to {last}, answered by {backend} (it saw X-Forwarded-Proto: {proto})");
+        if !out.status.success() {
+            println!("   curl: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+
+    println!("\n-- openssl s_client -connect 10.0.0.10:443, three ways of asking:");
+    for sni in [Some("www.example.com"), Some("api.example.com"), None] {
+        let mut cmd = client.command("openssl");
+        cmd.args([
+            "s_client",
+            "-connect",
+            "10.0.0.10:443",
+            "-alpn",
+            "h2,http/1.1",
+        ]);
+        match sni {
+            Some(name) => cmd.args(["-servername", name]),
+            None => cmd.arg("-noservername"),
+        };
+        let out = cmd.stdin(std::process::Stdio::null()).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |prefix: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(prefix))
+                .unwrap_or("?")
+                .trim()
+                .to_string()
+        };
+        println!(
+            "   SNI {:<16} -> certificate {}, {}, {}, ALPN {}",
+            sni.unwrap_or("(none)"),
+            field("subject="),
+            field("Protocol  :"),
+            field("Cipher    :"),
+            field("ALPN protocol:")
+        );
+    }
+    let (_, _) = daemon.stop()?;
+    let (ok, _, _) = xalb_tests::daemon::detach(lb, None)?;
+    if !ok {
+        bail!("xalb detach failed");
+    }
     Ok(())
 }
 
