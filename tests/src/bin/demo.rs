@@ -327,11 +327,10 @@ fn https_listener(client: &Netns, lb: &Netns) -> Result<()> {
                 .to_string()
         };
         println!(
-            "   SNI {:<16} -> certificate {}, {}, {}, ALPN {}",
+            "   SNI {:<16} -> certificate {}; {}; ALPN {}",
             sni.unwrap_or("(none)"),
             field("subject="),
-            field("Protocol  :"),
-            field("Cipher    :"),
+            field("New, "),
             field("ALPN protocol:")
         );
     }
