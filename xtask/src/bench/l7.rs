@@ -43,6 +43,10 @@ pub fn run(
             let n = plan.systems.len().max(1);
             let order = (0..n).map(|i| plan.systems[(i + rep as usize) % n]);
             for system in order {
+                // The direct baseline has no TLS listener.
+                if kind.tls() && system == System::Direct {
+                    continue;
+                }
                 super::progress(format_args!(
                     "{}, round {}/{}: {}",
                     kind.scenario(),
@@ -134,7 +138,9 @@ pub fn measure(
     opts: &LoadOpts,
     dir: &Path,
 ) -> Result<L7Sample> {
-    let target = if kind == Kind::H2c { r.h2c } else { r.http1 };
+    let Some(target) = r.target(kind) else {
+        bail!("{} is not served here", kind.scenario());
+    };
     let pid = r.proc.as_ref().map(|p| p.pid());
     let before = pid.map(load::sample_group);
     let res = load::run(kind, &topo.client, target, opts, dir)?;

@@ -37,6 +37,18 @@ pub enum Kind {
     /// system: latency at equal load, where the other kinds saturate the
     /// machine and so compare latency at each system's own throughput.
     FixedRate,
+    /// wrk over TLS (the ECDSA listener), HTTP/1.1 keep-alive.
+    TlsKeepAlive,
+    /// h2load over TLS, HTTP/2 chosen by ALPN.
+    TlsH2,
+    /// openssl s_time: each connection a full handshake (ECDSA P-256) and
+    /// one request.
+    TlsFullEcdsa,
+    /// The same with the RSA-2048 certificate.
+    TlsFullRsa,
+    /// openssl s_time -reuse: each connection a resumed handshake and one
+    /// request.
+    TlsResumed,
 }
 
 impl Kind {
@@ -46,8 +58,39 @@ impl Kind {
             Kind::ConnPerRequest => "HTTP/1.1 connection per request",
             Kind::H2c => "h2c (prior knowledge)",
             Kind::FixedRate => "fixed rate, HTTP/1.1 keep-alive",
+            Kind::TlsKeepAlive => "HTTPS, HTTP/1.1 keep-alive",
+            Kind::TlsH2 => "HTTPS, h2",
+            Kind::TlsFullEcdsa => "HTTPS, full handshake per request (ECDSA P-256)",
+            Kind::TlsFullRsa => "HTTPS, full handshake per request (RSA-2048)",
+            Kind::TlsResumed => "HTTPS, resumed handshake per request",
         }
     }
+
+    /// Whether it goes to a balancer's TLS listener.
+    pub fn tls(self) -> bool {
+        matches!(
+            self,
+            Kind::TlsKeepAlive
+                | Kind::TlsH2
+                | Kind::TlsFullEcdsa
+                | Kind::TlsFullRsa
+                | Kind::TlsResumed
+        )
+    }
+
+    /// Whether it goes to the listener with the RSA certificate.
+    pub fn rsa(self) -> bool {
+        self == Kind::TlsFullRsa
+    }
+
+    /// The TLS kinds, in the order a full run measures them.
+    pub const TLS: [Kind; 5] = [
+        Kind::TlsKeepAlive,
+        Kind::TlsH2,
+        Kind::TlsFullEcdsa,
+        Kind::TlsFullRsa,
+        Kind::TlsResumed,
+    ];
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -73,7 +116,84 @@ pub fn run(
         Kind::ConnPerRequest => wrk(client, target, o, true, dir),
         Kind::H2c => h2load(client, target, o, None, dir),
         Kind::FixedRate => h2load(client, target, o, Some(o.fixed_rps), dir),
+        Kind::TlsKeepAlive => {
+            let p = Proc::spawn(
+                "wrk",
+                wrk_command(client, &format!("https://{target}/"), o, false),
+                &dir.join("wrk.log"),
+            )?;
+            Ok(finish_wrk(p, o)?.0)
+        }
+        Kind::TlsH2 => h2load_url(client, &format!("https://{target}/"), o, None, dir),
+        Kind::TlsFullEcdsa | Kind::TlsFullRsa => s_time(client, target, o, false, dir),
+        Kind::TlsResumed => s_time(client, target, o, true, dir),
     }
+}
+
+/// `openssl s_time` processes run at once: each makes one connection after
+/// another, so the balancer is saturated only by several; 16 keep the
+/// 2-core machine's client side busy without starving the balancer.
+pub const S_TIME_PROCS: u32 = 16;
+
+/// [`S_TIME_PROCS`] `openssl s_time -www /` processes for `o.duration`
+/// seconds: new connections with a full handshake each, or (`reuse`) each
+/// resuming the process's first session; every connection sends one
+/// HTTP/1.0 request and reads the response. Errors count processes that
+/// failed, and in `reuse` runs the handshakes that were not resumed.
+fn s_time(
+    client: &Ns,
+    target: SocketAddr,
+    o: &LoadOpts,
+    reuse: bool,
+    dir: &Path,
+) -> Result<LoadResult> {
+    let started = std::time::Instant::now();
+    let mut procs = Vec::new();
+    for i in 0..S_TIME_PROCS {
+        let mut cmd = client.command("openssl");
+        cmd.args(["s_time", "-connect", &target.to_string(), "-www", "/"])
+            .args(["-time", &o.duration.to_string()])
+            .arg(if reuse { "-reuse" } else { "-new" });
+        procs.push(Proc::spawn(
+            "openssl s_time",
+            cmd,
+            &dir.join(format!("s_time-{i}.log")),
+        )?);
+    }
+    let mut r = LoadResult::default();
+    for p in procs {
+        let (status, out) = p.wait(Duration::from_secs(o.duration + 30))?;
+        match parse_s_time(&out) {
+            Some((n, resumed)) if status.success() => {
+                r.requests += n;
+                if reuse {
+                    // The first connection of each process is a full one.
+                    r.errors += n.saturating_sub(resumed + 1);
+                }
+            }
+            _ => r.errors += 1,
+        }
+    }
+    r.rps = r.requests as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    Ok(r)
+}
+
+/// `N connections in T real seconds` and, for `-reuse` runs, how many
+/// handshakes were resumed (one `r` printed for each).
+pub fn parse_s_time(out: &str) -> Option<(u64, u64)> {
+    let n = out.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            [n, "connections", "in", _, "real", "seconds,", ..] => n.parse().ok(),
+            _ => None,
+        }
+    })?;
+    let resumed = out
+        .lines()
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b == b'r' || b == b'*'))
+        .map(|l| l.bytes().filter(|&b| b == b'r').count() as u64)
+        .sum();
+    Some((n, resumed))
 }
 
 fn wrk(
@@ -95,6 +215,11 @@ pub fn spawn_wrk(
     close: bool,
     dir: &Path,
 ) -> Result<Proc> {
+    let cmd = wrk_command(client, &format!("http://{target}/"), o, close);
+    Proc::spawn("wrk", cmd, &dir.join("wrk.log"))
+}
+
+fn wrk_command(client: &Ns, url: &str, o: &LoadOpts, close: bool) -> std::process::Command {
     let mut cmd = client.command("wrk");
     cmd.arg(format!("-t{}", o.threads))
         .arg(format!("-c{}", o.connections))
@@ -103,8 +228,8 @@ pub fn spawn_wrk(
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
-    cmd.arg(format!("http://{target}/"));
-    Proc::spawn("wrk", cmd, &dir.join("wrk.log"))
+    cmd.arg(url);
+    cmd
 }
 
 /// Waits for a `spawn_wrk` run to end; its summary and its failures by kind.
@@ -127,13 +252,24 @@ fn h2load(
     h1_rate: Option<u32>,
     dir: &Path,
 ) -> Result<LoadResult> {
+    h2load_url(client, &format!("http://{target}/"), o, h1_rate, dir)
+}
+
+/// [`h2load`] on any URL: an https:// one negotiates HTTP/2 by ALPN.
+fn h2load_url(
+    client: &Ns,
+    url: &str,
+    o: &LoadOpts,
+    h1_rate: Option<u32>,
+    dir: &Path,
+) -> Result<LoadResult> {
     let log = dir.join("h2load-requests.tsv");
     let _ = std::fs::remove_file(&log);
     let mut cmd = client.command("h2load");
     cmd.args(h2load_args(o, h1_rate))
         .arg(format!("-D{}", o.duration))
         .arg(format!("--log-file={}", log.display()))
-        .arg(format!("http://{target}/"));
+        .arg(url);
     let p = Proc::spawn("h2load", cmd, &dir.join("h2load.log"))?;
     let (status, out) = p.wait(Duration::from_secs(o.duration + 30))?;
     if !status.success() {
@@ -170,6 +306,18 @@ pub fn command(kind: Kind, o: &LoadOpts) -> String {
             "{}   (fixed rate: {} req/s in all, HTTP/1.1 keep-alive; percentiles from the log)",
             h2load(Some(o.fixed_rps)),
             o.fixed_rps
+        ),
+        Kind::TlsKeepAlive => format!("{wrk} https://TARGET:443/   (keep-alive over TLS, ECDSA P-256)"),
+        Kind::TlsH2 => format!(
+            "h2load {} -D{} --log-file=FILE https://TARGET:443/   (h2 by ALPN; percentiles from the log)",
+            h2load_args(o, None).join(" "),
+            o.duration
+        ),
+        Kind::TlsFullEcdsa | Kind::TlsFullRsa | Kind::TlsResumed => format!(
+            "{S_TIME_PROCS} x openssl s_time -connect TARGET:{} -www / -time {} {}   (one request per connection)",
+            if kind.rsa() { 8443 } else { 443 },
+            o.duration,
+            if kind == Kind::TlsResumed { "-reuse" } else { "-new" }
         ),
     }
 }
@@ -456,6 +604,19 @@ pub fn group_sockets(pgid: i32) -> usize {
 mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn s_time_reports_connections_and_resumptions() {
+        let reuse = "Now timing with session id reuse.\nstarting\nrrrrr*rrrr\nrrr\n\
+            4252 connections in 0.37s; 11491.89 connections/user sec, bytes read 612288\n\
+            4252 connections in 3 real seconds, 144 bytes read per connection\n";
+        assert_eq!(parse_s_time(reuse), Some((4252, 12)));
+        let new = "Collecting connection statistics for 10 seconds\n\
+            1347 connections in 0.51s; 2641.18 connections/user sec, bytes read 193968\n\
+            1347 connections in 11 real seconds, 144 bytes read per connection\n";
+        assert_eq!(parse_s_time(new), Some((1347, 0)));
+        assert_eq!(parse_s_time("ERROR\nUnable to get connection\n"), None);
+    }
 
     const WRK: &str = "Running 2s test @ http://10.231.1.1:80/
   2 threads and 64 connections

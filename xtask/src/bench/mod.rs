@@ -158,12 +158,14 @@ impl Plan {
         } else if a.smoke {
             vec![Kind::KeepAlive, Kind::FixedRate]
         } else {
-            vec![
+            let mut all = vec![
                 Kind::KeepAlive,
                 Kind::ConnPerRequest,
                 Kind::H2c,
                 Kind::FixedRate,
-            ]
+            ];
+            all.extend(Kind::TLS);
+            all
         };
         let xalb_b = a
             .xalb_b
@@ -336,6 +338,7 @@ fn run_inner(args: &Args, plan: &Plan) -> Result<()> {
     };
     // Sized for the idle scenario even when it does not run: the L7 numbers
     // of runs with and without it come from the same configurations.
+    peers::write_tls_files(&dir)?;
     let configs = peers::Configs::new(&dir, args.idle_connections.max(plan.load.connections));
     report.configs = Some(configs.clone());
     report.options = options(plan);
@@ -392,6 +395,7 @@ const L7_TOOLS: &[(&str, &str)] = &[
     ("nginx", "nginx"),
     ("haproxy", "haproxy"),
     ("nghttp2-client", "h2load"),
+    ("openssl", "openssl"),
 ];
 const KERNEL_TOOLS: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
@@ -781,7 +785,11 @@ mod tests {
 
     #[test]
     fn kinds_choose_the_http_runs() {
-        assert_eq!(plan(&[]).l7.unwrap().kinds.len(), 4);
+        let all = plan(&[]).l7.unwrap().kinds;
+        assert_eq!(all.len(), 9);
+        assert_eq!(all[4..], Kind::TLS);
+        let p = plan(&["--kinds", "tls-full-rsa,tls-resumed"]);
+        assert_eq!(p.l7.unwrap().kinds, [Kind::TlsFullRsa, Kind::TlsResumed]);
         let p = plan(&["--kinds", "keep-alive,h2c"]);
         assert_eq!(p.l7.unwrap().kinds, [Kind::KeepAlive, Kind::H2c]);
         let p = plan(&["--smoke", "--kinds", "conn-per-request"]);

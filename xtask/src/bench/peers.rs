@@ -21,6 +21,65 @@ pub const BODY: &str =
 /// knowledge; nginx 1.22 cannot offer HTTP/1.1 and h2c on one plain port.
 pub const NGINX_H2C_PORT: u16 = 8080;
 
+/// Where every balancer terminates TLS with the ECDSA P-256 certificate,
+/// and with the RSA-2048 one (the same files for all).
+pub const HTTPS_PORT: u16 = 443;
+pub const HTTPS_RSA_PORT: u16 = 8443;
+
+/// The TLS files of a run, made by [`write_tls_files`]: `ecdsa.pem` and
+/// `rsa.pem` (certificate), `*-key.pem`, and `*.haproxy.pem` (both in one
+/// file, as HAProxy's `crt` takes them).
+pub fn tls_dir(dir: &Path) -> PathBuf {
+    dir.join("tls")
+}
+
+/// Self-signed certificates for `bench.test`, one ECDSA P-256 and one
+/// RSA-2048, made with openssl.
+pub fn write_tls_files(dir: &Path) -> Result<()> {
+    let d = tls_dir(dir);
+    std::fs::create_dir_all(&d)?;
+    for (name, algo) in [
+        (
+            "ecdsa",
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"][..],
+        ),
+        ("rsa", &["-newkey", "rsa:2048"][..]),
+    ] {
+        let cert = d.join(format!("{name}.pem"));
+        let key = d.join(format!("{name}-key.pem"));
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=bench.test",
+            ])
+            .args(["-addext", "subjectAltName=DNS:bench.test"])
+            .args(algo)
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .context("openssl req")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let both = format!(
+            "{}{}",
+            std::fs::read_to_string(&cert)?,
+            std::fs::read_to_string(&key)?
+        );
+        std::fs::write(d.join(format!("{name}.haproxy.pem")), both)?;
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
 pub enum System {
     Xalb,
@@ -69,11 +128,11 @@ impl Configs {
     pub fn new(dir: &Path, clients: u32) -> Self {
         Self {
             nginx_backend: nginx_backend(&dir.join("nginx-be1"), BACKENDS[0]),
-            nginx: nginx_balancer(&dir.join("nginx-lb"), clients),
-            haproxy: haproxy(clients),
-            xalb: xalb("0.0.0.0/0"),
+            nginx: nginx_balancer(&dir.join("nginx-lb"), &tls_dir(dir), clients),
+            haproxy: haproxy(&tls_dir(dir), clients),
+            xalb: xalb(&tls_dir(dir), "0.0.0.0/0"),
             // Only the client's subnet: the generator's source is denied.
-            xalb_kernel: xalb("10.231.1.0/24"),
+            xalb_kernel: xalb(&tls_dir(dir), "10.231.1.0/24"),
         }
     }
 }
@@ -135,8 +194,20 @@ pub fn nginx_backend(prefix: &Path, addr: [u8; 4]) -> String {
     )
 }
 
-pub fn nginx_balancer(prefix: &Path, clients: u32) -> String {
+pub fn nginx_balancer(prefix: &Path, tls: &Path, clients: u32) -> String {
     let lb = ip4(LB_ADDR);
+    let tls = tls.display();
+    let location = "        location / {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Port $server_port;
+            proxy_set_header X-Request-Id $xalb_request_id;
+        }
+";
     // Per worker, and nothing makes the kernel spread accepts evenly: one
     // worker may get every client, plus its listeners and upstream
     // connections. Every slot is allocated at start (a few hundred bytes
@@ -160,20 +231,25 @@ pub fn nginx_balancer(prefix: &Path, clients: u32) -> String {
         keepalive 64;
         keepalive_requests 1000000;
     }}
+    # TLS as xalb's default policy has it (nginx 1.22 would also offer
+    # TLS 1.0 and 1.1), with a session cache and tickets (on by default).
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:20m;
+    ssl_session_timeout 1h;
     server {{
         listen {lb}:80 backlog=8192;
         listen {lb}:{NGINX_H2C_PORT} http2 backlog=8192;
-        location / {{
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Port $server_port;
-            proxy_set_header X-Request-Id $xalb_request_id;
-        }}
-    }}
+{location}    }}
+    server {{
+        listen {lb}:{HTTPS_PORT} ssl http2 backlog=8192;
+        ssl_certificate {tls}/ecdsa.pem;
+        ssl_certificate_key {tls}/ecdsa-key.pem;
+{location}    }}
+    server {{
+        listen {lb}:{HTTPS_RSA_PORT} ssl http2 backlog=8192;
+        ssl_certificate {tls}/rsa.pem;
+        ssl_certificate_key {tls}/rsa-key.pem;
+{location}    }}
 }}
 ",
         common = nginx_common(prefix, worker_connections),
@@ -190,12 +266,14 @@ pub fn nginx_balancer(prefix: &Path, clients: u32) -> String {
 /// and by default refuses to start when the file limit (20,000 here, which
 /// root cannot raise) is below that: `no strict-limits` lets it run with
 /// what there is, which idle clients (one descriptor each) stay within.
-pub fn haproxy(clients: u32) -> String {
+pub fn haproxy(tls: &Path, clients: u32) -> String {
     format!(
         "global
     nbthread {cores}
     maxconn {maxconn}
     no strict-limits
+    # TLS 1.2 and 1.3, as xalb's default policy (HAProxy's default too).
+    ssl-default-bind-options ssl-min-ver TLSv1.2
 
 defaults
     mode http
@@ -209,10 +287,13 @@ defaults
 
 frontend fe
     bind {lb}:80 backlog 8192
+    bind {lb}:{https} ssl crt {tls}/ecdsa.haproxy.pem alpn h2,http/1.1 backlog 8192
+    bind {lb}:{https_rsa} ssl crt {tls}/rsa.haproxy.pem alpn h2,http/1.1 backlog 8192
     # The same job as xalb's (and nginx's here): X-Forwarded-For appended,
     # -Proto and -Port set, X-Request-Id added when absent.
     option forwardfor
-    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Proto http unless {{ ssl_fc }}
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
     http-request set-header X-Forwarded-Port %[dst_port]
     unique-id-format %{{+X}}o%ci%cp%fi%fp%Ts%rt%pid
     http-request set-header X-Request-Id %[unique-id] unless {{ req.hdr(x-request-id) -m found }}
@@ -226,18 +307,27 @@ backend backends
         cores = cores(),
         maxconn = (clients + 1000).max(8000),
         lb = ip4(LB_ADDR),
+        https = HTTPS_PORT,
+        https_rsa = HTTPS_RSA_PORT,
+        tls = tls.display(),
         b1 = ip4(BACKENDS[0]),
         b2 = ip4(BACKENDS[1]),
     )
 }
 
-/// xalb: one security group allowing tcp/80 from `source`, one balancer on
-/// the balancer's eth0, an HTTP:80 listener forwarding to the two backends.
-pub fn xalb(source: &str) -> String {
+/// xalb: one security group allowing tcp/80, 443 and 8443 from `source`,
+/// one balancer on the balancer's eth0, an HTTP:80 listener and two HTTPS
+/// ones (ECDSA, RSA certificates from `tls`) forwarding to the two backends.
+pub fn xalb(tls: &Path, source: &str) -> String {
+    let tls = tls.display();
     format!(
         r#"[[security_group]]
 name = "bench-web"
-ingress = [{{ protocol = "tcp", ports = "80", source = "{source}" }}]
+ingress = [
+  {{ protocol = "tcp", ports = "80", source = "{source}" }},
+  {{ protocol = "tcp", ports = "{HTTPS_PORT}", source = "{source}" }},
+  {{ protocol = "tcp", ports = "{HTTPS_RSA_PORT}", source = "{source}" }},
+]
 
 [[target_group]]
 name = "backends"
@@ -262,6 +352,20 @@ idle_timeout = "60s"
 load_balancer = "bench"
 protocol = "HTTP"
 port = 80
+default_action = {{ type = "forward", target_group = "backends" }}
+
+[[listener]]
+load_balancer = "bench"
+protocol = "HTTPS"
+port = {HTTPS_PORT}
+certificates = [{{ cert = "{tls}/ecdsa.pem", key = "{tls}/ecdsa-key.pem" }}]
+default_action = {{ type = "forward", target_group = "backends" }}
+
+[[listener]]
+load_balancer = "bench"
+protocol = "HTTPS"
+port = {HTTPS_RSA_PORT}
+certificates = [{{ cert = "{tls}/rsa.pem", key = "{tls}/rsa-key.pem" }}]
 default_action = {{ type = "forward", target_group = "backends" }}
 "#,
         lb = ip4(LB_ADDR),
@@ -489,6 +593,8 @@ pub struct Running {
     pub http1: SocketAddr,
     /// Where to send h2c with prior knowledge.
     pub h2c: SocketAddr,
+    /// Whether it terminates TLS ([`HTTPS_PORT`], [`HTTPS_RSA_PORT`]).
+    pub tls: bool,
     /// How xalb was started, for a successor that takes it over.
     xalb: Option<XalbCommand>,
     /// What xalb pins; removed after `proc` has stopped (field order). Held
@@ -566,6 +672,19 @@ impl Drop for Pinned {
 }
 
 impl Running {
+    /// Where a `kind` load goes; `None` when this system does not serve it
+    /// (TLS to the direct baseline).
+    pub fn target(&self, kind: super::load::Kind) -> Option<SocketAddr> {
+        use super::load::Kind;
+        match kind {
+            Kind::H2c => Some(self.h2c),
+            k if k.tls() => self.tls.then(|| {
+                SocketAddr::from((LB_ADDR, if k.rsa() { HTTPS_RSA_PORT } else { HTTPS_PORT }))
+            }),
+            _ => Some(self.http1),
+        }
+    }
+
     /// SIGTERM, then SIGKILL after `STOP_GRACE`; None for the direct baseline.
     pub fn stop(self) -> Option<Stopped> {
         self.proc.map(|p| p.stop(libc::SIGTERM, STOP_GRACE))
@@ -646,6 +765,7 @@ pub fn launch(
                 proc: None,
                 http1: SocketAddr::from((BACKENDS[0], 80)),
                 h2c: SocketAddr::from((BACKENDS[0], NGINX_H2C_PORT)),
+                tls: false,
                 xalb: None,
                 _pinned: None,
             })
@@ -687,6 +807,7 @@ pub fn launch(
         proc: Some(proc),
         http1,
         h2c,
+        tls: true,
         xalb,
         _pinned: pinned,
     })
@@ -810,6 +931,7 @@ pub fn start_tcp(
         proc: Some(proc),
         http1: lb80,
         h2c: lb80,
+        tls: false,
         xalb: None,
         _pinned: pinned,
     })
