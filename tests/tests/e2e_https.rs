@@ -102,9 +102,13 @@ fn negotiation_errors(bed: &HttpBed) -> u64 {
 #[test]
 fn sni_chooses_the_certificate_and_alpn_the_protocol() {
     let c = certs("sni");
-    let (bed, _b, _d) = bed(&config(
+    let log = c.pki.dir.join("access.log");
+    let (bed, _b, d) = bed(&config(
         &certificates(&c.pki.dir, &["default", "api", "wild"]),
-        "",
+        &format!(
+            "\n[access_log]\nenabled = true\npath = {:?}\n",
+            log.display().to_string()
+        ),
     ));
     let (api, wild, default) = (c.api.clone(), c.wild.clone(), c.default.clone());
     in_ns(&bed.client, async move || {
@@ -156,6 +160,39 @@ fn sni_chooses_the_certificate_and_alpn_the_protocol() {
     })
     .unwrap();
 
+    // The access log names each request's TLS as the ALB's does.
+    d.stop().unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let alpn: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["request"].as_str().unwrap().contains("/alpn"))
+        .collect();
+    assert_eq!(alpn.len(), 3);
+    for (entry, kind) in alpn.iter().zip(["h2", "https", "https"]) {
+        assert_eq!(entry["type"], kind, "{entry}");
+        assert_eq!(entry["ssl_protocol"], "TLSv1.3", "{entry}");
+        assert_eq!(entry["ssl_cipher"], "TLS_AES_128_GCM_SHA256", "{entry}");
+        assert!(
+            entry["request"]
+                .as_str()
+                .unwrap()
+                .starts_with("GET https://api.example.com"),
+            "{entry}"
+        );
+    }
+}
+
+#[test]
+fn curl_verifies_what_sni_chooses_over_http2() {
+    let c = certs("curl");
+    let (bed, _b, _d) = bed(&config(
+        &certificates(&c.pki.dir, &["default", "api", "wild"]),
+        "",
+    ));
     // curl verifies the chain against the CA and the name against SNI's
     // choice, over HTTP/2.
     let ca = c.pki.ca_file();

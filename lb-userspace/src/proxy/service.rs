@@ -75,7 +75,10 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let Route { ctx, shared } = route;
     ctx.metrics.requests.incr();
-    let facts = ctx.access_log.as_ref().map(|_| RequestFacts::of(&req));
+    let facts = ctx
+        .access_log
+        .as_ref()
+        .map(|_| RequestFacts::of(&req, ctx.scheme));
     let mut trace = Trace::default();
     // Routing is synchronous; only forwarding awaits, here rather than in
     // another async fn: every level of async fn would copy `forward`'s
@@ -124,10 +127,12 @@ struct RequestFacts {
     host: String,
     received: u64,
     h2: bool,
+    /// HTTPS: the connection's TLS version and suite, as OpenSSL names them.
+    tls: Option<(&'static str, &'static str)>,
 }
 
 impl RequestFacts {
-    fn of(req: &Request<UpstreamBody>) -> Self {
+    fn of(req: &Request<UpstreamBody>, scheme: &str) -> Self {
         let header = |n: header::HeaderName| {
             req.headers()
                 .get(n)
@@ -140,7 +145,7 @@ impl RequestFacts {
             created: SystemTime::now(),
             start: Instant::now(),
             line: format!(
-                "{} http://{}{} {:?}",
+                "{} {scheme}://{}{} {:?}",
                 req.method(),
                 host,
                 req.uri().path_and_query().map_or("/", |p| p.as_str()),
@@ -153,6 +158,10 @@ impl RequestFacts {
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(0),
             h2: req.version() == Version::HTTP_2,
+            tls: req
+                .extensions()
+                .get::<Arc<crate::proxy::conn::listener::ConnTls>>()
+                .map(|c| (c.version, c.cipher)),
             host,
         }
     }
@@ -166,7 +175,12 @@ impl RequestFacts {
     ) -> Entry {
         let total = self.start.elapsed();
         Entry {
-            kind: if self.h2 { "h2" } else { "http" },
+            // As the ALB: "https" for HTTP/1 over TLS, "h2" for HTTP/2.
+            kind: match (self.h2, self.tls.is_some()) {
+                (true, _) => "h2",
+                (false, true) => "https",
+                (false, false) => "http",
+            },
             time: access_log::time(SystemTime::now()),
             elb: ctx.lb.clone(),
             client_port: access_log::endpoint(client),
@@ -187,8 +201,8 @@ impl RequestFacts {
                 .unwrap_or(0),
             request: self.line,
             user_agent: self.user_agent,
-            ssl_cipher: "-",
-            ssl_protocol: "-",
+            ssl_cipher: self.tls.map_or("-", |t| t.1),
+            ssl_protocol: self.tls.map_or("-", |t| t.0),
             target_group: t.group.clone().unwrap_or_else(|| "-".into()),
             trace_id: t.request_id.clone().unwrap_or_else(|| "-".into()),
             domain_name: self.host,

@@ -189,6 +189,23 @@ impl Policy {
     }
 }
 
+/// A suite's name as OpenSSL (and the ALB's access log) writes it.
+pub fn openssl_name(suite: rustls::CipherSuite) -> &'static str {
+    use rustls::CipherSuite as C;
+    match suite {
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        _ => "-",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +236,24 @@ mod tests {
                 .any(|g| g.name() == rustls::NamedGroup::X25519MLKEM768);
             assert_eq!(pq, p.name.contains("-PQ-"), "{}", p.name);
         }
+    }
+
+    #[test]
+    fn every_suite_served_has_its_openssl_name() {
+        let mut names = std::collections::HashSet::new();
+        for p in POLICIES {
+            for s in p.cipher_suites() {
+                let name = openssl_name(s.suite());
+                assert_ne!(name, "-", "{:?}", s.suite());
+                assert_eq!(name.starts_with("TLS_"), s.tls13().is_some(), "{name}");
+                names.insert(name);
+            }
+        }
+        assert_eq!(names.len(), 7);
+        assert_eq!(
+            openssl_name(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+            "ECDHE-RSA-AES256-GCM-SHA384"
+        );
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct ConnTls {
     /// Mutual TLS: the headers about the client's certificate (empty when
     /// it presented none, or mutual TLS is off).
     pub client_cert: ClientCertHeaders,
+    /// `TLSv1.3`, `TLS_AES_128_GCM_SHA256`: for the access log.
+    pub version: &'static str,
+    pub cipher: &'static str,
 }
 
 /// Limits a connection's parser enforces.
@@ -437,6 +440,14 @@ async fn serve_tls_connection(
     let h2 = session.alpn_protocol() == Some(b"h2");
     let conn = Arc::new(ConnTls {
         client_cert: ClientCertHeaders::new(&mutual, session.peer_certificates().unwrap_or(&[])),
+        version: match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "-",
+        },
+        cipher: session
+            .negotiated_cipher_suite()
+            .map_or("-", |s| crate::tls::policy::openssl_name(s.suite())),
     });
     let res = if h2 {
         Box::pin(serve_with_hyper(
