@@ -121,13 +121,22 @@ mod tests {
     #[test]
     fn ecdsa_is_preferred_where_the_client_accepts_it() {
         let rsa = served(&["shop.test"], &rcgen::PKCS_RSA_SHA256);
-        let ec = served(&["shop.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
-        let r = SniResolver::new(&[rsa.clone(), ec.clone()]).unwrap();
-        assert!(Arc::ptr_eq(&r.choose(Some("shop.test"), ANY), &ec.key));
-        let rsa_only = [S::RSA_PSS_SHA256, S::RSA_PKCS1_SHA256];
-        assert!(Arc::ptr_eq(
-            &r.choose(Some("shop.test"), &rsa_only),
-            &rsa.key
-        ));
+        let ed = served(&["shop.test"], &rcgen::PKCS_ED25519);
+        let ec = served(&["shop.test"], &rcgen::PKCS_ECDSA_P384_SHA384);
+        let r = SniResolver::new(&[rsa.clone(), ed.clone(), ec.clone()]).unwrap();
+        let is = |schemes: &[S], want: &ServedCert| {
+            assert!(
+                Arc::ptr_eq(&r.choose(Some("shop.test"), schemes), &want.key),
+                "{schemes:?}"
+            );
+        };
+        is(
+            &[S::ECDSA_NISTP384_SHA384, S::RSA_PSS_SHA256, S::ED25519],
+            &ec,
+        );
+        is(&[S::RSA_PSS_SHA256, S::ED25519], &ed);
+        is(&[S::RSA_PSS_SHA256, S::RSA_PKCS1_SHA256], &rsa);
+        // Nothing the client accepts: the best anyway (its handshake fails).
+        is(&[], &ec);
     }
 }
