@@ -13,6 +13,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use super::certificate::{pem, url_encode, CertInfo};
+use super::SignatureCheck;
 
 /// `mutual_authentication.mode`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,14 +52,14 @@ pub fn verifier(
             let (_, _) = roots.add_parsable_certificates(trust_store.iter().cloned());
             Some(WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?)
         }
-        MutualAuth::Passthrough => Some(Arc::new(Passthrough(provider))),
+        MutualAuth::Passthrough => Some(Arc::new(Passthrough(SignatureCheck(provider)))),
     })
 }
 
 /// Passthrough: a client certificate is asked for, not required, and
 /// taken as it comes; only the handshake's signature must be genuine.
 #[derive(Debug)]
-struct Passthrough(Arc<rustls::crypto::CryptoProvider>);
+struct Passthrough(SignatureCheck);
 
 impl ClientCertVerifier for Passthrough {
     fn client_auth_mandatory(&self) -> bool {
@@ -84,12 +85,7 @@ impl ClientCertVerifier for Passthrough {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -98,16 +94,11 @@ impl ClientCertVerifier for Passthrough {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.0.schemes()
     }
 }
 

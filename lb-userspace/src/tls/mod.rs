@@ -9,8 +9,11 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 pub mod certificate;
 pub mod client_cert;
@@ -24,6 +27,39 @@ pub use client_cert::MutualAuth;
 /// The crypto provider every TLS session of the process uses.
 pub fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// The handshake-signature half of a certificate verifier, for the ones
+/// that take any certificate (targets' certificates, as the ALB; client
+/// certificates in passthrough mode): the peer must still prove it holds
+/// the key of the certificate it sent.
+#[derive(Debug)]
+pub struct SignatureCheck(pub Arc<CryptoProvider>);
+
+impl SignatureCheck {
+    pub fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    pub fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    pub fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// A listener certificate, loaded and checked.

@@ -341,9 +341,9 @@ fn spawn_connection(
     spread: &Arc<Spread>,
 ) {
     let route = ConnRoute::new(slot.clone());
-    let (limits, metrics) = {
+    let (limits, metrics, tls) = {
         let r = route.get();
-        (r.ctx.limits, r.ctx.metrics.clone())
+        (r.ctx.limits, r.ctx.metrics.clone(), r.ctx.tls.is_some())
     };
     // A connection moved here from another worker is not a new one. It
     // counts as active again: the worker it left stopped counting it, so
@@ -352,7 +352,6 @@ fn spawn_connection(
         metrics.new_connections.incr();
     }
     metrics.active_connections.incr();
-    let tls = route.get().ctx.tls.is_some();
     if tls {
         tokio::spawn(serve_tls_connection(
             stream,
@@ -415,18 +414,14 @@ async fn serve_tls_connection(
     let mut stopped = phase.clone();
     let io = tokio::select! {
         r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake) => match r {
-            Ok(Ok(io)) => io,
+            Ok(Ok(io)) => Some(io),
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "TLS handshake failed");
-                metrics.tls_negotiation_errors.incr();
-                metrics.active_connections.decr();
-                return;
+                None
             }
             Err(_) => {
                 debug!(%peer, "TLS handshake timed out");
-                metrics.tls_negotiation_errors.incr();
-                metrics.active_connections.decr();
-                return;
+                None
             }
         },
         // A drain lets the handshake finish (the connection is served, then
@@ -435,6 +430,11 @@ async fn serve_tls_connection(
             metrics.active_connections.decr();
             return;
         }
+    };
+    let Some(io) = io else {
+        metrics.tls_negotiation_errors.incr();
+        metrics.active_connections.decr();
+        return;
     };
     let session = io.get_ref().1;
     let h2 = session.alpn_protocol() == Some(b"h2");
@@ -449,20 +449,9 @@ async fn serve_tls_connection(
             .negotiated_cipher_suite()
             .map_or("-", |s| crate::tls::policy::openssl_name(s.suite())),
     });
-    let res = if h2 {
-        Box::pin(serve_with_hyper(
-            io,
-            BytesMut::new(),
-            true,
-            fd,
-            Some(conn),
-            route,
-            peer,
-            limits,
-            activity,
-            phase,
-        ))
-        .await
+    // HTTP/2 goes to hyper at once; HTTP/1.1 takes the fast path first.
+    let (io, read) = if h2 {
+        (io, BytesMut::new())
     } else {
         let mut load = spread.load().pinned_conn(crate::worker::index());
         let fast = server::serve(
@@ -477,25 +466,31 @@ async fn serve_tls_connection(
         )
         .await;
         match fast {
-            Ok(server::Outcome::Handoff(io, read)) => {
-                Box::pin(serve_with_hyper(
-                    io,
-                    read,
-                    false,
-                    fd,
-                    Some(conn),
-                    route,
-                    peer,
-                    limits,
-                    activity,
-                    phase,
-                ))
-                .await
+            Ok(server::Outcome::Handoff(io, read)) => (io, read),
+            Ok(server::Outcome::Closed | server::Outcome::Migrate(..)) => {
+                metrics.active_connections.decr();
+                return;
             }
-            Ok(server::Outcome::Closed | server::Outcome::Migrate(..)) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                metrics.active_connections.decr();
+                debug!(%peer, error = %e, "connection ended with an error");
+                return;
+            }
         }
     };
+    let res = Box::pin(serve_with_hyper(
+        io,
+        read,
+        h2,
+        fd,
+        Some(conn),
+        route,
+        peer,
+        limits,
+        activity,
+        phase,
+    ))
+    .await;
     metrics.active_connections.decr();
     if let Err(e) = res {
         debug!(%peer, error = %e, "connection ended with an error");
