@@ -143,15 +143,54 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
     ]))
 }
 
+/// This process's turn at apt: an exclusive `flock` on a file of xtask's
+/// own, released when the file is closed (dropped, or the process ends).
+struct AptTurn {
+    _locked: std::fs::File,
+}
+
+impl AptTurn {
+    fn take() -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join("xalb-xtask-apt.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: a valid open descriptor; flock has no other precondition.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("locking {}", path.display()));
+        }
+        Ok(Self { _locked: f })
+    }
+}
+
 /// Install Debian packages that provide the given commands' packages, when missing.
 pub fn ensure_apt(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    let missing = |packages: &[&str]| -> Vec<String> {
+        packages
+            .iter()
+            .filter(|p| !installed(p))
+            .map(|p| p.to_string())
+            .collect()
+    };
+    if missing(packages).is_empty() {
+        return Ok(());
+    }
+    // Two xtask runs at once (tests run in parallel) take turns: `apt-get
+    // update` fails at once on the lists lock another one holds (dpkg's
+    // lock timeout does not cover it). The second one then finds what the
+    // first installed.
+    let _turn = AptTurn::take()?;
+    let missing = missing(packages);
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    // Two xtask runs at once (tests run in parallel) wait for each other
-    // instead of failing on dpkg's lock.
+    // And wait for an apt run that is not ours.
     let wait = ["-o", "DPkg::Lock::Timeout=600"];
     run_status(Command::new("apt-get").args(wait).args(["update", "-q"]))?;
     run_status(
