@@ -65,7 +65,9 @@ struct Seen {
     closed_politely: AtomicU64,
     /// WebSocket messages echoed.
     echoed: AtomicU64,
-    /// New-connection requests done; they stop at `until`.
+    /// New-connection requests started and done; they stop once `until`
+    /// have started.
+    started: AtomicU64,
     done: AtomicU64,
     until: AtomicU64,
     /// The kept-alive clients stop.
@@ -81,9 +83,11 @@ impl Seen {
         Arc::new(s)
     }
 
-    /// Lets the load end `AFTER` requests from now.
+    /// Lets the load end `AFTER` requests from now: exactly that many
+    /// start after this call (counted by start, not end, so that the
+    /// requests in flight now are not among them).
     fn finish_soon(&self) {
-        self.until.store(self.done.load(SeqCst) + AFTER, SeqCst);
+        self.until.store(self.started.load(SeqCst) + AFTER, SeqCst);
     }
 }
 
@@ -270,13 +274,12 @@ fn start_load(
             side.push(tokio::spawn(kept_alive(addr, seen.clone())));
         }
         side.push(tokio::spawn(websocket(addr, seen.clone())));
-        let next = Arc::new(AtomicU64::new(0));
         let halfway = Arc::new(Mutex::new(Some(halfway)));
         let mut workers = Vec::new();
         for _ in 0..CONCURRENT {
-            let (seen, next, halfway) = (seen.clone(), next.clone(), halfway.clone());
+            let (seen, halfway) = (seen.clone(), halfway.clone());
             workers.push(tokio::spawn(async move {
-                while next.fetch_add(1, SeqCst) < seen.until.load(SeqCst) {
+                while seen.started.fetch_add(1, SeqCst) < seen.until.load(SeqCst) {
                     one_request(addr, &seen).await;
                     if seen.done.fetch_add(1, SeqCst) + 1 == TAKEOVER_AT {
                         if let Some(tx) = halfway.lock().unwrap().take() {
