@@ -55,7 +55,8 @@ impl Drop for StateDir {
 struct Seen {
     /// Requests answered 2xx.
     ok: AtomicU64,
-    /// Connections that could not be made.
+    /// Connection attempts refused or timed out (not those reset once made:
+    /// [`Seen::connect_failed`]).
     connect_errors: AtomicU64,
     /// Everything else that went wrong: when, and what.
     failures: Mutex<Vec<(Instant, String)>>,
@@ -94,6 +95,21 @@ impl Seen {
 impl Seen {
     fn fail(&self, what: String) {
         self.failures.lock().unwrap().push((Instant::now(), what));
+    }
+
+    /// A connect that failed. A reset is a connection that was established
+    /// (the kernel completed its handshake into a listening socket's
+    /// queue) and then lost with the process that held the queue, before
+    /// the client saw it complete: a failure like any request that process
+    /// held, not a refused attempt. Anything else (refused, timed out) is a
+    /// connection error. True for a reset.
+    fn connect_failed(&self, e: &std::io::Error, what: &str) -> bool {
+        let held = e.kind() == std::io::ErrorKind::ConnectionReset;
+        if !held {
+            self.connect_errors.fetch_add(1, SeqCst);
+        }
+        self.fail(format!("{what}: {e}"));
+        held
     }
 
     /// What went wrong, in order.
@@ -147,8 +163,7 @@ async fn one_request(addr: SocketAddr, seen: &Seen) {
     let s = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => {
-            seen.connect_errors.fetch_add(1, SeqCst);
-            seen.fail(format!("connect: {e}"));
+            seen.connect_failed(&e, "connect");
             return;
         }
     };
@@ -179,8 +194,9 @@ async fn kept_alive(addr: SocketAddr, seen: Arc<Seen>) {
             None => match TcpStream::connect(addr).await {
                 Ok(s) => conn.insert(BufReader::new(s)),
                 Err(e) => {
-                    seen.connect_errors.fetch_add(1, SeqCst);
-                    seen.fail(format!("kept-alive connect: {e}"));
+                    if seen.connect_failed(&e, "kept-alive connect") {
+                        continue;
+                    }
                     return;
                 }
             },
