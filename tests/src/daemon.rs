@@ -101,6 +101,16 @@ impl Daemon {
     /// [`Self::start`] without waiting: the caller watches it come up
     /// ([`Self::wait_stderr`]) and then waits with [`Self::ready`].
     pub fn spawn(ns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn_with_env(ns, config, extra, &[])
+    }
+
+    /// [`Self::spawn`] with these environment variables set.
+    pub fn spawn_with_env(
+        ns: &Netns,
+        config: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let own_state = (!extra.contains(&"--state-dir")).then(|| {
             std::env::temp_dir().join(format!(
                 "xalb-state-{}-{}",
@@ -120,6 +130,7 @@ impl Daemon {
         if !extra.contains(&"--bpffs") {
             cmd.arg("--bpffs").arg(crate::bpffs::for_netns(ns.name())?);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -5,6 +5,7 @@ mod affinity;
 mod error;
 pub mod forwarding;
 pub mod lock;
+mod notify;
 mod state;
 pub mod sticky_key;
 pub mod takeover;
@@ -217,8 +218,10 @@ fn run_with(
         let _in_rt = rt.enter();
         Signals::new()?
     };
-    // A line a supervisor or test can wait for.
+    // A line a supervisor or test can wait for, and systemd's word for it.
     println!("xalb: ready");
+    let notifier = notify::Notifier::from_env();
+    notifier.ready("serving");
     if let Some(old) = old {
         let pid = old.pid;
         match old.drain(SHUTDOWN_GRACE) {
@@ -240,6 +243,7 @@ fn run_with(
         control_rx,
         &handing,
         opts.stats_interval,
+        &notifier,
     ))?;
     if let Exit::Drain { to_pid, grace } = exit {
         // The successor answers the admin address from here on.
@@ -410,6 +414,7 @@ async fn main_loop(
     mut control: mpsc::Receiver<Control>,
     handing: &Handing<'_>,
     stats_interval: Duration,
+    notifier: &notify::Notifier,
 ) -> Result<Exit, RunError> {
     let Signals {
         int: mut sigint,
@@ -423,13 +428,16 @@ async fn main_loop(
     };
     let mut stats = tokio::time::interval(period);
     let mut sync = tokio::time::interval(Duration::from_millis(200));
+    let mut watchdog =
+        tokio::time::interval(notifier.watchdog().unwrap_or(Duration::from_secs(3600)));
     let mut last: Vec<CounterRow> = Vec::new();
     // While a successor takes over: nothing it adopts changes under it.
     let mut frozen = false;
     loop {
         tokio::select! {
-            _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
-            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); notifier.stopping(); break }
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); notifier.stopping(); break }
+            _ = watchdog.tick(), if notifier.watchdog().is_some() => notifier.ping(),
             Some(c) = control.recv() => match c {
                 Control::Freeze { from_pid, reply } => {
                     let answer = if frozen {
@@ -460,17 +468,21 @@ async fn main_loop(
                     warn!("SIGHUP: a new xalb is taking over; reload that one");
                     continue;
                 }
+                notifier.reloading();
                 match running.reload().await {
                     Ok(applied) => info!("SIGHUP: configuration reloaded: {}", applied.summary),
                     Err(e) => error!("SIGHUP: configuration not reloaded; the running one stays:\n{e}"),
                 }
+                notifier.ready("serving");
             }
             Some(reply) = reloads.recv() => {
                 if frozen {
                     let _ = reply.send(Err(Refusal::taking_over()));
                     continue;
                 }
+                notifier.reloading();
                 let res = running.reload().await;
+                notifier.ready("serving");
                 match &res {
                     Ok(applied) => info!("configuration reloaded: {}", applied.summary),
                     Err(e) => error!("configuration not reloaded; the running one stays:\n{e}"),

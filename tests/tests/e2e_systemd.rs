@@ -1,0 +1,84 @@
+//! systemd's side of the notify protocol, played by the test: the messages
+//! a `Type=notify-reload` unit gets from `xalb run`, in their order.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use xalb_tests::admin::admin_post;
+use xalb_tests::bed::{http_config, HttpBed, FORWARD_WEB, WEB_GROUP};
+use xalb_tests::daemon::Daemon;
+
+/// The next message that is not a watchdog ping; pings are counted.
+fn next(sock: &UnixDatagram, pings: &mut u32) -> String {
+    let mut buf = [0u8; 512];
+    loop {
+        let n = sock.recv(&mut buf).expect("a message from xalb");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg == "WATCHDOG=1" {
+            *pings += 1;
+        } else {
+            return msg;
+        }
+    }
+}
+
+#[test]
+fn ready_reloading_watchdog_and_stopping_reach_systemd_in_order() {
+    let bed = HttpBed::new(&http_config("60s", WEB_GROUP, FORWARD_WEB)).unwrap();
+    let _web = bed.backend(11, 80, "web-1").unwrap();
+    let path = bed.config.with_extension("notify");
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    // A bound on the wait for each message, so that a missing one fails by
+    // name rather than hanging CI.
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let d = Daemon::spawn_with_env(
+        &bed.lb,
+        &bed.config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            // A ping every half second.
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    )
+    .unwrap()
+    .ready()
+    .unwrap();
+    let mut pings = 0;
+    assert_eq!(
+        next(&sock, &mut pings),
+        format!("READY=1\nMAINPID={}\nSTATUS=serving", d.pid())
+    );
+    // The watchdog is pinged while it runs.
+    while pings < 2 {
+        let mut buf = [0u8; 64];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+        pings += 1;
+    }
+    // A reload by signal and one by the admin endpoint: each announced,
+    // then ready again.
+    let pid = d.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let reloaded = |pings: &mut u32| {
+        let reloading = next(&sock, pings);
+        assert!(
+            reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+            "{reloading}"
+        );
+        let ready = next(&sock, pings);
+        assert!(ready.starts_with("READY=1\n"), "{ready}");
+    };
+    reloaded(&mut pings);
+    assert_eq!(admin_post(&bed, "/reload").status, 200);
+    reloaded(&mut pings);
+    d.stop().unwrap();
+    assert_eq!(next(&sock, &mut pings), "STOPPING=1");
+    let _ = std::fs::remove_file(&path);
+}
