@@ -12,27 +12,57 @@ use xalb::kernel::XdpModeChoice;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `0.1.0 (git 1a2b3c4, release)`: which build answers.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("XALB_GIT_REVISION"),
+    ", ",
+    env!("XALB_BUILD_PROFILE"),
+    ")"
+);
+
+/// Where the configuration is when neither `-c` nor `XALB_CONFIG` says.
+const DEFAULT_CONFIG: &str = "/etc/xalb/xalb.toml";
+
 #[derive(Parser)]
 #[command(
     name = "xalb",
-    version,
+    version = VERSION,
     about = "An ALB-style load balancer with an XDP security-group layer"
 )]
 struct Cli {
+    /// How application logs (standard error) are written: text, or one JSON
+    /// object per line.
+    #[arg(long, value_enum, global = true, default_value = "text")]
+    log_format: LogFormat,
+    /// The least severe level logged (error, warn, info, debug, trace), or
+    /// a filter as RUST_LOG takes it; overrides RUST_LOG. Default: RUST_LOG,
+    /// else info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Parse and validate a configuration file; print a summary.
     Check {
-        #[arg(short, long)]
+        /// The configuration file [env: XALB_CONFIG, else /etc/xalb/xalb.toml].
+        #[arg(short, long, env = "XALB_CONFIG", default_value = DEFAULT_CONFIG, hide_env = true, hide_default_value = true)]
         config: PathBuf,
     },
     /// Run the load balancer: attach XDP, enforce security groups, serve.
     Run {
-        #[arg(short, long)]
+        /// The configuration file [env: XALB_CONFIG, else /etc/xalb/xalb.toml].
+        #[arg(short, long, env = "XALB_CONFIG", default_value = DEFAULT_CONFIG, hide_env = true, hide_default_value = true)]
         config: PathBuf,
         /// XDP attach mode: native (driver), generic (skb), or auto (native, else generic).
         #[arg(long, value_enum, default_value = "auto")]
@@ -135,14 +165,19 @@ fn admin_request(
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = match &cli.log_level {
+        Some(level) => tracing_subscriber::EnvFilter::try_new(level).ok(),
+        None => tracing_subscriber::EnvFilter::try_from_default_env().ok(),
+    }
+    .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.cmd {
         Cmd::Check { config } => check(&config),
         Cmd::Reload { admin } => admin.addr().and_then(reload),

@@ -184,3 +184,60 @@ fn an_https_listener_is_checked_with_its_certificates() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn version_names_the_revision_and_profile() {
+    let out = Command::new(xalb_tests::xalb_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rest = text
+        .trim_end()
+        .strip_prefix(&format!("xalb {} (git ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{text}"));
+    let (rev, profile) = rest.strip_suffix(')').unwrap().split_once(", ").unwrap();
+    assert!(
+        rev == "unknown" || (rev.len() == 12 && rev.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{rev}"
+    );
+    assert!(["debug", "release"].contains(&profile), "{profile}");
+}
+
+/// `-c`, else `XALB_CONFIG`, else /etc/xalb/xalb.toml.
+#[test]
+fn the_configuration_comes_from_the_flag_the_environment_or_etc() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-alb.toml");
+    let tcp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tcp-listener.toml");
+    let run = |args: &[&std::ffi::OsStr], env: Option<&Path>| {
+        let mut cmd = Command::new(xalb_tests::xalb_bin());
+        cmd.arg("check").args(args).env_remove("XALB_CONFIG");
+        if let Some(e) = env {
+            cmd.env("XALB_CONFIG", e);
+        }
+        let out = cmd.output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let from_env = run(&[], Some(&seed));
+    assert!(
+        from_env.starts_with(&format!("{}: OK", seed.display())),
+        "{from_env}"
+    );
+    let flag_wins = run(&["-c".as_ref(), tcp.as_os_str()], Some(&seed));
+    assert!(
+        flag_wins.starts_with(&format!("{}: OK", tcp.display())),
+        "{flag_wins}"
+    );
+    // Neither: the packaged location, read or not.
+    let neither = run(&[], None);
+    assert!(
+        neither.starts_with("/etc/xalb/xalb.toml: OK")
+            || neither.starts_with("xalb: error: /etc/xalb/xalb.toml: "),
+        "{neither}"
+    );
+}

@@ -36,7 +36,7 @@ fn ready_reloading_watchdog_and_stopping_reach_systemd_in_order() {
     let d = Daemon::spawn_with_env(
         &bed.lb,
         &bed.config,
-        &[],
+        &["--log-format", "json"],
         &[
             ("NOTIFY_SOCKET", path.to_str().unwrap()),
             // A ping every half second.
@@ -78,6 +78,15 @@ fn ready_reloading_watchdog_and_stopping_reach_systemd_in_order() {
     reloaded(&mut pings);
     assert_eq!(admin_post(&bed, "/reload").status, 200);
     reloaded(&mut pings);
+    // Application logs as JSON, one object per line, as journald or a log
+    // shipper takes them.
+    let line = d
+        .wait_stderr(Duration::from_secs(10), |l| l.contains("xalb running"))
+        .unwrap();
+    let log: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(log["level"], "INFO", "{line}");
+    assert_eq!(log["fields"]["message"], "xalb running", "{line}");
+    assert_eq!(log["fields"]["admin"], "127.0.0.1:9901", "{line}");
     d.stop().unwrap();
     assert_eq!(next(&sock, &mut pings), "STOPPING=1");
     let _ = std::fs::remove_file(&path);
