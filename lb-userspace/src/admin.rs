@@ -1,5 +1,6 @@
 //! The admin endpoint (`[admin] listen`): `/metrics` (Prometheus text),
-//! `/targets` (target health as JSON), `POST /reload`, `/healthz`.
+//! `/targets` (target health as JSON), `POST /reload`, `/healthz`, `/ready`
+//! (503 once a shutdown has begun).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, RwLock};
@@ -63,6 +64,9 @@ pub struct AdminView {
     /// (balancer, group) in configuration order.
     pub groups: Vec<(String, Arc<TargetGroupRuntime>)>,
     pub draining: Arc<Mutex<Vec<DrainingTarget>>>,
+    /// A shutdown has begun: `/ready` says 503 so that an outer balancer
+    /// stops sending new connections.
+    pub stopping: bool,
 }
 
 /// One target's health, as `/targets` and `describe-target-health` show it.
@@ -422,10 +426,17 @@ async fn handle(
         }
         (&Method::POST, "/reload") => reload(&reloads).await,
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/ready") => {
+            if view.read().unwrap().stopping {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopping\n")
+            } else {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            }
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: /metrics, /targets, /healthz, POST /reload\n",
+            "not found: /metrics, /targets, /healthz, /ready, POST /reload\n",
         ),
     })
 }

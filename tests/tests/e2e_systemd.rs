@@ -91,3 +91,65 @@ fn ready_reloading_watchdog_and_stopping_reach_systemd_in_order() {
     assert_eq!(next(&sock, &mut pings), "STOPPING=1");
     let _ = std::fs::remove_file(&path);
 }
+
+/// `/ready` answers 200 while xalb serves and 503 from the moment a
+/// shutdown begins, while the requests in flight finish.
+#[test]
+fn ready_turns_503_as_soon_as_a_shutdown_begins() {
+    use xalb_tests::admin::wait_for;
+    use xalb_tests::bed::{lb, ADMIN};
+    use xalb_tests::http::{get, in_ns};
+    let bed = HttpBed::new(&http_config("60s", WEB_GROUP, FORWARD_WEB)).unwrap();
+    let web1 = bed.backend(11, 80, "web-1").unwrap();
+    let web2 = bed.backend(12, 80, "web-2").unwrap();
+    let d = Daemon::start(&bed.lb, &bed.config, &[]).unwrap();
+    let ready = || {
+        in_ns(&bed.lb, async || {
+            get(ADMIN.parse().unwrap(), "/ready", &[])
+                .await
+                .map(|r| r.status)
+        })
+        .unwrap()
+    };
+    assert_eq!(ready().unwrap(), 200);
+    // A request in flight keeps the shutdown going for a few seconds.
+    let slow = bed
+        .client
+        .spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async { get(lb(), "/sleep?ms=3000", &[]).await.map(|r| r.status) })
+        })
+        .unwrap();
+    wait_for(
+        "the slow request at a target",
+        Duration::from_secs(10),
+        || {
+            (web1.requests() + web2.requests() >= 1)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    );
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &d.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_for(
+        "/ready to say 503",
+        Duration::from_secs(10),
+        || match ready() {
+            Ok(503) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(
+        slow.join().unwrap().unwrap(),
+        200,
+        "the request in flight finished"
+    );
+    let (ok, log) = d.wait_exit().unwrap();
+    assert!(ok, "{log}");
+}

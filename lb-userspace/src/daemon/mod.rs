@@ -435,8 +435,8 @@ async fn main_loop(
     let mut frozen = false;
     loop {
         tokio::select! {
-            _ = sigint.recv() => { info!("SIGINT: shutting down"); notifier.stopping(); break }
-            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); notifier.stopping(); break }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
             _ = watchdog.tick(), if notifier.watchdog().is_some() => notifier.ping(),
             Some(c) = control.recv() => match c {
                 Control::Freeze { from_pid, reply } => {
@@ -495,6 +495,10 @@ async fn main_loop(
             }
         }
     }
+    // Said before the shutdown begins, so that whoever watches (systemd, an
+    // outer balancer's check of /ready) stops sending first.
+    notifier.stopping();
+    running.admin_view().write().unwrap().stopping = true;
     Ok(Exit::Stop)
 }
 
