@@ -153,3 +153,90 @@ fn ready_turns_503_as_soon_as_a_shutdown_begins() {
     let (ok, log) = d.wait_exit().unwrap();
     assert!(ok, "{log}");
 }
+
+/// logrotate's way: the file is moved, SIGUSR1 makes xalb open the path
+/// again. Under a stream of requests no line is lost: every request is in
+/// the old file or the new one.
+#[test]
+fn sigusr1_reopens_the_access_log_and_loses_no_line() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    use xalb_tests::admin::wait_for;
+    use xalb_tests::bed::lb;
+    use xalb_tests::http::Client;
+    let dir = std::env::temp_dir().join(format!("xalb-logrotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let rotated = dir.join("access.log.1");
+    let extra = format!(
+        "{WEB_GROUP}\n[access_log]\nenabled = true\npath = {:?}\n",
+        log.display().to_string()
+    );
+    let bed = HttpBed::new(&http_config("60s", &extra, FORWARD_WEB)).unwrap();
+    let _web1 = bed.backend(11, 80, "web-1").unwrap();
+    let _web2 = bed.backend(12, 80, "web-2").unwrap();
+    let d = Daemon::start(&bed.lb, &bed.config, &[]).unwrap();
+    let (done, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (done2, stop2) = (done.clone(), stop.clone());
+    // Kept-alive requests, one after another, at most 50,000.
+    let load = bed
+        .client
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let mut c = Client::connect(lb(), false).await.unwrap();
+                    let mut failed = 0;
+                    while !stop2.load(SeqCst) && done2.load(SeqCst) < 50_000 {
+                        match c.get("/rotate", &[]).await {
+                            Ok(r) if r.status == 200 => {
+                                done2.fetch_add(1, SeqCst);
+                            }
+                            _ => failed += 1,
+                        }
+                    }
+                    failed
+                })
+        })
+        .unwrap();
+    let reach = |n: u64| {
+        wait_for(&format!("{n} requests"), Duration::from_secs(60), || {
+            let d = done.load(SeqCst);
+            (d >= n).then_some(()).ok_or_else(|| format!("{d}"))
+        })
+    };
+    reach(200);
+    std::fs::rename(&log, &rotated).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-USR1", &d.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    d.wait_stderr(Duration::from_secs(10), |l| {
+        l.contains("access log reopened")
+    })
+    .unwrap();
+    reach(done.load(SeqCst) + 200);
+    stop.store(true, SeqCst);
+    assert_eq!(load.join().unwrap(), 0, "requests failed");
+    let total = done.load(SeqCst);
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().count() as u64)
+            .unwrap_or(0)
+    };
+    wait_for("every request logged", Duration::from_secs(30), || {
+        let (old, new) = (lines(&rotated), lines(&log));
+        (old + new == total)
+            .then_some(())
+            .ok_or_else(|| format!("{old} + {new} of {total}"))
+    });
+    assert!(lines(&rotated) >= 200 && lines(&log) >= 200);
+    d.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -394,6 +394,7 @@ struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -403,6 +404,7 @@ impl Signals {
             int: signal(SignalKind::interrupt()).map_err(RunError::Signals)?,
             term: signal(SignalKind::terminate()).map_err(RunError::Signals)?,
             hup: signal(SignalKind::hangup()).map_err(RunError::Signals)?,
+            usr1: signal(SignalKind::user_defined1()).map_err(RunError::Signals)?,
         })
     }
 }
@@ -420,6 +422,7 @@ async fn main_loop(
         int: mut sigint,
         term: mut sigterm,
         hup: mut sighup,
+        usr1: mut sigusr1,
     } = signals;
     let period = if stats_interval.is_zero() {
         Duration::from_secs(3600)
@@ -438,6 +441,7 @@ async fn main_loop(
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
             _ = watchdog.tick(), if notifier.watchdog().is_some() => notifier.ping(),
+            _ = sigusr1.recv() => running.reopen_access_log(),
             Some(c) = control.recv() => match c {
                 Control::Freeze { from_pid, reply } => {
                     let answer = if frozen {

@@ -339,6 +339,14 @@ impl Running {
         self.slots.rows()
     }
 
+    /// Opens the access log's file again (SIGUSR1, after logrotate moved
+    /// it); every line written before goes to the old file.
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+
     pub fn admin_view(&self) -> Arc<RwLock<AdminView>> {
         self.view.clone()
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::model::AccessLog as AccessLogConfig;
 
@@ -47,7 +47,31 @@ pub struct Entry {
 /// Where lines go; cheap to clone into every listener.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// What the writer task is told: in order, so that every line queued
+/// before a reopen goes to the file it replaces.
+enum Msg {
+    Line(String),
+    /// Open the path again (SIGUSR1, after logrotate moved the file).
+    Reopen,
+}
+
+type Out = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+async fn open_out(path: &str) -> std::io::Result<Out> {
+    Ok(if path == "-" {
+        Box::new(tokio::io::stdout())
+    } else {
+        Box::new(
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .await?,
+        )
+    })
 }
 
 impl AccessLog {
@@ -56,43 +80,58 @@ impl AccessLog {
         if !cfg.enabled {
             return Ok(None);
         }
-        let mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = if cfg.path == "-" {
-            Box::new(tokio::io::stdout())
-        } else {
-            Box::new(
-                tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&cfg.path)
-                    .await?,
-            )
-        };
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let path = cfg.path.clone();
+        let mut out = open_out(&path).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(64 * 1024);
-            while let Some(line) = rx.recv().await {
-                buf.extend_from_slice(line.as_bytes());
-                // Take whatever else is queued, then write once.
-                while let Ok(more) = rx.try_recv() {
-                    buf.extend_from_slice(more.as_bytes());
-                    if buf.len() > 1 << 20 {
-                        break;
+            while let Some(msg) = rx.recv().await {
+                let mut reopen = false;
+                match msg {
+                    Msg::Line(line) => buf.extend_from_slice(line.as_bytes()),
+                    Msg::Reopen => reopen = true,
+                }
+                // Take whatever else is queued, then write once; a reopen
+                // ends the batch, which belongs to the file before it.
+                while !reopen && buf.len() <= 1 << 20 {
+                    match rx.try_recv() {
+                        Ok(Msg::Line(more)) => buf.extend_from_slice(more.as_bytes()),
+                        Ok(Msg::Reopen) => reopen = true,
+                        Err(_) => break,
                     }
                 }
-                if let Err(e) = out.write_all(&buf).await {
-                    warn!(error = %e, "cannot write the access log");
+                if !buf.is_empty() {
+                    if let Err(e) = out.write_all(&buf).await {
+                        warn!(error = %e, "cannot write the access log");
+                    }
+                    let _ = out.flush().await;
+                    buf.clear();
                 }
-                let _ = out.flush().await;
-                buf.clear();
+                if reopen {
+                    match open_out(&path).await {
+                        Ok(new) => {
+                            out = new;
+                            info!(path = %path, "access log reopened");
+                        }
+                        Err(e) => {
+                            warn!(path = %path, error = %e, "cannot reopen the access log; writing to the old file")
+                        }
+                    }
+                }
             }
         });
         Ok(Some(Self { tx }))
     }
 
+    /// Opens the file again, after the lines queued so far.
+    pub fn reopen(&self) {
+        let _ = self.tx.send(Msg::Reopen);
+    }
+
     pub fn write(&self, entry: &Entry) {
         if let Ok(mut line) = serde_json::to_string(entry) {
             line.push('\n');
-            let _ = self.tx.send(line);
+            let _ = self.tx.send(Msg::Line(line));
         }
     }
 }
