@@ -86,6 +86,11 @@ enum Cmd {
         /// stops or dies (never mounted by xalb; it must outlive it).
         #[arg(long, default_value = "/sys/fs/bpf")]
         bpffs: PathBuf,
+        /// Seconds a stop (SIGTERM) lets requests in flight and WebSocket
+        /// tunnels finish before closing them, and a predecessor drains
+        /// after a takeover.
+        #[arg(long, default_value_t = 10)]
+        shutdown_grace: u64,
         /// Take over from the xalb running in this network namespace (same
         /// --state-dir): its listening sockets are handed over, so no
         /// connection is refused, and it drains and exits. With none
@@ -205,6 +210,7 @@ fn main() -> ExitCode {
             xdp_log,
             bpffs,
             takeover,
+            shutdown_grace,
         } => xalb::daemon::run(xalb::daemon::RunOptions {
             config,
             xdp_mode,
@@ -214,6 +220,7 @@ fn main() -> ExitCode {
             xdp_log,
             bpffs,
             takeover,
+            shutdown_grace: Duration::from_secs(shutdown_grace),
         })
         .map_err(|e| match e {
             xalb::daemon::RunError::Apply(xalb::daemon::ApplyError::Config(c))

@@ -240,3 +240,45 @@ fn sigusr1_reopens_the_access_log_and_loses_no_line() {
     d.stop().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--shutdown-grace`: a request still in flight when it ends is cut off,
+/// where the default grace (10 s, the /ready test above) lets it finish.
+#[test]
+fn a_short_shutdown_grace_cuts_off_a_slow_request() {
+    use xalb_tests::admin::wait_for;
+    use xalb_tests::bed::lb;
+    use xalb_tests::http::get;
+    let bed = HttpBed::new(&http_config("60s", WEB_GROUP, FORWARD_WEB)).unwrap();
+    let web1 = bed.backend(11, 80, "web-1").unwrap();
+    let web2 = bed.backend(12, 80, "web-2").unwrap();
+    let d = Daemon::start(&bed.lb, &bed.config, &["--shutdown-grace", "1"]).unwrap();
+    // Five seconds at the target, four past the grace.
+    let slow = bed
+        .client
+        .spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async { get(lb(), "/sleep?ms=5000", &[]).await.map(|r| r.status) })
+        })
+        .unwrap();
+    wait_for(
+        "the slow request at a target",
+        Duration::from_secs(10),
+        || {
+            (web1.requests() + web2.requests() >= 1)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    );
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &d.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let (ok, log) = d.wait_exit().unwrap();
+    assert!(ok, "{log}");
+    let cut = slow.join().unwrap();
+    assert!(cut.is_err(), "the request outlived the grace: {cut:?}");
+}

@@ -29,9 +29,7 @@ use lock::{LockError, NetnsLock};
 use state::{Inherited, Running};
 use takeover::{Control, Handover, TakeoverError};
 
-/// How long in-flight requests may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
+/// What `xalb run` was asked to do.
 pub struct RunOptions {
     pub config: PathBuf,
     pub xdp_mode: XdpModeChoice,
@@ -46,6 +44,9 @@ pub struct RunOptions {
     pub bpffs: PathBuf,
     /// Take over from the xalb running in this namespace.
     pub takeover: bool,
+    /// How long a stop (SIGTERM) lets requests in flight and WebSocket
+    /// tunnels finish, and how long a predecessor drains after a takeover.
+    pub shutdown_grace: Duration,
 }
 
 /// A reload request from the admin endpoint; answered with what was applied
@@ -224,7 +225,7 @@ fn run_with(
     notifier.ready("serving");
     if let Some(old) = old {
         let pid = old.pid;
-        match old.drain(SHUTDOWN_GRACE) {
+        match old.drain(opts.shutdown_grace) {
             Ok(()) => info!(old = pid, "takeover: done; the old xalb drains and exits"),
             Err(e) => {
                 warn!(old = pid, error = %e, "takeover: the old xalb did not confirm draining")
@@ -265,9 +266,9 @@ fn run_with(
     let lb_rows = running.lb_rows();
     let listener_rows = running.listener_rows();
     let target_rows = running.target_rows();
-    let workers = rt.block_on(running.shutdown(SHUTDOWN_GRACE));
+    let workers = rt.block_on(running.shutdown(opts.shutdown_grace));
     workers.shutdown();
-    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    rt.shutdown_timeout(opts.shutdown_grace);
     let dp = dp.lock().unwrap();
     match dp.maps.read_counters(&lb_rows) {
         Ok(rows) => {
