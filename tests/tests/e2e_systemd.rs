@@ -97,7 +97,7 @@ fn ready_reloading_watchdog_and_stopping_reach_systemd_in_order() {
 #[test]
 fn ready_turns_503_as_soon_as_a_shutdown_begins() {
     use xalb_tests::admin::wait_for;
-    use xalb_tests::bed::{lb, ADMIN};
+    use xalb_tests::bed::ADMIN;
     use xalb_tests::http::{get, in_ns};
     let bed = HttpBed::new(&http_config("60s", WEB_GROUP, FORWARD_WEB)).unwrap();
     let web1 = bed.backend(11, 80, "web-1").unwrap();
@@ -113,30 +113,7 @@ fn ready_turns_503_as_soon_as_a_shutdown_begins() {
     };
     assert_eq!(ready().unwrap(), 200);
     // A request in flight keeps the shutdown going for a few seconds.
-    let slow = bed
-        .client
-        .spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async { get(lb(), "/sleep?ms=3000", &[]).await.map(|r| r.status) })
-        })
-        .unwrap();
-    wait_for(
-        "the slow request at a target",
-        Duration::from_secs(10),
-        || {
-            (web1.requests() + web2.requests() >= 1)
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        },
-    );
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &d.pid().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    let slow = slow_request_then_sigterm(&bed, [&web1, &web2], 3000, &d);
     wait_for(
         "/ready to say 503",
         Duration::from_secs(10),
@@ -245,29 +222,48 @@ fn sigusr1_reopens_the_access_log_and_loses_no_line() {
 /// where the default grace (10 s, the /ready test above) lets it finish.
 #[test]
 fn a_short_shutdown_grace_cuts_off_a_slow_request() {
-    use xalb_tests::admin::wait_for;
-    use xalb_tests::bed::lb;
-    use xalb_tests::http::get;
     let bed = HttpBed::new(&http_config("60s", WEB_GROUP, FORWARD_WEB)).unwrap();
     let web1 = bed.backend(11, 80, "web-1").unwrap();
     let web2 = bed.backend(12, 80, "web-2").unwrap();
     let d = Daemon::start(&bed.lb, &bed.config, &["--shutdown-grace", "1"]).unwrap();
     // Five seconds at the target, four past the grace.
+    let slow = slow_request_then_sigterm(&bed, [&web1, &web2], 5000, &d);
+    let (ok, log) = d.wait_exit().unwrap();
+    assert!(ok, "{log}");
+    let cut = slow.join().unwrap();
+    assert!(cut.is_err(), "the request outlived the grace: {cut:?}");
+}
+
+/// A request that takes `ms` at its target, sent from the client; once a
+/// target has it, SIGTERM to `d`. Its status, or why it failed.
+fn slow_request_then_sigterm(
+    bed: &HttpBed,
+    targets: [&xalb_tests::http::Backend; 2],
+    ms: u64,
+    d: &Daemon,
+) -> std::thread::JoinHandle<anyhow::Result<u16>> {
+    use xalb_tests::admin::wait_for;
+    use xalb_tests::bed::lb;
+    use xalb_tests::http::get;
     let slow = bed
         .client
-        .spawn(|| {
+        .spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(async { get(lb(), "/sleep?ms=5000", &[]).await.map(|r| r.status) })
+                .block_on(async move {
+                    get(lb(), &format!("/sleep?ms={ms}"), &[])
+                        .await
+                        .map(|r| r.status)
+                })
         })
         .unwrap();
     wait_for(
         "the slow request at a target",
         Duration::from_secs(10),
         || {
-            (web1.requests() + web2.requests() >= 1)
+            (targets.iter().map(|t| t.requests()).sum::<u64>() >= 1)
                 .then_some(())
                 .ok_or_else(|| "not yet".to_string())
         },
@@ -277,8 +273,5 @@ fn a_short_shutdown_grace_cuts_off_a_slow_request() {
         .status()
         .unwrap()
         .success());
-    let (ok, log) = d.wait_exit().unwrap();
-    assert!(ok, "{log}");
-    let cut = slow.join().unwrap();
-    assert!(cut.is_err(), "the request outlived the grace: {cut:?}");
+    slow
 }
