@@ -14,7 +14,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{aws_lc_rs, CryptoProvider, SupportedKxGroup};
+use rustls::crypto::{aws_lc_rs, SupportedKxGroup};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, SignatureScheme};
 use tokio::net::TcpStream;
@@ -127,11 +127,12 @@ pub fn certificates(dir: &Path, files: &[&str]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-/// Accepts any server certificate (signatures still checked) and keeps the
-/// last one shown, so a test can see which certificate the server chose.
+/// Accepts any server certificate (signatures still checked, by xalb's own
+/// check) and keeps the last one shown, so a test can see which certificate
+/// the server chose.
 #[derive(Debug)]
 struct Recording {
-    provider: Arc<CryptoProvider>,
+    signatures: xalb::tls::SignatureCheck,
     seen: Arc<Mutex<Option<CertificateDer<'static>>>>,
 }
 
@@ -154,12 +155,7 @@ impl ServerCertVerifier for Recording {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(m, c, d)
     }
 
     fn verify_tls13_signature(
@@ -168,18 +164,11 @@ impl ServerCertVerifier for Recording {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(m, c, d)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -228,7 +217,7 @@ impl TlsClient {
             .expect("versions")
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Recording {
-                provider,
+                signatures: xalb::tls::SignatureCheck(provider),
                 seen: Arc::clone(&seen),
             }));
         let mut config = match opts.client_cert {

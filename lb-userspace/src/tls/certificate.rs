@@ -179,14 +179,18 @@ pub fn url_encode(s: &str) -> String {
 
 /// A DER certificate as PEM text.
 pub fn pem(der: &[u8]) -> String {
-    use base64_lite::encode;
-    let b64 = encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    pem_block("CERTIFICATE", der)
+}
+
+/// `der` as a PEM block labelled `label`: base64 in lines of 64.
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = base64_lite::encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
         out.push('\n');
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    out.push_str(&format!("-----END {label}-----\n"));
     out
 }
 

@@ -208,7 +208,11 @@ fn sec1_keys_are_accepted() {
     let (pem, key_pair) = self_signed();
     std::fs::write(dir.join("cert.pem"), pem).unwrap();
     let sec1 = sec1_of_pkcs8(&key_pair.serialize_der()).to_vec();
-    std::fs::write(dir.join("key.pem"), pem_block("EC PRIVATE KEY", &sec1)).unwrap();
+    std::fs::write(
+        dir.join("key.pem"),
+        crate::tls::certificate::pem_block("EC PRIVATE KEY", &sec1),
+    )
+    .unwrap();
     let text = base_plus(&https_listener().to_string());
     assert_eq!(diagnostics_of(&text, &file), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -235,31 +239,6 @@ fn sec1_of_pkcs8(der: &[u8]) -> &[u8] {
     let (tag, key, _) = element(rest);
     assert_eq!(tag, 0x04, "an OCTET STRING");
     key
-}
-
-/// `der` as a PEM block (base64 in lines of 64).
-fn pem_block(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::new();
-    for chunk in der.chunks(3) {
-        let n = chunk.iter().fold(0u32, |a, &b| a << 8 | b as u32) << (8 * (3 - chunk.len()));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 #[test]

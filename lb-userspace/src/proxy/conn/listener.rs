@@ -45,6 +45,15 @@ pub struct ConnTls {
     pub cipher: &'static str,
 }
 
+impl ConnTls {
+    /// Whether a request on this connection needs it (it costs each one an
+    /// extension map): for client-certificate headers, or for a listener
+    /// that logs requests.
+    pub fn wanted(&self, ctx: &ListenerCtx) -> bool {
+        !self.client_cert.0.is_empty() || ctx.access_log.is_some()
+    }
+}
+
 /// Limits a connection's parser enforces.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
@@ -605,7 +614,7 @@ where
         let drain = Arc::clone(&svc_drain);
         let h1 = req.version() != http::Version::HTTP_2;
         let mut req = req.map(|b| http_body_util::Either::Left(ClientBody::new(b)));
-        if let Some(c) = &conn {
+        if let Some(c) = conn.as_ref().filter(|c| c.wanted(&route.ctx)) {
             req.extensions_mut().insert(Arc::clone(c));
         }
         if req.version() == http::Version::HTTP_10

@@ -123,7 +123,7 @@ where
         };
         let head_request = req.method() == Method::HEAD;
         let mut req = req;
-        if let Some(c) = conn {
+        if let Some(c) = conn.filter(|c| c.wanted(&own_route.load().ctx)) {
             req.extensions_mut().insert(std::sync::Arc::clone(c));
         }
         // The response lives only in this block, not across the write's
