@@ -290,8 +290,10 @@ mod tests {
             }
 
             /// Removing one of N equal targets, the table settled on the
-            /// one before, moves its own slots (about 1/N) and no other;
-            /// pure Maglev stays within 1/N + 2%.
+            /// one before, moves its own slots (about 1/N) and no other.
+            /// (Pure Maglev, which xalb never installs, moves more by an
+            /// amount no fixed bound holds: 3,618 slots of 16,381 with 5
+            /// targets, against a share of 3,276, in a CI run.)
             #[test]
             fn removing_a_target_moves_about_its_share(base: [u8; 3], n in 2usize..=12, gone in 0usize..12) {
                 let gone = gone % n;
@@ -303,7 +305,6 @@ mod tests {
                 let fresh: Vec<u32> = table(&fewer, TABLE_SIZE).iter().map(|&i| ids_of_fewer[i as usize]).collect();
                 let moved = |after: &[u32]| before.iter().zip(after).filter(|(b, a)| b != a).count();
                 let share = TABLE_SIZE as f64 / n as f64;
-                prop_assert!((moved(&fresh) as f64) <= share + TABLE_SIZE as f64 * 0.02, "pure: {}", moved(&fresh));
                 let settled = settle(&fresh, &before);
                 let own = before.iter().filter(|b| **b == gone as u32).count();
                 prop_assert_eq!(moved(&settled), own, "only the removed target's slots move");
