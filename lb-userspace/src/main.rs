@@ -122,6 +122,20 @@ enum Cmd {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print the man page (roff) or a shell's completion script, made from
+    /// this command line's own definition (the package installs them).
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// Where the running daemon's admin endpoint is.
@@ -185,6 +199,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.cmd {
         Cmd::Check { config } => check(&config),
+        Cmd::Generate { what } => generate(what),
         Cmd::Reload { admin } => admin.addr().and_then(reload),
         Cmd::Detach { state_dir, bpffs } => {
             xalb::daemon::detach(&xalb::daemon::DetachOptions { state_dir, bpffs })
@@ -314,5 +329,22 @@ fn describe_target_health(addr: std::net::SocketAddr, group: &str) -> anyhow::Re
             t.address, t.port, t.state, t.reason, t.description
         );
     }
+    Ok(())
+}
+
+fn generate(what: Generated) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let cmd = Cli::command();
+    // Made whole first: a closed pipe is then an error, not a panic.
+    let mut text = Vec::new();
+    let mut complete = |shell| clap_complete::generate(shell, &mut cmd.clone(), "xalb", &mut text);
+    match what {
+        Generated::Bash => complete(clap_complete::Shell::Bash),
+        Generated::Zsh => complete(clap_complete::Shell::Zsh),
+        Generated::Fish => complete(clap_complete::Shell::Fish),
+        Generated::Man => clap_mangen::Man::new(cmd).render(&mut text)?,
+    }
+    std::io::stdout().lock().write_all(&text)?;
     Ok(())
 }
