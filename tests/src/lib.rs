@@ -8,6 +8,7 @@ pub mod acceptor;
 pub mod admin;
 pub mod bed;
 pub mod bpffs;
+pub mod browser;
 pub mod daemon;
 pub mod grpc;
 pub mod http;
