@@ -12,15 +12,8 @@ use xalb::kernel::XdpModeChoice;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `0.1.0 (git 1a2b3c4, release)`: which build answers.
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (git ",
-    env!("XALB_GIT_REVISION"),
-    ", ",
-    env!("XALB_BUILD_PROFILE"),
-    ")"
-);
+/// What `--version` prints after the name.
+const VERSION: &str = xalb::VERSION.split_at(5).1;
 
 /// Where the configuration is when neither `-c` nor `XALB_CONFIG` says.
 const DEFAULT_CONFIG: &str = "/etc/xalb/xalb.toml";
@@ -76,7 +69,7 @@ enum Cmd {
         stats_interval: u64,
         /// Where xalb keeps what must survive a restart (the stickiness
         /// cookie key).
-        #[arg(long, default_value = "/var/lib/xalb")]
+        #[arg(long, env = "XALB_STATE_DIR", default_value = "/var/lib/xalb")]
         state_dir: PathBuf,
         /// Log every XDP verdict on a balancer's packets (target `xalb::xdp`,
         /// INFO). Off, the XDP program carries no logging at all.
@@ -102,7 +95,7 @@ enum Cmd {
     /// leaves the interfaces and the security groups are no longer enforced.
     Detach {
         /// The state directory `xalb run` used.
-        #[arg(long, default_value = "/var/lib/xalb")]
+        #[arg(long, env = "XALB_STATE_DIR", default_value = "/var/lib/xalb")]
         state_dir: PathBuf,
         /// The bpf filesystem `xalb run` pinned in.
         #[arg(long, default_value = "/sys/fs/bpf")]
@@ -114,11 +107,69 @@ enum Cmd {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Show the balancers, as `aws elbv2 describe-load-balancers` does.
+    DescribeLoadBalancers {
+        /// Only these balancers.
+        #[arg(long, num_args = 1..)]
+        names: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show the listeners, as `aws elbv2 describe-listeners` does.
+    DescribeListeners {
+        /// Only this balancer's.
+        #[arg(long)]
+        load_balancer: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show a listener's rules in priority order, its default action last,
+    /// as `aws elbv2 describe-rules` does.
+    DescribeRules {
+        /// BALANCER:PORT, e.g. edge:80.
+        #[arg(long)]
+        listener: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show the target groups, as `aws elbv2 describe-target-groups` does.
+    DescribeTargetGroups {
+        /// Only these groups.
+        #[arg(long, num_args = 1..)]
+        names: Vec<String>,
+        /// Only the groups this balancer's listeners forward to.
+        #[arg(long)]
+        load_balancer: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Show the health of a target group's targets, as `aws elbv2
     /// describe-target-health` does.
     DescribeTargetHealth {
         #[arg(long)]
         target_group: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Add targets to a running group, as `aws elbv2 register-targets`
+    /// does; kept in the state directory across restarts and reloads.
+    RegisterTargets {
+        #[arg(long)]
+        target_group: String,
+        /// ADDRESS or ADDRESS:PORT ([IPv6]:PORT); the group's port by default.
+        #[arg(long, num_args = 1.., required = true)]
+        targets: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove targets from a running group; they drain for the group's
+    /// deregistration delay, as `aws elbv2 deregister-targets` does.
+    DeregisterTargets {
+        #[arg(long)]
+        target_group: String,
+        /// ADDRESS or ADDRESS:PORT ([IPv6]:PORT); the group's port by default.
+        #[arg(long, num_args = 1.., required = true)]
+        targets: Vec<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -138,15 +189,30 @@ enum Generated {
     Fish,
 }
 
-/// Where the running daemon's admin endpoint is.
+/// Where the running daemon's admin endpoint is, and how to answer.
 #[derive(clap::Args)]
 struct AdminArgs {
-    /// The admin address (default: the configuration's `[admin] listen`, else 127.0.0.1:9901).
+    /// The admin address [default: the configuration's `[admin] listen`, else 127.0.0.1:9901].
     #[arg(long)]
     admin: Option<std::net::SocketAddr>,
-    /// The configuration file whose `[admin] listen` to use.
-    #[arg(short, long)]
+    /// The configuration file whose `[admin] listen` to use [env: XALB_CONFIG, else /etc/xalb/xalb.toml if it exists].
+    #[arg(short, long, env = "XALB_CONFIG", hide_env = true)]
     config: Option<PathBuf>,
+    /// The running xalb's state directory: changes (reload, register,
+    /// deregister) read its admin token there.
+    #[arg(long, env = "XALB_STATE_DIR", default_value = "/var/lib/xalb")]
+    state_dir: PathBuf,
+    /// text: aligned columns; table: boxed, as the AWS CLI's; json: the AWS
+    /// CLI's JSON shapes.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Table,
+    Json,
 }
 
 impl AdminArgs {
@@ -154,33 +220,90 @@ impl AdminArgs {
         if let Some(a) = self.admin {
             return Ok(a);
         }
-        match &self.config {
-            Some(c) => Ok(xalb::config::load(c)?.admin.listen),
+        let config = match &self.config {
+            Some(c) => Some(c.clone()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        };
+        match config {
+            Some(c) => Ok(xalb::config::load(&c)?.admin.listen),
             None => Ok(([127, 0, 0, 1], 9901).into()),
+        }
+    }
+
+    /// A GET; its JSON body when the answer is 200.
+    fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let addr = self.addr()?;
+        let a = xalb::admin::client::request(addr, "GET", path, "", None)?;
+        if a.status != 200 {
+            return Err(refused(addr, a.status, &a.body));
+        }
+        serde_json::from_str(&a.body)
+            .map_err(|e| anyhow::anyhow!("unexpected answer from {addr}: {e}: {}", a.body))
+    }
+
+    /// A change, with the admin token; what was applied.
+    fn post(&self, path: &str, body: &str) -> anyhow::Result<xalb::daemon::Applied> {
+        let addr = self.addr()?;
+        let token = xalb::admin::client::read_token(&self.state_dir)?;
+        let a = xalb::admin::client::request(addr, "POST", path, body, Some(&token))?;
+        if a.status != 200 {
+            return Err(refused(addr, a.status, &a.body));
+        }
+        serde_json::from_str(&a.body)
+            .map_err(|e| anyhow::anyhow!("unexpected answer from {addr}: {e}: {}", a.body))
+    }
+
+    /// `rows` under `headers`, as `--output` asks; `json` as it is.
+    fn print(
+        &self,
+        title: &str,
+        headers: &[&str],
+        rows: Vec<Vec<String>>,
+        json: &serde_json::Value,
+    ) {
+        match self.output {
+            Output::Json => {
+                println!("{}", serde_json::to_string_pretty(json).unwrap_or_default())
+            }
+            Output::Table => {
+                let mut t = xalb::admin::table::Table::new(title, headers);
+                for r in rows {
+                    t.row(r);
+                }
+                print!("{}", t.render());
+            }
+            Output::Text => {
+                let upper: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
+                let mut widths: Vec<usize> = upper.iter().map(|h| h.len()).collect();
+                for r in &rows {
+                    for (w, c) in widths.iter_mut().zip(r) {
+                        *w = (*w).max(c.chars().count());
+                    }
+                }
+                for r in std::iter::once(&upper).chain(&rows) {
+                    let line: Vec<String> = r
+                        .iter()
+                        .zip(&widths)
+                        .map(|(c, w)| format!("{c:<w$}"))
+                        .collect();
+                    println!("{}", line.join("  ").trim_end());
+                }
+            }
         }
     }
 }
 
-/// One request to the admin endpoint; (status, body).
-fn admin_request(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-) -> anyhow::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|e| anyhow::anyhow!("cannot reach xalb's admin endpoint at {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
+/// A refusal from the endpoint: its located errors printed as `xalb check`
+/// prints them, or its message.
+fn refused(addr: std::net::SocketAddr, status: u16, body: &str) -> anyhow::Error {
+    match serde_json::from_str::<xalb::daemon::Refusal>(body) {
+        Ok(r) if !r.errors.is_empty() => print_diagnostics(&r.errors),
+        Ok(r) => anyhow::anyhow!("{}", r.message),
+        Err(_) => anyhow::anyhow!(
+            "admin endpoint {addr} answered {status}: {}",
+            body.trim_end()
+        ),
+    }
 }
 
 fn main() -> ExitCode {
@@ -200,7 +323,28 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check { config } => check(&config),
         Cmd::Generate { what } => generate(what),
-        Cmd::Reload { admin } => admin.addr().and_then(reload),
+        Cmd::Reload { admin } => reload(&admin),
+        Cmd::DescribeLoadBalancers { names, admin } => describe_load_balancers(&admin, &names),
+        Cmd::DescribeListeners {
+            load_balancer,
+            admin,
+        } => describe_listeners(&admin, load_balancer.as_deref()),
+        Cmd::DescribeRules { listener, admin } => describe_rules(&admin, &listener),
+        Cmd::DescribeTargetGroups {
+            names,
+            load_balancer,
+            admin,
+        } => describe_target_groups(&admin, &names, load_balancer.as_deref()),
+        Cmd::RegisterTargets {
+            target_group,
+            targets,
+            admin,
+        } => change_targets(&admin, "register", &target_group, targets),
+        Cmd::DeregisterTargets {
+            target_group,
+            targets,
+            admin,
+        } => change_targets(&admin, "deregister", &target_group, targets),
         Cmd::Detach { state_dir, bpffs } => {
             xalb::daemon::detach(&xalb::daemon::DetachOptions { state_dir, bpffs })
                 .map(|lines| {
@@ -213,9 +357,7 @@ fn main() -> ExitCode {
         Cmd::DescribeTargetHealth {
             target_group,
             admin,
-        } => admin
-            .addr()
-            .and_then(|a| describe_target_health(a, &target_group)),
+        } => describe_target_health(&admin, &target_group),
         Cmd::Run {
             config,
             xdp_mode,
@@ -292,43 +434,295 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
 
 /// `POST /reload`, printing what was applied, or why nothing was with the
 /// same lines `xalb check` prints.
-fn reload(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let (status, body) = admin_request(addr, "POST", "/reload")?;
-    if status == 200 {
-        let applied: xalb::daemon::Applied = serde_json::from_str(&body)
-            .map_err(|e| anyhow::anyhow!("unexpected answer from {addr}: {e}: {body}"))?;
-        println!("reloaded: {}", applied.summary);
-        return Ok(());
-    }
-    eprintln!("xalb: the configuration was not reloaded; the running one stays");
-    match serde_json::from_str::<xalb::daemon::Refusal>(&body) {
-        Ok(r) if !r.errors.is_empty() => Err(print_diagnostics(&r.errors)),
-        Ok(r) => Err(anyhow::anyhow!("{}", r.message)),
-        Err(_) => Err(anyhow::anyhow!(
-            "admin endpoint answered {status}: {}",
-            body.trim_end()
-        )),
+fn reload(admin: &AdminArgs) -> anyhow::Result<()> {
+    match admin.post("/reload", "") {
+        Ok(applied) => {
+            println!("reloaded: {}", applied.summary);
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("xalb: the configuration was not reloaded; the running one stays");
+            Err(e)
+        }
     }
 }
 
-fn describe_target_health(addr: std::net::SocketAddr, group: &str) -> anyhow::Result<()> {
-    let (status, body) = admin_request(addr, "GET", &format!("/targets?target_group={group}"))?;
-    anyhow::ensure!(status == 200, "admin endpoint answered {status}: {body}");
-    let reply: xalb::admin::TargetsReply = serde_json::from_str(&body)?;
+fn change_targets(
+    admin: &AdminArgs,
+    verb: &str,
+    group: &str,
+    targets: Vec<String>,
+) -> anyhow::Result<()> {
+    let body = serde_json::to_string(&xalb::admin::TargetsChange {
+        target_group_name: group.to_string(),
+        targets,
+    })?;
+    let applied = admin.post(&format!("/api/{verb}-targets"), &body)?;
+    match admin.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&applied)?),
+        _ => println!("{verb}ed: {}", applied.summary),
+    }
+    Ok(())
+}
+
+/// A JSON value's field as text ("" when absent; lists joined by commas).
+fn field(v: &serde_json::Value, key: &str) -> String {
+    match &v[key] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(field_text)
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+fn field_text(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// Keeps the entries of `list` under `key` that `keep` accepts.
+fn filter(json: &mut serde_json::Value, key: &str, keep: impl Fn(&serde_json::Value) -> bool) {
+    if let Some(list) = json[key].as_array_mut() {
+        list.retain(keep);
+    }
+}
+
+fn describe_load_balancers(admin: &AdminArgs, names: &[String]) -> anyhow::Result<()> {
+    let mut json = admin.get("/api/load-balancers")?;
+    filter(&mut json, "LoadBalancers", |lb| {
+        names.is_empty() || names.contains(&field(lb, "LoadBalancerName"))
+    });
+    let lbs = json["LoadBalancers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for n in names {
+        anyhow::ensure!(
+            lbs.iter().any(|lb| &field(lb, "LoadBalancerName") == n),
+            "load balancer {n:?} not found"
+        );
+    }
+    let rows = lbs
+        .iter()
+        .map(|lb| {
+            vec![
+                field(lb, "LoadBalancerName"),
+                field(lb, "Scheme"),
+                field(&lb["State"], "Code"),
+                field(lb, "IpAddressType"),
+                field(lb, "Interfaces"),
+                field(lb, "Addresses"),
+                field(lb, "SecurityGroups"),
+            ]
+        })
+        .collect();
+    let headers = [
+        "Name",
+        "Scheme",
+        "State",
+        "IpAddressType",
+        "Interfaces",
+        "Addresses",
+        "SecurityGroups",
+    ];
+    admin.print("DescribeLoadBalancers", &headers, rows, &json);
+    Ok(())
+}
+
+/// An action in one line: `forward web`, `forward web:90,api:10`,
+/// `redirect HTTP_301 HTTPS://#{host}:443/#{path}?#{query}`, `fixed-response 503`.
+fn action_text(a: &serde_json::Value) -> String {
+    let kind = field(a, "Type");
+    if let Some(g) = a["TargetGroupName"].as_str() {
+        return format!("{kind} {g}");
+    }
+    if let Some(groups) = a["ForwardConfig"]["TargetGroups"].as_array() {
+        let list: Vec<String> = groups
+            .iter()
+            .map(|g| format!("{}:{}", field(g, "TargetGroupName"), field(g, "Weight")))
+            .collect();
+        return format!("{kind} {}", list.join(","));
+    }
+    let r = &a["RedirectConfig"];
+    if r.is_object() {
+        return format!(
+            "{kind} {} {}://{}:{}{}?{}",
+            field(r, "StatusCode"),
+            field(r, "Protocol"),
+            field(r, "Host"),
+            field(r, "Port"),
+            field(r, "Path"),
+            field(r, "Query")
+        );
+    }
+    format!("{kind} {}", field(&a["FixedResponseConfig"], "StatusCode"))
+}
+
+fn actions_text(v: &serde_json::Value, key: &str) -> String {
+    v[key]
+        .as_array()
+        .map(|a| a.iter().map(action_text).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default()
+}
+
+fn describe_listeners(admin: &AdminArgs, lb: Option<&str>) -> anyhow::Result<()> {
+    let mut json = admin.get("/api/listeners")?;
+    filter(&mut json, "Listeners", |l| {
+        lb.is_none_or(|n| field(l, "LoadBalancerName") == n)
+    });
+    let rows = json["Listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            vec![
+                field(l, "ListenerName"),
+                field(l, "LoadBalancerName"),
+                field(l, "Protocol"),
+                field(l, "Port"),
+                field(l, "SslPolicy"),
+                actions_text(l, "DefaultActions"),
+            ]
+        })
+        .collect();
+    let headers = [
+        "Listener",
+        "LoadBalancer",
+        "Protocol",
+        "Port",
+        "SslPolicy",
+        "DefaultActions",
+    ];
+    admin.print("DescribeListeners", &headers, rows, &json);
+    Ok(())
+}
+
+fn describe_rules(admin: &AdminArgs, listener: &str) -> anyhow::Result<()> {
+    let json = admin.get(&format!("/api/rules?listener={listener}"))?;
+    let rows = json["Rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let conditions: Vec<String> = r["Conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| match c["HttpHeaderName"].as_str() {
+                    Some(h) => format!("{} {h}={}", field(c, "Field"), field(c, "Values")),
+                    None => format!("{}={}", field(c, "Field"), field(c, "Values")),
+                })
+                .collect();
+            vec![
+                field(r, "Priority"),
+                conditions.join(" and "),
+                actions_text(r, "Actions"),
+            ]
+        })
+        .collect();
+    admin.print(
+        "DescribeRules",
+        &["Priority", "Conditions", "Actions"],
+        rows,
+        &json,
+    );
+    Ok(())
+}
+
+fn describe_target_groups(
+    admin: &AdminArgs,
+    names: &[String],
+    lb: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut json = admin.get("/api/target-groups")?;
+    filter(&mut json, "TargetGroups", |g| {
+        (names.is_empty() || names.contains(&field(g, "TargetGroupName")))
+            && lb.is_none_or(|n| {
+                g["LoadBalancerNames"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == n))
+            })
+    });
+    let groups = json["TargetGroups"].as_array().cloned().unwrap_or_default();
+    for n in names {
+        anyhow::ensure!(
+            groups.iter().any(|g| &field(g, "TargetGroupName") == n),
+            "target group {n:?} not found"
+        );
+    }
+    let rows = groups
+        .iter()
+        .map(|g| {
+            vec![
+                field(g, "TargetGroupName"),
+                field(g, "Protocol"),
+                field(g, "Port"),
+                field(g, "LoadBalancerNames"),
+                field(g, "RegisteredTargetCount"),
+                if g["HealthCheckEnabled"] == true {
+                    format!(
+                        "{} {}",
+                        field(g, "HealthCheckProtocol"),
+                        field(g, "HealthCheckPath")
+                    )
+                    .trim_end()
+                    .to_string()
+                } else {
+                    "off".into()
+                },
+            ]
+        })
+        .collect();
+    let headers = [
+        "Name",
+        "Protocol",
+        "Port",
+        "LoadBalancers",
+        "Targets",
+        "HealthCheck",
+    ];
+    admin.print("DescribeTargetGroups", &headers, rows, &json);
+    Ok(())
+}
+
+fn describe_target_health(admin: &AdminArgs, group: &str) -> anyhow::Result<()> {
+    let json = admin.get(&format!("/targets?target_group={group}"))?;
+    let reply: xalb::admin::TargetsReply = serde_json::from_value(json)?;
     anyhow::ensure!(
         !reply.targets.is_empty(),
         "target group {group:?} has no targets (or does not exist)"
     );
-    println!(
-        "{:<40} {:>5}  {:<10} {:<34} DESCRIPTION",
-        "TARGET", "PORT", "STATE", "REASON"
-    );
-    for t in reply.targets {
-        println!(
-            "{:<40} {:>5}  {:<10} {:<34} {}",
-            t.address, t.port, t.state, t.reason, t.description
-        );
-    }
+    // The AWS CLI's shape, with where each target comes from beside it.
+    let aws = serde_json::json!({
+        "TargetHealthDescriptions": reply.targets.iter().map(|t| serde_json::json!({
+            "Target": { "Id": t.address, "Port": t.port },
+            "TargetHealth": {
+                "State": t.state,
+                "Reason": (!t.reason.is_empty()).then_some(&t.reason),
+                "Description": (!t.description.is_empty()).then_some(&t.description),
+            },
+            "Source": t.source,
+        })).collect::<Vec<_>>()
+    });
+    let rows = reply
+        .targets
+        .iter()
+        .map(|t| {
+            vec![
+                t.address.clone(),
+                t.port.to_string(),
+                t.state.clone(),
+                t.reason.clone(),
+                t.source.clone(),
+                t.description.clone(),
+            ]
+        })
+        .collect();
+    let headers = ["Target", "Port", "State", "Reason", "Source", "Description"];
+    admin.print("DescribeTargetHealth", &headers, rows, &aws);
     Ok(())
 }
 

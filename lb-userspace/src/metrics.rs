@@ -148,6 +148,12 @@ impl GroupMetrics {
         self.buckets[i].incr();
         self.sum_micros.add(elapsed.as_micros() as u64);
     }
+
+    /// Responses per bucket of [`RESPONSE_TIME_BUCKETS`] (not cumulative),
+    /// then above the last.
+    pub fn bucket_counts(&self) -> [u64; RESPONSE_TIME_BUCKETS.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].get())
+    }
 }
 
 /// A metric family's type, as its `# TYPE` line names it.

@@ -24,14 +24,24 @@ pub fn admin_get_in(lb: &Netns, path: &str) -> Reply {
 }
 
 /// A POST with an empty body on the admin endpoint (`/reload`), from inside
-/// the balancer's namespace.
+/// the balancer's namespace, with its admin token.
 pub fn admin_post(bed: &HttpBed, path: &str) -> Reply {
-    let path = path.to_string();
-    in_ns(&bed.lb, async move || {
+    let auth = format!("Bearer {}", crate::daemon::admin_token(&bed.lb));
+    admin_post_as(&bed.lb, path, "", Some(&auth))
+}
+
+/// A POST of `body` on the admin endpoint of the balancer in `lb`, with
+/// `authorization` as that header's value if any.
+pub fn admin_post_as(lb: &Netns, path: &str, body: &str, authorization: Option<&str>) -> Reply {
+    let (path, body) = (path.to_string(), body.to_string());
+    let authorization = authorization.map(str::to_string);
+    in_ns(lb, async move || {
         let mut c = Client::connect(ADMIN.parse().unwrap(), false).await?;
-        let req = http::Request::post(path)
-            .header("host", "admin")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+        let mut req = http::Request::post(path).header("host", "admin");
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
+        let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
         c.send(req).await
     })
     .unwrap()

@@ -61,6 +61,39 @@ impl Stderr {
 
 static NEXT_STATE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// The state directory of the xalb last started in each namespace (by the
+/// namespace's name): where its admin token is.
+static STATE_DIRS: Mutex<Vec<(String, std::path::PathBuf)>> = Mutex::new(Vec::new());
+
+/// The state directory of the xalb last started in `ns`.
+pub fn state_dir_of(ns: &Netns) -> std::path::PathBuf {
+    STATE_DIRS
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(name, _)| name == ns.name())
+        .map(|(_, dir)| dir.clone())
+        .unwrap_or_else(|| panic!("no xalb was started in {}", ns.name()))
+}
+
+/// The admin token of the xalb last started in `ns`, for changes over its
+/// admin endpoint.
+pub fn admin_token(ns: &Netns) -> String {
+    let path = state_dir_of(ns).join("admin.token");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.trim().to_string()
+}
+
+/// `xalb` in `ns`, its commands pointed at the state directory (and so the
+/// admin token) of the xalb last started there.
+pub fn cli(ns: &Netns) -> std::process::Command {
+    let mut c = ns.command(crate::xalb_bin());
+    c.env("XALB_STATE_DIR", state_dir_of(ns));
+    c
+}
+
 /// Counters printed by `xalb run` when it stops: the XDP verdicts as
 /// (balancer, reason, packets), and every line (listener and target
 /// counters among them) as printed.
@@ -127,6 +160,17 @@ impl Daemon {
             crate::interrupt::add_dir(dir);
             cmd.arg("--state-dir").arg(dir);
         }
+        let state_dir = match &own_state {
+            Some(dir) => dir.clone(),
+            None => {
+                let i = extra.iter().position(|a| *a == "--state-dir").expect("named");
+                std::path::PathBuf::from(extra.get(i + 1).copied().unwrap_or_default())
+            }
+        };
+        STATE_DIRS
+            .lock()
+            .unwrap()
+            .push((ns.name().to_string(), state_dir));
         if !extra.contains(&"--bpffs") {
             cmd.arg("--bpffs").arg(crate::bpffs::for_netns(ns.name())?);
         }

@@ -761,9 +761,7 @@ fn a_group_no_listener_uses_is_unused_and_never_checked() {
         config(&extra, r#"{ type = "forward", target_group = "spare" }"#),
     )
     .unwrap();
-    let out = bed
-        .lb
-        .command(xalb_tests::xalb_bin())
+    let out = xalb_tests::daemon::cli(&bed.lb)
         .args(["reload", "--admin", ADMIN])
         .output()
         .unwrap();
@@ -872,9 +870,7 @@ fn a_new_target_is_healthy_after_its_first_check() {
 
     // The same for a target a reload adds.
     std::fs::write(&bed.config, config(&slow_group(&[11, 12]), FORWARD_WEB)).unwrap();
-    let out = bed
-        .lb
-        .command(xalb_tests::xalb_bin())
+    let out = xalb_tests::daemon::cli(&bed.lb)
         .args(["reload", "--admin", ADMIN])
         .output()
         .unwrap();

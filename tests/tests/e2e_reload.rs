@@ -60,8 +60,7 @@ action = {{ type = "fixed-response", status_code = {status}, content_type = "tex
 
 /// `xalb ARGS` inside the balancer's namespace.
 fn xalb(bed: &HttpBed, args: &[&str]) -> Output {
-    bed.lb
-        .command(xalb_tests::xalb_bin())
+    xalb_tests::daemon::cli(&bed.lb)
         .args(args)
         .output()
         .unwrap()

@@ -61,9 +61,7 @@ fn listening(bed: &HttpBed) -> Vec<SocketAddr> {
 
 fn reload(bed: &HttpBed, addresses: &[&str]) -> Output {
     std::fs::write(&bed.config, config(addresses)).unwrap();
-    let out = bed
-        .lb
-        .command(xalb_tests::xalb_bin())
+    let out = xalb_tests::daemon::cli(&bed.lb)
         .args(["reload", "--admin", ADMIN])
         .output()
         .unwrap();

@@ -376,9 +376,7 @@ fn a_failed_target_has_its_flows_reset_and_the_others_keep_theirs() {
 
 /// `xalb reload` in the balancer's namespace, which rereads the file.
 fn reload(bed: &TcpBed) {
-    let out = bed
-        .lb
-        .command(xalb_tests::xalb_bin())
+    let out = xalb_tests::daemon::cli(&bed.lb)
         .args(["reload", "--admin", xalb_tests::bed::ADMIN])
         .output()
         .unwrap();

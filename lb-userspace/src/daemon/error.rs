@@ -19,6 +19,8 @@ use crate::proxy::conn::listener::BindError;
 pub enum ApplyError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registration(#[from] super::registrations::RegistrationError),
     #[error("configuration does not fit the kernel tables: {0}")]
     Kernel(#[from] CompileError),
     #[error("the host does not match the configuration:\n  {}", lines(.0))]
@@ -49,6 +51,7 @@ impl ApplyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ApplyError::Config(_) => "config",
+            ApplyError::Registration(e) => e.kind(),
             ApplyError::Kernel(_) => "kernel",
             ApplyError::Host(_) => "host",
             ApplyError::AccessLog { .. } => "access_log",
@@ -64,6 +67,7 @@ impl ApplyError {
     /// itself failed.
     pub fn http_status(&self) -> u16 {
         match self {
+            ApplyError::Registration(e) => e.http_status(),
             ApplyError::Config(_) | ApplyError::Kernel(_) => 400,
             ApplyError::Host(_)
             | ApplyError::AccessLog { .. }

@@ -6,8 +6,9 @@ mod error;
 pub mod forwarding;
 pub mod lock;
 mod notify;
+pub mod registrations;
+pub mod secrets;
 mod state;
-pub mod sticky_key;
 pub mod takeover;
 pub(crate) mod workers;
 
@@ -26,7 +27,9 @@ use crate::kernel::{counters::CounterRow, Datapath, XdpModeChoice};
 pub use affinity::WorkerAffinity;
 pub use error::{Applied, ApplyError, DetachError, Located, Refusal, RunError};
 use lock::{LockError, NetnsLock};
-use state::{Inherited, Running};
+use registrations::{Registrations, TargetSpec};
+pub use state::TargetChange;
+use state::{Desired, Inherited, Running};
 use takeover::{Control, Handover, TakeoverError};
 
 /// What `xalb run` was asked to do.
@@ -49,16 +52,40 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
 }
 
-/// A reload request from the admin endpoint; answered with what was applied
-/// or why nothing was.
-pub type ReloadRequest = oneshot::Sender<Result<Applied, Refusal>>;
+/// Where the control loop answers an admin request: what was applied, or
+/// why nothing was.
+pub type Answer = oneshot::Sender<Result<Applied, Refusal>>;
+
+/// A change the admin endpoint asks the control loop for.
+pub enum AdminRequest {
+    /// Re-read the configuration file.
+    Reload(Answer),
+    /// Register or deregister targets of a group.
+    Targets {
+        change: TargetChange,
+        group: String,
+        targets: Vec<TargetSpec>,
+        answer: Answer,
+    },
+}
+
+impl AdminRequest {
+    fn refuse(self, refusal: Refusal) {
+        let (AdminRequest::Reload(answer) | AdminRequest::Targets { answer, .. }) = self;
+        let _ = answer.send(Err(refusal));
+    }
+}
 
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
-    let cfg = config::load(&opts.config).map_err(ApplyError::from)?;
-    for w in &cfg.warnings {
+    let file = config::load(&opts.config).map_err(ApplyError::from)?;
+    for w in &file.warnings {
         tracing::warn!("{w}");
     }
-    Running::preflight(&cfg)?;
+    let desired = Desired {
+        file,
+        registrations: Registrations::load(&opts.state_dir).map_err(ApplyError::from)?,
+    };
+    Running::preflight(&desired.effective())?;
     let cookie = pins::netns_cookie()?;
     // The control plane (signals, reloads, health checks, admin); requests
     // are served by the workers (`workers.rs`).
@@ -89,7 +116,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             Err(e @ (TakeoverError::PeerGone | TakeoverError::Pass(_))) => {
                 warn!(error = %e, "takeover: the running xalb went away; starting anew");
                 let lock = acquire_when_released(&acquire)?;
-                return run_with(opts, rt, cfg, cookie, lock, dp, None);
+                return run_with(opts, rt, desired, cookie, lock, dp, None);
             }
             asked => asked?,
         };
@@ -122,7 +149,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let lock = acquire()?;
         (lock, open_datapath()?, None)
     };
-    run_with(opts, rt, cfg, cookie, lock, dp, handover)
+    run_with(opts, rt, desired, cookie, lock, dp, handover)
 }
 
 /// A lock that a process that has just died may still hold for a moment
@@ -152,7 +179,7 @@ type Taken = (
 fn run_with(
     opts: RunOptions,
     rt: tokio::runtime::Runtime,
-    cfg: config::Config,
+    desired: Desired,
     cookie: u64,
     lock: NetnsLock,
     dp: Datapath,
@@ -167,16 +194,21 @@ fn run_with(
         None => (None, None, None),
     };
     // Before any target group is built: their cookie values come from it.
-    match sticky_key::load_or_create(&opts.state_dir) {
+    match secrets::sticky_key(&opts.state_dir) {
         Ok(key) => {
             crate::targets::sticky::use_key(&key);
         }
         Err(e) => warn!("stickiness cookies will not survive a restart: {e}"),
     }
-    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    // Without it, changes over the admin endpoint are refused; the rest
+    // works.
+    let admin_token = secrets::admin_token(&opts.state_dir)
+        .map_err(|e| warn!("admin changes (reload, register-targets) are refused: {e}"))
+        .ok();
+    let (reload_tx, reload_rx) = mpsc::channel::<AdminRequest>(4);
     let mut running = rt.block_on(Running::start(
-        cfg,
-        opts.config.clone(),
+        desired,
+        (opts.config.clone(), opts.state_dir.clone()),
         opts.xdp_mode,
         opts.worker_affinity,
         dp,
@@ -205,7 +237,12 @@ fn run_with(
                 source,
             }
         })?;
-        rt.spawn(admin::serve(listener, running.admin_view(), reload_tx))
+        rt.spawn(admin::serve(
+            listener,
+            running.admin_view(),
+            reload_tx,
+            admin_token,
+        ))
     };
     // The newest xalb owns the control socket from here on.
     let (control_tx, control_rx) = mpsc::channel(4);
@@ -413,7 +450,7 @@ impl Signals {
 async fn main_loop(
     running: &mut Running,
     signals: Signals,
-    mut reloads: mpsc::Receiver<ReloadRequest>,
+    mut requests: mpsc::Receiver<AdminRequest>,
     mut control: mpsc::Receiver<Control>,
     handing: &Handing<'_>,
     stats_interval: Duration,
@@ -480,19 +517,37 @@ async fn main_loop(
                 }
                 notifier.ready("serving");
             }
-            Some(reply) = reloads.recv() => {
+            Some(request) = requests.recv() => {
                 if frozen {
-                    let _ = reply.send(Err(Refusal::taking_over()));
+                    request.refuse(Refusal::taking_over());
                     continue;
                 }
                 notifier.reloading();
-                let res = running.reload().await;
+                let (res, answer) = match request {
+                    AdminRequest::Reload(answer) => {
+                        let res = running.reload().await;
+                        match &res {
+                            Ok(applied) => info!("configuration reloaded: {}", applied.summary),
+                            Err(e) => error!("configuration not reloaded; the running one stays:\n{e}"),
+                        }
+                        (res, answer)
+                    }
+                    AdminRequest::Targets { change, group, targets, answer } => {
+                        let res = running.change_targets(change, &group, &targets).await;
+                        let what = match change {
+                            TargetChange::Register => "registered",
+                            TargetChange::Deregister => "deregistered",
+                        };
+                        let list: Vec<String> = targets.iter().map(ToString::to_string).collect();
+                        match &res {
+                            Ok(applied) => info!(target_group = %group, targets = %list.join(" "), "targets {what}: {}", applied.summary),
+                            Err(e) => warn!(target_group = %group, targets = %list.join(" "), "targets not {what}: {e}"),
+                        }
+                        (res, answer)
+                    }
+                };
                 notifier.ready("serving");
-                match &res {
-                    Ok(applied) => info!("configuration reloaded: {}", applied.summary),
-                    Err(e) => error!("configuration not reloaded; the running one stays:\n{e}"),
-                }
-                let _ = reply.send(res.map_err(|e| e.report()));
+                let _ = answer.send(res.map_err(|e| e.report()));
             }
             _ = sync.tick(), if !frozen => running.sync_kernel_backends(),
             _ = stats.tick(), if !stats_interval.is_zero() => {

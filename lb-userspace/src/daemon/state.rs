@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::affinity::WorkerAffinity;
 use super::error::{Applied, ApplyError};
 use super::forwarding::Forwarding;
+use super::registrations::{Registrations, TargetSpec};
 use super::takeover::HandedGroup;
 use super::workers::Workers;
 use crate::admin::{AdminView, DrainingTarget, ListenerEntry, SocketEntry};
@@ -25,6 +26,13 @@ use crate::proxy::conn::spread::Spread;
 use crate::proxy::plan::{self, Binding};
 use crate::proxy::service::Shared;
 use crate::targets::health::{self, HealthState, Reason};
+
+/// What `change_targets` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetChange {
+    Register,
+    Deregister,
+}
 
 /// A listener's socket group of one address family: (balancer, port, family).
 type GroupKey = (String, u16, Family);
@@ -55,9 +63,31 @@ struct Fresh {
     sock_slot: u32,
 }
 
+/// What the daemon is asked to serve: the file, and the targets registered
+/// and deregistered at run time over it.
+pub struct Desired {
+    pub file: Config,
+    pub registrations: Registrations,
+}
+
+impl Desired {
+    /// The configuration served: the file with the run-time changes.
+    pub fn effective(&self) -> Config {
+        let (cfg, warnings) = self.registrations.overlay(&self.file);
+        for w in warnings {
+            warn!("{w}");
+        }
+        cfg
+    }
+}
+
 pub struct Running {
+    /// What is served: [`Self::desired`]'s effective configuration.
     pub cfg: Config,
+    desired: Desired,
     path: PathBuf,
+    /// Where the registrations are kept.
+    state_dir: PathBuf,
     xdp_mode: XdpModeChoice,
     pub datapath: Arc<Mutex<Datapath>>,
     shared: Arc<Shared>,
@@ -94,13 +124,14 @@ impl Running {
     /// running xalb's socket groups are served as they are, in their slots,
     /// and the counters go on counting.
     pub async fn start(
-        cfg: Config,
-        path: PathBuf,
+        desired: Desired,
+        (path, state_dir): (PathBuf, PathBuf),
         xdp_mode: XdpModeChoice,
         worker_affinity: WorkerAffinity,
         mut dp: Datapath,
         inherited: Option<Inherited>,
     ) -> Result<Self, ApplyError> {
+        let cfg = desired.effective();
         let access_log = open_access_log(&cfg).await?;
         let plan = plan::plan(&cfg, None, access_log.clone())?;
         let taking_over = inherited.is_some();
@@ -169,7 +200,9 @@ impl Running {
         dp.attach_all(interfaces(&cfg), xdp_mode)?;
         dp.attach_steering()?;
         let mut running = Self {
+            desired,
             path,
+            state_dir,
             xdp_mode,
             datapath: Arc::new(Mutex::new(dp)),
             shared: plan.shared.clone(),
@@ -353,6 +386,9 @@ impl Running {
 
     fn refresh_view(&self) {
         let mut v = self.view.write().unwrap();
+        v.config = Some(Arc::new(self.cfg.clone()));
+        v.started.get_or_insert_with(Instant::now);
+        v.registered = self.desired.registrations.added(&self.desired.file);
         v.datapath = Some(self.datapath.clone());
         v.lb_rows = self.lb_rows();
         v.listeners = self
@@ -423,12 +459,57 @@ impl Running {
         self.forwarding.rows()
     }
 
-    /// Re-reads the configuration file and applies it whole, or nothing.
+    /// Re-reads the configuration file and applies it whole, or nothing;
+    /// the targets registered at run time stay laid over it.
     pub async fn reload(&mut self) -> Result<Applied, ApplyError> {
-        let cfg = config::load(&self.path)?;
-        for w in &cfg.warnings {
+        let file = config::load(&self.path)?;
+        for w in &file.warnings {
             tracing::warn!("{w}");
         }
+        let registrations = self.desired.registrations.clone();
+        self.apply(Desired {
+            file,
+            registrations,
+        })
+        .await
+    }
+
+    /// Registers `targets` in `group` (or deregisters them: they drain as
+    /// a reload's removed targets do), over the file as last applied; the
+    /// change is kept in the state directory once applied.
+    pub async fn change_targets(
+        &mut self,
+        change: TargetChange,
+        group: &str,
+        targets: &[TargetSpec],
+    ) -> Result<Applied, ApplyError> {
+        let now = &self.desired.registrations;
+        let registrations = match change {
+            TargetChange::Register => now.register(&self.desired.file, group, targets)?,
+            TargetChange::Deregister => now.deregister(&self.desired.file, group, targets)?,
+        };
+        let before = now.clone();
+        // Kept first: an applied change that a restart would forget is
+        // worse than a kept one the apply refuses (undone below).
+        registrations.save(&self.state_dir)?;
+        let file = self.desired.file.clone();
+        let applied = self
+            .apply(Desired {
+                file,
+                registrations,
+            })
+            .await;
+        if applied.is_err() {
+            if let Err(e) = before.save(&self.state_dir) {
+                tracing::error!("{e}");
+            }
+        }
+        applied
+    }
+
+    /// Applies `desired` whole, or nothing.
+    async fn apply(&mut self, desired: Desired) -> Result<Applied, ApplyError> {
+        let cfg = desired.effective();
         let (slots, new_rows) = self
             .slots
             .next(cfg.load_balancers.iter().map(|lb| lb.name.as_str()));
@@ -545,6 +626,7 @@ impl Running {
             plan.removed.len(),
         );
         self.cfg = cfg;
+        self.desired = desired;
         self.access_log = access_log;
         self.start_checkers();
         self.refresh_view();

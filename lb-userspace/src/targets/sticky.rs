@@ -5,7 +5,7 @@
 //! (purpose, group name, target id). Clients cannot forge a value naming a
 //! target they were never sent to, and a value from one group means nothing to
 //! another (AWSALB is one name across all groups, as on ALB). The daemon keeps
-//! the key in its state directory (`daemon/sticky_key.rs`), so sessions
+//! the key in its state directory (`daemon/secrets.rs`), so sessions
 //! survive a restart as well as a reload; without one the key is random per
 //! process.
 
