@@ -470,11 +470,7 @@ fn field(v: &serde_json::Value, key: &str) -> String {
     match &v[key] {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => String::new(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .map(field_text)
-            .collect::<Vec<_>>()
-            .join(","),
+        serde_json::Value::Array(a) => a.iter().map(field_text).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
 }

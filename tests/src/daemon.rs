@@ -163,7 +163,10 @@ impl Daemon {
         let state_dir = match &own_state {
             Some(dir) => dir.clone(),
             None => {
-                let i = extra.iter().position(|a| *a == "--state-dir").expect("named");
+                let i = extra
+                    .iter()
+                    .position(|a| *a == "--state-dir")
+                    .expect("named");
                 std::path::PathBuf::from(extra.get(i + 1).copied().unwrap_or_default())
             }
         };
