@@ -144,6 +144,19 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::spawn_under(ns, &[], config, extra, env)
+    }
+
+    /// [`Self::spawn_with_env`] with xalb run by `wrapper` (a program and
+    /// its arguments, such as `setpriv` with a capability set), which must
+    /// exec it: [`Self::pid`] is then xalb's.
+    pub fn spawn_under(
+        ns: &Netns,
+        wrapper: &[&str],
+        config: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let own_state = (!extra.contains(&"--state-dir")).then(|| {
             std::env::temp_dir().join(format!(
                 "xalb-state-{}-{}",
@@ -151,7 +164,14 @@ impl Daemon {
                 NEXT_STATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ))
         });
-        let mut cmd = ns.command(crate::xalb_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = ns.command(program);
+                c.args(args).arg(crate::xalb_bin());
+                c
+            }
+            None => ns.command(crate::xalb_bin()),
+        };
         cmd.args(["run", "-c"])
             .arg(config)
             .args(["--stats-interval", "0"])

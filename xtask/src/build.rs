@@ -30,6 +30,26 @@ pub fn ebpf() -> Result<()> {
     Ok(())
 }
 
+/// Build the XDP object, then the `xalb` binary alone in release mode (not
+/// the test crate's demo, whose fat-LTO link would double the time); returns
+/// its path.
+pub fn release_daemon() -> Result<PathBuf> {
+    ebpf()?;
+    run_status(
+        Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "lb-userspace",
+                "--bin",
+                "xalb",
+            ]),
+    )?;
+    Ok(workspace_root().join("target/release/xalb"))
+}
+
 /// Build the XDP object, then `xalb`; returns the daemon's path.
 pub fn all(release: bool) -> Result<PathBuf> {
     ebpf()?;

@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod fuzz;
+mod package;
 mod toolchain;
 
 use std::process::Command;
@@ -47,6 +48,9 @@ enum Cmd {
     },
     /// Build everything and run the seed scenario in network namespaces.
     Demo,
+    /// Build the Debian package, target/debian/xalb_<version>_<arch>.deb,
+    /// from packaging/debian and the release binary.
+    Package(package::Args),
     /// Run the fuzz targets in fuzz/ (cargo-fuzz on nightly; installs
     /// cargo-fuzz if missing); a crash's input is saved in fuzz/artifacts.
     Fuzz(fuzz::Args),
@@ -71,6 +75,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::run(args),
         Cmd::BenchTally(args) => bench::tally::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
+        Cmd::Package(args) => package::run(args),
         Cmd::Demo => {
             let bin = build::all(true)?;
             toolchain::ensure_apt(&["iproute2", "ethtool", "curl", "openssl"])?;
@@ -113,8 +118,27 @@ fn test(args: Vec<String>) -> Result<()> {
         "warnings",
     ]))?;
     let filtered = !args.is_empty();
-    // curl and openssl: real TLS clients for the HTTPS tests.
-    toolchain::ensure_apt(&["iproute2", "ethtool", "curl", "openssl"])?;
+    // curl and openssl: real TLS clients for the HTTPS tests; chromium and
+    // its driver: the dashboard's headless browser test; systemd (for
+    // systemd-analyze) and logrotate: the package's unit and snippet are
+    // checked by the tools that read them.
+    toolchain::ensure_apt(&[
+        "iproute2",
+        "ethtool",
+        "curl",
+        "openssl",
+        "chromium",
+        "chromium-driver",
+        "systemd",
+        "logrotate",
+    ])?;
+    // The package's tests install the .deb in a throwaway Debian root:
+    // both are made first, unless the run is narrowed to other tests (the
+    // release build takes minutes).
+    if !filtered || args.iter().any(|a| a.contains("package")) {
+        package::build()?;
+        package::test_root()?;
+    }
     // Echo cargo's output and add up its per-binary results into one closing
     // line, so the run's verdict is not the last binary's (often empty) line.
     // The workspace includes xtask itself: its unit tests cover the bench's
