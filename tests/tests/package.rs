@@ -2,8 +2,9 @@
 //! package`) installs, removes and purges on a clean Debian 12, in a
 //! throwaway root and never on this host; the configuration it ships is
 //! refused until its addresses are filled in and passes `xalb check` once
-//! they are; systemd-analyze accepts the unit; and the unit's capabilities
-//! are enough for `xalb run`, none of them spare.
+//! they are; systemd-analyze accepts the unit; the unit's capabilities are
+//! enough for `xalb run`, none of them spare; and in a Debian 12 booted by
+//! systemd-nspawn, systemd runs xalb with the unit, sandbox and all.
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -123,9 +124,10 @@ fn mount(source: &str, target: &Path, fstype: &str, data: Option<&str>) {
 }
 
 impl Chroot {
-    fn new() -> Self {
+    /// On `target/debian/<name>`.
+    fn new(name: &str) -> Self {
         xalb_tests::require_root();
-        let lower = workspace().join("target/debian/bookworm-root");
+        let lower = workspace().join("target/debian").join(name);
         assert!(
             lower.join("var/lib/dpkg/status").is_file(),
             "no Debian root at {}: run `cargo xtask package --test-root` (`cargo xtask test` does)",
@@ -157,6 +159,16 @@ impl Chroot {
         mount("proc", &root.join("proc"), "proc", None);
         me.mounts.push(root.join("proc"));
         me
+    }
+
+    /// Unmounts /proc, for a container that mounts its own.
+    fn unmount_proc(&mut self) {
+        let proc = self.root.join("proc");
+        let c = CString::new(proc.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path of a mount made here.
+        let rc = unsafe { libc::umount2(c.as_ptr(), 0) };
+        assert_eq!(rc, 0, "umount {}", proc.display());
+        self.mounts.retain(|m| *m != proc);
     }
 
     /// A path inside the root, as seen from this host.
@@ -194,6 +206,13 @@ impl Chroot {
         self.ok(&all)
     }
 
+    /// `apt-get install` of the package.
+    fn install(&self, deb: &Path) {
+        let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::copy(deb, self.path("/tmp").join(&name)).unwrap();
+        self.apt(&["install", &format!("/tmp/{name}")]);
+    }
+
     /// dpkg's status of xalb, or None once it has forgotten it.
     fn status(&self) -> Option<String> {
         let out = self.run(&["dpkg-query", "-W", "-f=${Status}", "xalb"]);
@@ -227,12 +246,11 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn the_package_installs_removes_and_purges_on_a_clean_debian_12() {
     let deb = newest_deb();
-    let chroot = Chroot::new();
+    let chroot = Chroot::new("bookworm-root");
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
-    std::fs::copy(&deb, chroot.path("/tmp").join(&name)).unwrap();
     // As a user installs a downloaded package: apt resolves its
     // dependencies from what a minimal system has.
-    chroot.apt(&["install", &format!("/tmp/{name}")]);
+    chroot.install(&deb);
     assert_eq!(chroot.status().as_deref(), Some("install ok installed"));
 
     let version = chroot.ok(&["xalb", "--version"]);
@@ -650,4 +668,274 @@ fn logrotate_reads_the_snippet() {
         said.contains("rotating pattern: /var/log/xalb/*.log"),
         "{said}"
     );
+}
+
+/// The package installed in a Debian 12 with systemd, booted by
+/// systemd-nspawn in a network namespace of its own (with a veth pair for
+/// the balancer) and a bpf filesystem of this test's own at /sys/fs/bpf.
+/// On drop the container is stopped (killed if it will not), then its
+/// bpffs and its root are unmounted.
+struct Booted {
+    nspawn: std::process::Child,
+    /// The container's systemd, as this host numbers it.
+    init: u32,
+    bpffs: PathBuf,
+    /// Dropped last: the container runs on it.
+    chroot: Chroot,
+}
+
+/// Sets up the balancer's link before xalb can start.
+const TEST_NET_UNIT: &str = "[Unit]
+Before=xalb.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/sbin/ip link add eth0 type veth peer name eth1
+ExecStart=/sbin/ip link set eth0 up
+ExecStart=/sbin/ip link set eth1 up
+ExecStart=/sbin/ip addr add 10.9.0.10/24 dev eth0
+[Install]
+WantedBy=multi-user.target
+";
+
+/// The host pid of `parent`'s child running `comm`, if any.
+fn child_named(parent: u32, comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // pid (comm) state ppid ...
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+        (ppid == parent && name == comm).then_some(pid)
+    })
+}
+
+impl Booted {
+    fn new(deb: &Path) -> Self {
+        let mut chroot = Chroot::new("bookworm-systemd-root");
+        chroot.install(deb);
+        chroot.unmount_proc();
+        // The shipped file with this container's interface and addresses.
+        let config = read(&packaging("xalb.toml"))
+            .replace("BALANCER-ADDRESS", "10.9.0.10")
+            .replace("TARGET-1-ADDRESS", "10.9.0.11")
+            .replace("TARGET-2-ADDRESS", "10.9.0.12");
+        std::fs::write(chroot.path("/etc/xalb/xalb.toml"), config).unwrap();
+        std::fs::write(
+            chroot.path("/etc/systemd/system/xalb-test-net.service"),
+            TEST_NET_UNIT,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/systemd/system/xalb-test-net.service",
+            chroot.path("/etc/systemd/system/multi-user.target.wants/xalb-test-net.service"),
+        )
+        .unwrap();
+        let bpffs = chroot.root.with_file_name("bpffs");
+        std::fs::create_dir(&bpffs).unwrap();
+        mount("bpf", &bpffs, "bpf", None);
+        let name = format!(
+            "xalb-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let log = std::fs::File::create(chroot.root.with_file_name("boot.log")).unwrap();
+        let nspawn = Command::new("systemd-nspawn")
+            .arg("--directory")
+            .arg(&chroot.root)
+            .args([
+                "--boot",
+                "--keep-unit",
+                "--register=no",
+                "--private-network",
+            ])
+            .args(["--machine", &name])
+            // CAP_NET_ADMIN comes with --private-network.
+            .arg("--capability=CAP_BPF,CAP_PERFMON")
+            .arg(format!("--bind={}:/sys/fs/bpf", bpffs.display()))
+            // nspawn's own seccomp filter refuses bpf() whatever the
+            // capabilities: off, so that only the unit's sandbox is tested.
+            .env("SYSTEMD_SECCOMP", "0")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                let c = CString::new(bpffs.as_os_str().as_bytes()).unwrap();
+                // SAFETY: a NUL-terminated path of the mount made above.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                panic!(
+                    "systemd-nspawn (package systemd-container; cargo xtask test installs it): {e}"
+                )
+            });
+        let mut me = Self {
+            nspawn,
+            init: 0,
+            bpffs,
+            chroot,
+        };
+        // Its systemd appears as nspawn's child once the container is set up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        me.init = loop {
+            if let Some(pid) = child_named(me.nspawn.id(), "systemd") {
+                break pid;
+            }
+            if let Some(status) = me.nspawn.try_wait().unwrap() {
+                panic!("systemd-nspawn exited with {status}: {}", me.boot_log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the container's systemd did not start: {}",
+                me.boot_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        // Until its manager listens, then until the boot is over
+        // (`--wait`); both bounded.
+        let private = PathBuf::from(format!("/proc/{}/root/run/systemd/private", me.init));
+        while !private.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the container's systemd does not listen: {}",
+                me.boot_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = me.sh("timeout 120 systemctl is-system-running --wait");
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            state == "running" || state == "degraded",
+            "the container did not boot ({state}): {}{}{}",
+            text(&out),
+            me.boot_log(),
+            text(&me.sh("systemctl --failed --no-pager"))
+        );
+        me
+    }
+
+    fn boot_log(&self) -> String {
+        std::fs::read_to_string(self.chroot.root.with_file_name("boot.log")).unwrap_or_default()
+    }
+
+    /// A shell command run in the container (every namespace of its init).
+    fn sh(&self, script: &str) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.init.to_string(), "-a", "/bin/sh", "-c", script])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C")
+            .output()
+            .expect("nsenter")
+    }
+
+    /// Like [`Self::sh`], failing the test unless it succeeds; its stdout.
+    fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "{script:?} failed: {}\n{}",
+            text(&out),
+            text(&self.sh("journalctl -u xalb --no-pager -n 30 -o cat"))
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Files pinned in the container's bpf filesystem.
+    fn pins(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, into: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, into);
+                } else {
+                    into.push(path);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        walk(&self.bpffs.join("xalb"), &mut all);
+        all
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        // SIGTERM asks nspawn for a clean shutdown of the container.
+        // SAFETY: kill with the pid of our own child, not yet reaped.
+        unsafe { libc::kill(self.nspawn.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while matches!(self.nspawn.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+        let c = CString::new(self.bpffs.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path of a mount made here. Every pin
+        // in it goes with it.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The unit under systemd itself: the sandbox and the capabilities let xalb
+/// come up (Type=notify), serve, write its access log and reload; a refused
+/// file fails `systemctl reload` and xalb carries on; logrotate's signal
+/// reaches it; removing the package stops it and takes the security groups
+/// off.
+#[test]
+fn the_unit_runs_xalb_under_systemd() {
+    let deb = newest_deb();
+    let c = Booted::new(&deb);
+    c.ok("systemctl start xalb");
+    let show = c.ok("systemctl show -p ActiveState -p StatusText -p MainPID xalb");
+    assert!(
+        show.contains("ActiveState=active") && show.contains("StatusText=serving"),
+        "{show}"
+    );
+    let caps = unit_capabilities(&read(&packaging("xalb.service")), "CapabilityBoundingSet");
+    let want: u64 = caps.iter().map(|c| 1u64 << cap_bit(c)).sum();
+    let status = c.ok("cat /proc/$(systemctl show -p MainPID --value xalb)/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(u64::from_str_radix(&field("CapEff"), 16).unwrap(), want);
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert!(!c.pins().is_empty(), "the security groups are pinned");
+
+    // A request through XDP and sk_lookup: no target answers, so the
+    // balancer does, and logs it.
+    let code = c.ok("curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://10.9.0.10/");
+    assert_eq!(code, "502");
+    let log = c.ok("cat /var/log/xalb/access.log");
+    assert!(log.contains("\"elb_status_code\":502"), "{log}");
+
+    c.ok("systemctl reload xalb");
+    c.ok("cp /etc/xalb/xalb.toml /root/good.toml && \
+          sed -i 's/interval = \"10s\"/interval = \"1s\"/' /etc/xalb/xalb.toml");
+    let refused = c.sh("systemctl reload xalb");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert_eq!(c.ok("systemctl is-active xalb"), "active");
+    let journal = c.ok("journalctl -u xalb --no-pager -o cat");
+    assert!(
+        journal.contains("/etc/xalb/xalb.toml:38:12: target_group[0].health_check.interval"),
+        "{journal}"
+    );
+    c.ok("cp /root/good.toml /etc/xalb/xalb.toml");
+
+    // logrotate's postrotate.
+    c.ok("systemctl kill --kill-whom=main --signal=SIGUSR1 xalb.service");
+    assert_eq!(c.ok("systemctl is-active xalb"), "active");
+
+    let removed = c.ok("apt-get -y -o Dpkg::Use-Pty=0 remove xalb");
+    assert_eq!(
+        c.sh("systemctl is-active xalb").stdout,
+        b"inactive\n",
+        "{removed}"
+    );
+    assert_eq!(c.pins(), Vec::<PathBuf>::new(), "{removed}");
 }

@@ -132,9 +132,9 @@ fn test(args: Vec<String>) -> Result<()> {
         "systemd",
         "logrotate",
     ])?;
-    // The package's tests install the .deb in a throwaway Debian root:
-    // both are made first, unless the run is narrowed to other tests (the
-    // release build takes minutes).
+    // The package's tests install the .deb in throwaway Debian roots (one
+    // of them booted by systemd-nspawn): all are made first, unless the
+    // run is narrowed to other tests (the release build takes minutes).
     if !filtered || args.iter().any(|a| a.contains("package")) {
         package::build()?;
         package::test_root()?;

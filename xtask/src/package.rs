@@ -20,13 +20,15 @@ const OUT_DIR: &str = "target/debian";
 /// The minimal Debian 12 root the install test copies (as an overlay) for
 /// each run; made once, reused after.
 const TEST_ROOT: &str = "target/debian/bookworm-root";
+/// The same with systemd, which the unit's test boots in a container.
+const SYSTEMD_TEST_ROOT: &str = "target/debian/bookworm-systemd-root";
 const SUITE: &str = "bookworm";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Also make the minimal Debian 12 root (debootstrap, once: it is
-    /// reused) that the package's install test installs it in.
+    /// Also make the minimal Debian 12 roots (debootstrap, once: they are
+    /// reused) that the package's tests install it in.
     #[arg(long)]
     test_root: bool,
 }
@@ -293,15 +295,27 @@ fn depends(work: &Path) -> Result<String> {
     Ok(deps.trim().to_string())
 }
 
-/// The throwaway Debian 12 root for the install test: made by debootstrap
-/// (minbase) from this machine's own mirror, once; its path.
+/// The throwaway Debian 12 roots for the package's tests, made by
+/// debootstrap (minbase) from this machine's own mirror, once: a minimal
+/// one to install the package in, and one with systemd that the unit's
+/// test boots (systemd-nspawn, which this installs). Returns the first.
 pub fn test_root() -> Result<PathBuf> {
-    let dir = workspace_root().join(TEST_ROOT);
+    toolchain::ensure_apt(&["debootstrap", "systemd-container"])?;
+    let root = workspace_root();
+    debootstrap(&root.join(TEST_ROOT), &[])?;
+    debootstrap(
+        &root.join(SYSTEMD_TEST_ROOT),
+        &["systemd", "systemd-sysv", "iproute2", "curl"],
+    )?;
+    Ok(root.join(TEST_ROOT))
+}
+
+/// A minbase root at `dir` with `include` added, unless there is one.
+fn debootstrap(dir: &Path, include: &[&str]) -> Result<()> {
     // Renamed into place only once debootstrap has finished.
     if dir.is_dir() {
-        return Ok(dir);
+        return Ok(());
     }
-    toolchain::ensure_apt(&["debootstrap"])?;
     let partial = dir.with_extension("partial");
     if partial.exists() {
         // An interrupted debootstrap can leave /proc or /sys mounted in
@@ -314,16 +328,23 @@ pub fn test_root() -> Result<PathBuf> {
         )?;
     }
     let mirror = mirror()?;
-    eprintln!("xtask: making a minimal Debian {SUITE} root for the package's test from {mirror}");
-    run_status(
-        Command::new("debootstrap")
-            .args(["--variant=minbase", SUITE])
-            .arg(&partial)
-            .arg(&mirror),
-    )?;
+    eprintln!(
+        "xtask: making a minimal Debian {SUITE} root{} for the package's tests from {mirror}",
+        if include.is_empty() {
+            ""
+        } else {
+            " with systemd"
+        }
+    );
+    let mut cmd = Command::new("debootstrap");
+    cmd.arg("--variant=minbase");
+    if !include.is_empty() {
+        cmd.arg(format!("--include={}", include.join(",")));
+    }
+    run_status(cmd.arg(SUITE).arg(&partial).arg(&mirror))?;
     unmount_under(&partial)?;
-    fs::rename(&partial, &dir)?;
-    Ok(dir)
+    fs::rename(&partial, dir)?;
+    Ok(())
 }
 
 /// The Debian mirror this machine's apt uses for bookworm (deb822
