@@ -479,28 +479,37 @@ fn field_text(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
-/// Keeps the entries of `list` under `key` that `keep` accepts.
-fn filter(json: &mut serde_json::Value, key: &str, keep: impl Fn(&serde_json::Value) -> bool) {
-    if let Some(list) = json[key].as_array_mut() {
-        list.retain(keep);
+/// Keeps the entries of the list under `list` that `names` names by their
+/// field `name` (all when `names` is empty) and that `keep` accepts, and
+/// returns them; or the first of `names` that none answers to.
+fn named(
+    json: &mut serde_json::Value,
+    (list, name): (&str, &str),
+    names: &[String],
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Result<Vec<serde_json::Value>, String> {
+    if let Some(entries) = json[list].as_array_mut() {
+        entries.retain(|e| (names.is_empty() || names.contains(&field(e, name))) && keep(e));
+    }
+    let kept = json[list].as_array().cloned().unwrap_or_default();
+    match names
+        .iter()
+        .find(|n| !kept.iter().any(|e| &field(e, name) == *n))
+    {
+        Some(missing) => Err(missing.clone()),
+        None => Ok(kept),
     }
 }
 
 fn describe_load_balancers(admin: &AdminArgs, names: &[String]) -> anyhow::Result<()> {
     let mut json = admin.get("/api/load-balancers")?;
-    filter(&mut json, "LoadBalancers", |lb| {
-        names.is_empty() || names.contains(&field(lb, "LoadBalancerName"))
-    });
-    let lbs = json["LoadBalancers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for n in names {
-        anyhow::ensure!(
-            lbs.iter().any(|lb| &field(lb, "LoadBalancerName") == n),
-            "load balancer {n:?} not found"
-        );
-    }
+    let lbs = named(
+        &mut json,
+        ("LoadBalancers", "LoadBalancerName"),
+        names,
+        |_| true,
+    )
+    .map_err(|n| anyhow::anyhow!("load balancer {n:?} not found"))?;
     let rows = lbs
         .iter()
         .map(|lb| {
@@ -566,13 +575,10 @@ fn actions_text(v: &serde_json::Value, key: &str) -> String {
 
 fn describe_listeners(admin: &AdminArgs, lb: Option<&str>) -> anyhow::Result<()> {
     let mut json = admin.get("/api/listeners")?;
-    filter(&mut json, "Listeners", |l| {
-        lb.is_none_or(|n| field(l, "LoadBalancerName") == n)
-    });
-    let rows = json["Listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let of_lb = |l: &serde_json::Value| lb.is_none_or(|n| field(l, "LoadBalancerName") == n);
+    let rows = named(&mut json, ("Listeners", "ListenerName"), &[], of_lb)
+        .unwrap_or_default()
+        .iter()
         .map(|l| {
             vec![
                 field(l, "ListenerName"),
@@ -634,21 +640,20 @@ fn describe_target_groups(
     lb: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut json = admin.get("/api/target-groups")?;
-    filter(&mut json, "TargetGroups", |g| {
-        (names.is_empty() || names.contains(&field(g, "TargetGroupName")))
-            && lb.is_none_or(|n| {
-                g["LoadBalancerNames"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x == n))
-            })
-    });
-    let groups = json["TargetGroups"].as_array().cloned().unwrap_or_default();
-    for n in names {
-        anyhow::ensure!(
-            groups.iter().any(|g| &field(g, "TargetGroupName") == n),
-            "target group {n:?} not found"
-        );
-    }
+    let used_by = |g: &serde_json::Value| {
+        lb.is_none_or(|n| {
+            g["LoadBalancerNames"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == n))
+        })
+    };
+    let groups = named(
+        &mut json,
+        ("TargetGroups", "TargetGroupName"),
+        names,
+        used_by,
+    )
+    .map_err(|n| anyhow::anyhow!("target group {n:?} not found"))?;
     let rows = groups
         .iter()
         .map(|g| {

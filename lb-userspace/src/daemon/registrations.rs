@@ -150,18 +150,13 @@ impl Registrations {
         group: &str,
         targets: &[TargetSpec],
     ) -> Result<Self, RegistrationError> {
-        let (port, in_file) = group_of(file, group, targets)?;
-        let mut next = self.clone();
-        let changes = next.groups.entry(group.to_string()).or_default();
-        for t in targets {
-            let addr = resolve(t, port)?;
+        self.change(file, group, targets, |changes, in_file, addr| {
             changes.deregistered.retain(|&d| d != addr);
             if !in_file.contains(&addr) && !changes.registered.contains(&addr) {
                 changes.registered.push(addr);
             }
-        }
-        next.tidy();
-        Ok(next)
+            Ok(())
+        })
     }
 
     /// The changes after deregistering `targets` from `group`; each must be
@@ -172,11 +167,7 @@ impl Registrations {
         group: &str,
         targets: &[TargetSpec],
     ) -> Result<Self, RegistrationError> {
-        let (port, in_file) = group_of(file, group, targets)?;
-        let mut next = self.clone();
-        let changes = next.groups.entry(group.to_string()).or_default();
-        for t in targets {
-            let addr = resolve(t, port)?;
+        self.change(file, group, targets, |changes, in_file, addr| {
             if let Some(i) = changes.registered.iter().position(|&r| r == addr) {
                 changes.registered.remove(i);
             } else if in_file.contains(&addr) && !changes.deregistered.contains(&addr) {
@@ -187,6 +178,34 @@ impl Registrations {
                     target: addr,
                 });
             }
+            Ok(())
+        })
+    }
+
+    /// The changes after `each` has changed `group`'s for every target
+    /// (given the file's targets of the group), or the first refusal.
+    fn change(
+        &self,
+        file: &Config,
+        group: &str,
+        targets: &[TargetSpec],
+        mut each: impl FnMut(
+            &mut GroupChanges,
+            &[SocketAddr],
+            SocketAddr,
+        ) -> Result<(), RegistrationError>,
+    ) -> Result<Self, RegistrationError> {
+        if targets.is_empty() {
+            return Err(RegistrationError::Empty);
+        }
+        let g = file
+            .target_group(group)
+            .ok_or_else(|| RegistrationError::NoSuchGroup(group.to_string()))?;
+        let in_file = file_targets(g);
+        let mut next = self.clone();
+        let changes = next.groups.entry(group.to_string()).or_default();
+        for t in targets {
+            each(changes, &in_file, resolve(t, g.port)?)?;
         }
         next.tidy();
         Ok(next)
@@ -259,21 +278,6 @@ fn file_targets(g: &crate::config::model::TargetGroup) -> Vec<SocketAddr> {
         .iter()
         .map(|t| SocketAddr::new(t.address, t.port))
         .collect()
-}
-
-/// The group's port and its file targets, once the request is known sound.
-fn group_of(
-    file: &Config,
-    group: &str,
-    targets: &[TargetSpec],
-) -> Result<(u16, Vec<SocketAddr>), RegistrationError> {
-    if targets.is_empty() {
-        return Err(RegistrationError::Empty);
-    }
-    let g = file
-        .target_group(group)
-        .ok_or_else(|| RegistrationError::NoSuchGroup(group.to_string()))?;
-    Ok((g.port, file_targets(g)))
 }
 
 /// The target's address and port, as the file's validation would accept it.
