@@ -162,7 +162,8 @@ fn handle(conn: &Socket, daemon: &mpsc::Sender<Control>) -> Result<Outcome, (Tak
         }
         Some((Message::Drain { grace_ms }, _)) => {
             let grace = Duration::from_millis(grace_ms);
-            let _ = daemon.blocking_send(Control::Drain { to_pid: pid, grace });
+            // Confirmed first: with nothing to drain, this process may exit
+            // before a confirmation sent after the order would leave it.
             // The successor may be gone already; it serves either way.
             let _ = send(
                 conn,
@@ -171,6 +172,7 @@ fn handle(conn: &Socket, daemon: &mpsc::Sender<Control>) -> Result<Outcome, (Tak
                 },
                 &[],
             );
+            let _ = daemon.blocking_send(Control::Drain { to_pid: pid, grace });
             Ok(Outcome::Drained)
         }
         Some((other, _)) => Err(frozen(TakeoverError::Protocol(format!(
