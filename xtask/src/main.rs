@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod fuzz;
 mod package;
+mod testrun;
 mod toolchain;
 
 use std::process::Command;
@@ -39,10 +40,12 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Build everything, check formatting and clippy, run the whole test
-    /// suite (needs root: namespaces, XDP), then each fuzz target for a few
-    /// seconds.
+    /// suite with cargo-nextest (needs root: namespaces, XDP), then the doc
+    /// tests, then each fuzz target for a few seconds.
     Test {
-        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        /// Test filters for `cargo nextest run` (and `list`): test names,
+        /// `-E 'EXPRESSION'`, `-p PACKAGE`, `--test BINARY`. Options of the
+        /// run itself go in NEXTEST_* variables (NEXTEST_NO_CAPTURE=1).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -121,7 +124,8 @@ fn test(args: Vec<String>) -> Result<()> {
     // curl and openssl: real TLS clients for the HTTPS tests; chromium and
     // its driver: the dashboard's headless browser test; systemd (for
     // systemd-analyze) and logrotate: the package's unit and snippet are
-    // checked by the tools that read them.
+    // checked by the tools that read them; so are the bench's nginx and
+    // HAProxy configurations, by nginx (with its stream module) and HAProxy.
     toolchain::ensure_apt(&[
         "iproute2",
         "ethtool",
@@ -131,6 +135,9 @@ fn test(args: Vec<String>) -> Result<()> {
         "chromium-driver",
         "systemd",
         "logrotate",
+        "nginx",
+        "libnginx-mod-stream",
+        "haproxy",
     ])?;
     // The package's tests install the .deb in throwaway Debian roots (one
     // of them booted by systemd-nspawn): all are made first, unless the
@@ -139,40 +146,22 @@ fn test(args: Vec<String>) -> Result<()> {
         package::build()?;
         package::test_root()?;
     }
-    // Echo cargo's output and add up its per-binary results into one closing
-    // line, so the run's verdict is not the last binary's (often empty) line.
-    // The workspace includes xtask itself: its unit tests cover the bench's
-    // parsing, plans and report.
-    let mut child = Command::new(env!("CARGO"))
-        .args(["test", "--workspace"])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("failed to start cargo test")?;
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
-    let out = child.stdout.take().expect("piped");
-    for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
-        let line = line?;
-        println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            for part in rest.split([';', '.']) {
-                let mut it = part.split_whitespace();
-                if let (Some(n), Some(what)) = (it.next(), it.next()) {
-                    let n: u64 = n.parse().unwrap_or(0);
-                    match what {
-                        "passed" => passed += n,
-                        "failed" => failed += n,
-                        "ignored" => ignored += n,
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-    let status = child.wait()?;
-    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
-    if !status.success() {
-        bail!("cargo test failed: {status}");
+    // Every test in a process of its own, under the per-test timeouts and
+    // the rules on what may run beside what in .config/nextest.toml. The
+    // workspace includes xtask itself: its unit tests cover the bench's
+    // parsing, plans and report, and this closing line.
+    toolchain::ensure_cargo_nextest()?;
+    let run = testrun::nextest_run(&args)?;
+    // nextest runs no doc tests; cargo does, after.
+    let doc = testrun::cargo_test_doc(&args)?;
+    let (passed, failed, skipped) = (
+        run.passed + doc.passed,
+        run.failed + doc.failed,
+        run.skipped + doc.skipped,
+    );
+    println!("tests: {passed} passed, {failed} failed, {skipped} skipped");
+    if !run.ok || !doc.ok {
+        bail!("the tests failed");
     }
     if passed == 0 {
         bail!("no test ran");

@@ -11,6 +11,7 @@ use crate::{output, run_status};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+const CARGO_NEXTEST_VERSION: &str = "0.9.143";
 
 fn nightly_sysroot() -> Result<PathBuf> {
     let s = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
@@ -141,6 +142,43 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
         CARGO_FUZZ_VERSION,
         "--locked",
     ]))
+}
+
+/// Whether `cargo SUBCOMMAND --version` runs: the cargo plugin is there
+/// and works, wherever it was installed (the machine's image puts
+/// cargo-nextest in /usr/local/bin, `cargo install` in ~/.cargo/bin).
+fn cargo_plugin_runs(subcommand: &str) -> bool {
+    Command::new(env!("CARGO"))
+        .args([subcommand, "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `cargo install NAME --version VERSION --locked`, unless `cargo SUBCOMMAND`
+/// already runs (any version that runs will do).
+fn ensure_cargo_plugin(subcommand: &str, name: &str, version: &str, why: &str) -> Result<()> {
+    if cargo_plugin_runs(subcommand) {
+        return Ok(());
+    }
+    // crates.io has sources only, so it is built here: a few minutes.
+    eprintln!("xtask: installing {name} {version} ({why}; a few minutes)");
+    run_status(Command::new(env!("CARGO")).args([
+        "install",
+        name,
+        "--version",
+        version,
+        "--locked",
+    ]))
+}
+
+/// cargo-nextest, which `cargo xtask test` runs the suite with.
+pub fn ensure_cargo_nextest() -> Result<()> {
+    ensure_cargo_plugin(
+        "nextest",
+        "cargo-nextest",
+        CARGO_NEXTEST_VERSION,
+        "the test runner",
+    )
 }
 
 /// This process's turn at apt: an exclusive `flock` on a file of xtask's

@@ -995,4 +995,98 @@ mod tests {
         assert!(!c.haproxy.lines().any(|l| l.trim_start().starts_with("log")));
         assert!(c.xalb_kernel.contains("10.231.1.0/24"));
     }
+
+    /// A scratch directory of one test's own, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let d = std::env::temp_dir().join(format!("xtask-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Self(d)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The tool's path. A missing tool fails the test rather than skipping
+    /// it: `cargo xtask test` installs it.
+    fn require(cmd: &str) -> PathBuf {
+        super::super::find_command(cmd)
+            .unwrap_or_else(|| panic!("`{cmd}` is not installed: `cargo xtask test` installs it"))
+    }
+
+    fn check(cmd: &mut std::process::Command) {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?} refused the configuration:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// nginx itself accepts each configuration written for it (`nginx -t`,
+    /// with the TLS files they name), not only the lines asserted above.
+    #[test]
+    fn nginx_accepts_every_configuration_the_bench_writes() {
+        let nginx = require("nginx");
+        let dir = Scratch::new("nginx-t");
+        write_tls_files(&dir.0).unwrap();
+        let c = Configs::new(&dir.0, 10_000);
+        let stream = TcpConfigs::new(&dir.0).nginx;
+        for (prefix, conf) in [
+            ("nginx-be1", &c.nginx_backend),
+            ("nginx-lb", &c.nginx),
+            ("nginx-stream", &stream),
+        ] {
+            // As `start_nginx` runs it, testing instead of serving. `nginx
+            // -t` binds the listening addresses, which only the bench's
+            // namespaces have: it runs in a network namespace of its own
+            // where any address may be bound.
+            let prefix = dir.0.join(prefix);
+            write(&prefix.join("nginx.conf"), conf).unwrap();
+            check(
+                std::process::Command::new("unshare")
+                    .args(["--net", "--", "sh", "-c"])
+                    .arg("echo 1 > /proc/sys/net/ipv4/ip_nonlocal_bind && exec \"$@\"")
+                    .arg("sh")
+                    .arg(&nginx)
+                    .arg("-t")
+                    .arg("-p")
+                    .arg(&prefix)
+                    .arg("-e")
+                    .arg(prefix.join("error.log"))
+                    .arg("-c")
+                    .arg(prefix.join("nginx.conf")),
+            );
+        }
+    }
+
+    /// HAProxy itself accepts both configurations written for it
+    /// (`haproxy -c`, with the TLS files the HTTP one names).
+    #[test]
+    fn haproxy_accepts_every_configuration_the_bench_writes() {
+        let tool = require("haproxy");
+        let dir = Scratch::new("haproxy-c");
+        write_tls_files(&dir.0).unwrap();
+        for (name, conf) in [
+            ("http.cfg", haproxy(&tls_dir(&dir.0), 10_000)),
+            ("tcp.cfg", haproxy_tcp()),
+        ] {
+            let path = dir.0.join(name);
+            write(&path, &conf).unwrap();
+            check(
+                std::process::Command::new(&tool)
+                    .arg("-c")
+                    .arg("-f")
+                    .arg(&path),
+            );
+        }
+    }
 }

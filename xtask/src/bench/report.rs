@@ -1103,9 +1103,26 @@ mod tests {
     }
 
     #[test]
-    fn timestamp_shape() {
+    fn timestamp_is_now_in_utc_to_the_second() {
         let t = utc_now();
-        assert_eq!(t.len(), 20);
-        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T');
+        // YYYY-MM-DDTHH:MM:SSZ, read back field by field.
+        assert_eq!(t.len(), 20, "{t}");
+        let b = t.as_bytes();
+        assert_eq!(
+            (b[4], b[7], b[10], b[13], b[16], b[19]),
+            (b'-', b'-', b'T', b':', b':', b'Z'),
+            "{t}"
+        );
+        let n = |r: std::ops::Range<usize>| -> u16 { t[r].parse().unwrap() };
+        let date = time::Date::from_calendar_date(
+            n(0..4) as i32,
+            time::Month::try_from(n(5..7) as u8).unwrap(),
+            n(8..10) as u8,
+        )
+        .unwrap();
+        let at = time::Time::from_hms(n(11..13) as u8, n(14..16) as u8, n(17..19) as u8).unwrap();
+        let stamped = time::PrimitiveDateTime::new(date, at).assume_utc();
+        let off = (time::OffsetDateTime::now_utc() - stamped).abs();
+        assert!(off < time::Duration::seconds(5), "{t} is {off} from now");
     }
 }
