@@ -12,6 +12,7 @@ use crate::{output, run_status};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const CARGO_NEXTEST_VERSION: &str = "0.9.143";
+const CARGO_MUTANTS_VERSION: &str = "27.1.0";
 
 fn nightly_sysroot() -> Result<PathBuf> {
     let s = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
@@ -178,6 +179,16 @@ pub fn ensure_cargo_nextest() -> Result<()> {
         "cargo-nextest",
         CARGO_NEXTEST_VERSION,
         "the test runner",
+    )
+}
+
+/// cargo-mutants, for `cargo xtask mutants`.
+pub fn ensure_cargo_mutants() -> Result<()> {
+    ensure_cargo_plugin(
+        "mutants",
+        "cargo-mutants",
+        CARGO_MUTANTS_VERSION,
+        "mutation testing",
     )
 }
 
