@@ -43,6 +43,13 @@ pub enum Ipv6Ext {
     },
 }
 
+/// TCP header flags, for [`Packet::tcp_flags`].
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+
 /// A frame to build.
 #[derive(Clone, Debug)]
 pub struct Packet {
@@ -59,6 +66,8 @@ pub struct Packet {
     /// Bytes of the transport header and payload the IP length counts; the
     /// rest of the frame is trailing padding (`None`: all of it counts).
     pub ip_counts: Option<usize>,
+    /// The TCP header's flags ([`TCP_SYN`] unless set).
+    pub tcp_flags: u8,
 }
 
 impl Packet {
@@ -73,6 +82,7 @@ impl Packet {
             payload: 16,
             hop_limit: 64,
             ip_counts: None,
+            tcp_flags: TCP_SYN,
         }
     }
 
@@ -113,6 +123,13 @@ impl Packet {
         self
     }
 
+    /// The TCP header carries `flags` (e.g. `TCP_SYN | TCP_ACK`) instead of
+    /// a lone SYN.
+    pub fn tcp_flags(mut self, flags: u8) -> Self {
+        self.tcp_flags = flags;
+        self
+    }
+
     pub fn hop_limit(mut self, hops: u8) -> Self {
         self.hop_limit = hops;
         self
@@ -149,7 +166,7 @@ impl Packet {
                 h[0..2].copy_from_slice(&sport.to_be_bytes());
                 h[2..4].copy_from_slice(&dport.to_be_bytes());
                 h[12] = 5 << 4; // data offset
-                h[13] = 0x02; // SYN
+                h[13] = self.tcp_flags;
                 h
             }
             L4::Udp { sport, dport } => {

@@ -5,7 +5,9 @@
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::Reason;
 use xalb::kernel::{compile, Datapath, LbSlots};
-use xalb_tests::packet::{arp_request, Ipv6Ext, Packet, L4};
+use xalb_tests::packet::{
+    arp_request, Ipv6Ext, Packet, L4, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -674,6 +676,51 @@ fn a_later_ipv6_fragment_is_payload_not_headers() {
     h.expect(&first, lb, Reason::DropUnparsed);
 }
 
+/// A TCP connection from `local` (port chosen by the kernel) to a listener
+/// on `peer`, in the calling thread's namespace: (the listener, the
+/// connecting socket, the accepted one).
+fn connect(
+    local: &str,
+    peer: &str,
+) -> (
+    std::net::TcpListener,
+    std::net::TcpStream,
+    std::net::TcpStream,
+) {
+    let local: std::net::IpAddr = local.parse().unwrap();
+    let listener = std::net::TcpListener::bind((peer, 0)).unwrap();
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(std::net::SocketAddr::from((local, 0))),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((local, 0)).into())
+        .unwrap();
+    socket
+        .connect(&listener.local_addr().unwrap().into())
+        .unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    let accepted = listener.accept().unwrap().0;
+    (listener, stream, accepted)
+}
+
+/// A namespace whose loopback holds `addrs` (IPv4 and IPv6, without
+/// duplicate address detection): sockets there are what the XDP program's
+/// lookups find when it runs from a thread inside it.
+fn namespace_with(name: &str, addrs: &[&str]) -> xalb_tests::netns::Netns {
+    let ns = xalb_tests::netns::Netns::new(name).unwrap();
+    for addr in addrs {
+        if addr.contains(':') {
+            ns.ip(&["addr", "add", addr, "dev", "lo", "nodad"]).unwrap();
+        } else {
+            ns.ip(&["addr", "add", addr, "dev", "lo"]).unwrap();
+        }
+    }
+    ns
+}
+
 /// The start of the IP packet an ICMP error quotes: its header and the
 /// first 8 bytes after it (RFC 792 asks for no more).
 fn quote(p: &Packet) -> Vec<u8> {
@@ -688,39 +735,18 @@ fn icmp_errors_about_a_connection_of_this_host_pass_as_related() {
     // A namespace whose loopback holds the balancer's addresses and a peer's,
     // with a connection from the balancer address to the peer: the host's
     // own connection an ICMP error can be about.
-    let ns = xalb_tests::netns::Netns::new("xdp-related").unwrap();
-    for addr in ["10.231.0.10/32", "10.231.3.3/32"] {
-        ns.ip(&["addr", "add", addr, "dev", "lo"]).unwrap();
-    }
-    for addr in ["fd00:231::10/128", "fd00:231::3:3/128"] {
-        ns.ip(&["addr", "add", addr, "dev", "lo", "nodad"]).unwrap();
-    }
+    let ns = namespace_with(
+        "xdp-related",
+        &[
+            "10.231.0.10/32",
+            "10.231.3.3/32",
+            "fd00:231::10/128",
+            "fd00:231::3:3/128",
+        ],
+    );
     ns.run(|| {
         let h = Harness::new(CONFIG);
         let lb = Some("public");
-        let connect = |local: &str, peer: &str| {
-            let listener = std::net::TcpListener::bind((peer, 0)).unwrap();
-            let socket = socket2::Socket::new(
-                if local.contains(':') {
-                    socket2::Domain::IPV6
-                } else {
-                    socket2::Domain::IPV4
-                },
-                socket2::Type::STREAM,
-                None,
-            )
-            .unwrap();
-            let local_ip: std::net::IpAddr = local.parse().unwrap();
-            socket
-                .bind(&std::net::SocketAddr::from((local_ip, 0)).into())
-                .unwrap();
-            socket
-                .connect(&listener.local_addr().unwrap().into())
-                .unwrap();
-            let stream: std::net::TcpStream = socket.into();
-            let accepted = listener.accept().unwrap().0;
-            (listener, stream, accepted)
-        };
         for (local, peer, router, error_ty, other_ty) in [
             ("10.231.0.10", "10.231.3.3", "198.51.100.1", 3, 8),
             ("fd00:231::10", "fd00:231::3:3", "2001:db8::1", 2, 128),
@@ -767,6 +793,152 @@ fn icmp_errors_about_a_connection_of_this_host_pass_as_related() {
             h.expect(
                 &cut.ip_length_cut_to(8 + through_ports - 1),
                 lb,
+                Reason::DropDenied,
+            );
+        }
+    })
+    .unwrap();
+}
+
+/// A frame's verdict, asserted whole: the XDP action, and the balancer and
+/// reason it was counted under.
+#[track_caller]
+fn verdict(h: &Harness, p: &Packet, action: u32, lb: &str, reason: Reason) {
+    let (got_action, got_lb, got) = h.run(&p.build());
+    assert_eq!(
+        (got_action, got_lb.as_deref(), got),
+        (action, Some(lb), reason),
+        "packet {p:?}"
+    );
+}
+
+#[test]
+fn replies_on_connections_this_host_opened_pass_and_a_syn_never_is_one() {
+    xalb_tests::require_root();
+    // The balancers' addresses and two outside peers on one loopback: the
+    // host's own connections from a balancer address to a peer on a port
+    // no rule allows in.
+    let ns = namespace_with(
+        "xdp-reply",
+        &[
+            "10.231.0.10/32",
+            "10.231.0.20/32",
+            "203.0.113.5/32",
+            "fd00:231::10/128",
+            "fd00:231::20/128",
+            "2001:db8::5/128",
+        ],
+    );
+    ns.run(|| {
+        let h = Harness::new(CONFIG);
+        // (balancer, its address, the peer, what the rules alone say of the
+        // peer's packets): port 80 only for public, and the peer is outside
+        // private's internal networks.
+        for (lb, local, peer, denied) in [
+            ("public", "10.231.0.10", "203.0.113.5", Reason::DropDenied),
+            ("public", "fd00:231::10", "2001:db8::5", Reason::DropDenied),
+            (
+                "private",
+                "10.231.0.20",
+                "203.0.113.5",
+                Reason::DropInternal,
+            ),
+            (
+                "private",
+                "fd00:231::20",
+                "2001:db8::5",
+                Reason::DropInternal,
+            ),
+        ] {
+            let (_listener, stream, _accepted) = connect(local, peer);
+            let ours = stream.local_addr().unwrap().port();
+            let theirs = stream.peer_addr().unwrap().port();
+            assert_ne!(ours, 80, "an ephemeral port, which no rule allows");
+            // A segment the peer sends to our end of the connection.
+            let from_peer = |sport, flags| {
+                Packet::new(peer, local, L4::Tcp { sport, dport: ours }).tcp_flags(flags)
+            };
+            // The peer's segments on the connection: replies, whatever the
+            // rules say. A SYN-ACK is one too (it answers a SYN).
+            for flags in [
+                TCP_ACK,
+                TCP_ACK | TCP_PSH,
+                TCP_SYN | TCP_ACK,
+                TCP_FIN | TCP_ACK,
+                TCP_RST,
+            ] {
+                verdict(
+                    &h,
+                    &from_peer(theirs, flags),
+                    XDP_PASS,
+                    lb,
+                    Reason::PassReply,
+                );
+            }
+            // A SYN opens a connection, so it is never taken for a reply,
+            // not even with the 4-tuple of one the host has.
+            verdict(&h, &from_peer(theirs, TCP_SYN), XDP_DROP, lb, denied);
+            // The same segments from another port of the peer belong to no
+            // connection: the rules decide.
+            let elsewhere = if theirs == u16::MAX { 1 } else { theirs + 1 };
+            for flags in [TCP_ACK, TCP_SYN | TCP_ACK, TCP_SYN] {
+                verdict(&h, &from_peer(elsewhere, flags), XDP_DROP, lb, denied);
+            }
+        }
+
+        // A listening socket on a balancer address is no connection: an
+        // ACK to its port is judged by the rules like any other packet.
+        for (local, peer) in [
+            ("10.231.0.10", "203.0.113.5"),
+            ("fd00:231::10", "2001:db8::5"),
+        ] {
+            let listener = std::net::TcpListener::bind((local, 0)).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let ack = Packet::new(
+                peer,
+                local,
+                L4::Tcp {
+                    sport: 40000,
+                    dport: port,
+                },
+            )
+            .tcp_flags(TCP_ACK);
+            verdict(&h, &ack, XDP_DROP, "public", Reason::DropDenied);
+        }
+
+        // UDP: a datagram from the peer a connected socket talks to is a
+        // reply; to a socket that is only bound, it is not.
+        for (local, peer) in [
+            ("10.231.0.10", "203.0.113.5"),
+            ("fd00:231::10", "2001:db8::5"),
+        ] {
+            let theirs = std::net::UdpSocket::bind((peer, 0)).unwrap();
+            let connected = std::net::UdpSocket::bind((local, 0)).unwrap();
+            connected.connect(theirs.local_addr().unwrap()).unwrap();
+            let bound = std::net::UdpSocket::bind((local, 0)).unwrap();
+            let datagram = |dport| {
+                Packet::new(
+                    peer,
+                    local,
+                    L4::Udp {
+                        sport: theirs.local_addr().unwrap().port(),
+                        dport,
+                    },
+                )
+            };
+            let port = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
+            verdict(
+                &h,
+                &datagram(port(&connected)),
+                XDP_PASS,
+                "public",
+                Reason::PassReply,
+            );
+            verdict(
+                &h,
+                &datagram(port(&bound)),
+                XDP_DROP,
+                "public",
                 Reason::DropDenied,
             );
         }
