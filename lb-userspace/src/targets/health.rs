@@ -609,6 +609,73 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_resets_the_pass_streak_so_alternating_checks_never_change_the_state() {
+        // Unhealthy, then pass/fail forever: never two passes in a row, so
+        // never healthy_threshold (2) of them.
+        let mut h = Health::initial(true);
+        record(&mut h, Outcome::Failed, 2, 2);
+        assert!(record(&mut h, Outcome::Failed, 2, 2));
+        for round in 0..10 {
+            assert!(!record(&mut h, Outcome::Ok, 2, 2), "pass in round {round}");
+            assert!(
+                !record(&mut h, Outcome::Failed, 2, 2),
+                "fail in round {round}"
+            );
+            assert_eq!(h.state, HealthState::Unhealthy, "round {round}");
+        }
+        assert!(!record(&mut h, Outcome::Ok, 2, 2));
+        assert!(record(&mut h, Outcome::Ok, 2, 2), "two passes in a row");
+        assert_eq!(h.state, HealthState::Healthy);
+        // And the mirror image: a healthy target failing every other check
+        // is never unhealthy_threshold (2) failures in a row.
+        for round in 0..10 {
+            assert!(
+                !record(&mut h, Outcome::Timeout, 2, 2),
+                "fail in round {round}"
+            );
+            assert!(!record(&mut h, Outcome::Ok, 2, 2), "pass in round {round}");
+            assert_eq!(h.state, HealthState::Healthy, "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_failure_that_changes_no_state_sets_no_reason() {
+        // What describe-target-health shows: a healthy target is healthy
+        // with no reason until it leaves service, whatever failed meanwhile.
+        let mut h = Health::initial(true);
+        assert!(record(&mut h, Outcome::Ok, 2, 3));
+        for failure in [Outcome::Timeout, Outcome::Mismatch(503), Outcome::Failed] {
+            assert!(!record(&mut h, failure, 2, 3), "{failure:?}");
+            assert_eq!(
+                (h.state, h.reason),
+                (HealthState::Healthy, None),
+                "{failure:?}"
+            );
+            assert_eq!(h.description(), "", "{failure:?}");
+            assert!(!record(&mut h, Outcome::Ok, 2, 3));
+        }
+        // A target in its initial checks keeps saying so.
+        let mut h = Health::initial(true);
+        assert!(!record(&mut h, Outcome::Mismatch(500), 2, 3));
+        assert_eq!(
+            (h.state, h.reason),
+            (HealthState::Initial, Some(Reason::InitialHealthChecking))
+        );
+        assert_eq!(h.description(), "Initial health checks in progress");
+        // The failure that changes the state brings its reason.
+        assert!(!record(&mut h, Outcome::Timeout, 2, 3));
+        assert!(record(&mut h, Outcome::Mismatch(502), 2, 3));
+        assert_eq!(
+            (h.state, h.reason),
+            (HealthState::Unhealthy, Some(Reason::ResponseCodeMismatch))
+        );
+        assert_eq!(
+            h.description(),
+            "Health checks failed with these codes: [502]"
+        );
+    }
+
+    #[test]
     fn draining_targets_are_not_checked_back_to_life() {
         let mut h = Health {
             state: HealthState::Draining,
@@ -719,10 +786,119 @@ mod tests {
         }
         assert!(!g.fail_open());
         assert_eq!(share_of_first(&g, 20), 10);
-        // A failed request does not take an unchecked target out either.
-        passive_failure(&g, &g.targets()[0]);
-        passive_failure(&g, &g.targets()[0]);
-        assert!(g.targets()[0].is_usable());
+    }
+
+    #[test]
+    fn with_checks_off_failed_requests_never_take_a_target_out() {
+        // No checker runs, so a target marked down here would never come
+        // back: failed requests must not count at all.
+        let g = group(
+            "{ address = \"10.0.0.1\" }, { address = \"10.0.0.2\" }",
+            "[target_group.health_check]\nenabled = false\nunhealthy_threshold = 2\n",
+        );
+        assert!(spawn_checkers(g.clone(), true).is_empty());
+        for _ in 0..20 {
+            passive_failure(&g, &g.targets()[0]);
+        }
+        assert_eq!(
+            *g.targets()[0].health.lock().unwrap(),
+            Health::initial(false),
+            "still unavailable, for want of checks"
+        );
+        assert!(g.targets().iter().all(|t| t.is_usable()));
+        assert!(!g.fail_open());
+        assert_eq!(share_of_first(&g, 20), 10, "both still share the traffic");
+    }
+
+    /// Answers every request on `127.0.0.1` with 200, as a target passing
+    /// its health checks does.
+    async fn answering_200() -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                    let _ = s.write_all(ok).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Waits for `done` by looking every few milliseconds; fails only if it
+    /// has not happened after a time no passing run comes near.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}: never");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_requests_take_a_checked_target_out_and_passing_checks_bring_it_back() {
+        let (a, b) = (answering_200().await, answering_200().await);
+        let text = format!(
+            "[[target_group]]\nname = \"g\"\nprotocol = \"HTTP\"\nport = 80\n\
+             targets = [{{ address = \"{}\", port = {} }}, {{ address = \"{}\", port = {} }}]\n\
+             [target_group.health_check]\nhealthy_threshold = 2\nunhealthy_threshold = 2\n",
+            a.ip(),
+            a.port(),
+            b.ip(),
+            b.port()
+        );
+        let mut cfg = crate::config::parse_str(&text, "t.toml")
+            .unwrap()
+            .target_groups[0]
+            .clone();
+        // Below the file's 5 s minimum, so that the checker's passes come
+        // within the test; the timeout only bounds a check that hangs.
+        cfg.health_check.interval = Duration::from_millis(10);
+        cfg.health_check.timeout = Duration::from_secs(10);
+        let g = Arc::new(TargetGroupRuntime::new(&cfg));
+        for t in g.targets() {
+            record(&mut t.health.lock().unwrap(), Outcome::Ok, 2, 2);
+        }
+        refresh_usable(&g);
+        let t0 = &g.targets()[0];
+        let health = || {
+            let h = t0.health.lock().unwrap();
+            (h.state, h.reason)
+        };
+
+        passive_failure(&g, t0);
+        assert_eq!(health(), (HealthState::Healthy, None), "one is not enough");
+        assert!(t0.is_usable());
+        passive_failure(&g, t0);
+        assert_eq!(
+            health(),
+            (HealthState::Unhealthy, Some(Reason::FailedHealthChecks))
+        );
+        assert!(!t0.is_usable(), "out of rotation before its next check");
+        assert_eq!(share_of_first(&g, 20), 0);
+
+        // The target answers its checks: healthy_threshold passes in a row
+        // bring it back into rotation.
+        let checkers = spawn_checkers(g.clone(), true);
+        assert_eq!(checkers.len(), 2);
+        until("back in rotation", || {
+            health() == (HealthState::Healthy, None) && t0.is_usable()
+        })
+        .await;
+        assert_eq!(share_of_first(&g, 20), 10);
+        for c in checkers {
+            c.abort();
+        }
     }
 
     #[test]
