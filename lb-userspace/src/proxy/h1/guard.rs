@@ -860,33 +860,75 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
         }
     }
 
-    #[tokio::test]
-    async fn once_the_protocol_switched_bytes_pass_at_once() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut client, server) = tokio::io::duplex(4096);
-        let switch = Switch::default();
-        let mut g = FramingGuard::new(server, LIMITS, switch.clone());
-        let head =
-            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
-        client.write_all(head).await.unwrap();
-        let mut got = vec![0u8; head.len()];
-        g.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got[..], &head[..]);
-        // Tunnel bytes that look like the start of a head: held while the
-        // target may still decline the upgrade...
-        client.write_all(b"GET /still-a-head").await.unwrap();
+    /// Longer than any passing run waits for bytes the guard should let
+    /// through, and shorter than `LIMITS.head_timeout`, whose marker would
+    /// otherwise release what the guard holds.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// Reads off `g` until `expected.len()` bytes came, and compares. The
+    /// peer stays open, so no end of stream releases anything: the bytes
+    /// arrive because the guard let them through, or the wait fails.
+    async fn arrives<G: AsyncRead + Unpin>(g: &mut G, expected: &[u8]) {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while got.len() < expected.len() {
+            let n = tokio::time::timeout(PATIENCE, g.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("held back after {:?}", String::from_utf8_lossy(&got)))
+                .unwrap();
+            assert!(n > 0, "end of stream with the peer open");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(expected)
+        );
+    }
+
+    /// Whether `g` has nothing to give now (a read would wait).
+    fn holds<G: AsyncRead + Unpin>(g: &mut G) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut buf = [0u8; 64];
         let mut rb = ReadBuf::new(&mut buf);
-        assert!(Pin::new(&mut g).poll_read(&mut cx, &mut rb).is_pending());
-        // ...and passed on as soon as the protocol has switched, with no
-        // end of stream needed.
-        switch.switched();
-        let n = g.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"GET /still-a-head");
-        client.write_all(b"\x81\x05hello").await.unwrap();
-        let n = g.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"\x81\x05hello");
+        Pin::new(g).poll_read(&mut cx, &mut rb).is_pending()
+    }
+
+    #[tokio::test]
+    async fn once_the_protocol_switched_bytes_pass_at_once() {
+        use tokio::io::AsyncWriteExt;
+        const HEAD: &[u8] =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        // Tunnel bytes that look like the start of a head, sent after the
+        // head (a client waiting for the 101) or with it (one that does not).
+        for with_the_head in [false, true] {
+            let (mut client, server) = tokio::io::duplex(4096);
+            let switch = Switch::default();
+            let mut g = FramingGuard::new(server, LIMITS, switch.clone());
+            if with_the_head {
+                client
+                    .write_all(&[HEAD, b"GET /still-a-head"].concat())
+                    .await
+                    .unwrap();
+                arrives(&mut g, HEAD).await;
+            } else {
+                client.write_all(HEAD).await.unwrap();
+                arrives(&mut g, HEAD).await;
+                client.write_all(b"GET /still-a-head").await.unwrap();
+            }
+            // Held while the target may still decline the upgrade...
+            assert!(holds(&mut g), "with the head: {with_the_head}");
+            // ...and passed on as soon as the protocol has switched, with
+            // no end of stream needed.
+            switch.switched();
+            arrives(&mut g, b"GET /still-a-head").await;
+            client.write_all(b"\x81\x05hello").await.unwrap();
+            arrives(&mut g, b"\x81\x05hello").await;
+            // Tunnel bytes are never judged as requests, however they look.
+            let ambiguous = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+            client.write_all(ambiguous).await.unwrap();
+            arrives(&mut g, ambiguous).await;
+        }
     }
 
     #[tokio::test]

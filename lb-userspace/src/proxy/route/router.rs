@@ -717,6 +717,24 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_mapped_range_matches_every_ipv4_client() {
+        // `::ffff:0:0/96` is every IPv4 address in mapped form: /96 is the
+        // shortest mapped prefix, and it stands for IPv4's /0.
+        let c = || Condition::SourceIp(vec!["::ffff:0:0/96".parse().unwrap()]);
+        for v4 in ["0.0.0.0", "10.1.2.3", "192.0.2.1", "255.255.255.255"] {
+            assert_eq!(one(c(), Req::new().ip(v4)), 1, "{v4}");
+        }
+        assert_eq!(one(c(), Req::new().ip("::ffff:203.0.113.9")), 1);
+        for v6 in ["::1", "2001:db8::1", "::10.1.2.3", "::fffe:a01:203"] {
+            assert_eq!(one(c(), Req::new().ip(v6)), 0, "{v6}");
+        }
+        // One bit longer: half of IPv4.
+        let c = || Condition::SourceIp(vec!["::ffff:0:0/97".parse().unwrap()]);
+        assert_eq!(one(c(), Req::new().ip("127.0.0.1")), 1);
+        assert_eq!(one(c(), Req::new().ip("128.0.0.1")), 0);
+    }
+
+    #[test]
     fn conditions_and_values() {
         // Values within a condition are ORed, conditions are ANDed.
         let r = Router::compile(&listener(vec![rule(
