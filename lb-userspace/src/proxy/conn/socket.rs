@@ -194,12 +194,30 @@ fn accept4(l: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, Socket
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn listener() -> Listener {
         use crate::proxy::conn::listener::{bind_steered, Family};
         let l = bind_steered(Family::V4, 1).unwrap().pop().unwrap();
         Listener::new(l).unwrap()
+    }
+
+    /// Longer than any passing run waits for an event.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Waits until `s` has bytes to read, without registering it with the
+    /// reactor (a direct `poll`): the request has arrived.
+    fn wait_readable(s: &std::net::TcpStream) {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the length of the call.
+        let n = unsafe { libc::poll(&mut fd, 1, PATIENCE.as_millis() as i32) };
+        assert_eq!(n, 1, "nothing to read: {}", io::Error::last_os_error());
     }
 
     #[tokio::test]
@@ -214,23 +232,27 @@ mod tests {
             panic!("registered at accept")
         };
         assert!(std.nodelay().unwrap(), "TCP_NODELAY inherited");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The request is there before the first read, as when it came with
+        // the handshake.
+        wait_readable(std);
         let mut buf = [0u8; 4];
         s.read_exact(&mut buf).await.unwrap();
         s.write_all(b"pong").await.unwrap();
         assert!(matches!(s, ClientSocket::Direct(_)), "nothing had to wait");
-        // Nothing more to read: the socket registers and waits for it.
-        let reader = tokio::spawn(async move {
-            let mut more = [0u8; 5];
-            s.read_exact(&mut more).await.unwrap();
-            (s, more)
-        });
         let mut pong = [0u8; 4];
         client.read_exact(&mut pong).await.unwrap();
         assert_eq!(&pong, b"pong");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Nothing more to read: the first poll of the read finds that out,
+        // registers the socket and waits; only then does the client send.
+        let mut more = [0u8; 5];
+        let mut read = std::pin::pin!(s.read_exact(&mut more));
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "nothing was sent yet");
         client.write_all(b"again").await.unwrap();
-        let (mut s, more) = reader.await.unwrap();
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("the registered socket is woken by the data")
+            .unwrap();
         assert_eq!(&more, b"again");
         assert!(matches!(s, ClientSocket::Registered(_)));
         s.shutdown().await.unwrap();

@@ -292,7 +292,12 @@ async fn ends_cleanly(mut s: TcpStream, bed: &Bed) {
     let shut = s.shutdown().await;
     // Over by the server's ACK or by a reset, which may take a while: on a
     // busy machine loopback packets are handled by ksoftirqd.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     while tcp_state(&s) != TCP_CLOSE {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection never ended"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let reset = s.take_error().unwrap();
