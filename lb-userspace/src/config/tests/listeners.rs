@@ -454,20 +454,3 @@ fn unknown_action_type_and_misplaced_fields() {
         ],
     );
 }
-
-#[test]
-fn at_most_max_listeners() {
-    // BASE has port 80; ports 1000.. make the rest.
-    let mut text = BASE.to_string();
-    for i in 0..lb_common::MAX_LISTENERS {
-        text.push_str(&listener("HTTP", 1000 + i as u16).to_string());
-    }
-    // The error points at the 1025th [[listener]] header.
-    let last = format!("port = {}", 1000 + lb_common::MAX_LISTENERS - 1);
-    assert_error_at(
-        &text,
-        line_of(&text, &last) - 3,
-        "listener[1024]",
-        &["too many listeners: 1025 defined, at most 1024"],
-    );
-}

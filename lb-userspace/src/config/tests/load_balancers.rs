@@ -140,20 +140,3 @@ fn an_address_belongs_to_one_balancer() {
         &["address 10.0.0.10 already belongs to load_balancer \"web-alb\" (line 23)"],
     );
 }
-
-#[test]
-fn at_most_max_lbs_balancers() {
-    let mut text = String::from("[[security_group]]\nname = \"sg\"\n");
-    for i in 0..=lb_common::MAX_LBS {
-        let address = format!("10.9.{}.{}", i / 200, i % 200 + 1);
-        let lb = load_balancer(&format!("lb{i}"), &address).set("security_groups", "[\"sg\"]");
-        text.push_str(&lb.to_string());
-    }
-    // The error points at the 65th [[load_balancer]] header.
-    assert_error_at(
-        &text,
-        line_of(&text, "name = \"lb64\"") - 1,
-        "load_balancer[64]",
-        &["too many load balancers: 65 defined, at most 64"],
-    );
-}

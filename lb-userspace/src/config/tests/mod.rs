@@ -10,6 +10,7 @@ use super::*;
 
 mod admin;
 mod errors;
+mod limits;
 mod listeners;
 mod load_balancers;
 mod names;
@@ -19,52 +20,9 @@ mod target_groups;
 mod tls;
 mod valid;
 
-/// `examples/seed-alb.toml`, verbatim (also loaded from disk below).
-const SEED: &str = r#"# The scenario the project grew from: an internet-facing Application Load Balancer
-# with one HTTP:80 listener forwarding to a target group of two web servers,
-# health-checked over HTTP, behind a security group that admits HTTP from anywhere.
-# Addresses follow a small VPC (10.0.0.0/16): the balancer in the public subnet,
-# one web server in each of two private subnets.
-
-[[security_group]]
-name = "alb-web"
-description = "HTTP from anywhere"
-ingress = [
-  { protocol = "tcp", ports = "80", source = "0.0.0.0/0", description = "HTTP" },
-  { protocol = "tcp", ports = "80", source = "::/0", description = "HTTP over IPv6" },
-]
-
-[[target_group]]
-name = "web"
-protocol = "HTTP"
-port = 80
-targets = [
-  { address = "10.0.1.10" },
-  { address = "10.0.2.10" },
-]
-
-[target_group.health_check]
-protocol = "HTTP"
-path = "/"
-interval = "5s"
-timeout = "2s"
-healthy_threshold = 2
-unhealthy_threshold = 2
-matcher = "200"
-
-[[load_balancer]]
-name = "web-alb"
-scheme = "internet-facing"
-interfaces = ["eth0"]
-addresses = ["10.0.0.10"]
-security_groups = ["alb-web"]
-
-[[listener]]
-load_balancer = "web-alb"
-protocol = "HTTP"
-port = 80
-default_action = { type = "forward", target_group = "web" }
-"#;
+/// `examples/seed-alb.toml`: the file itself, so that the tests of its
+/// values cannot drift from what the project ships.
+const SEED: &str = include_str!("../../../../examples/seed-alb.toml");
 
 /// A small valid file the error tests mutate: an HTTP listener, an HTTP and
 /// a TCP target group. Only `[[...]]` sections may be appended to it (a bare

@@ -97,7 +97,10 @@ fn seed_example_parses_with_values_and_defaults() {
 fn example_files_on_disk_load() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut loaded = 0;
-    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+    // The directory itself must be there: a test that finds no input
+    // would otherwise pass having checked nothing.
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for e in entries.flatten() {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "toml") {
             if let Err(e) = load(&p) {
