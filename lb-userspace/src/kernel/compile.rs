@@ -37,6 +37,44 @@ pub enum CompileError {
         first: String,
         second: String,
     },
+    #[error(
+        "TCP listeners forward to {count} target groups; the kernel holds rings for at most {max}"
+    )]
+    TooManyTcpGroups { count: usize, max: usize },
+    #[error(
+        "the target groups of TCP listeners have {count} targets in all; the kernel's target \
+         table holds at most {max}"
+    )]
+    TooManyTcpTargets { count: usize, max: usize },
+}
+
+/// The TCP listeners' groups fit the kernel's rings and target table: the
+/// daemon would otherwise leave the groups past the last ring without one.
+fn forwarding_fits(cfg: &Config) -> Result<(), CompileError> {
+    let mut groups: Vec<&str> = cfg
+        .listeners
+        .iter()
+        .filter_map(super::forwarding::forwarded_group)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let max = lb_common::MAX_RINGS as usize;
+    if groups.len() > max {
+        return Err(CompileError::TooManyTcpGroups {
+            count: groups.len(),
+            max,
+        });
+    }
+    let count: usize = groups
+        .iter()
+        .filter_map(|g| cfg.target_group(g))
+        .map(|g| g.targets.len())
+        .sum();
+    let max = lb_common::MAX_TARGETS as usize;
+    if count > max {
+        return Err(CompileError::TooManyTcpTargets { count, max });
+    }
+    Ok(())
 }
 
 /// What the kernel needs to know, per balancer id (the index in `Config::load_balancers`).
@@ -85,6 +123,7 @@ pub fn kernel_proto(p: IpProtocol) -> u8 {
 /// The map contents for `cfg`, each balancer under its counter row in
 /// `slots` (which must hold every balancer of `cfg`).
 pub fn compile(cfg: &Config, slots: &LbSlots) -> Result<KernelConfig, CompileError> {
+    forwarding_fits(cfg)?;
     let mut out = KernelConfig::default();
     let mut owner: BTreeMap<IpAddr, &str> = BTreeMap::new();
     let mut ifaces: BTreeMap<&str, u64> = BTreeMap::new();

@@ -247,3 +247,63 @@ security_groups = ["sg"]
         ]
     );
 }
+
+/// `groups` TCP listeners (ports 7000 and up), each forwarding to a group of
+/// its own with `targets` targets.
+fn tcp_listeners(groups: usize, targets: usize) -> crate::config::Config {
+    let mut text = String::from(
+        r#"
+[[security_group]]
+name = "sg"
+ingress = [{ protocol = "tcp", ports = "7000-8999", source = "0.0.0.0/0" }]
+
+[[load_balancer]]
+name = "a"
+interfaces = ["eth0"]
+addresses = ["10.0.0.10"]
+security_groups = ["sg"]
+"#,
+    );
+    for g in 0..groups {
+        let list: Vec<String> = (0..targets)
+            .map(|t| format!(r#"{{ address = "10.1.{}.{}" }}"#, t / 250, t % 250 + 1))
+            .collect();
+        text += &format!(
+            r#"
+[[target_group]]
+name = "g{g}"
+protocol = "TCP"
+port = 9000
+targets = [{}]
+
+[[listener]]
+load_balancer = "a"
+protocol = "TCP"
+port = {}
+default_action = {{ type = "forward", target_group = "g{g}" }}
+"#,
+            list.join(", "),
+            7000 + g
+        );
+    }
+    crate::config::parse_str(&text, "t.toml").unwrap()
+}
+
+#[test]
+fn tcp_groups_past_the_kernels_rings_are_refused_not_left_without_one() {
+    let fits =
+        |cfg: &crate::config::Config| super::compile(cfg, &crate::kernel::LbSlots::for_config(cfg));
+    let max = lb_common::MAX_RINGS as usize;
+    assert!(fits(&tcp_listeners(max, 1)).is_ok());
+    assert!(matches!(
+        fits(&tcp_listeners(max + 1, 1)),
+        Err(CompileError::TooManyTcpGroups { count, max: m }) if count == max + 1 && m == max
+    ));
+    // Targets over every TCP group: 4 groups of 256 fill the table.
+    let max = lb_common::MAX_TARGETS as usize;
+    assert!(fits(&tcp_listeners(4, max / 4)).is_ok());
+    assert!(matches!(
+        fits(&tcp_listeners(4, max / 4 + 1)),
+        Err(CompileError::TooManyTcpTargets { count, max: m }) if count == max + 4 && m == max
+    ));
+}
