@@ -135,6 +135,13 @@ pub fn run(args: Args) -> Result<()> {
     cmd.current_dir(&root)
         .args(["mutants", "--workspace", "--output"])
         .arg(&out)
+        // The library unit tests only (see .cargo/mutants.toml), and for
+        // the build too: cargo-mutants builds before it tests, and would
+        // otherwise also build the daemon's binary and integration tests
+        // for every mutant. (Not in the config file, where a hand-run's
+        // usual `-- --lib` would give cargo `--lib` twice, which it
+        // refuses.)
+        .arg("--cargo-arg=--lib")
         .args(mutants_filters(&cores))
         // Debug info is most of a test binary's size and of its link time,
         // and every mutant relinks: without it a mutant takes a fraction
