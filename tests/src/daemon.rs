@@ -229,7 +229,8 @@ impl Daemon {
 
     /// Waits until it says it is ready; kills it if it does not.
     pub fn ready(mut self) -> Result<Self> {
-        match self.stdout.recv_timeout(Duration::from_secs(20)) {
+        // A safety net: a loaded host may take a while to load BPF.
+        match self.stdout.recv_timeout(Duration::from_secs(60)) {
             Ok(line) if line == "xalb: ready" => Ok(self),
             other => {
                 crate::interrupt::remove_daemon(self.child.id());
@@ -254,7 +255,9 @@ impl Daemon {
             bail!("xalb exited with {status}; stderr:\n{stderr}");
         }
         let mut counters = Counters::default();
-        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(2)) {
+        // xalb has exited: the reader ends at its closed stdout, and the
+        // limit only guards against a reader that never does.
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(30)) {
             counters.1.push(line.clone());
             if let Some(rest) = line.strip_prefix("xdp_counter ") {
                 let field = |k: &str| {
@@ -306,6 +309,29 @@ impl Daemon {
         let status = self.child.wait()?;
         crate::interrupt::remove_daemon(self.child.id());
         Ok((status.success(), self.stderr_to_end()))
+    }
+
+    /// Waits for xalb to exit by itself, as [`Self::wait_exit`], but fails
+    /// (and kills it) if it has not within `limit`: a safety net for a test
+    /// that waits for an exit it caused, not a measure of speed.
+    pub fn wait_exit_within(mut self, limit: Duration) -> Result<(bool, String)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                crate::interrupt::remove_daemon(self.child.id());
+                return Ok((status.success(), self.stderr_to_end()));
+            }
+            if Instant::now() >= deadline {
+                crate::interrupt::remove_daemon(self.child.id());
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "xalb had not exited after {limit:?}; stderr:\n{}",
+                    self.stderr_to_end()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, and wait for the process to be gone.

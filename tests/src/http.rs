@@ -51,16 +51,53 @@ impl hyper::body::Body for Big {
 /// `/echo` echoes the body (streamed); `/big?n=N` sends N bytes;
 /// `/sleep?ms=N` answers after N ms; `/cookie?name=K` sets cookie K;
 /// `/ws` accepts an HTTP/1.1 upgrade and echoes raw bytes; `/status?code=N`
-/// answers N; anything else: `name\n` then the request line and header
-/// fields, one per line. A backend named `fail-…` answers 500 to everything
-/// but `/echo`; one named `slow-…` waits 3 s before any answer.
+/// answers N; `/hold` answers only once the test calls [`Backend::release`]
+/// (at once after that); anything else: `name\n` then the request line and
+/// header fields, one per line. A backend named `fail-…` answers 500 to
+/// everything but `/echo`; one named `slow-…` waits 3 s before any answer.
+///
+/// It counts what it gets, so tests wait for events instead of time:
+/// requests and health checks on arrival, and the requests in flight (and
+/// their peak) from arrival until the answer is ready.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
-    requests: Arc<AtomicU64>,
-    checks: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a [`Backend`] counts, shared with its connections.
+#[derive(Default)]
+struct Counts {
+    /// Requests received, health checks not counted.
+    requests: AtomicU64,
+    /// Health-check requests received.
+    checks: AtomicU64,
+    /// Requests (health checks not counted) received and not yet answered.
+    in_flight: AtomicU64,
+    /// The most `in_flight` has been.
+    peak: AtomicU64,
+    /// Set by [`Backend::release`]: `/hold` requests answer.
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+/// One request in flight: counted from creation until dropped (the answer
+/// is ready, or the connection gave the request up).
+struct InFlight(Arc<Counts>);
+
+impl InFlight {
+    fn new(counts: &Arc<Counts>) -> Self {
+        let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.peak.fetch_max(now, Ordering::SeqCst);
+        Self(counts.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
@@ -72,8 +109,7 @@ fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
 
 async fn backend_service(
     name: Arc<str>,
-    count: Arc<AtomicU64>,
-    checks: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     // Health checks are not traffic: tests count what clients sent, and the
@@ -82,11 +118,16 @@ async fn backend_service(
         .headers()
         .get(http::header::USER_AGENT)
         .is_some_and(|v| v.as_bytes().starts_with(b"xalb-HealthChecker"));
-    if is_check {
-        checks.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = if is_check {
+        counts.checks.fetch_add(1, Ordering::SeqCst);
+        None
     } else {
-        count.fetch_add(1, Ordering::Relaxed);
-    }
+        // In flight before it is counted as received: a test that saw the
+        // request arrive sees it in flight too.
+        let in_flight = InFlight::new(&counts);
+        counts.requests.fetch_add(1, Ordering::SeqCst);
+        Some(in_flight)
+    };
     if name.starts_with("slow-") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -115,6 +156,12 @@ async fn backend_service(
         }
         "/sleep" => {
             tokio::time::sleep(Duration::from_millis(query_param(&req, "ms").unwrap_or(0))).await;
+            Response::new(full(format!("{name}\n")))
+        }
+        "/hold" => {
+            let mut released = counts.released.subscribe();
+            // The sender lives as long as the backend's connections.
+            let _ = released.wait_for(|r| *r).await;
             Response::new(full(format!("{name}\n")))
         }
         "/cookie" => {
@@ -202,10 +249,8 @@ impl Backend {
         let acceptor = tls.then(tls_acceptor);
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let requests = Arc::new(AtomicU64::new(0));
-        let count = requests.clone();
-        let checks = Arc::new(AtomicU64::new(0));
-        let check_count = checks.clone();
+        let counts = Arc::new(Counts::default());
+        let shared = counts.clone();
         let name_arc: Arc<str> = Arc::from(name);
         let thread = ns.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -224,11 +269,10 @@ impl Backend {
                     tokio::select! {
                         _ = &mut stop_rx => break,
                         Ok((stream, _)) = listener.accept() => {
-                            let (name, count) = (name_arc.clone(), count.clone());
-                            let check_count = check_count.clone();
+                            let (name, counts) = (name_arc.clone(), shared.clone());
                             let acceptor = acceptor.clone();
                             tokio::spawn(async move {
-                                let svc = service_fn(move |req| backend_service(name.clone(), count.clone(), check_count.clone(), req));
+                                let svc = service_fn(move |req| backend_service(name.clone(), counts.clone(), req));
                                 let http = hyper::server::conn::http1::Builder::new();
                                 match acceptor {
                                     None => {
@@ -252,22 +296,37 @@ impl Backend {
         Ok(Self {
             name: name.to_string(),
             addr,
-            requests,
-            checks,
+            counts,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
 
-    /// Requests served so far, health checks not counted.
+    /// Requests received so far (counted on arrival, before the answer),
+    /// health checks not counted.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.counts.requests.load(Ordering::SeqCst)
     }
 
     /// Health-check requests received so far (counted on arrival, before
     /// the answer).
     pub fn checks(&self) -> u64 {
-        self.checks.load(Ordering::Relaxed)
+        self.counts.checks.load(Ordering::SeqCst)
+    }
+
+    /// Requests received and not answered yet (health checks not counted).
+    pub fn in_flight(&self) -> u64 {
+        self.counts.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most requests this backend has had in flight at once.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.counts.peak.load(Ordering::SeqCst)
+    }
+
+    /// Lets every `/hold` request answer, those waiting and those to come.
+    pub fn release(&self) {
+        self.counts.released.send_replace(true);
     }
 }
 
@@ -369,7 +428,8 @@ impl Client {
                 body,
             })
         };
-        tokio::time::timeout(Duration::from_secs(20), fut)
+        // A safety net for an answer that must come, not a speed limit.
+        tokio::time::timeout(Duration::from_secs(60), fut)
             .await
             .context("response timeout")?
     }
@@ -397,13 +457,29 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resu
     Client::connect(addr, false).await?.get(path, headers).await
 }
 
-/// Writes raw bytes, half-closes, and reads everything the peer answers.
+/// Writes raw bytes and reads everything the peer answers until it closes
+/// the connection (what it sent within 30 s, a safety net, if it never does).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Result<String> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(bytes).await?;
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The `name=value` part of the `Set-Cookie` that sets `name`, and its
+/// attributes; panics unless exactly one does.
+pub fn set_cookie(r: &Reply, name: &str) -> (String, String) {
+    let all: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .filter(|v| v.starts_with(&format!("{name}=")))
+        .collect();
+    assert_eq!(all.len(), 1, "one Set-Cookie for {name}: {:?}", r.headers);
+    let (pair, attrs) = all[0].split_once(';').unwrap_or((all[0], ""));
+    (pair.to_string(), attrs.trim().to_string())
 }
 
 /// Seconds from now until the `Expires=` date in cookie attributes

@@ -63,8 +63,16 @@ pub enum Outcome {
     Other(String),
 }
 
+/// How long a connected probe waits for the greeting and the echo: a safety
+/// net only. What the probe judges (answered or dropped) is decided by the
+/// connect, within its own window; once connected, a slow host only delays
+/// the greeting.
+const READ_LIMIT: Duration = Duration::from_secs(30);
+
 /// Connects from inside `ns` (optionally from a given source address), reads
-/// `greeting_len` bytes of greeting, and checks an echo round trip.
+/// `greeting_len` bytes of greeting, and checks an echo round trip. `timeout`
+/// is the connect's window: no SYN-ACK within it means [`Outcome::NoAnswer`].
+/// The greeting and the echo may take up to [`READ_LIMIT`].
 pub fn probe(
     ns: &Netns,
     source: Option<SocketAddr>,
@@ -78,7 +86,7 @@ pub fn probe(
                 None => TcpStream::connect_timeout(&to, timeout)?,
                 Some(src) => connect_from(src, to, timeout)?,
             };
-            s.set_read_timeout(Some(timeout))?;
+            s.set_read_timeout(Some(timeout.max(READ_LIMIT)))?;
             let mut s = s;
             let mut greet = vec![0u8; greeting_len];
             s.read_exact(&mut greet)?;

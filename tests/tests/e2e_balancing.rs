@@ -11,7 +11,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use xalb_tests::bed::{lb, HttpBed};
 use xalb_tests::daemon::Daemon;
-use xalb_tests::http::{expires_in, get, in_ns, raw, Client, Reply};
+use xalb_tests::http::{expires_in, get, in_ns, raw, set_cookie, Client, Reply};
 
 /// A balancer with one HTTP listener on port 80, extra sections appended.
 /// The idle timeout (which also bounds a target's time to answer) is 10 s so
@@ -80,21 +80,6 @@ fn count(names: &[String], name: &str) -> usize {
     names.iter().filter(|n| *n == name).count()
 }
 
-/// The `name=value` part of the `Set-Cookie` that sets `name`, and its
-/// attributes; panics unless exactly one does.
-fn set_cookie(r: &Reply, name: &str) -> (String, String) {
-    let all: Vec<&str> = r
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .filter(|v| v.starts_with(&format!("{name}=")))
-        .collect();
-    assert_eq!(all.len(), 1, "one Set-Cookie for {name}: {:?}", r.headers);
-    let (pair, attrs) = all[0].split_once(';').unwrap_or((all[0], ""));
-    (pair.to_string(), attrs.trim().to_string())
-}
-
 fn sets(r: &Reply, name: &str) -> bool {
     r.headers
         .get_all("set-cookie")
@@ -155,13 +140,14 @@ fn weighted_random_with_weights_1_and_3_shares_by_weight() {
     assert_eq!((light.requests() + heavy.requests()) as usize, N);
 }
 
-/// Polls `f` every 5 ms until it holds; panics after 5 s with `what`.
+/// Polls `f` every 5 ms until it holds; panics after 30 s (a safety net)
+/// naming `what` it waited for.
 async fn until(what: &str, f: impl Fn() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out: {what}"
+            start.elapsed() < Duration::from_secs(30),
+            "timed out after 30 s waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -170,16 +156,18 @@ async fn until(what: &str, f: impl Fn() -> bool) {
 #[test]
 fn least_outstanding_requests_sends_new_requests_to_the_less_busy_target() {
     let tg = web(TWO, r#"algorithm = "least_outstanding_requests""#, "");
-    let bed = HttpBed::new(&config(&tg, FORWARD_WEB)).unwrap();
+    // The held requests below stay outstanding until the test releases
+    // them; the idle timeout (which bounds a target's answer) is far longer.
+    let bed = HttpBed::new(&xalb_tests::bed::http_config("120s", &tg, FORWARD_WEB)).unwrap();
     let a = Arc::new(bed.backend(11, 80, "a").unwrap());
     let b = Arc::new(bed.backend(12, 80, "b").unwrap());
     let _d = bed.start().unwrap();
     let (a2, b2) = (a.clone(), b.clone());
     let out = in_ns(&bed.client, async move || {
         let total = || a2.requests() + b2.requests();
-        // One slow request: its target ("busy") has 1 outstanding, the other 0.
-        let s1 = tokio::spawn(get(lb(), "/sleep?ms=3000", &[]));
-        until("first slow request at a target", || total() == 1).await;
+        // One held request: its target ("busy") has 1 outstanding, the other 0.
+        let s1 = tokio::spawn(get(lb(), "/hold", &[]));
+        until("the first held request at a target", || total() == 1).await;
         let busy = if a2.requests() == 1 { "a" } else { "b" };
         // While it is held, every new request goes to the idle target, even
         // one after another on one connection (round robin would alternate).
@@ -188,25 +176,28 @@ fn least_outstanding_requests_sends_new_requests_to_the_less_busy_target() {
         for _ in 0..10 {
             fast.push(c.get("/", &[]).await.unwrap().backend());
         }
-        // A second slow request goes to the idle target too (1 vs 0), which
+        // A second held request goes to the idle target too (1 vs 0), which
         // evens the load; the next two split between the targets.
-        let s2 = tokio::spawn(get(lb(), "/sleep?ms=2000", &[]));
-        until("second slow request", || total() == 12).await;
+        let s2 = tokio::spawn(get(lb(), "/hold", &[]));
+        until("the second held request at a target", || total() == 12).await;
         let after_s2 = (a2.requests(), b2.requests());
-        let s3 = tokio::spawn(get(lb(), "/sleep?ms=2000", &[]));
-        until("third slow request", || total() == 13).await;
-        let s4 = tokio::spawn(get(lb(), "/sleep?ms=2000", &[]));
-        until("fourth slow request", || total() == 14).await;
+        let s3 = tokio::spawn(get(lb(), "/hold", &[]));
+        until("the third held request at a target", || total() == 13).await;
+        let s4 = tokio::spawn(get(lb(), "/hold", &[]));
+        until("the fourth held request at a target", || total() == 14).await;
         let after_s4 = (a2.requests(), b2.requests());
+        let held = (a2.in_flight(), b2.in_flight());
+        a2.release();
+        b2.release();
         let mut slow = Vec::new();
         for s in [s1, s2, s3, s4] {
             let r = s.await.unwrap().unwrap();
             slow.push((r.status, r.backend()));
         }
-        (busy, fast, after_s2, after_s4, slow)
+        (busy, fast, after_s2, after_s4, held, slow)
     })
     .unwrap();
-    let (busy, fast, after_s2, after_s4, slow) = out;
+    let (busy, fast, after_s2, after_s4, held, slow) = out;
     let idle = if busy == "a" { "b" } else { "a" };
     assert!(
         fast.iter().all(|n| n == idle),
@@ -220,7 +211,8 @@ fn least_outstanding_requests_sends_new_requests_to_the_less_busy_target() {
         }
     };
     assert_eq!(after_s2, split(1, 11), "second slow request to {idle}");
-    assert_eq!(after_s4, split(2, 12), "slow requests balanced 2/2");
+    assert_eq!(after_s4, split(2, 12), "held requests balanced 2/2");
+    assert_eq!(held, (2, 2), "all four held at once");
     assert_eq!(slow[0], (200, busy.to_string()));
     assert_eq!(slow[1], (200, idle.to_string()));
     assert!(slow.iter().all(|(s, _)| *s == 200), "{slow:?}");
@@ -441,7 +433,27 @@ fn a_cookie_for_a_target_that_is_gone_still_gets_an_answer() {
 
     // b stops: its cookie names a target that refuses connections now.
     drop(b);
-    std::thread::sleep(Duration::from_millis(300));
+    xalb_tests::admin::wait_for(
+        "b's address to refuse connections",
+        Duration::from_secs(30),
+        || {
+            bed.lb
+                .run(|| {
+                    std::net::TcpStream::connect_timeout(
+                        &"10.231.2.12:80".parse().unwrap(),
+                        Duration::from_secs(3),
+                    )
+                })
+                .unwrap()
+                .map_or_else(
+                    |e| match e.kind() {
+                        std::io::ErrorKind::ConnectionRefused => Ok(()),
+                        _ => Err(format!("{e}")),
+                    },
+                    |_| Err("b still accepts".to_string()),
+                )
+        },
+    );
     let replies = get_with_cookies(&bed, vec![b_cookie.clone(); 4]);
     for r in &replies {
         assert_eq!((r.status, r.backend()), (200, "a".to_string()));
@@ -520,11 +532,20 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn http2_multiplexes_concurrent_requests_on_one_connection() {
-    let bed = HttpBed::new(&config(&web(TWO, "", ""), FORWARD_WEB)).unwrap();
+    // The held requests wait for the test, not a clock: an idle timeout
+    // (which bounds a target's answer) far longer than that wait.
+    let bed = HttpBed::new(&xalb_tests::bed::http_config(
+        "120s",
+        &web(TWO, "", ""),
+        FORWARD_WEB,
+    ))
+    .unwrap();
     let a = bed.backend(11, 80, "a").unwrap();
     let b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
-    let (slow, elapsed, echoed) = in_ns(&bed.client, async || {
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let (a2, b2) = (a.clone(), b.clone());
+    let (held, echoed) = in_ns(&bed.client, async move || {
         let Client::H2(sender) = Client::connect(lb(), true).await.unwrap() else {
             unreachable!("asked for HTTP/2")
         };
@@ -539,16 +560,22 @@ fn http2_multiplexes_concurrent_requests_on_one_connection() {
                 (status, String::from_utf8_lossy(&body).into_owned())
             })
         };
-        // 20 requests that each take 600 ms: together well under 20 × 600 ms.
-        let start = Instant::now();
+        // 20 requests the backends hold until released: all 20 are at the
+        // backends at once (10 each, by round robin) only if the one
+        // connection carries them concurrently.
         let tasks: Vec<_> = (0..20)
-            .map(|i| send(format!("http://test/sleep?ms=600&i={i}")))
+            .map(|i| send(format!("http://test/hold?i={i}")))
             .collect();
-        let mut slow = Vec::new();
+        until("10 held requests at each backend", || {
+            (a2.in_flight(), b2.in_flight()) == (10, 10)
+        })
+        .await;
+        a2.release();
+        b2.release();
+        let mut held = Vec::new();
         for t in tasks {
-            slow.push(t.await.unwrap());
+            held.push(t.await.unwrap());
         }
-        let elapsed = start.elapsed();
         // 20 concurrent requests for distinct paths: each stream gets its own answer.
         let tasks: Vec<_> = (0..20)
             .map(|i| send(format!("http://test/stream/{i}")))
@@ -557,16 +584,17 @@ fn http2_multiplexes_concurrent_requests_on_one_connection() {
         for t in tasks {
             echoed.push(t.await.unwrap());
         }
-        (slow, elapsed, echoed)
+        (held, echoed)
     })
     .unwrap();
-    assert!(slow.iter().all(|(s, _)| *s == 200), "{slow:?}");
-    let slow_a = slow.iter().filter(|(_, body)| body == "a\n").count();
-    let slow_b = slow.iter().filter(|(_, body)| body == "b\n").count();
-    assert_eq!((slow_a, slow_b), (10, 10), "{slow:?}");
-    assert!(
-        elapsed < Duration::from_secs(4),
-        "20 × 600 ms took {elapsed:?}: not concurrent"
+    assert!(held.iter().all(|(s, _)| *s == 200), "{held:?}");
+    let held_a = held.iter().filter(|(_, body)| body == "a\n").count();
+    let held_b = held.iter().filter(|(_, body)| body == "b\n").count();
+    assert_eq!((held_a, held_b), (10, 10), "{held:?}");
+    assert_eq!(
+        (a.peak_in_flight(), b.peak_in_flight()),
+        (10, 10),
+        "the most requests each backend had at once"
     );
     for (i, (status, body)) in echoed.iter().enumerate() {
         assert_eq!(*status, 200, "stream {i}: {body}");

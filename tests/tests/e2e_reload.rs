@@ -162,9 +162,16 @@ fn reload_under_load_adds_a_target_and_a_rule_with_no_failed_request() {
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let client = spawn_in(&bed.client, {
         let (stop, samples) = (stop.clone(), samples.clone());
-        async move || load(stop, samples, &["/", "/maint"], Duration::from_secs(20)).await
+        async move || load(stop, samples, &["/", "/maint"], Duration::from_secs(300)).await
     });
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_for(
+        "20 requests of the load before the reload",
+        Duration::from_secs(30),
+        || match samples.lock().unwrap().len() {
+            n if n >= 20 => Ok(()),
+            n => Err(format!("{n} so far")),
+        },
+    );
 
     std::fs::write(
         &bed.config,
@@ -212,7 +219,7 @@ fn reload_under_load_adds_a_target_and_a_rule_with_no_failed_request() {
     // still initial too) and the rule answers.
     wait_for(
         "b to answer and the new rule to apply",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || {
             let s = samples.lock().unwrap();
             let after = || s.iter().filter(|s| s.at > reload_done);
@@ -438,7 +445,7 @@ fn sighup_reloads_and_an_invalid_file_on_sighup_changes_nothing() {
     .unwrap();
     // SAFETY: kill with the pid of our own child.
     assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
-    wait_for("the rule added by SIGHUP", Duration::from_secs(5), || {
+    wait_for("the rule added by SIGHUP", Duration::from_secs(30), || {
         let r = one(&bed, "/hup");
         if (r.0, r.1.as_str(), r.2.as_str()) == (200, "", "hup applied") {
             Ok(())
@@ -453,44 +460,43 @@ fn sighup_reloads_and_an_invalid_file_on_sighup_changes_nothing() {
     std::fs::write(&bed.config, "[[listener]]\nport = \"eighty\"\n").unwrap();
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
-    std::thread::sleep(Duration::from_millis(500));
+    d.wait_stderr(Duration::from_secs(30), |l| {
+        l.contains("SIGHUP: configuration not reloaded")
+    })
+    .expect("xalb says the invalid file was not loaded");
     assert_eq!(one(&bed, "/hup").2, "hup applied");
     assert_eq!(one(&bed, "/other").1, "a");
-    let (_, stderr) = d.stop().expect("still running and exits cleanly");
-    assert!(stderr.contains("not reloaded"), "{stderr}");
+    d.stop().expect("still running and exits cleanly");
 }
 
 #[test]
 fn a_removed_target_drains_its_in_flight_request_and_takes_no_new_ones() {
-    let bed = HttpBed::new(&config(&web(&[11], "5s"), FORWARD_WEB)).unwrap();
+    // A deregistration delay far longer than the test's steps until a's
+    // held request is released: it ends inside the delay, as the admin rows
+    // (a still listed, draining) confirm afterwards.
+    let bed = HttpBed::new(&config(&web(&[11], "20s"), FORWARD_WEB)).unwrap();
     let a = bed.backend(11, 80, "a").unwrap();
     let b = bed.backend(12, 80, "b").unwrap();
     let d = bed.start().unwrap();
 
-    let before = a.requests();
-    let slow = spawn_in(&bed.client, async || {
-        get(lb(), "/sleep?ms=3000", &[])
+    let held = spawn_in(&bed.client, async || {
+        get(lb(), "/hold", &[])
             .await
             .map(|r| (r.status, backend_of(&r)))
             .map_err(|e| format!("{e:#}"))
     });
     wait_for(
-        "the slow request to reach a",
-        Duration::from_secs(5),
-        || {
-            if a.requests() > before {
-                Ok(())
-            } else {
-                Err("no request yet".into())
-            }
+        "the held request to reach a",
+        Duration::from_secs(30),
+        || match a.in_flight() {
+            1 => Ok(()),
+            n => Err(format!("{n} in flight")),
         },
     );
-    std::thread::sleep(Duration::from_millis(300));
 
     // a leaves the group, b joins.
-    std::fs::write(&bed.config, config(&web(&[12], "5s"), FORWARD_WEB)).unwrap();
+    std::fs::write(&bed.config, config(&web(&[12], "20s"), FORWARD_WEB)).unwrap();
     let out = reload(&bed);
-    let reloaded = Instant::now();
     assert!(
         out.status.success(),
         "{}{}",
@@ -503,22 +509,25 @@ fn a_removed_target_drains_its_in_flight_request_and_takes_no_new_ones() {
         text(&out.stdout)
     );
 
+    let draining = |rows: &[xalb_tests::admin::Row]| {
+        let a_row = rows
+            .iter()
+            .find(|r| r.address == "10.231.2.11")
+            .unwrap_or_else(|| panic!("a is listed while draining: {rows:#?}"));
+        assert_eq!(
+            (a_row.state.as_str(), a_row.reason.as_str()),
+            ("draining", "Target.DeregistrationInProgress")
+        );
+    };
     let rows = targets(&bed, "?target_group=web");
-    let a_row = rows
-        .iter()
-        .find(|r| r.address == "10.231.2.11")
-        .unwrap_or_else(|| panic!("a is listed while draining: {rows:#?}"));
-    assert_eq!(
-        (a_row.state.as_str(), a_row.reason.as_str()),
-        ("draining", "Target.DeregistrationInProgress")
-    );
+    draining(&rows);
     let b_row = rows.iter().find(|r| r.address == "10.231.2.12").unwrap();
     // Initial until its first check, which alone may make it healthy.
     if b_row.state != "healthy" || b.checks() == 0 {
         assert_eq!(b_row.state, "initial", "{rows:#?}");
     }
 
-    // New requests go to b only, while a's slow request is still running.
+    // New requests go to b only, while a's held request is still running.
     let a_before = a.requests();
     let names = in_ns(&bed.client, async || {
         let mut c = Client::connect(lb(), false).await.unwrap();
@@ -541,27 +550,32 @@ fn a_removed_target_drains_its_in_flight_request_and_takes_no_new_ones() {
         "{names:?}"
     );
     assert_eq!(a.requests(), a_before, "nothing new reaches a");
+    assert!(!held.is_finished(), "the held request ended at the reload");
 
-    let slow = slow.join().unwrap();
+    // a answers: the in-flight request to the draining target completes,
+    // and a is still listed as draining then, so it ended inside the delay.
+    a.release();
+    let held = held.join().unwrap();
     assert_eq!(
-        slow,
+        held,
         Ok((200, "a".to_string())),
         "the in-flight request to the draining target completes"
     );
-    assert!(
-        reloaded.elapsed() < Duration::from_secs(5),
-        "the slow request ended inside the delay"
-    );
+    draining(&targets(&bed, "?target_group=web"));
 
     // Once the delay is over the target is gone from the group.
-    wait_for("a to leave after the delay", Duration::from_secs(9), || {
-        let rows = targets(&bed, "?target_group=web");
-        if rows.iter().any(|r| r.address == "10.231.2.11") {
-            Err(format!("{rows:#?}"))
-        } else {
-            Ok(())
-        }
-    });
+    wait_for(
+        "a to leave after the delay",
+        Duration::from_secs(60),
+        || {
+            let rows = targets(&bed, "?target_group=web");
+            if rows.iter().any(|r| r.address == "10.231.2.11") {
+                Err(format!("{rows:#?}"))
+            } else {
+                Ok(())
+            }
+        },
+    );
     drop(d);
 }
 
@@ -571,25 +585,22 @@ fn a_request_outliving_its_targets_draining_time_gets_502() {
     let a = bed.backend(11, 80, "a").unwrap();
     let _b = bed.backend(12, 80, "b").unwrap();
     let _d = bed.start().unwrap();
-    let before = a.requests();
-    let started = Instant::now();
-    let slow = spawn_in(&bed.client, async || {
-        get(lb(), "/sleep?ms=8000", &[])
+    // A request a holds until the test says: longer than the draining time.
+    let held = spawn_in(&bed.client, async || {
+        get(lb(), "/hold", &[])
             .await
-            .map(|r| r.status)
+            .map(|r| (r.status, text(&r.body)))
             .map_err(|e| format!("{e:#}"))
     });
     wait_for(
-        "the slow request to reach a",
-        Duration::from_secs(5),
-        || {
-            if a.requests() > before {
-                Ok(())
-            } else {
-                Err("no request yet".into())
-            }
+        "the held request to reach a",
+        Duration::from_secs(30),
+        || match a.in_flight() {
+            1 => Ok(()),
+            n => Err(format!("{n} in flight")),
         },
     );
+    let reloading = Instant::now();
     std::fs::write(&bed.config, config(&web(&[12], "2s"), FORWARD_WEB)).unwrap();
     let out = reload(&bed);
     assert!(
@@ -598,11 +609,14 @@ fn a_request_outliving_its_targets_draining_time_gets_502() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    let status = slow.join().unwrap().unwrap();
-    assert_eq!(status, 502, "cut when the 2 s draining time ended");
-    let took = started.elapsed();
+    let (status, body) = held.join().unwrap().unwrap();
+    let cut_after = reloading.elapsed();
+    // a holds the request until released below, so it never answered: the
+    // 502 is the balancer's, when the draining time ended, not before it.
+    assert_eq!(status, 502, "cut when the 2 s draining time ended: {body}");
     assert!(
-        took < Duration::from_secs(7),
-        "answered after {took:?}, not at the end of draining"
+        cut_after >= Duration::from_millis(1900),
+        "cut {cut_after:?} after the reload began, before the 2 s draining time"
     );
+    a.release();
 }

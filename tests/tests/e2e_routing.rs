@@ -15,7 +15,7 @@ use http::Request;
 use http_body_util::Full;
 use xalb_tests::bed::{lb, HttpBed};
 use xalb_tests::daemon::Daemon;
-use xalb_tests::http::{expires_in, get, in_ns, raw, Backend, Client, Reply};
+use xalb_tests::http::{expires_in, get, in_ns, raw, set_cookie, Backend, Client, Reply};
 
 const LB6: &str = "[fd00:231::10]:80";
 
@@ -172,21 +172,6 @@ fn expect_routes(r: &Routes, addr: SocketAddr, cases: &[Case]) {
     let got: Vec<String> = cases.iter().zip(&got).map(|(c, g)| show(c, g)).collect();
     let want: Vec<String> = cases.iter().map(|c| show(c, c.want)).collect();
     assert_eq!(got, want);
-}
-
-/// The `name=value` part of the `Set-Cookie` that sets `name`, and its
-/// attributes; panics unless exactly one does.
-fn set_cookie(r: &Reply, name: &str) -> (String, String) {
-    let all: Vec<&str> = r
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .filter(|v| v.starts_with(&format!("{name}=")))
-        .collect();
-    assert_eq!(all.len(), 1, "one Set-Cookie for {name}: {:?}", r.headers);
-    let (pair, attrs) = all[0].split_once(';').unwrap_or((all[0], ""));
-    (pair.to_string(), attrs.trim().to_string())
 }
 
 // ---------------------------------------------------------------------------
