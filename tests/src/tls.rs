@@ -245,7 +245,7 @@ impl TlsClient {
             .context("connect timeout")??;
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
         Ok(
-            tokio::time::timeout(Duration::from_secs(20), connector.connect(name, tcp))
+            tokio::time::timeout(Duration::from_secs(60), connector.connect(name, tcp))
                 .await
                 .context("handshake timeout")??,
         )
@@ -303,7 +303,7 @@ pub async fn get(s: TlsStream<TcpStream>, host: &str, path: &str) -> Result<Repl
             body,
         })
     };
-    tokio::time::timeout(Duration::from_secs(20), fut)
+    tokio::time::timeout(Duration::from_secs(60), fut)
         .await
         .context("response timeout")?
 }

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Namespaces whose name carries `pid` (the demo names them
 /// `xalb-<role>-<pid>-<n>`).
@@ -91,17 +91,15 @@ fn an_interrupted_demo_stops_xalb_and_removes_its_namespaces() {
     // Only the demo gets the signal (a terminal would signal xalb too).
     // SAFETY: kill with the pid of our child.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = demo.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the demo did not exit within 15 s of SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = xalb_tests::admin::wait_for(
+        "the demo to exit after SIGINT",
+        Duration::from_secs(60),
+        || {
+            demo.try_wait()
+                .unwrap()
+                .ok_or_else(|| "still running".to_string())
+        },
+    );
     assert_eq!(
         status.code(),
         Some(130),
@@ -125,14 +123,15 @@ fn an_interrupted_demo_stops_xalb_and_removes_its_namespaces() {
     assert!(left.is_empty(), "bpf filesystems left mounted: {left:?}");
     // Its exit may still have to be reaped by init, the demo being gone.
     let gone = |p: u32| !std::path::Path::new(&format!("/proc/{p}")).exists();
-    let start = Instant::now();
-    while !daemons.iter().all(|&p| gone(p)) && start.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for p in daemons {
-        assert!(
-            gone(p),
-            "xalb (pid {p}) still runs after the demo was interrupted"
-        );
-    }
+    xalb_tests::admin::wait_for(
+        "every xalb of the demo to be gone after the interrupt",
+        Duration::from_secs(30),
+        || {
+            let left: Vec<&u32> = daemons.iter().filter(|&&p| !gone(p)).collect();
+            match left.is_empty() {
+                true => Ok(()),
+                false => Err(format!("xalb still runs: {left:?}")),
+            }
+        },
+    );
 }

@@ -81,7 +81,7 @@ fn ready_reloading_watchdog_and_stopping_reach_systemd_in_order() {
     // Application logs as JSON, one object per line, as journald or a log
     // shipper takes them.
     let line = d
-        .wait_stderr(Duration::from_secs(10), |l| l.contains("xalb running"))
+        .wait_stderr(Duration::from_secs(30), |l| l.contains("xalb running"))
         .unwrap();
     let log: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(log["level"], "INFO", "{line}");
@@ -194,7 +194,7 @@ fn sigusr1_reopens_the_access_log_and_loses_no_line() {
         .status()
         .unwrap()
         .success());
-    d.wait_stderr(Duration::from_secs(10), |l| {
+    d.wait_stderr(Duration::from_secs(30), |l| {
         l.contains("access log reopened")
     })
     .unwrap();

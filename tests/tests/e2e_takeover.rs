@@ -354,7 +354,7 @@ fn a_takeover_under_load_fails_no_request_and_drops_no_connection() {
     let new = bed
         .start_with(&["--state-dir", state.arg(), "--takeover"])
         .unwrap();
-    new.wait_stderr(Duration::from_secs(10), |l| l.contains("takeover: done"))
+    new.wait_stderr(Duration::from_secs(30), |l| l.contains("takeover: done"))
         .unwrap();
     let during = seen.done.load(SeqCst);
     // The old one drains: it waits for its WebSocket to end.
@@ -460,14 +460,14 @@ fn a_successor_that_fails_after_applying_its_configuration_leaves_the_old_one_se
     let _ = std::fs::remove_file(&other);
     assert!(!ok, "the successor started:\n{log}");
     assert!(log.contains("10.231.99.1:9901"), "{log}");
-    old.wait_stderr(Duration::from_secs(10), |l| {
+    old.wait_stderr(Duration::from_secs(30), |l| {
         l.contains("this xalb's configuration is enforced again")
     })
     .unwrap();
     // Port 80 is the old configuration's, and the old xalb still serves it.
     let r = xalb_tests::http::in_ns(&bed.client, async || {
         tokio::time::timeout(
-            Duration::from_secs(5),
+            Duration::from_secs(30),
             xalb_tests::http::get(lb(), "/", &[]),
         )
         .await
@@ -524,7 +524,7 @@ fn killed_mid_handover(tag: &str, when: Kill) {
         }
         Kill::WhileHanding => {
             let new = Daemon::spawn(&bed.lb, &bed.config, &args).unwrap();
-            old.wait_stderr(Duration::from_secs(10), |l| l.contains("takeover: frozen"))
+            old.wait_stderr(Duration::from_secs(30), |l| l.contains("takeover: frozen"))
                 .unwrap();
             old.kill().unwrap();
             killed_at = Instant::now();
@@ -532,7 +532,7 @@ fn killed_mid_handover(tag: &str, when: Kill) {
         }
         Kill::AfterHanding => {
             let new = Daemon::spawn(&bed.lb, &bed.config, &args).unwrap();
-            new.wait_stderr(Duration::from_secs(10), |l| {
+            new.wait_stderr(Duration::from_secs(30), |l| {
                 l.contains("takeover: received")
             })
             .unwrap();

@@ -11,7 +11,8 @@ use xalb_tests::netns::Netns;
 use xalb_tests::tcp::{probe, Outcome, Server};
 use xalb_tests::tcp_bed::{on_segment, target, tcp_config, TcpBed, LB_V4, LB_V6};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a session's connect and reads may take: a safety net.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn lb(v6: bool) -> SocketAddr {
     if v6 {

@@ -336,11 +336,14 @@ fn a_syn_dropped_for_want_of_a_socket_connects_on_retransmission() {
             assert_eq!(s.listener(), (0, 1, 0));
             ready_tx.send(()).unwrap();
             // The remote client's first SYN: dropped by XDP, silently.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while s.xdp(Reason::DropNoSocket) == 0 {
-                assert!(Instant::now() < deadline, "no SYN was dropped");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            xalb_tests::admin::wait_for(
+                "XDP to drop the client's first SYN",
+                Duration::from_secs(30),
+                || match s.xdp(Reason::DropNoSocket) {
+                    0 => Err("none dropped yet".to_string()),
+                    _ => Ok(()),
+                },
+            );
             assert_eq!(s.listener(), (0, 2, 0));
             // A socket now: the retransmitted SYN finds it.
             let group = s.group("127.0.0.1", 2);
@@ -356,9 +359,10 @@ fn a_syn_dropped_for_want_of_a_socket_connects_on_retransmission() {
     client
         .run(move || {
             let start = Instant::now();
+            // A safety net: SYN retransmissions at 1, 3, 7 and 15 s.
             let c = TcpStream::connect_timeout(
                 &"10.231.0.10:80".parse().unwrap(),
-                Duration::from_secs(10),
+                Duration::from_secs(30),
             );
             go_rx.recv().unwrap();
             let c = c.expect("connected on a retransmitted SYN, never refused");
