@@ -100,7 +100,9 @@ pub fn percentile_ms(counts: &[u64; BUCKETS], q: f64) -> Option<f64> {
     let rank = q * total as f64;
     let mut below = 0u64;
     for (i, &n) in counts.iter().enumerate() {
-        if n > 0 && (below + n) as f64 >= rank {
+        // A bucket with nothing in it never reaches the rank first: the
+        // one before it would have.
+        if (below + n) as f64 >= rank {
             let last = RESPONSE_TIME_BUCKETS.len() - 1;
             let lo = if i == 0 {
                 0.0
@@ -141,6 +143,28 @@ mod tests {
         let c = counts(&[(BUCKETS - 1, 5)]);
         assert_eq!(percentile_ms(&c, 0.5), Some(10_000.0));
         assert_eq!(percentile_ms(&[0; BUCKETS], 0.5), None);
+    }
+
+    #[test]
+    fn buckets_add_up_across_groups() {
+        let mut t = Totals::default();
+        t.add_buckets(&counts(&[(0, 2), (3, 5)]));
+        t.add_buckets(&counts(&[(3, 1), (BUCKETS - 1, 4)]));
+        assert_eq!(t.buckets, counts(&[(0, 2), (3, 6), (BUCKETS - 1, 4)]));
+    }
+
+    #[test]
+    fn two_samples_at_the_same_instant_make_no_step() {
+        let mut h = History::default();
+        h.record(1_000, Totals::default());
+        h.record(
+            1_000,
+            Totals {
+                requests: 5,
+                ..Totals::default()
+            },
+        );
+        assert!(h.points().is_empty(), "{:?}", h.points());
     }
 
     #[test]
