@@ -364,6 +364,44 @@ default_action = { type = "forward", target_group = "web" }
     }
 
     #[test]
+    fn a_target_prints_as_it_is_written() {
+        for text in ["10.0.0.5", "10.0.0.5:81", "2001:db8::5", "[2001:db8::5]:81"] {
+            assert_eq!(text.parse::<TargetSpec>().unwrap().to_string(), text);
+        }
+    }
+
+    #[test]
+    fn each_refusal_has_its_status_and_kind() {
+        let cases = [
+            (
+                RegistrationError::NoSuchGroup("g".into()),
+                404,
+                "target_group_not_found",
+            ),
+            (RegistrationError::Empty, 400, "invalid_target"),
+            (
+                RegistrationError::NotRegistered {
+                    group: "g".into(),
+                    target: "10.0.0.1:80".parse().unwrap(),
+                },
+                400,
+                "invalid_target",
+            ),
+            (
+                RegistrationError::Store {
+                    path: "x".into(),
+                    error: "e".into(),
+                },
+                500,
+                "state_not_saved",
+            ),
+        ];
+        for (e, status, kind) in cases {
+            assert_eq!((e.http_status(), e.kind()), (status, kind), "{e}");
+        }
+    }
+
+    #[test]
     fn registering_adds_with_the_group_port_and_is_idempotent() {
         let f = file();
         let r = Registrations::default()
@@ -473,6 +511,14 @@ default_action = { type = "forward", target_group = "web" }
             .unwrap();
         r.save(&dir).unwrap();
         assert_eq!(Registrations::load(&dir).unwrap(), r);
+        // Unreadable (a directory where the file should be): an error, not
+        // "nothing kept".
+        let odd = dir.join("odd");
+        std::fs::create_dir_all(odd.join(FILE)).unwrap();
+        assert!(matches!(
+            Registrations::load(&odd),
+            Err(RegistrationError::Store { .. })
+        ));
         std::fs::write(dir.join(FILE), b"{ not json").unwrap();
         assert!(matches!(
             Registrations::load(&dir),
