@@ -144,6 +144,15 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_secret_is_an_error_not_made_again() {
+        let dir = temp_dir("unreadable");
+        fs::create_dir_all(dir.join(STICKY_KEY)).unwrap();
+        let err = sticky_key(&dir).unwrap_err();
+        assert!(matches!(err, SecretError::Read { .. }), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_key_of_the_wrong_length_is_refused_and_kept() {
         let dir = temp_dir("short");
         fs::create_dir_all(&dir).unwrap();
