@@ -272,6 +272,38 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_prints_as_its_cause_which_the_log_and_the_400_carry() {
+        use FramingError::*;
+        for (e, text) in [
+            (
+                BothLengthAndChunked,
+                "ambiguous message framing: both Content-Length and Transfer-Encoding",
+            ),
+            (
+                RepeatedContentLength,
+                "ambiguous message framing: repeated Content-Length",
+            ),
+            (ConflictingContentLength, "conflicting Content-Length"),
+            (InvalidContentLength, "invalid Content-Length"),
+            (
+                RepeatedTransferEncoding,
+                "ambiguous message framing: repeated Transfer-Encoding",
+            ),
+            (
+                UnsupportedTransferEncoding,
+                "unsupported Transfer-Encoding (only \"chunked\" is accepted)",
+            ),
+            (
+                TransferEncodingInHttp10,
+                "Transfer-Encoding is not allowed in HTTP/1.0",
+            ),
+        ] {
+            assert_eq!(e.cause(), text, "{e:?}");
+            assert_eq!(e.to_string(), text, "{e:?}");
+        }
+    }
+
+    #[test]
     fn only_framing_fields_are_framing_fields() {
         let mut f = FramingFields::default();
         assert!(f.field(b"Content-Length", b"1"));
