@@ -307,3 +307,199 @@ fn tcp_groups_past_the_kernels_rings_are_refused_not_left_without_one() {
         Err(CompileError::TooManyTcpTargets { count, max: m }) if count == max + 4 && m == max
     ));
 }
+
+#[test]
+fn rule_protocols_are_compiled_to_their_ip_protocol_numbers() {
+    use crate::config::model::IpProtocol;
+    // The kernel compares them with the IP header's protocol field.
+    for (p, number) in [
+        (IpProtocol::Tcp, 6),
+        (IpProtocol::Udp, 17),
+        (IpProtocol::Icmp, 1),
+        (IpProtocol::Icmpv6, 58),
+        (IpProtocol::All, 255),
+    ] {
+        assert_eq!(super::kernel_proto(p), number, "{p:?}");
+    }
+}
+
+#[test]
+fn a_prefix_may_be_allowed_exactly_as_many_ranges_as_the_kernel_holds() {
+    let rules = |n: u16| -> Vec<SourceRule> {
+        (0..n)
+            .map(|i| rule("10.0.0.0/8", proto::TCP, i * 10, i * 10))
+            .collect()
+    };
+    let max = lb_common::MAX_RANGES as u16;
+    let entries = union_by_prefix("edge", &rules(max)).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].1.count, u32::from(max));
+    assert!(matches!(
+        union_by_prefix("edge", &rules(max + 1)),
+        Err(CompileError::TooManyRanges { count, .. }) if count == usize::from(max) + 1
+    ));
+}
+
+/// Four balancers: `a` internet-facing with an HTTP and a TCP listener, `b`
+/// internal with a TCP and an HTTP listener, `c` internal with an HTTP
+/// listener only, `d` internet-facing with none. The TCP listeners forward
+/// to `g1` (a) and `g0` (b), with an HTTP group between them in the file.
+fn mixed_listeners() -> crate::config::Config {
+    crate::config::parse_str(
+        r#"
+[[security_group]]
+name = "sg"
+ingress = [{ protocol = "tcp", ports = "1-65535", source = "0.0.0.0/0" }]
+
+[[target_group]]
+name = "g0"
+protocol = "TCP"
+port = 9000
+targets = [{ address = "10.1.0.1" }]
+
+[[target_group]]
+name = "web"
+protocol = "HTTP"
+port = 8080
+targets = [{ address = "10.1.1.1" }]
+
+[[target_group]]
+name = "g1"
+protocol = "TCP"
+port = 9001
+targets = [{ address = "10.1.2.1" }]
+
+[[load_balancer]]
+name = "a"
+interfaces = ["eth0"]
+addresses = ["10.0.0.10"]
+security_groups = ["sg"]
+
+[[load_balancer]]
+name = "b"
+scheme = "internal"
+internal_networks = ["10.0.0.0/16"]
+interfaces = ["eth0"]
+addresses = ["10.0.0.20"]
+security_groups = ["sg"]
+
+[[load_balancer]]
+name = "c"
+scheme = "internal"
+internal_networks = ["10.0.0.0/16"]
+interfaces = ["eth0"]
+addresses = ["10.0.0.30"]
+security_groups = ["sg"]
+
+[[load_balancer]]
+name = "d"
+interfaces = ["eth0"]
+addresses = ["10.0.0.40"]
+security_groups = ["sg"]
+
+[[listener]]
+load_balancer = "a"
+protocol = "HTTP"
+port = 80
+default_action = { type = "forward", target_group = "web" }
+
+[[listener]]
+load_balancer = "a"
+protocol = "TCP"
+port = 7000
+default_action = { type = "forward", target_group = "g1" }
+
+[[listener]]
+load_balancer = "b"
+protocol = "TCP"
+port = 80
+default_action = { type = "forward", target_group = "g0" }
+
+[[listener]]
+load_balancer = "b"
+protocol = "HTTP"
+port = 8080
+default_action = { type = "forward", target_group = "web" }
+
+[[listener]]
+load_balancer = "c"
+protocol = "HTTP"
+port = 81
+default_action = { type = "forward", target_group = "web" }
+"#,
+        "t.toml",
+    )
+    .unwrap()
+}
+
+#[test]
+fn each_address_is_flagged_internal_and_tcp_listener_from_its_own_balancer() {
+    use lb_common::{LbAddr, LB_FLAG_INTERNAL, LB_FLAG_TCP_LISTENER};
+    let cfg = mixed_listeners();
+    let slots = crate::kernel::LbSlots::for_config(&cfg);
+    let k = super::compile(&cfg, &slots).unwrap();
+    let row = |name: &str| slots.row(name).unwrap();
+    assert_eq!(
+        k.addrs_v4,
+        [
+            (
+                [10, 0, 0, 10],
+                LbAddr {
+                    lb_id: row("a"),
+                    flags: LB_FLAG_TCP_LISTENER
+                }
+            ),
+            (
+                [10, 0, 0, 20],
+                LbAddr {
+                    lb_id: row("b"),
+                    flags: LB_FLAG_INTERNAL | LB_FLAG_TCP_LISTENER
+                }
+            ),
+            (
+                [10, 0, 0, 30],
+                LbAddr {
+                    lb_id: row("c"),
+                    flags: LB_FLAG_INTERNAL
+                }
+            ),
+            (
+                [10, 0, 0, 40],
+                LbAddr {
+                    lb_id: row("d"),
+                    flags: 0
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn steering_sends_http_listeners_to_sockets_and_tcp_listeners_to_their_groups_ring() {
+    use lb_common::{ListenerSlots, NO_RING};
+    let cfg = mixed_listeners();
+    let lbs = crate::kernel::LbSlots::for_config(&cfg);
+    let rows = crate::kernel::ListenerRows::default().next(&cfg).0;
+    let (a, b, c) = (
+        lbs.row("a").unwrap(),
+        lbs.row("b").unwrap(),
+        lbs.row("c").unwrap(),
+    );
+    let row = |lb: &str, port: u16| rows.row(lb, port).unwrap();
+    // The rings are those of the groups TCP listeners forward to, in the
+    // file's order: g0 is ring 0, g1 ring 1 (web has none).
+    let want = [
+        (a, 80, ListenerSlots::of_row(row("a", 80))),
+        (a, 7000, ListenerSlots::forwarded(row("a", 7000), 1)),
+        (b, 80, ListenerSlots::forwarded(row("b", 80), 0)),
+        (b, 8080, ListenerSlots::of_row(row("b", 8080))),
+        (c, 81, ListenerSlots::of_row(row("c", 81))),
+    ];
+    let mut got = super::steering(&cfg, &lbs, &rows);
+    got.sort_by_key(|&(lb, port, _)| (lb, port));
+    assert_eq!(got, want);
+    for (lb, port, slots) in got {
+        let tcp = port == 7000 || (lb == b && port == 80);
+        assert_eq!(slots.ring == NO_RING, !tcp, "{lb} {port}");
+    }
+}
