@@ -813,11 +813,20 @@ mod tests {
     /// Answers every request on `127.0.0.1` with 200, as a target passing
     /// its health checks does.
     async fn answering_200() -> std::net::SocketAddr {
+        answering_200_counted().await.0
+    }
+
+    /// [`answering_200`], counting the requests it has read.
+    async fn answering_200_counted() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>)
+    {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
+                let counted = counted.clone();
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut b = [0u8; 1024];
@@ -827,12 +836,13 @@ mod tests {
                             Ok(n) => head.extend_from_slice(&b[..n]),
                         }
                     }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
                     let _ = s.write_all(ok).await;
                 });
             }
         });
-        addr
+        (addr, requests)
     }
 
     /// Waits for `done` by looking every few milliseconds; fails only if it
@@ -963,5 +973,334 @@ mod tests {
             Health::initial(false)
         );
         assert!(g.targets()[0].is_usable());
+    }
+
+    /// What an HTTP/2 test target answers each request with.
+    #[derive(Clone, Copy)]
+    enum H2Answer {
+        /// This status, no body.
+        Status(u16),
+        /// 200 with a gRPC head, then `grpc-status` in the trailers.
+        GrpcTrailers(u16),
+        /// A trailers-only gRPC answer: `grpc-status` in the head.
+        GrpcHeadOnly(u16),
+    }
+
+    /// An h2c target on `127.0.0.1` answering every request with `answer`;
+    /// also what it was asked, as "METHOD path content-type".
+    async fn h2c_answering(
+        answer: H2Answer,
+    ) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(s).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        // Its own task: the connection goes on meanwhile, so that
+                        // the request body arrives.
+                        let log = log.clone();
+                        tokio::spawn(async move {
+                            let content_type = req
+                                .headers()
+                                .get(http::header::CONTENT_TYPE)
+                                .map_or("-", |v| v.to_str().unwrap())
+                                .to_string();
+                            log.lock().unwrap().push(format!(
+                                "{} {} {content_type}",
+                                req.method(),
+                                req.uri().path()
+                            ));
+                            let mut body = req.into_body();
+                            while let Some(Ok(d)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(d.len());
+                            }
+                            let grpc = |code: u16| {
+                                let mut h = http::HeaderMap::new();
+                                h.insert("grpc-status", code.into());
+                                h
+                            };
+                            let head = http::Response::builder()
+                                .header("content-type", "application/grpc");
+                            let (head, trailers) = match answer {
+                                H2Answer::Status(code) => {
+                                    (http::Response::builder().status(code), None)
+                                }
+                                H2Answer::GrpcTrailers(code) => (head, Some(grpc(code))),
+                                H2Answer::GrpcHeadOnly(code) => {
+                                    (head.header("grpc-status", code), None)
+                                }
+                            };
+                            let head = head.body(()).unwrap();
+                            let end = trailers.is_none();
+                            let Ok(mut stream) = respond.send_response(head, end) else {
+                                return;
+                            };
+                            if let Some(t) = trailers {
+                                let _ = stream.send_trailers(t);
+                            }
+                        });
+                    }
+                });
+            }
+        });
+        (addr, asked)
+    }
+
+    /// A check of `addr` by an HTTP group of `version` with `matcher`.
+    async fn h2_outcome(
+        addr: std::net::SocketAddr,
+        version: ProtocolVersion,
+        matcher: &[(u16, u16)],
+    ) -> Outcome {
+        let g = group(
+            &format!("{{ address = \"{}\", port = {} }}", addr.ip(), addr.port()),
+            "",
+        );
+        let mut hc = g.config().health_check.clone();
+        hc.path = "/ping".into();
+        hc.version = version;
+        hc.matcher = crate::config::model::Matcher(matcher.to_vec());
+        // Only bounds a check that hangs.
+        hc.timeout = Duration::from_secs(10);
+        check(&hc, &g.targets()[0]).await
+    }
+
+    #[tokio::test]
+    async fn an_http2_check_over_h2c_is_a_get_judged_by_its_status() {
+        let (ok, asked) = h2c_answering(H2Answer::Status(200)).await;
+        assert_eq!(
+            h2_outcome(ok, ProtocolVersion::Http2, &[(200, 200)]).await,
+            Outcome::Ok
+        );
+        assert_eq!(*asked.lock().unwrap(), ["GET /ping -"]);
+        let (down, _) = h2c_answering(H2Answer::Status(503)).await;
+        assert_eq!(
+            h2_outcome(down, ProtocolVersion::Http2, &[(200, 299)]).await,
+            Outcome::Mismatch(503)
+        );
+        // A gRPC status means nothing to an HTTP2 check: its status decides.
+        let (grpc, _) = h2c_answering(H2Answer::GrpcHeadOnly(12)).await;
+        assert_eq!(
+            h2_outcome(grpc, ProtocolVersion::Http2, &[(200, 200)]).await,
+            Outcome::Ok
+        );
+    }
+
+    #[tokio::test]
+    async fn a_grpc_check_is_judged_by_the_grpc_status_of_its_trailers_or_its_head() {
+        use H2Answer::*;
+        use ProtocolVersion::Grpc;
+        // 12 (UNIMPLEMENTED) is the default matcher's.
+        for (answer, want) in [
+            (GrpcTrailers(12), Outcome::Ok),
+            (GrpcTrailers(0), Outcome::Mismatch(0)),
+            (GrpcTrailers(1), Outcome::Mismatch(1)),
+            (GrpcHeadOnly(12), Outcome::Ok),
+            (GrpcHeadOnly(5), Outcome::Mismatch(5)),
+            // An HTTP answer with no gRPC status is no gRPC answer at all,
+            // even with the status an HTTP check would pass.
+            (Status(200), Outcome::Failed),
+            (Status(12), Outcome::Failed),
+        ] {
+            let (addr, asked) = h2c_answering(answer).await;
+            let got = h2_outcome(addr, Grpc, &[(12, 12)]).await;
+            assert_eq!(got, want, "grpc-status {:?}", {
+                match answer {
+                    GrpcTrailers(c) => format!("{c} in trailers"),
+                    GrpcHeadOnly(c) => format!("{c} in the head"),
+                    Status(c) => format!("none, HTTP {c}"),
+                }
+            });
+            assert_eq!(*asked.lock().unwrap(), ["POST /ping application/grpc"]);
+        }
+        let (addr, _) = h2c_answering(GrpcTrailers(0)).await;
+        assert_eq!(h2_outcome(addr, Grpc, &[(0, 0)]).await, Outcome::Ok);
+    }
+
+    /// Two targets, both healthy at full weight, in a group with a 30 s
+    /// slow start (ramp steps of 600 ms).
+    fn two_healthy_with_slow_start() -> Arc<TargetGroupRuntime> {
+        let g = group(
+            "{ address = \"10.0.0.1\" }, { address = \"10.0.0.2\" }",
+            "slow_start = \"30s\"",
+        );
+        for t in g.targets() {
+            assert!(record(&mut t.health.lock().unwrap(), Outcome::Ok, 2, 2));
+            assert_eq!(t.ramp(), 1000);
+        }
+        g
+    }
+
+    /// Sleeps (in paused time) until `ms` after `start`.
+    async fn at(start: tokio::time::Instant, ms: u64) {
+        tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_a_new_healthy_target_linearly_in_steps_of_a_fiftieth() {
+        let g = two_healthy_with_slow_start();
+        let start = tokio::time::Instant::now();
+        slow_start(&g, 0);
+        let ramp = || g.targets()[0].ramp();
+        // Each step sets elapsed/30 s, at least 1, every 600 ms; the
+        // instants below fall between steps.
+        for (ms, want) in [
+            (300, 1),
+            (2_700, 80),
+            (15_300, 500),
+            (29_700, 980),
+            (30_300, 1000),
+            (90_000, 1000),
+        ] {
+            at(start, ms).await;
+            assert_eq!(ramp(), want, "{ms} ms in");
+        }
+        assert_eq!(g.targets()[1].ramp(), 1000, "the other keeps its weight");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_leaving_health_mid_ramp_gets_its_full_weight_back_and_stops_ramping() {
+        let g = two_healthy_with_slow_start();
+        let start = tokio::time::Instant::now();
+        slow_start(&g, 0);
+        let t0 = &g.targets()[0];
+        at(start, 2_700).await;
+        assert_eq!(t0.ramp(), 80);
+        record(&mut t0.health.lock().unwrap(), Outcome::Failed, 2, 2);
+        assert!(record(
+            &mut t0.health.lock().unwrap(),
+            Outcome::Failed,
+            2,
+            2
+        ));
+        // The next step (at 3 s) sees it unhealthy.
+        for ms in [3_300, 15_300, 40_000] {
+            at(start, ms).await;
+            assert_eq!(t0.ramp(), 1000, "{ms} ms in");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_needs_another_healthy_target_at_full_weight() {
+        let ramp_after_slow_start = |g: Arc<TargetGroupRuntime>| async move {
+            let start = tokio::time::Instant::now();
+            slow_start(&g, 0);
+            at(start, 300).await;
+            g.targets()[0].ramp()
+        };
+        // The other healthy at full weight: the new one ramps.
+        let g = two_healthy_with_slow_start();
+        assert_eq!(ramp_after_slow_start(g).await, 1);
+        // Alone: no one else carries the traffic, so full weight at once.
+        let g = group("{ address = \"10.0.0.1\" }", "slow_start = \"30s\"");
+        assert!(record(
+            &mut g.targets()[0].health.lock().unwrap(),
+            Outcome::Ok,
+            2,
+            2
+        ));
+        assert_eq!(ramp_after_slow_start(g).await, 1000, "alone");
+        // The other at full weight but unhealthy.
+        let g = two_healthy_with_slow_start();
+        for _ in 0..2 {
+            record(
+                &mut g.targets()[1].health.lock().unwrap(),
+                Outcome::Failed,
+                2,
+                2,
+            );
+        }
+        assert_eq!(ramp_after_slow_start(g).await, 1000, "other unhealthy");
+        // The other healthy but itself in slow start.
+        let g = two_healthy_with_slow_start();
+        g.targets()[1].set_ramp(500);
+        assert_eq!(ramp_after_slow_start(g).await, 1000, "other ramping");
+        // No slow start configured.
+        let g = group("{ address = \"10.0.0.1\" }, { address = \"10.0.0.2\" }", "");
+        for t in g.targets() {
+            record(&mut t.health.lock().unwrap(), Outcome::Ok, 2, 2);
+        }
+        assert_eq!(ramp_after_slow_start(g).await, 1000, "slow start off");
+    }
+
+    /// A group checking `addrs` every 10 ms, with a 30 s slow start; the
+    /// targets listed in `healthy` start healthy.
+    fn checked_with_slow_start(
+        addrs: &[std::net::SocketAddr],
+        healthy: &[usize],
+    ) -> Arc<TargetGroupRuntime> {
+        let targets: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("{{ address = \"{}\", port = {} }}", a.ip(), a.port()))
+            .collect();
+        let text = format!(
+            "[[target_group]]\nname = \"g\"\nprotocol = \"HTTP\"\nport = 80\n\
+             slow_start = \"30s\"\ntargets = [{}]\n\
+             [target_group.health_check]\nhealthy_threshold = 2\nunhealthy_threshold = 2\n",
+            targets.join(", ")
+        );
+        let mut cfg = crate::config::parse_str(&text, "t.toml")
+            .unwrap()
+            .target_groups[0]
+            .clone();
+        // Below the file's minimum, so that checks come within the test; the
+        // timeout only bounds a check that hangs.
+        cfg.health_check.interval = Duration::from_millis(10);
+        cfg.health_check.timeout = Duration::from_secs(10);
+        let g = Arc::new(TargetGroupRuntime::new(&cfg));
+        for &i in healthy {
+            record(
+                &mut g.targets()[i].health.lock().unwrap(),
+                Outcome::Ok,
+                2,
+                2,
+            );
+        }
+        g
+    }
+
+    #[tokio::test]
+    async fn a_target_its_checks_turn_healthy_starts_slow_while_a_healthy_one_serves() {
+        let (a, b) = (answering_200().await, answering_200().await);
+        let g = checked_with_slow_start(&[a, b], &[1]);
+        let checkers = spawn_checkers(g.clone(), true);
+        let t0 = &g.targets()[0];
+        until("the new target healthy and ramping", || {
+            t0.health.lock().unwrap().state == HealthState::Healthy && t0.ramp() < 1000
+        })
+        .await;
+        assert_eq!(g.targets()[1].ramp(), 1000);
+        for c in checkers {
+            c.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn passing_checks_of_a_target_already_healthy_leave_its_weight_alone() {
+        let ((a, seen_a), (b, seen_b)) =
+            (answering_200_counted().await, answering_200_counted().await);
+        let g = checked_with_slow_start(&[a, b], &[0, 1]);
+        let checkers = spawn_checkers(g.clone(), true);
+        let seen =
+            |n: &Arc<std::sync::atomic::AtomicUsize>| n.load(std::sync::atomic::Ordering::SeqCst);
+        // The third check of each has begun: two have been recorded.
+        until("three checks of each target", || {
+            seen(&seen_a) >= 3 && seen(&seen_b) >= 3
+        })
+        .await;
+        for t in g.targets() {
+            assert_eq!(t.health.lock().unwrap().state, HealthState::Healthy);
+            assert_eq!(t.ramp(), 1000, "{}", t.id);
+        }
+        for c in checkers {
+            c.abort();
+        }
     }
 }
