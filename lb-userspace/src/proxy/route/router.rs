@@ -270,9 +270,11 @@ pub(super) fn strip_port(host: &str) -> &str {
             None => return host,
         }
     } else {
+        // A bare IPv6 literal's first colon is followed by more colons,
+        // never by digits alone: the port check below leaves it whole.
         match host.find(':') {
-            Some(colon) if !host[colon + 1..].contains(':') => colon,
-            _ => return host,
+            Some(colon) => colon,
+            None => return host,
         }
     };
     match host[cut..].strip_prefix(':') {
@@ -445,6 +447,53 @@ mod tests {
     fn one(cond: Condition, req: Req) -> u32 {
         let r = Router::compile(&listener(vec![rule(1, vec![cond])]));
         r.route(&req.view()).priority
+    }
+
+    #[test]
+    fn a_port_is_cut_only_from_a_name_or_a_bracketed_address() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("[2001:db8::1]:443"), "[2001:db8::1]");
+        // A bare IPv6 literal has colons but no port.
+        assert_eq!(strip_port("::1"), "::1");
+        assert_eq!(strip_port("::8080"), "::8080");
+        assert_eq!(strip_port("2001:db8::1"), "2001:db8::1");
+    }
+
+    #[test]
+    fn a_weighted_forward_routes_with_its_groups_ready() {
+        let groups = |names: &[(&str, u16)]| Action::WeightedForward {
+            target_groups: names
+                .iter()
+                .map(|&(name, weight)| crate::config::model::WeightedGroup {
+                    name: name.into(),
+                    weight,
+                })
+                .collect(),
+            stickiness: None,
+        };
+        let mut l = listener(vec![Rule {
+            priority: 1,
+            conditions: vec![Condition::PathPattern(strs(&["/w"]))],
+            action: groups(&[("a", 0), ("b", 1)]),
+        }]);
+        l.default_action = groups(&[("c", 1), ("d", 0)]);
+        let r = Router::compile(&l);
+        let pick = |path| {
+            let req = Req::new().path(path);
+            let routed = r.route(&req.view());
+            routed
+                .weighted
+                .expect("a weighted forward's groups")
+                .pick(&HeaderMap::new())
+                .expect("a group with weight")
+                .group
+        };
+        // Only the group with weight is ever chosen: its index in the action.
+        assert_eq!(pick("/w"), 1);
+        assert_eq!(pick("/other"), 0);
+        // Any other action has none.
+        let r = Router::compile(&listener(vec![rule(1, vec![])]));
+        assert!(r.route(&Req::new().view()).weighted.is_none());
     }
 
     #[test]

@@ -196,6 +196,24 @@ mod tests {
     }
 
     #[test]
+    fn a_case_sensitive_pattern_keeps_its_capitals() {
+        assert!(m("/Admin/*", "/Admin/x"));
+        assert!(!m("/Admin/*", "/admin/x"));
+        assert!(m("/A?min", "/Admin"));
+        assert!(!m("/A?min", "/admin"));
+    }
+
+    #[test]
+    fn a_character_is_its_lead_byte_and_its_continuations_only() {
+        // An ASCII byte is one character, whatever follows it.
+        assert_eq!(char_len(b"a\x80\x80", 0), 1);
+        // A stray continuation byte leads its own run.
+        assert_eq!(char_len(b"\x80\x80", 0), 2);
+        assert_eq!(char_len("é".as_bytes(), 0), 2);
+        assert_eq!(char_len("€x".as_bytes(), 0), 3);
+    }
+
+    #[test]
     fn fast_paths_are_chosen() {
         assert_eq!(Pattern::new("*", false).kind, Kind::Any);
         assert_eq!(Pattern::new("***", false).kind, Kind::Any);
