@@ -265,28 +265,15 @@ impl AdminArgs {
             Output::Json => {
                 println!("{}", serde_json::to_string_pretty(json).unwrap_or_default())
             }
-            Output::Table => {
+            Output::Table | Output::Text => {
                 let mut t = xalb::admin::table::Table::new(title, headers);
                 for r in rows {
                     t.row(r);
                 }
-                print!("{}", t.render());
-            }
-            Output::Text => {
-                let upper: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
-                let mut widths: Vec<usize> = upper.iter().map(|h| h.len()).collect();
-                for r in &rows {
-                    for (w, c) in widths.iter_mut().zip(r) {
-                        *w = (*w).max(c.chars().count());
-                    }
-                }
-                for r in std::iter::once(&upper).chain(&rows) {
-                    let line: Vec<String> = r
-                        .iter()
-                        .zip(&widths)
-                        .map(|(c, w)| format!("{c:<w$}"))
-                        .collect();
-                    println!("{}", line.join("  ").trim_end());
+                if self.output == Output::Table {
+                    print!("{}", t.render());
+                } else {
+                    print!("{}", t.render_text());
                 }
             }
         }

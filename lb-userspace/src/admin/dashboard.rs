@@ -79,15 +79,8 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-pub fn dashboard(view: &AdminView) -> Dashboard {
-    let empty;
-    let cfg = match &view.config {
-        Some(c) => &**c,
-        None => {
-            empty = crate::config::parse_str("", "none").expect("an empty file is a configuration");
-            &empty
-        }
-    };
+/// What the page shows of `cfg`, the configuration `view` serves.
+pub fn dashboard(view: &AdminView, cfg: &crate::config::model::Config) -> Dashboard {
     let health = super::targets(view, None).targets;
     let listeners = cfg
         .listeners

@@ -238,7 +238,15 @@ async fn handle(
     Ok(match (req.method(), path.as_str()) {
         (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", dashboard::PAGE),
         (&Method::GET, "/api/dashboard") => {
-            json(StatusCode::OK, &dashboard::dashboard(&view.read().unwrap()))
+            let view = view.read().unwrap();
+            match view.config.as_deref() {
+                Some(cfg) => json(StatusCode::OK, &dashboard::dashboard(&view, cfg)),
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "starting",
+                    "xalb is starting",
+                ),
+            }
         }
         (&Method::GET, "/metrics") => {
             let text = metrics::metrics(&view.read().unwrap());

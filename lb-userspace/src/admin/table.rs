@@ -20,14 +20,37 @@ impl Table {
         self.rows.push(cells);
     }
 
-    pub fn render(&self) -> String {
-        let width = |s: &str| s.chars().count();
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+    /// Each column's width: its widest cell, header included.
+    fn widths(&self, headers: &[String]) -> Vec<usize> {
+        let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
         for r in &self.rows {
             for (w, c) in widths.iter_mut().zip(r) {
                 *w = (*w).max(width(c));
             }
         }
+        widths
+    }
+
+    /// `--output text`: the headers in capitals, then a line per row, the
+    /// columns two spaces apart; no title, no box.
+    pub fn render_text(&self) -> String {
+        let upper: Vec<String> = self.headers.iter().map(|h| h.to_uppercase()).collect();
+        let widths = self.widths(&upper);
+        let mut out = String::new();
+        for r in std::iter::once(&upper).chain(&self.rows) {
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c}{}", " ".repeat(w - width(c))))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn render(&self) -> String {
+        let mut widths = self.widths(&self.headers);
         // "| a | b |": each column takes its width and 3 more, less the
         // first bar; a title wider than that widens the last column.
         let columns = widths
@@ -65,6 +88,10 @@ impl Table {
     }
 }
 
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +119,23 @@ mod tests {
                 "| 2001:db8::1 | 8080 | unhealthy |",
                 "+-------------+------+-----------+",
             ]
+        );
+    }
+
+    #[test]
+    fn text_is_aligned_columns_under_capital_headers() {
+        let mut t = Table::new("DescribeTargetHealth", &["Id", "State", "Reason"]);
+        t.row(vec!["10.0.0.1".into(), "healthy".into(), String::new()]);
+        t.row(vec![
+            "é".into(),
+            "unhealthy".into(),
+            "Target.Timeout".into(),
+        ]);
+        assert_eq!(
+            t.render_text(),
+            "ID        STATE      REASON\n\
+             10.0.0.1  healthy\n\
+             é         unhealthy  Target.Timeout\n"
         );
     }
 
