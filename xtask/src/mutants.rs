@@ -329,10 +329,12 @@ impl Row {
         self.caught + self.missed + self.timeout
     }
 
-    /// Caught over viable, in percent; a timeout counts as not caught (a
-    /// test that hangs is a test that did not fail).
+    /// Caught or timed out over viable, in percent. A mutant that makes a
+    /// test hang is found: under nextest the hung test fails the suite by
+    /// name at its time limit, as cargo-mutants' own limit ended it here.
     fn percent(&self) -> Option<f64> {
-        (self.viable() > 0).then(|| 100.0 * self.caught as f64 / self.viable() as f64)
+        (self.viable() > 0)
+            .then(|| 100.0 * (self.caught + self.timeout) as f64 / self.viable() as f64)
     }
 }
 
@@ -516,9 +518,10 @@ mod tests {
                 },
             ]
         );
-        // Caught over caught + missed + timeout; unviable ones built nothing.
+        // Caught or timed out over caught + missed + timeout; unviable ones
+        // built nothing.
         assert_eq!(rows[0].percent(), Some(100.0 * 2.0 / 3.0));
-        assert_eq!(rows[1].percent(), Some(60.0));
+        assert_eq!(rows[1].percent(), Some(80.0));
         // A file with no mutant in the run has no row.
         assert_eq!(tally(&[A, B], &Outcomes::default()), vec![]);
     }
@@ -535,12 +538,12 @@ mod tests {
         );
         assert_eq!(
             cells(lines[2]),
-            s(&["b/group.rs", "3", "1", "1", "0", "60.0%"])
+            s(&["b/group.rs", "3", "1", "1", "0", "80.0%"])
         );
-        // 5 caught of 5 + 2 + 1 viable.
+        // 5 caught and 1 timeout of 5 + 2 + 1 viable.
         assert_eq!(
             cells(lines[3]),
-            s(&["total", "5", "2", "1", "1", "62.5%", "(goal", "90%)"])
+            s(&["total", "5", "2", "1", "1", "75.0%", "(goal", "90%)"])
         );
         assert!(table(&[])
             .lines()
