@@ -345,6 +345,7 @@ fn weighted_random(members: &[Member], cumulative: &[u32], exclude: &[usize]) ->
 mod tests {
     use super::*;
     use crate::targets::group::tests::group_of;
+    use crate::targets::group::TargetGroupRuntime;
 
     #[test]
     fn unrolled_matches_stepwise() {
@@ -408,10 +409,89 @@ mod tests {
     }
 
     #[test]
+    fn a_period_is_unrolled_up_to_the_budget_and_no_further() {
+        // Three targets of weight 1: a period of 3, 9 entries to unroll.
+        let g = group_of(Algorithm::RoundRobin, &[1, 1, 1]);
+        let plan =
+            |budget| match Selector::with_budget(Algorithm::RoundRobin, g.targets(), 0, budget)
+                .snapshot
+                .load()
+                .plan
+            {
+                Plan::Unrolled { ref order, .. } => Some(order.len()),
+                Plan::Stepwise { .. } => None,
+                _ => unreachable!("round robin has no other plan"),
+            };
+        assert_eq!(plan(9), Some(3));
+        assert_eq!(plan(8), None);
+    }
+
+    /// How often each of `n` targets is picked in `picks` picks.
+    fn counts(s: &Selector, g: &TargetGroupRuntime, exclude: &[usize], picks: usize) -> Vec<usize> {
+        let mut seen = vec![0; g.targets().len()];
+        for _ in 0..picks {
+            let i = s
+                .with_snapshot(g.targets(), 0, |snap| snap.select(g.targets(), exclude))
+                .expect("a target is left to pick");
+            seen[i] += 1;
+        }
+        seen
+    }
+
+    #[test]
+    fn least_outstanding_ties_spread_by_weight() {
+        fastrand::seed(7);
+        // Nothing outstanding: every target ties, and each is picked in
+        // proportion to its weight (2000 picks of 1:3, σ ≈ 19).
+        let g = group_of(Algorithm::LeastOutstandingRequests, &[1, 3]);
+        let s = Selector::new(Algorithm::LeastOutstandingRequests, g.targets(), 0);
+        let seen = counts(&s, &g, &[], 2000);
+        assert!((400..600).contains(&seen[0]), "{seen:?}");
+    }
+
+    #[test]
+    fn weighted_random_draws_among_the_targets_left_by_weight() {
+        fastrand::seed(7);
+        let g = group_of(Algorithm::WeightedRandom, &[5, 1, 2, 4]);
+        let s = Selector::new(Algorithm::WeightedRandom, g.targets(), 0);
+        // Target 0 excluded: the others 1:2:4 of 2100 (σ ≤ 23).
+        assert_near(&counts(&s, &g, &[0], 2100), &[0, 300, 600, 1200], 100);
+        // Nothing excluded: 5:1:2:4 of 12000 (σ ≤ 54).
+        assert_near(&counts(&s, &g, &[], 12000), &[5000, 1000, 2000, 4000], 250);
+    }
+
+    fn assert_near(seen: &[usize], expected: &[usize], within: usize) {
+        for (s, e) in seen.iter().zip(expected) {
+            assert!(
+                s.abs_diff(*e) <= within,
+                "{seen:?} is not near {expected:?}"
+            );
+        }
+    }
+
+    #[test]
     fn gcd_values() {
         assert_eq!(gcd(0, 5), 5);
         assert_eq!(gcd(12, 18), 6);
         assert_eq!(gcd(7, 1), 1);
+    }
+
+    #[test]
+    fn a_worker_catching_up_takes_the_snapshot_another_built() {
+        let g = group_of(Algorithm::RoundRobin, &[1, 1]);
+        let s = Selector::new(Algorithm::RoundRobin, g.targets(), 0);
+        let pick = |generation: u64| {
+            s.with_snapshot(g.targets(), generation, |snap| {
+                snap.select(g.targets(), &[])
+            })
+        };
+        assert_eq!(pick(1), Some(0), "worker 0 rebuilds at generation 1");
+        // Worker 1's cached snapshot is older: it takes the shared one,
+        // whose round robin goes on, instead of building its own again.
+        crate::worker::set(1);
+        let next = pick(1);
+        crate::worker::set(0);
+        assert_eq!(next, Some(1));
     }
 
     #[test]
