@@ -984,4 +984,26 @@ pub(crate) mod tests {
             .count();
         assert!((1_900..=2_100).contains(&green), "{green}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draining_target_takes_no_new_request_and_drains_until_its_deadline() {
+        let g = group_of(Algorithm::RoundRobin, &[1, 1]);
+        let t = Arc::clone(&g.targets()[1]);
+        assert!(!t.is_draining());
+        let start = tokio::time::Instant::now();
+        // Waiting began before the drain did: the drain wakes it.
+        let waiter = {
+            let t = Arc::clone(&t);
+            tokio::spawn(async move {
+                t.drained().await;
+                tokio::time::Instant::now()
+            })
+        };
+        tokio::task::yield_now().await;
+        let until = start + std::time::Duration::from_secs(300);
+        t.start_draining(until);
+        assert!(t.is_draining());
+        assert_eq!(picks(&g, 4, &none(), &[]), [0, 0, 0, 0]);
+        assert_eq!(waiter.await.unwrap(), until);
+    }
 }
