@@ -266,11 +266,6 @@ impl TargetGroupRuntime {
         &self.targets
     }
 
-    /// Whether target stickiness is on (the response may need a cookie).
-    pub fn sticky(&self) -> bool {
-        self.stickiness.is_some()
-    }
-
     /// No target is usable, so all are being used (ALB's fail-open).
     pub fn fail_open(&self) -> bool {
         let generation = self.generation.load(Ordering::Acquire);
