@@ -159,6 +159,51 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    /// The key is the process's: the test that sets one runs again in a
+    /// process of its own, told so by this variable.
+    const OWN_PROCESS: &str = "XALB_TEST_STICKY_KEY_OWN_PROCESS";
+
+    #[test]
+    fn a_key_set_before_the_first_token_makes_every_token_and_stays() {
+        if std::env::var_os(OWN_PROCESS).is_none() {
+            let name = "targets::sticky::tests::a_key_set_before_the_first_token_makes_every_token_and_stays";
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([name, "--exact", "--nocapture", "--test-threads=1"])
+                .env(OWN_PROCESS, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                text.contains("1 passed"),
+                "the test did not run again: {text}"
+            );
+            return;
+        }
+        let secret = [7u8; KEY_LEN];
+        assert!(use_key(&secret), "the first key is taken");
+        // HMAC-SHA256 of the length-prefixed parts, first 16 bytes.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &secret);
+        let mut mac = hmac::Context::with_key(&key);
+        for part in ["group", "g"] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        let tag = mac.sign();
+        let expected = u128::from_be_bytes(tag.as_ref()[..16].try_into().unwrap());
+        assert_eq!(Token::for_group("g"), Token(expected));
+        assert!(!use_key(&[8u8; KEY_LEN]), "a second key is refused");
+        assert_eq!(
+            Token::for_group("g"),
+            Token(expected),
+            "and changes nothing"
+        );
+    }
+
     fn headers(name: http::HeaderName, values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
