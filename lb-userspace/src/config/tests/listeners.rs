@@ -38,6 +38,8 @@ fn certificate_files_must_be_readable() {
     let file = dir.join("x.toml");
     let key = dir.join("key.pem");
     std::fs::write(&key, "").unwrap();
+    let not_a_file = dir.join("dir.pem");
+    std::fs::create_dir(&not_a_file).unwrap();
     assert_eq!(
         diagnostics_of(&text, &file),
         [
@@ -46,6 +48,18 @@ fn certificate_files_must_be_readable() {
                 file.display(),
                 position(&text, "\"key.pem\""),
                 key.display()
+            ),
+        ]
+    );
+    let text = text.replace("\"key.pem\"", "\"dir.pem\"");
+    assert_eq!(
+        diagnostics_of(&text, &file),
+        [
+            format!(
+                "{}:{}: listener \"web-alb:443\".certificates[0].key: {} is not a regular file (relative paths are resolved from the configuration file's directory)",
+                file.display(),
+                position(&text, "\"dir.pem\""),
+                not_a_file.display()
             ),
         ]
     );

@@ -124,6 +124,14 @@ fn unknown_references() {
         "listener \"db-nlb:5432\".load_balancer",
         &["unknown load_balancer \"db-nlb\"", "defined: \"web-alb\""],
     );
+    // Without a balancer's name the listener is known by its position.
+    let text = base_plus(&tcp_listener().set("load_balancer", "\"\"").to_string());
+    assert_error(
+        &text,
+        "load_balancer = \"\"",
+        "listener[1].load_balancer",
+        &["unknown load_balancer \"\""],
+    );
     let text = base_plus(&format!(
         "{}\n{}",
         tcp_listener(),

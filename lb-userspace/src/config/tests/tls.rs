@@ -77,7 +77,10 @@ fn an_expired_or_not_yet_valid_certificate_is_an_error_one_expiring_soon_a_warni
     write_cert(&dir, "expired", now - 400 * DAY, now - DAY);
     write_cert(&dir, "future", now + DAY, now + 400 * DAY);
     write_cert(&dir, "soon", now - DAY, now + 10 * DAY + 3600);
-    write_cert(&dir, "fine", now - DAY, now + 31 * DAY);
+    // 30 whole days left is the first that needs no warning.
+    write_cert(&dir, "fine", now - DAY, now + 30 * DAY + 3600);
+    // Valid from this very second (or the one before, if it just ticked).
+    write_cert(&dir, "now", now, now + 400 * DAY);
 
     let (errors, _) = check(&dir, &with_cert("expired"));
     assert_eq!(errors.len(), 1, "{errors:?}");
@@ -96,6 +99,7 @@ fn an_expired_or_not_yet_valid_certificate_is_an_error_one_expiring_soon_a_warni
         "{warnings:?}"
     );
     assert_eq!(check(&dir, &with_cert("fine")), (vec![], vec![]));
+    assert_eq!(check(&dir, &with_cert("now")), (vec![], vec![]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
