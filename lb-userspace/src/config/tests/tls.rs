@@ -187,6 +187,23 @@ fn mutual_authentication_modes() {
         assert_eq!(errors.len(), 1, "{value}: {errors:?}");
         assert!(errors[0].starts_with(&want), "{value}: {errors:?}");
     }
+    // PEM around bytes that are no certificate.
+    std::fs::write(
+        dir.join("garbage.pem"),
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let (errors, _) = check(
+        &dir,
+        &mtls("{ mode = \"verify\", trust_store = \"garbage.pem\" }"),
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!("{field}.trust_store: "))
+            && errors[0]
+                .ends_with("1 of its 1 certificates cannot be trust anchors (not valid X.509)"),
+        "{errors:?}"
+    );
     let on_http = base_with(
         "port = 80\ndefault_action",
         "port = 80\nmutual_authentication = { mode = \"passthrough\" }\ndefault_action",
