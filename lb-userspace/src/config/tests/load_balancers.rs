@@ -139,4 +139,18 @@ fn an_address_belongs_to_one_balancer() {
         "load_balancer[1].addresses[0]",
         &["address 10.0.0.10 already belongs to load_balancer \"web-alb\" (line 23)"],
     );
+    let text = base_plus(
+        &load_balancer("other", "10.0.0.20")
+            .set("addresses", "[\"10.0.0.20\",\n  \"10.0.0.20\"] # again")
+            .to_string(),
+    );
+    let first = line_of(&text, "[\"10.0.0.20\",");
+    assert_error(
+        &text,
+        "# again",
+        "load_balancer[1].addresses[1]",
+        &[&format!(
+            "address 10.0.0.20 is listed twice (first at line {first})"
+        )],
+    );
 }

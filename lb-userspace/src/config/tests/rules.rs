@@ -287,6 +287,16 @@ fn weighted_forward_checks() {
         "rule[0].action.target_groups",
         &["every weight is 0", "1-999"],
     );
+    // An unknown group is the one error: its weight of 0 is not judged on
+    // top of it.
+    let text = weighted("{ name = \"nope\", weight = 0 }");
+    assert_error(
+        &text,
+        "target_groups",
+        "rule[0].action.target_groups[0].name",
+        &["unknown target_group \"nope\""],
+    );
+    assert_eq!(parse(&text).unwrap_err().diagnostics().len(), 1);
     let text = weighted("");
     assert_error(
         &text,

@@ -201,7 +201,9 @@ impl Checker<'_> {
                 ok = false;
             }
         }
-        if !ok || values.is_empty() {
+        // (An empty list was refused above: the file is refused, and no
+        // rule of it is used.)
+        if !ok {
             return None;
         }
         Some(match kind {
@@ -367,9 +369,7 @@ impl Checker<'_> {
                                 "stickiness uses a cookie and needs an HTTP or HTTPS listener",
                             );
                         }
-                        let d = self.checked_duration(Some(st), &f, secs(0), &STICKINESS_DURATION);
-                        ok &= d.is_some();
-                        d
+                        Some(self.checked_duration(Some(st), &f, secs(0), &STICKINESS_DURATION)?)
                     }
                 };
                 ok.then_some(Action::WeightedForward {
