@@ -230,6 +230,15 @@ fn redirect_checks() {
         "rule[0].action.host",
         &["#{path} is not allowed in host"],
     );
+    // HTTP on an HTTP listener, the port written out or as its keyword.
+    for fields in [
+        "status_code = \"HTTP_301\", protocol = \"HTTP\", port = \"8080\"",
+        "status_code = \"HTTP_302\", port = \"#{port}\", host = \"www.example.com\"",
+    ] {
+        if let Err(e) = parse(&redirect(fields)) {
+            panic!("{fields}: {e}");
+        }
+    }
     let text = redirect("status_code = \"HTTP_301\", query = \"#{query}\"");
     assert_error(
         &text,
