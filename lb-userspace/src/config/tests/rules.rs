@@ -118,9 +118,22 @@ fn condition_values() {
             "rule[0].conditions[0].name",
             "use a host-header condition",
         ),
+        (
+            "{ field = \"http-header\", name = \"X-Env\", values = [\"a\\tb\"] }",
+            "rule[0].conditions[0].values[0]",
+            "invalid http-header value \"a\\tb\": printable ASCII characters only",
+        ),
     ] {
         let text = rule(cond, FORWARD_WEB);
         assert_error(&text, "conditions", field, &[expect]);
+    }
+    // A space is printable.
+    let text = rule(
+        "{ field = \"http-header\", name = \"X-Env\", values = [\"blue green\"] }",
+        FORWARD_WEB,
+    );
+    if let Err(e) = parse(&text) {
+        panic!("{e}");
     }
     let long = format!("/{}", "a".repeat(128));
     let text = rule(
