@@ -127,13 +127,14 @@ fn condition_values() {
         let text = rule(cond, FORWARD_WEB);
         assert_error(&text, "conditions", field, &[expect]);
     }
-    // A space is printable.
-    let text = rule(
+    // A space is printable; methods have '-' and '_'.
+    for cond in [
         "{ field = \"http-header\", name = \"X-Env\", values = [\"blue green\"] }",
-        FORWARD_WEB,
-    );
-    if let Err(e) = parse(&text) {
-        panic!("{e}");
+        "{ field = \"http-request-method\", values = [\"M-SEARCH\", \"VERSION_CONTROL\"] }",
+    ] {
+        if let Err(e) = parse(&rule(cond, FORWARD_WEB)) {
+            panic!("{cond}: {e}");
+        }
     }
     let long = format!("/{}", "a".repeat(128));
     let text = rule(
