@@ -237,6 +237,17 @@ fn redirect_checks() {
         "rule[0].action.port",
         &["port must be 1-65535 or \"#{port}\", got 0"],
     );
+    for host in ["example.com/x", "exa mple.com", ""] {
+        let text = redirect(&format!("status_code = \"HTTP_301\", host = {host:?}"));
+        assert_error(
+            &text,
+            "redirect",
+            "rule[0].action.host",
+            &[&format!(
+                "invalid redirect host {host:?}: 1-128 visible characters"
+            )],
+        );
+    }
     let text = redirect("status_code = \"HTTP_301\", host = \"#{path}.example.com\"");
     assert_error(
         &text,

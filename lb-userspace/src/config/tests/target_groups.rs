@@ -369,3 +369,65 @@ fn request_head_timeout_defaults_to_60s_or_the_idle_timeout_and_has_its_range() 
         );
     }
 }
+
+#[test]
+fn cookie_names_are_rfc_6265_tokens_and_not_the_balancers_own() {
+    let sticky = |name: &str| {
+        base_with(
+            "targets = [{ address = \"10.0.1.10\" }]\n",
+            &format!(
+                "targets = [{{ address = \"10.0.1.10\" }}]\n[target_group.stickiness]\ntype = \"app_cookie\"\ncookie_name = {name:?}\n"
+            ),
+        )
+    };
+    for name in ["", "a b", "x=y", "s;t"] {
+        assert_error(
+            &sticky(name),
+            "cookie_name",
+            "target_group[0].stickiness.cookie_name",
+            &[&format!(
+                "invalid cookie_name {name:?}: use letters, digits"
+            )],
+        );
+    }
+    for name in ["AWSALBAPP-0", "awsalbx"] {
+        assert_error(
+            &sticky(name),
+            "cookie_name",
+            "target_group[0].stickiness.cookie_name",
+            &[&format!("cookie_name {name:?} is reserved")],
+        );
+    }
+    for name in ["JSESSIONID", "session_id", "a!#$%&'*+-.^`|~"] {
+        if let Err(e) = parse(&sticky(name)) {
+            panic!("{name}: {e}");
+        }
+    }
+}
+
+#[test]
+fn preserve_client_ip_is_for_tcp_groups() {
+    let text = base_with("port = 5432\n", "port = 5432\npreserve_client_ip = true\n");
+    let cfg = parse(&text).unwrap();
+    assert!(cfg.target_groups[1].preserve_client_ip);
+    assert!(!parse(BASE).unwrap().target_groups[1].preserve_client_ip);
+    let text = base_with(
+        "port = 80\ntargets",
+        "port = 80\npreserve_client_ip = true\ntargets",
+    );
+    assert_error(
+        &text,
+        "preserve_client_ip",
+        "target_group[0].preserve_client_ip",
+        &["preserve_client_ip applies to TCP target groups"],
+    );
+}
+
+#[test]
+fn a_matcher_range_may_be_one_code() {
+    let cfg = parse(&with_health_check("matcher = \"200-200,302\"")).unwrap();
+    assert_eq!(
+        cfg.target_groups[0].health_check.matcher,
+        Matcher(vec![(200, 200), (302, 302)])
+    );
+}

@@ -713,11 +713,9 @@ pub(super) fn check_query(q: &RawQueryValue) -> Result<(), String> {
 pub(super) fn check_placeholders(s: &str, part: &str, allowed: &[&str]) -> Result<(), String> {
     let mut rest = s;
     while let Some(start) = rest.find("#{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
+        let Some((keyword, after)) = rest[start + 2..].split_once('}') else {
             return Err(format!("unterminated \"#{{\" in {part} {s:?}"));
         };
-        let keyword = &after[..end];
         if !allowed.contains(&keyword) {
             let list: Vec<String> = allowed.iter().map(|k| format!("#{{{k}}}")).collect();
             return Err(format!(
@@ -725,7 +723,7 @@ pub(super) fn check_placeholders(s: &str, part: &str, allowed: &[&str]) -> Resul
                 list.join(", ")
             ));
         }
-        rest = &after[end + 1..];
+        rest = after;
     }
     Ok(())
 }
