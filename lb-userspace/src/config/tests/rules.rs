@@ -230,6 +230,17 @@ fn redirect_checks() {
         "rule[0].action.protocol",
         &["\"HTTP\", \"HTTPS\", \"#{protocol}\""],
     );
+    for port in ["+80", "", "99999999999999999999"] {
+        let text = redirect(&format!("status_code = \"HTTP_301\", port = {port:?}"));
+        assert_error(
+            &text,
+            "redirect",
+            "rule[0].action.port",
+            &[&format!(
+                "port must be 1-65535 or \"#{{port}}\", got {port:?}"
+            )],
+        );
+    }
     let text = redirect("status_code = \"HTTP_301\", port = 0");
     assert_error(
         &text,
