@@ -224,7 +224,8 @@ impl<IO> FramingGuard<IO> {
                 }
                 State::Head => self.head(),
                 State::Body(n) => {
-                    let take = (n.min(self.unjudged().len() as u64)) as usize;
+                    let unjudged = (self.pending.len() - self.judged) as u64;
+                    let take = n.min(unjudged) as usize;
                     self.release(take);
                     self.state = if n == take as u64 {
                         State::Head
@@ -254,11 +255,6 @@ impl<IO> FramingGuard<IO> {
                 return;
             }
         }
-    }
-
-    /// Bytes read but not judged yet.
-    fn unjudged(&self) -> &[u8] {
-        &self.pending[self.judged..]
     }
 
     fn release(&mut self, n: usize) {
@@ -827,6 +823,10 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
             .cause()
             .contains("both Content-Length and Transfer-Encoding"));
         assert!(Refusal::HeadTimeout.cause().contains("in time"));
+        // The log prints a refusal as its cause.
+        for r in Refusal::ALL {
+            assert_eq!(r.to_string(), r.cause());
+        }
     }
 
     #[test]
