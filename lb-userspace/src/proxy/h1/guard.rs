@@ -432,14 +432,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                     return res;
                 }
             }
-            // Read into `pending`'s spare room: no zeroing. Small at first,
-            // so that an idle connection holds little memory.
-            let room = if this.pending.capacity() == 0 {
-                1024
-            } else {
-                8 * 1024
-            };
-            this.pending.reserve(room);
+            // Read into `pending`'s spare room: no zeroing.
+            this.pending.reserve(read_room(this.pending.capacity()));
             match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.pending) {
                 Poll::Pending => {
                     if this.head_overdue(cx) {
@@ -457,6 +451,16 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 Poll::Ready(Ok(_)) => this.process(),
             }
         }
+    }
+}
+
+/// The room a read reserves in the guard's buffer: small at first, so that
+/// an idle connection holds little memory, then 8 KiB a read.
+fn read_room(capacity: usize) -> usize {
+    if capacity == 0 {
+        1024
+    } else {
+        8 * 1024
     }
 }
 
@@ -872,6 +876,12 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
         );
         let (out, _) = drain(g);
         assert!(refused(&out).is_some(), "{}", String::from_utf8_lossy(&out));
+    }
+
+    #[test]
+    fn a_connection_reads_1_kib_first_then_8() {
+        assert_eq!(read_room(0), 1024);
+        assert_eq!(read_room(1024), 8192);
     }
 
     #[test]
