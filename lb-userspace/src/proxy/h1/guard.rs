@@ -884,6 +884,69 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(read_room(1024), 8192);
     }
 
+    /// A writer that notes what it was asked to do.
+    #[derive(Default)]
+    struct Noting {
+        vectored: bool,
+        written: Vec<u8>,
+        flushes: usize,
+        shut: bool,
+    }
+
+    impl AsyncRead for Noting {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Noting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shut = true;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_flushes_and_shutdowns_reach_the_connection() {
+        use tokio::io::AsyncWriteExt;
+        for vectored in [false, true] {
+            let io = Noting {
+                vectored,
+                ..Noting::default()
+            };
+            let mut g = FramingGuard::new(io, LIMITS, Switch::default());
+            assert_eq!(g.is_write_vectored(), vectored);
+            g.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+            g.write_vectored(&[io::IoSlice::new(b"a"), io::IoSlice::new(b"b")])
+                .await
+                .unwrap();
+            g.flush().await.unwrap();
+            g.shutdown().await.unwrap();
+            let io = &g.io;
+            assert_eq!(io.written, b"HTTP/1.1 200 OK\r\na");
+            assert!(io.flushes >= 1 && io.shut);
+        }
+    }
+
     #[test]
     fn every_refusal_says_why() {
         let causes: Vec<&str> = Refusal::ALL.iter().map(|r| r.cause()).collect();
