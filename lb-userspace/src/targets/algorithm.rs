@@ -426,6 +426,19 @@ mod tests {
         assert_eq!(plan(8), None);
     }
 
+    /// Every target at the first step of slow start: its effective weight
+    /// is its weight, not a thousand times it, so that a draw one off is
+    /// a share visibly off.
+    fn at_one_thousandth(g: &TargetGroupRuntime) {
+        for t in g.targets() {
+            t.set_ramp(1);
+        }
+        assert_eq!(
+            g.targets()[0].effective_weight(),
+            u32::from(g.config().targets[0].weight)
+        );
+    }
+
     /// How often each of `n` targets is picked in `picks` picks.
     fn counts(s: &Selector, g: &TargetGroupRuntime, exclude: &[usize], picks: usize) -> Vec<usize> {
         let mut seen = vec![0; g.targets().len()];
@@ -444,6 +457,7 @@ mod tests {
         // Nothing outstanding: every target ties, and each is picked in
         // proportion to its weight (2000 picks of 1:3, σ ≈ 19).
         let g = group_of(Algorithm::LeastOutstandingRequests, &[1, 3]);
+        at_one_thousandth(&g);
         let s = Selector::new(Algorithm::LeastOutstandingRequests, g.targets(), 0);
         let seen = counts(&s, &g, &[], 2000);
         assert!((400..600).contains(&seen[0]), "{seen:?}");
@@ -453,6 +467,7 @@ mod tests {
     fn weighted_random_draws_among_the_targets_left_by_weight() {
         fastrand::seed(7);
         let g = group_of(Algorithm::WeightedRandom, &[5, 1, 2, 4]);
+        at_one_thousandth(&g);
         let s = Selector::new(Algorithm::WeightedRandom, g.targets(), 0);
         // Target 0 excluded: the others 1:2:4 of 2100 (σ ≤ 23).
         assert_near(&counts(&s, &g, &[0], 2100), &[0, 300, 600, 1200], 100);
@@ -487,7 +502,7 @@ mod tests {
         };
         assert_eq!(pick(1), Some(0), "worker 0 rebuilds at generation 1");
         // Worker 1's cached snapshot is older: it takes the shared one,
-        // whose round robin goes on, instead of building its own again.
+        // whose round robin goes on.
         crate::worker::set(1);
         let next = pick(1);
         crate::worker::set(0);
