@@ -936,9 +936,11 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
             let mut g = FramingGuard::new(io, LIMITS, Switch::default());
             assert_eq!(g.is_write_vectored(), vectored);
             g.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
-            g.write_vectored(&[io::IoSlice::new(b"a"), io::IoSlice::new(b"b")])
+            let n = g
+                .write_vectored(&[io::IoSlice::new(b"a"), io::IoSlice::new(b"b")])
                 .await
                 .unwrap();
+            assert_eq!(n, 1, "the connection wrote the first slice");
             g.flush().await.unwrap();
             g.shutdown().await.unwrap();
             let io = &g.io;
