@@ -516,6 +516,12 @@ mod tests {
     /// Hands out one part a read, whole.
     struct Parts(std::collections::VecDeque<Vec<u8>>);
 
+    impl Parts {
+        fn of(parts: &[&[u8]]) -> Self {
+            Self(parts.iter().map(|p| p.to_vec()).collect())
+        }
+    }
+
     impl AsyncRead for Parts {
         fn poll_read(
             mut self: Pin<&mut Self>,
@@ -853,27 +859,15 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
             b"GET /last HTTP/1.1\r\nHost: a\r\n\r\n",
             SMUGGLED,
         ];
-        let g = FramingGuard::new(
-            Parts(parts.iter().map(|p| p.to_vec()).collect()),
-            LIMITS,
-            Switch::default(),
-        );
+        let g = FramingGuard::new(Parts::of(&parts), LIMITS, Switch::default());
         assert_eq!(drain(g), (parts.concat(), None));
         // The same with a smuggled head where a body's bytes end.
-        let g = FramingGuard::new(
-            Parts(
-                [
-                    &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"[..],
-                    b"abc",
-                    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                ]
-                .iter()
-                .map(|p| p.to_vec())
-                .collect(),
-            ),
-            LIMITS,
-            Switch::default(),
-        );
+        let parts: [&[u8]; 3] = [
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+            b"abc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        ];
+        let g = FramingGuard::new(Parts::of(&parts), LIMITS, Switch::default());
         let (out, _) = drain(g);
         assert!(refused(&out).is_some(), "{}", String::from_utf8_lossy(&out));
     }
