@@ -102,6 +102,8 @@ fn bad_matcher() {
         ("\"300-200\"", "invalid matcher \"300-200\": range 300-200 is reversed, write 200-300"),
         ("\"abc\"", "invalid matcher \"abc\": expected codes 200-499 as \"200\", \"200,302\" or \"200-399\""),
         ("\"200,\"", "invalid matcher \"200,\""),
+        ("\"123456789\"", "invalid matcher \"123456789\": code 123456789 is out of range"),
+        ("\"1234567890\"", "invalid matcher \"1234567890\": expected codes 200-499"),
     ] {
         let text = with_health_check(&format!("matcher = {m}"));
         assert_error(&text, "matcher", "target_group[0].health_check.matcher", &[expect]);

@@ -160,11 +160,11 @@ pub(super) fn valid_port(n: i64) -> Option<u16> {
     u16::try_from(n).ok().filter(|&p| p != 0)
 }
 
-/// A string made only of ASCII digits, as a number. (`parse` alone would
-/// take a sign; it refuses an empty string and one past i64, and every
-/// caller checks the number's range.)
+/// A string of at most 9 ASCII digits, as a number (`parse` alone would
+/// take a sign; it refuses an empty string). Longer is no number at all,
+/// not one out of a caller's range.
 pub(super) fn digits(s: &str) -> Option<i64> {
-    if !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     s.parse().ok()

@@ -208,9 +208,12 @@ fn decimal(v: &[u8]) -> Option<u64> {
 
 /// `so_far` and every number of a comma-separated `Content-Length` list,
 /// which must all be the same.
-/// (A byte that is not field text is neither a digit, a comma nor a space:
-/// the numbers refuse it.)
+/// A value that is not field text is invalid as a whole, before any of its
+/// numbers is compared (hyper cannot read it as text).
 fn length_list(v: &[u8], so_far: Option<u64>) -> Result<Option<u64>, FramingError> {
+    if !is_field_text(v) {
+        return Err(FramingError::InvalidContentLength);
+    }
     let mut length = so_far;
     for part in v.split(|&b| b == b',') {
         let n = decimal_any_length(trim(part)).ok_or(FramingError::InvalidContentLength)?;
@@ -411,6 +414,11 @@ mod tests {
         );
         assert_eq!(
             response(&[("content-length", "5\u{80}")]),
+            Err(FramingError::InvalidContentLength)
+        );
+        // Invalid as a whole, though its first number already conflicts.
+        assert_eq!(
+            response(&[("content-length", "100"), ("content-length", "5, 4\u{e6}")]),
             Err(FramingError::InvalidContentLength)
         );
         assert_eq!(response(&[]), Ok(Close));
